@@ -1,0 +1,210 @@
+"""Following plates across frames and emitting one event per vehicle pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from edge.track import PlateTracker, Point, direction
+from edge.types import PlateEvent, PlateRead, PlateText
+
+
+def make_read(
+    text: str,
+    box: tuple[float, float, float, float],
+    pts: float,
+    conf: float = 0.9,
+    night: bool = False,
+) -> PlateRead:
+    plate = PlateText(text, text, text, None, conf)
+    return PlateRead(box=box, detection_confidence=1.0, plate=plate, pts=pts, night=night)
+
+
+def box_at(cx: float, cy: float, w: float = 100.0) -> tuple[float, float, float, float]:
+    return (cx - w / 2, cy - w / 8, cx + w / 2, cy + w / 8)
+
+
+def run(tracker: PlateTracker, frames: Sequence[tuple[float, list[PlateRead]]]) -> list[PlateEvent]:
+    events: list[PlateEvent] = []
+    for pts, reads in frames:
+        events += tracker.update(reads, pts)
+    return events + tracker.flush()
+
+
+def run_without_flush(
+    tracker: PlateTracker, frames: Sequence[tuple[float, list[PlateRead]]]
+) -> list[PlateEvent]:
+    return [e for pts, reads in frames for e in tracker.update(reads, pts)]
+
+
+def approaching(text: str, start: float, n: int = 10, x: float = 300.0) -> list[PlateRead]:
+    """A plate coming towards the camera: moving down the frame and growing."""
+    return [make_read(text, box_at(x, 200 + 30 * i, 80 + 6 * i), start + 0.1 * i) for i in range(n)]
+
+
+def by_frame(*tracks: list[PlateRead]) -> list[tuple[float, list[PlateRead]]]:
+    frames: dict[float, list[PlateRead]] = {}
+    for reads in tracks:
+        for read in reads:
+            frames.setdefault(round(read.pts, 6), []).append(read)
+    return sorted(frames.items())
+
+
+def test_one_car_over_ten_frames_is_one_event() -> None:
+    tracker = PlateTracker(camera="cam-1", countries=["LT"])
+    events = []
+    for read in approaching("ABC123", start=5.0):
+        events += tracker.update([read], read.pts)
+        assert tracker.active == 1
+    assert events == []
+    events += tracker.update([], 5.9 + 0.5)  # within max_age: still live
+    assert events == [] and tracker.active == 1
+    events += tracker.update([], 5.9 + 1.01)
+    assert tracker.active == 0
+    (event,) = events
+    assert (event.text, event.formatted, event.country) == ("ABC123", "ABC 123", "LT")
+    assert (event.first_seen, event.last_seen) == (5.0, 5.9)
+    assert event.frames == 10
+    assert event.direction == "approaching"
+    assert event.camera == "cam-1"
+    assert event.best_box is not None and 0 < event.confidence <= 1
+
+
+def test_two_cars_at_once_are_two_events() -> None:
+    left = approaching("ABC123", start=0.0, x=200)
+    right = [
+        make_read("KLM456", box_at(900, 600 - 30 * i, 120 - 6 * i), 0.1 * i) for i in range(10)
+    ]
+    events = run(PlateTracker(), by_frame(left, right))
+    assert sorted((e.text, e.direction, e.frames) for e in events) == [
+        ("ABC123", "approaching", 10),
+        ("KLM456", "receding", 10),
+    ]
+
+
+def test_noisy_reads_agree_on_the_majority() -> None:
+    reads = approaching("ABC123", start=0.0, n=12)
+    noisy = ["ABC123", "A8C123", "ABC123", "ABC128", "ABC123", "#", "ABC123", "QQQ777",
+             "ABC123", "", "ABC123", "ABC123"]  # fmt: skip
+    reads = [make_read(t, r.box, r.pts) for t, r in zip(noisy, reads, strict=True)]
+    (event,) = run(PlateTracker(), by_frame(reads))
+    assert event.text == "ABC123"
+    assert event.frames == 12
+    assert ("A8C123", 1) in event.alternatives
+    assert ("QQQ777", 1) in event.alternatives  # a confident misread where the plate is
+
+
+def test_a_new_plate_where_the_last_one_left_is_a_new_track() -> None:
+    gone = [make_read("ABC123", box_at(300 + 10 * i, 500), 0.1 * i) for i in range(10)]
+    new = [make_read("XYZ789", box_at(500, 500), 1.3 + 0.1 * i) for i in range(5)]
+    events = run(PlateTracker(), by_frame(gone, new))
+    assert [(e.text, e.frames) for e in events] == [("ABC123", 10), ("XYZ789", 5)]
+
+
+def test_time_going_back_ends_all_tracks() -> None:
+    tracker = PlateTracker()
+    run_without_flush(tracker, by_frame(approaching("ABC123", start=10.0, n=3)))
+    (event,) = tracker.update([], 0.0)  # the source restarted
+    assert event.text == "ABC123" and tracker.active == 0
+
+
+def test_fast_plate_with_irregular_frames_stays_one_track() -> None:
+    # 25 plate widths a second sideways: no overlap at all between samples.
+    times = [0.0, 0.07, 0.25, 0.33, 0.5, 0.58, 0.71, 0.9]
+    reads = [make_read("ABC123", box_at(100 + 1500 * t, 400, 60), t) for t in times]
+    tracker = PlateTracker()
+    events = []
+    for read in reads:
+        events += tracker.update([read], read.pts)
+        assert tracker.active == 1
+    (event,) = events + tracker.flush()
+    assert event.frames == len(times)
+    assert event.direction == "right"
+
+
+def test_gap_shorter_than_max_age_keeps_the_track() -> None:
+    reads = approaching("ABC123", start=0.0, n=10)
+    frames = (
+        by_frame(reads[:5])
+        + [(0.9, [])]
+        + by_frame([make_read("ABC123", r.box, r.pts + 0.8) for r in reads[5:]])
+    )
+    (event,) = run(PlateTracker(max_age_s=1.0), frames)
+    assert event.frames == 10
+    assert (event.first_seen, event.last_seen) == (0.0, 1.7)
+
+
+def test_gap_longer_than_max_age_ends_the_track() -> None:
+    tracker = PlateTracker(max_age_s=1.0, dedupe_s=0.0)
+    first = approaching("ABC123", start=0.0, n=5)
+    again = [make_read("ABC123", r.box, r.pts + 3.0) for r in first]
+    ended = run_without_flush(tracker, by_frame(first, again))
+    assert [(e.first_seen, e.last_seen) for e in ended] == [(0.0, 0.4)]
+    assert tracker.active == 1
+    (last,) = tracker.flush()
+    assert (last.first_seen, last.last_seen) == (3.0, 3.4)
+
+
+def test_flush_ends_every_track() -> None:
+    tracker = PlateTracker()
+    cars = [approaching(t, start=0.0, n=3, x=x) for t, x in [("AAA111", 100), ("BBB222", 600),
+                                                          ("CCC333", 1100)]]  # fmt: skip
+    assert run_without_flush(tracker, by_frame(*cars)) == []
+    assert tracker.active == 3
+    assert sorted(e.text for e in tracker.flush()) == ["AAA111", "BBB222", "CCC333"]
+    assert tracker.active == 0 and tracker.flush() == []
+
+
+def test_a_refound_plate_is_not_reported_twice() -> None:
+    first = approaching("ABC123", start=0.0, n=5)
+    # Lost for 1.5 s (longer than max_age), then found again a little further on.
+    again = [make_read("ABC123", box_at(300, 400 + 30 * i, 110), 1.9 + 0.1 * i) for i in range(5)]
+    assert len(run(PlateTracker(), by_frame(first, again))) == 1
+    assert len(run(PlateTracker(dedupe_s=0.0), by_frame(first, again))) == 2
+    # The same plate well after dedupe_s is another pass.
+    later = [make_read("ABC123", r.box, r.pts + 20.0) for r in first]
+    assert len(run(PlateTracker(), by_frame(first, later))) == 2
+
+
+def test_too_few_reads_emit_nothing_unless_one_is_very_sure() -> None:
+    unsure = [make_read("ABC123", box_at(300, 300), 0.0, conf=0.6)]
+    assert run(PlateTracker(min_reads=2), by_frame(unsure)) == []
+    sure = [make_read("ABC123", box_at(300, 300), 0.0, conf=0.95)]
+    (event,) = run(PlateTracker(min_reads=2), by_frame(sure))
+    assert event.frames == 1 and event.direction == "unknown"
+
+
+def test_night_is_the_majority_of_reads() -> None:
+    reads = [make_read("ABC123", box_at(300, 300), 0.1 * i, night=i < 3) for i in range(5)]
+    assert run(PlateTracker(), by_frame(reads))[0].night
+    reads = [make_read("ABC123", box_at(300, 300), 0.1 * i, night=i < 2) for i in range(5)]
+    assert not run(PlateTracker(), by_frame(reads))[0].night
+
+
+def test_direction_from_trajectory() -> None:
+    def path(dx: float, dy: float, dw: float) -> list[Point]:
+        return [Point(0.1 * i, 500 + dx * i, 400 + dy * i, 100 + dw * i, 25) for i in range(9)]
+
+    assert direction(path(0, 10, 8)) == "approaching"
+    assert direction(path(0, 0, 8)) == "approaching"
+    assert direction(path(0, -10, -8)) == "receding"
+    assert direction(path(40, 0, 0)) == "right"
+    assert direction(path(-40, 2, 1)) == "left"
+    assert direction(path(1, -1, 0.5)) == "stationary"
+    assert direction(path(0, 10, 8)[:2]) == "unknown"
+
+
+def test_memory_stays_bounded_for_a_parked_car() -> None:
+    tracker = PlateTracker(max_history=30)
+    for i in range(10_000):
+        jitter = (i % 3) - 1
+        tracker.update([make_read("ABC123", box_at(300 + jitter, 300), i * 0.1)], i * 0.1)
+    (track,) = tracker.tracks
+    assert track.seen == 10_000
+    assert len(track.reads) == 30
+    assert len(track.trajectory) <= 30 + 10
+    assert len(track.voting_reads()) <= 30 + 5
+    (event,) = tracker.flush()
+    assert event.direction == "stationary"
+    assert (event.first_seen, event.last_seen) == (0.0, pytest.approx(999.9))

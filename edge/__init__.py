@@ -1,0 +1,1 @@
+"""anpr-edge: open number plate recognition for camera nodes beside the road."""

@@ -1,0 +1,130 @@
+"""The `anpr-edge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge import models
+from edge.config import ConfigError, EdgeConfig, PipelineConfig, load_config
+
+log = logging.getLogger("edge")
+
+
+def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConfig]:
+    config = load_config(args.config) if args.config else EdgeConfig()
+    pipeline = PipelineConfig.model_validate(
+        config.model_dump(include=set(PipelineConfig.model_fields)))
+    if getattr(args, "mode", None):
+        pipeline.detect.mode = args.mode
+    if getattr(args, "tiles", None) is not None:
+        pipeline.detect.tiles = args.tiles
+    if getattr(args, "countries", None):
+        pipeline.countries = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
+    return config, pipeline
+
+
+def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
+    from edge.pipeline import Engines
+
+    manifest = models.load_manifest(config.models_dir)
+    return Engines(manifest, ocr_model=pipeline.ocr.model,
+                   vehicles=pipeline.detect.mode != "full", threads=config.threads or None)
+
+
+def _read(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge.output import read_json
+    from edge.pipeline import StageTimer, StillReader
+
+    config, pipeline = _pipeline_config(args)
+    reader = StillReader(_engines(config, pipeline), pipeline)
+    failures = 0
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            log.error("cannot read image %s: missing, unreadable or not an image", path)
+            print(json.dumps({"image": path, "error": "unreadable image", "plates": []}),
+                  flush=True)
+            failures += 1
+            continue
+        timer = StageTimer()
+        reads = reader.read(image, timer)
+        print(json.dumps(read_json(path, reads, timer.ms)), flush=True)
+    return 1 if failures == len(args.images) else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from edge.replay import replay
+
+    config, pipeline = _pipeline_config(args)
+    return replay(args.source, _engines(config, pipeline), pipeline, fps=args.fps,
+                  realtime=args.realtime, reads_out=args.reads)
+
+
+def _prepare_models(args: argparse.Namespace) -> int:
+    try:
+        done = models.prepare(args.names or None, include_optional=args.all, force=args.force)
+    except models.ModelError as exc:
+        logging.getLogger("edge").error("%s", exc)
+        return 1
+    for name, path in done.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anpr-edge", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare-models", help="fetch and check the model files (offline after)")
+    p.add_argument("names", nargs="*", help="models to prepare (default: the default set)")
+    p.add_argument("--all", action="store_true", help="also the optional comparison models")
+    p.add_argument("--force", action="store_true", help="prepare again even if present")
+    p.set_defaults(func=_prepare_models)
+
+    def pipeline_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="edge YAML config (pipeline settings)")
+        p.add_argument("--mode", choices=["full", "vehicles", "both"],
+                       help="where plates are searched (overrides the config)")
+        p.add_argument("--tiles", type=int, help="extra square tiles for small plates")
+        p.add_argument("--countries", help="expected countries, e.g. LT,LV,PL (a prior)")
+
+    p = sub.add_parser("read", help="print the plates in photos, one JSON line per image")
+    p.add_argument("images", nargs="+")
+    pipeline_options(p)
+    p.set_defaults(func=_read)
+
+    p = sub.add_parser("replay", help="replay a video or image folder, one JSON line per "
+                       "vehicle pass")
+    p.add_argument("source", help="video file or folder of images")
+    p.add_argument("--fps", type=float, help="frame rate of an image folder (default 10)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace the replay at the source's frame rate, dropping frames when behind")
+    p.add_argument("--reads", action="store_true", help="also print every frame's reads")
+    pipeline_options(p)
+    p.set_defaults(func=_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, models.ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The edge's configuration: pydantic models, strict about keys; load_config(path)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DetectConfig(Strict):
+    mode: Literal["full", "vehicles", "both"] = Field(
+        "full", description="plates on the whole frame (a camera aimed at a lane), inside "
+        "vehicle boxes, or both")
+    plate_size: int = Field(640, ge=160, le=1920, description="long side of the plate "
+                            "detector's input for a whole frame")
+    crop_size: int = Field(320, ge=96, le=1280, description="long side for a vehicle crop")
+    vehicle_size: int = Field(640, ge=160, le=1920)
+    tiles: int = Field(0, ge=0, le=4, description="extra square tiles along the long side, "
+                       "for small plates in wide frames (each costs one more detector run)")
+    plate_confidence: float = Field(0.25, gt=0, lt=1)
+    vehicle_confidence: float = Field(0.3, gt=0, lt=1)
+    max_plates: int = Field(8, ge=1, le=64)
+    min_plate_height: float = Field(8.0, ge=0, description="pixels; smaller boxes are not read")
+
+
+class OcrConfig(Strict):
+    model: str = "ocr-ppocrv6-small"
+    straighten: bool = True
+    widen: float = Field(0.10, ge=0, le=0.5)
+    trim: float = Field(0.10, ge=0, le=0.3)
+    min_confidence: float = Field(0.3, ge=0, le=1, description="reads below this are "
+                                  "not voted")
+
+
+class TrackConfig(Strict):
+    max_age_s: float = Field(1.0, gt=0, description="a vehicle unseen this long has passed")
+    min_reads: int = Field(2, ge=1)
+    single_read_confidence: float = Field(0.9, ge=0, le=1)
+    max_history: int = Field(30, ge=1, le=1000)
+    dedupe_s: float = Field(5.0, ge=0)
+
+
+class MotionConfig(Strict):
+    enabled: bool = True
+    min_area: float = Field(0.002, ge=0, le=1, description="fraction of the frame that "
+                            "must change to count as motion")
+    keepalive_s: float = Field(0.5, gt=0, description="while vehicles are tracked, look at "
+                               "least this often even without motion")
+    idle_check_s: float = Field(5.0, gt=0, description="look this often on a still scene")
+
+
+class NightConfig(Strict):
+    mode: Literal["auto", "clock", "day", "night"] = "auto"
+    start: str = Field("19:00", pattern=r"^\d{2}:\d{2}$")
+    end: str = Field("07:00", pattern=r"^\d{2}:\d{2}$")
+    max_brightness: float = Field(70.0, ge=0, le=255, description="mean grey level below "
+                                  "which a frame is night")
+    max_saturation: float = Field(12.0, ge=0, le=255, description="mean saturation below "
+                                  "which a frame is monochrome (infrared)")
+    plate_confidence: float = Field(0.15, gt=0, lt=1)
+    enhance: bool = True
+
+
+class Location(Strict):
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    road: str | None = None
+    direction: str | None = None
+
+
+class PipelineConfig(Strict):
+    """What one camera's pipeline needs; global values flow into each camera."""
+
+    countries: list[str] | None = None
+    analysis_fps: float = Field(10.0, gt=0, le=120, description="frames per second looked "
+                                "at; a file replays every frame at or above this rate")
+    detect: DetectConfig = DetectConfig()
+    ocr: OcrConfig = OcrConfig()
+    track: TrackConfig = TrackConfig()
+    motion: MotionConfig = MotionConfig()
+    night: NightConfig = NightConfig()
+
+
+class CameraConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    source: str
+    fps: float | None = Field(None, gt=0, description="for image folders")
+    location: Location = Location()
+    overrides: dict[str, Any] = Field(default_factory=dict, description="pipeline settings "
+                                      "for this camera alone, same keys as the global ones")
+    pipeline: PipelineConfig | None = None  # filled by EdgeConfig from globals + overrides
+
+
+class EdgeConfig(PipelineConfig):
+    node_id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    state_dir: Path = Path("var/edge")
+    models_dir: Path | None = None
+    threads: int = Field(0, ge=0, le=64, description="onnxruntime threads; 0 = the cores")
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    link: dict[str, Any] | None = None
+    watchlists: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _cameras_inherit(self) -> EdgeConfig:
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids must be unique, got {ids}")
+        base = PipelineConfig.model_validate(
+            self.model_dump(include=set(PipelineConfig.model_fields))
+        ).model_dump()
+        for cam in self.cameras:
+            cam.pipeline = PipelineConfig.model_validate(_deep_merge(base, cam.overrides))
+        return self
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or invalid; the message names the file and the key."""
+
+
+def load_config(path: Path) -> EdgeConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def config_hash(config: EdgeConfig) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]

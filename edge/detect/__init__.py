@@ -1,0 +1,1 @@
+"""Detectors: vehicles and plates with onnxruntime."""

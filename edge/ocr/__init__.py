@@ -1,0 +1,1 @@
+"""Plate text recognisers."""

@@ -1,0 +1,242 @@
+"""The edge pipeline: frames in, plate reads per frame and one event per vehicle pass out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.config import DetectConfig, PipelineConfig
+from edge.detect.yolo import YoloDetector, nms
+from edge.models import Manifest, load_manifest
+from edge.ocr.ppocr import PpOcrRecognizer
+from edge.read import CropGeometry, PlateReader
+from edge.scene import MotionGate, NightDetector
+from edge.track import PlateTracker
+from edge.types import Detections, Frame, PlateEvent, PlateRead
+
+log = logging.getLogger(__name__)
+
+VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
+
+
+class StageTimer:
+    """Milliseconds per stage for one frame; the timings travel with the result."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+
+class Engines:
+    """The loaded models, shared by every camera of a process (sessions are thread-safe)."""
+
+    def __init__(self, manifest: Manifest | None = None, *, ocr_model: str = "ocr-ppocrv6-small",
+                 vehicles: bool = False, threads: int | None = None):
+        self.manifest = manifest or load_manifest()
+        m = self.manifest
+        self.plates = YoloDetector(m.path("plates"), classes=None, threads=threads)
+        self.vehicles = (YoloDetector(m.path("vehicles"), classes=VEHICLE_CLASSES,
+                                      threads=threads) if vehicles else None)
+        self.ocr_model = ocr_model
+        self.ocr = PpOcrRecognizer(m.path(ocr_model), dictionary=m.dictionary_path(ocr_model),
+                                   threads=threads)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """First runs allocate; do it at load, not on the first vehicle."""
+        blank = np.full((360, 640, 3), 114, np.uint8)
+        self.plates(blank)
+        if self.vehicles is not None:
+            self.vehicles(blank)
+        self.ocr([blank[:48, :200]])
+
+    def versions(self) -> dict[str, str]:
+        return self.manifest.versions()
+
+
+class PlateFinder:
+    """Plate boxes in a frame: on the whole frame, inside vehicles, or both; optional tiles."""
+
+    def __init__(self, engines: Engines, config: DetectConfig):
+        if config.mode != "full" and engines.vehicles is None:
+            raise ValueError(f"detect.mode {config.mode!r} needs the vehicle detector loaded")
+        self.engines = engines
+        self.config = config
+
+    def __call__(self, image: np.ndarray, timer: StageTimer, *,
+                 confidence: float) -> tuple[Detections, Detections]:
+        """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode."""
+        cfg = self.config
+        parts: list[Detections] = []
+        vehicles = Detections.empty()
+        if cfg.mode in ("full", "both"):
+            with timer.stage("detect_plates"):
+                parts.append(self.engines.plates(image, size=cfg.plate_size,
+                                                 confidence=confidence))
+                for x0, y0, x1, y1 in tiles(image.shape[:2], cfg.tiles):
+                    parts.append(self._in_region(image, (x0, y0, x1, y1), cfg.plate_size,
+                                                 confidence))
+        if cfg.mode in ("vehicles", "both"):
+            assert self.engines.vehicles is not None
+            with timer.stage("detect_vehicles"):
+                vehicles = self.engines.vehicles(image, size=cfg.vehicle_size,
+                                                 confidence=cfg.vehicle_confidence)
+            with timer.stage("detect_plates"):
+                for box in vehicles.xyxy:
+                    parts.append(self._in_region(image, tuple(box), cfg.crop_size, confidence))
+        plates = Detections.merge(parts)
+        if len(plates) > 1:
+            plates = plates[nms(plates.xyxy, plates.confidence, 0.4)]
+        heights = plates.xyxy[:, 3] - plates.xyxy[:, 1]
+        plates = plates[heights >= cfg.min_plate_height]
+        order = np.argsort(-plates.confidence)[: cfg.max_plates]
+        return plates[order], vehicles
+
+    def _in_region(self, image: np.ndarray, box: tuple[float, ...], size: int,
+                   confidence: float) -> Detections:
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = (int(max(0, box[0])), int(max(0, box[1])),
+                          int(min(w, box[2])), int(min(h, box[3])))
+        if x2 - x1 < 16 or y2 - y1 < 16:
+            return Detections.empty()
+        found = self.engines.plates(image[y1:y2, x1:x2], size=size, confidence=confidence)
+        found.xyxy += np.array([x1, y1, x1, y1], dtype=np.float32)
+        return found
+
+
+def tiles(hw: tuple[int, int], count: int) -> list[tuple[int, int, int, int]]:
+    """`count` square tiles spread evenly along the long side (they overlap where needed)."""
+    if count <= 0:
+        return []
+    h, w = hw
+    side = min(h, w)
+    long = max(h, w)
+    if long - side < 8 and count == 1:
+        return []
+    starts = np.linspace(0, long - side, count).astype(int) if count > 1 else [(long - side) // 2]
+    if w >= h:
+        return [(int(s), 0, int(s) + side, h) for s in starts]
+    return [(0, int(s), w, int(s) + side) for s in starts]
+
+
+@dataclass
+class FrameResult:
+    frame_index: int
+    pts: float
+    processed: bool  # False when the motion gate let the frame pass unseen
+    night: bool
+    reads: list[PlateRead] = field(default_factory=list)
+    vehicles: Detections = field(default_factory=Detections.empty)
+    events: list[PlateEvent] = field(default_factory=list)
+    ms: dict[str, float] = field(default_factory=dict)
+
+
+class StillReader:
+    """Plates in a single photo, best first (no tracking, no motion gate)."""
+
+    def __init__(self, engines: Engines, config: PipelineConfig):
+        self.config = config
+        self.finder = PlateFinder(engines, config.detect)
+        self.reader = PlateReader(engines.ocr, geometry=_geometry(config),
+                                  countries=config.countries)
+        self.night = NightDetector(config.night)
+
+    def read(self, image: np.ndarray, timer: StageTimer | None = None,
+             night: bool | None = None) -> list[PlateRead]:
+        timer = timer or StageTimer()
+        if night is None:
+            with timer.stage("scene"):
+                night = self.night.is_night(image)
+        threshold = (self.config.night.plate_confidence if night
+                     else self.config.detect.plate_confidence)
+        plates, vehicles = self.finder(image, timer, confidence=threshold)
+        with timer.stage("ocr"):
+            texts = self.reader.read(image, plates.xyxy.tolist(),
+                                     night=night and self.config.night.enhance)
+        reads = []
+        for i, (plate, crop) in enumerate(texts):
+            box = tuple(float(v) for v in plates.xyxy[i])
+            reads.append(PlateRead(box=box,  # type: ignore[arg-type]
+                                   detection_confidence=float(plates.confidence[i]),
+                                   plate=plate, crop=crop, night=night,
+                                   vehicle_box=_enclosing(box, vehicles)))
+        reads.sort(key=lambda r: (bool(r.plate.text), r.confidence), reverse=True)
+        return reads
+
+
+class VideoPipeline:
+    """One camera's pipeline: motion gate, night profile, plates, reading, tracking, voting."""
+
+    def __init__(self, engines: Engines, config: PipelineConfig, camera: str = ""):
+        self.config = config
+        self.camera = camera
+        self.still = StillReader(engines, config)
+        self.gate = MotionGate(config.motion)
+        t = config.track
+        self.tracker = PlateTracker(max_age_s=t.max_age_s, min_reads=t.min_reads,
+                                    max_history=t.max_history, countries=config.countries,
+                                    camera=camera, single_read_confidence=t.single_read_confidence,
+                                    dedupe_s=t.dedupe_s)
+        self.last_processed = -1e9
+        self.last_sampled = -1e9
+
+    def wants(self, pts: float) -> bool:
+        """Whether a frame at `pts` is due for analysis at the configured rate."""
+        return pts - self.last_sampled >= 1.0 / self.config.analysis_fps - 1e-6
+
+    def process(self, frame: Frame) -> FrameResult:
+        timer = StageTimer()
+        self.last_sampled = frame.pts
+        with timer.stage("gate"):
+            motion = self.gate.moving(frame.image) if self.config.motion.enabled else True
+        m = self.config.motion
+        due = (frame.pts - self.last_processed >= (m.keepalive_s if self.tracker.active
+                                                  else m.idle_check_s))
+        night = self.still.night.is_night(frame.image, frame.wall)
+        result = FrameResult(frame.index, frame.pts, processed=motion or due, night=night)
+        if result.processed:
+            self.last_processed = frame.pts
+            reads = self.still.read(frame.image, timer, night=night)
+            min_conf = self.config.ocr.min_confidence
+            for read in reads:
+                read.pts, read.frame_index = frame.pts, frame.index
+            result.reads = [r for r in reads if r.plate.text and r.plate.confidence >= min_conf]
+        with timer.stage("track"):
+            result.events = self.tracker.update(result.reads, frame.pts)
+        result.ms = timer.ms
+        return result
+
+    def finish(self) -> list[PlateEvent]:
+        return self.tracker.flush()
+
+    def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Analyse frames at the configured rate; the rest are skipped unseen."""
+        for frame in frames:
+            if self.wants(frame.pts):
+                yield self.process(frame)
+
+
+def _geometry(config: PipelineConfig) -> CropGeometry:
+    return CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
+                        straighten=config.ocr.straighten)
+
+
+def _enclosing(box: tuple[float, ...],
+               vehicles: Detections) -> tuple[float, float, float, float] | None:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    for x1, y1, x2, y2 in vehicles.xyxy.tolist():
+        if x1 <= cx <= x2 and y1 <= cy <= y2:
+            return (x1, y1, x2, y2)
+    return None

@@ -15,7 +15,7 @@ from edge.detect.yolo import YoloDetector, nms
 from edge.models import Manifest, load_manifest
 from edge.ocr.ppocr import PpOcrRecognizer
 from edge.read import CropGeometry, PlateReader
-from edge.scene import MotionGate, NightDetector
+from edge.scene import MotionGate, NightDetector, looks_night
 from edge.track import PlateTracker
 from edge.types import Detections, Frame, PlateEvent, PlateRead
 
@@ -151,14 +151,13 @@ class StillReader:
         self.finder = PlateFinder(engines, config.detect)
         self.reader = PlateReader(engines.ocr, geometry=_geometry(config),
                                   countries=config.countries)
-        self.night = NightDetector(config.night)
 
     def read(self, image: np.ndarray, timer: StageTimer | None = None,
              night: bool | None = None) -> list[PlateRead]:
         timer = timer or StageTimer()
         if night is None:
             with timer.stage("scene"):
-                night = self.night.is_night(image)
+                night = looks_night(image, self.config.night)
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
         plates, vehicles = self.finder(image, timer, confidence=threshold)
@@ -184,6 +183,7 @@ class VideoPipeline:
         self.camera = camera
         self.still = StillReader(engines, config)
         self.gate = MotionGate(config.motion)
+        self.night = NightDetector(config.night)
         t = config.track
         self.tracker = PlateTracker(max_age_s=t.max_age_s, min_reads=t.min_reads,
                                     max_history=t.max_history, countries=config.countries,
@@ -204,7 +204,7 @@ class VideoPipeline:
         m = self.config.motion
         due = (frame.pts - self.last_processed >= (m.keepalive_s if self.tracker.active
                                                   else m.idle_check_s))
-        night = self.still.night.is_night(frame.image, frame.wall)
+        night = self.night.is_night(frame.image, frame.wall)
         result = FrameResult(frame.index, frame.pts, processed=motion or due, night=night)
         if result.processed:
             self.last_processed = frame.pts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -98,15 +98,19 @@ class PlateReader:
 
     def prepare(self, image: np.ndarray, box: Sequence[float], night: bool) -> list[np.ndarray]:
         """The line images to recognise for one plate (one, or two for a two-line plate)."""
-        crop = crop_plate(image, box, self.geometry)
+        geometry = self.geometry
+        two_lines = (box[2] - box[0]) / max(1e-6, box[3] - box[1]) < geometry.two_line_aspect
+        if two_lines:  # the trim that cleans a one-line plate would cut its characters
+            geometry = replace(geometry, trim=min(geometry.trim, 0.03))
+        crop = crop_plate(image, box, geometry)
         if crop.size == 0:
             return []
-        if self.geometry.straighten:
-            crop = straighten(crop, self.geometry)
+        if geometry.straighten:
+            crop = straighten(crop, geometry)
         if night:
             crop = enhance_night(crop)
-        h, w = crop.shape[:2]
-        if w / h < self.geometry.two_line_aspect:
+        if two_lines:
+            h = crop.shape[0]
             cut = int(h * 0.45)
             return [crop[: cut + h // 20], crop[cut - h // 20:]]
         return [crop]

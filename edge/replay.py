@@ -88,7 +88,8 @@ def replay_events(source: Source, pipeline: VideoPipeline, *, realtime: bool = F
 
 
 def replay(spec: str, engines: Engines, config: PipelineConfig, *, fps: float | None = None,
-           realtime: bool = False, reads_out: bool = False, out: TextIO = sys.stdout) -> int:
+           realtime: bool = False, reads_out: bool = False, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         source = open_source(spec, fps=fps)
     except SourceError as exc:

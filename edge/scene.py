@@ -48,9 +48,13 @@ class NightDetector:
     headlight does not flip the profile back and forth.
     """
 
+    SWITCH_FRAMES = 3
+
     def __init__(self, config: NightConfig):
         self.config = config
         self.state = config.mode == "night"
+        self.contrary = 0
+        self.first = True
         self.brightness: float | None = None
         self.saturation: float | None = None
 
@@ -61,19 +65,33 @@ class NightDetector:
         if mode == "clock":
             when = dt.datetime.fromtimestamp(wall) if wall else dt.datetime.now()
             return _in_window(when.time(), self.config.start, self.config.end)
-        small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
-        hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-        sat, val = float(hsv[..., 1].mean()), float(hsv[..., 2].mean())
+        sat, val = frame_light(image)
         self.brightness = _ema(self.brightness, val)
         self.saturation = _ema(self.saturation, sat)
-        dark = self.brightness < self.config.max_brightness
-        mono = self.saturation < self.config.max_saturation
-        if self.state:  # leave night only clearly
-            self.state = (self.brightness < self.config.max_brightness * 1.2
-                          or self.saturation < self.config.max_saturation * 1.2)
-        else:
-            self.state = dark or mono
+        looks_night = (self.brightness < self.config.max_brightness
+                       or self.saturation < self.config.max_saturation)
+        if self.first:
+            self.state, self.first = looks_night, False
+        # switch only after several frames in a row say so: one headlight is not daylight
+        self.contrary = self.contrary + 1 if looks_night != self.state else 0
+        if self.contrary >= self.SWITCH_FRAMES:
+            self.state, self.contrary = looks_night, 0
         return self.state
+
+
+def frame_light(image: np.ndarray) -> tuple[float, float]:
+    """Mean saturation and brightness (0..255) of a frame, from a tiny copy."""
+    small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    return float(hsv[..., 1].mean()), float(hsv[..., 2].mean())
+
+
+def looks_night(image: np.ndarray, config: NightConfig) -> bool:
+    """One frame judged alone (a still photo): dark, or without colour (infrared)."""
+    if config.mode in ("day", "night"):
+        return config.mode == "night"
+    sat, val = frame_light(image)
+    return val < config.max_brightness or sat < config.max_saturation
 
 
 def _ema(previous: float | None, value: float, alpha: float = 0.3) -> float:

@@ -1,0 +1,67 @@
+"""Config: strict keys, defaults flowing into cameras, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.config import ConfigError, EdgeConfig, load_config
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_flow_into_each_camera_and_overrides_apply(tmp_path):
+    config = load_config(write(tmp_path, """
+node_id: lt-border-1
+countries: [LT, LV]
+detect: {mode: both, plate_confidence: 0.3}
+cameras:
+  - id: lane-1
+    source: rtsp://cam1/stream
+    location: {lat: 54.1, lon: 25.2, road: A2, direction: in}
+  - id: lane-2
+    source: usb:0
+    overrides: {detect: {mode: full}, night: {mode: clock}}
+"""))
+    one, two = config.cameras
+    assert one.pipeline.detect.mode == "both" and one.pipeline.countries == ["LT", "LV"]
+    assert two.pipeline.detect.mode == "full"
+    assert two.pipeline.detect.plate_confidence == 0.3  # the global value stays
+    assert two.pipeline.night.mode == "clock"
+    assert one.location.road == "A2"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("detect: {mode: full, plate_confidense: 0.3}", "detect.plate_confidense"),
+    ("cameras: [{id: a, source: x, colour: red}]", "cameras.0.colour"),
+    ("nodeid: x", "nodeid"),
+])
+def test_unknown_keys_are_errors_naming_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert key in str(err.value) and "edge.yaml" in str(err.value)
+
+
+def test_unknown_key_in_camera_overrides_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="detect.tilez"):
+        load_config(write(tmp_path,
+                          "cameras: [{id: a, source: x, overrides: {detect: {tilez: 2}}}]"))
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="detect.mode"):
+        load_config(write(tmp_path, "detect: {mode: sideways}"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "detect: [unclosed"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(write(tmp_path, "cameras: [{id: a, source: x}, {id: a, source: y}]"))
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    assert config == EdgeConfig()

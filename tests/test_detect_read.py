@@ -1,0 +1,150 @@
+"""Detection and reading stages: geometry on made-up inputs, then the real models on real photos."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from conftest import data_dir
+
+from edge.config import PipelineConfig
+from edge.detect.yolo import letterbox, nms, nms_per_class
+from edge.pipeline import StageTimer, StillReader, tiles
+from edge.read import CropGeometry, PlateReader, crop_plate, skew_angle
+from edge.types import Detections, OcrResult
+
+
+def test_letterbox_keeps_aspect_and_centres():
+    image = np.zeros((360, 640, 3), np.uint8)
+    out, lb = letterbox(image, 640, 640)
+    assert out.shape == (640, 640, 3)
+    assert lb.scale == 1.0 and lb.pad_x == 0 and lb.pad_y == 140
+
+
+def test_nms_keeps_best_of_overlapping_and_separate_boxes():
+    xyxy = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    keep = nms(xyxy, np.array([0.5, 0.9, 0.7], np.float32), 0.5)
+    assert keep.tolist() == [1, 2]
+    # the same boxes as two classes are not suppressed across classes
+    keep = nms_per_class(xyxy[:2], np.array([0.5, 0.9], np.float32), np.array([0, 1]), 0.5)
+    assert sorted(keep.tolist()) == [0, 1]
+
+
+def test_detections_are_columnar_and_mask_indexable():
+    dets = Detections([[0, 0, 1, 1], [2, 2, 3, 3]], [0.2, 0.9], [0, 0])
+    strong = dets[dets.confidence > 0.5]
+    assert len(strong) == 1 and strong.xyxy[0, 0] == 2
+    with pytest.raises(ValueError, match="differ in length"):
+        Detections([[0, 0, 1, 1]], [0.2, 0.3], [0])
+
+
+def test_tiles_cover_the_long_side():
+    found = tiles((720, 1280), 2)
+    assert found == [(0, 0, 720, 720), (560, 0, 1280, 720)]
+    assert tiles((720, 1280), 0) == []
+
+
+def test_crop_widens_and_trims_and_survives_edges():
+    image = np.zeros((100, 200, 3), np.uint8)
+    crop = crop_plate(image, (50, 40, 150, 60), CropGeometry(widen=0.1, trim=0.1))
+    assert crop.shape[:2] == (16, 120)
+    assert crop_plate(image, (-50, -5, 10, 300), CropGeometry()).shape[0] > 0
+    assert crop_plate(image, (10, 10, 11, 11), CropGeometry()).size == 0
+
+
+def rotated_bar(angle: float) -> np.ndarray:
+    image = np.full((60, 200, 3), 255, np.uint8)
+    cv2.rectangle(image, (10, 10), (190, 50), (0, 0, 0), 2)
+    matrix = cv2.getRotationMatrix2D((100, 30), angle, 1.0)
+    return cv2.warpAffine(image, matrix, (200, 60), borderValue=(255, 255, 255))
+
+
+@pytest.mark.parametrize("angle", [-8.0, 0.0, 6.0])
+def test_skew_angle_follows_the_plate_edges(angle):
+    measured = skew_angle(rotated_bar(angle))
+    # cv2's angle is counter-clockwise, image y points down: the measured angle is -angle
+    assert math.isclose(measured, -angle, abs_tol=1.5)
+
+
+def test_reader_splits_two_line_plates_and_keeps_char_confidence():
+    seen: list[tuple[int, int]] = []
+
+    def fake_ocr(lines):
+        seen.extend(line.shape[:2] for line in lines)
+        return [OcrResult(t, 0.9, (0.9,) * len(t)) for t in ("AB", "1234")][: len(lines)]
+
+    reader = PlateReader(fake_ocr, geometry=CropGeometry(straighten=False))
+    image = np.full((200, 200, 3), 200, np.uint8)
+    (plate, crop), = reader.read(image, [(50, 50, 130, 110)])  # 80 x 60: two lines
+    assert len(seen) == 2 and plate.text == "AB1234" and len(plate.char_confidence) == 6
+    assert crop is not None
+
+
+def test_reader_handles_an_empty_read():
+    reader = PlateReader(lambda lines: [OcrResult("", 0.0, ()) for _ in lines])
+    (plate, _), = reader.read(np.zeros((100, 300, 3), np.uint8), [(10, 10, 200, 50)])
+    assert plate.text == "" and plate.confidence == 0.0
+
+
+# --- the real models ----------------------------------------------------------------------
+
+
+def labelled(folder, count: int):
+    items = []
+    for label in sorted(folder.glob("*.txt"))[:count]:
+        name, x, y, w, h, text = label.read_text().strip().split("\t")[:6]
+        items.append((folder / name, (int(x), int(y), int(x) + int(w), int(y) + int(h)), text))
+    return items
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.models
+def test_real_photos_are_found_and_mostly_read(engines):
+    photos = labelled(data_dir("plates-eu-dev"), 8)
+    reader = StillReader(engines, PipelineConfig())
+    found = read_ok = 0
+    for path, box, text in photos:
+        timer = StageTimer()
+        reads = reader.read(cv2.imread(str(path)), timer)
+        assert {"detect_plates", "ocr"} <= set(timer.ms)
+        found += any(iou(r.box, box) >= 0.3 for r in reads)
+        read_ok += any(r.plate.text.replace("O", "0") == text.replace("O", "0") for r in reads)
+    assert found >= 7 and read_ok >= 6
+
+
+@pytest.mark.models
+def test_infrared_like_grey_frame_still_reads(engines):
+    path, box, text = labelled(data_dir("plates-eu-dev"), 1)[0]
+    image = cv2.imread(str(path))
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    dark = (grey * 0.35).astype(np.uint8)
+    reader = StillReader(engines, PipelineConfig())
+    reads = reader.read(dark)
+    assert reads and reads[0].night
+    assert any(iou(r.box, box) >= 0.3 for r in reads)
+
+
+@pytest.mark.models
+def test_cli_read_prints_the_contract_and_survives_bad_files(tmp_path, capsys):
+    from edge.cli import main
+
+    path, _, text = labelled(data_dir("plates-eu-dev"), 1)[0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["read", str(path), str(broken)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == [str(path), str(broken)]
+    good, bad = lines
+    assert good["plates"] and set(good["plates"][0]) >= {"text", "formatted", "country",
+                                                         "confidence", "box"}
+    assert 0 <= good["plates"][0]["confidence"] <= 1 and good["ms"]
+    assert bad["plates"] == [] and "error" in bad

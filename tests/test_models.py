@@ -1,0 +1,70 @@
+"""Model manifest: missing or corrupt model files are clear errors that name the fix."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from edge.models import FIX_COMMAND, ModelError, load_manifest, models_dir
+
+
+@pytest.fixture()
+def prepared_copy(tmp_path):
+    source = models_dir()
+    manifest = load_manifest(source)
+    try:
+        manifest.path("ocr-ppocrv6-small")
+        manifest.path("plates")
+    except ModelError as exc:
+        pytest.skip(f"models not prepared: {exc}")
+    for name in ("manifest.toml", "prepared.json", "ocr-ppocrv6-small.onnx", "plates-yolov8n.onnx"):
+        shutil.copy(source / name, tmp_path / name)
+    return tmp_path
+
+
+def test_manifest_lists_sources_hashes_and_licences():
+    manifest = load_manifest()
+    for name in ("vehicles", "plates", "ocr-ppocrv6-small"):
+        spec = manifest.spec(name)
+        assert spec.package and spec.version and len(spec.sha256) == 64 and spec.licence
+        assert spec.default
+    with pytest.raises(ModelError, match="unknown model"):
+        manifest.spec("nope")
+
+
+def test_missing_model_names_the_command(tmp_path):
+    shutil.copy(models_dir() / "manifest.toml", tmp_path / "manifest.toml")
+    with pytest.raises(ModelError) as err:
+        load_manifest(tmp_path).path("plates")
+    assert "missing" in str(err.value) and FIX_COMMAND in str(err.value)
+
+
+def test_corrupt_model_fails_its_hash(prepared_copy):
+    for name, file in (("ocr-ppocrv6-small", "ocr-ppocrv6-small.onnx"),
+                       ("plates", "plates-yolov8n.onnx")):
+        path = prepared_copy / file
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ModelError) as err:
+            load_manifest(prepared_copy).path(name)
+        assert "fails its hash" in str(err.value) and FIX_COMMAND in str(err.value)
+
+
+def test_truncated_model_is_refused_by_hash_before_loading(prepared_copy):
+    path = prepared_copy / "ocr-ppocrv6-small.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="fails its hash"):
+        load_manifest(prepared_copy).path("ocr-ppocrv6-small")
+
+
+def test_unreadable_prepared_record_is_an_error(prepared_copy):
+    (prepared_copy / "prepared.json").write_text("{not json")
+    with pytest.raises(ModelError, match="prepared.json"):
+        load_manifest(prepared_copy).path("plates")
+
+
+def test_versions_are_short_hashes():
+    versions = load_manifest().versions()
+    assert all(len(v) == 12 for v in versions.values())

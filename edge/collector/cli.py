@@ -1,0 +1,240 @@
+"""`anpr-collector`: run the collector, follow and list hits, see nodes, make keys."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.collector.config import CollectorConfig, ConfigError, load_config
+from edge.keys import generate_keypair
+
+try:
+    from edge.collector.watchlists import add_watchlist_commands
+except ImportError:
+    add_watchlist_commands = None
+
+DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """'90s', '30m', '2h', '7d', '1w' ago, or an ISO 8601 date/time (UTC if no zone given)."""
+    now = now or dt.datetime.now(dt.UTC)
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        t = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
+        ) from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def format_hit(h: dict[str, Any]) -> str:
+    """One line for an operator: priority, plate, list and reason, camera, time."""
+    plate = h.get("plate_formatted") or h.get("plate_text") or "?"
+    if h.get("country"):
+        plate = f"{plate} ({h['country']})"
+    listed = h.get("watchlist") or "?"
+    why = h.get("reason") or f"entry {h.get('entry_id')}"
+    kind = h.get("match_kind") or "exact"
+    if kind != "exact":
+        why = f"{why} [{kind}]"
+    where = f"{h.get('node')}/{h.get('camera')}"
+    if h.get("road"):
+        where += f" {h['road']}"
+    if h.get("direction"):
+        where += f" {h['direction']}"
+    return f"P{h.get('priority', 0):<3} {plate:<16} {listed}: {why}  {where}  {h.get('seen_at')}"
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    return load_config(args.config)
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    return _config(args).db_path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.collector.service import CollectorService
+
+    config = _config(args)
+    service = CollectorService(config, components=_components(config))
+    service.run_forever()
+    return 0
+
+
+def _components(config: CollectorConfig) -> list[Any]:
+    """Parts other modules add to the collector process (watchlist distribution)."""
+    try:
+        from edge.collector import watchlists
+    except ImportError:
+        return []
+    make = getattr(watchlists, "make_component", None)
+    if make is None:
+        return []
+    comp = make(config)
+    return [] if comp is None else [comp]
+
+
+def _open_store(path: Path, wait: bool) -> Any:
+    from edge.collector.store import HitStore
+
+    while True:
+        try:
+            return HitStore(path, readonly=True)
+        except FileNotFoundError:
+            if not wait:
+                raise
+            time.sleep(1.0)
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    path = _db_path(args)
+    if not path.exists():
+        print(f"waiting for {path} ...", file=sys.stderr, flush=True)
+    store = _open_store(path, wait=True)
+    last = max(store.last_rowid() - args.last, 0)
+    try:
+        while True:
+            rows = store.hits_after(last)
+            for h in rows:
+                print(json.dumps(h) if args.json else format_hit(h), flush=True)
+                last = h["rowid"]
+            if not rows:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_hits(args: argparse.Namespace) -> int:
+    store = _open_store(_db_path(args), wait=False)
+    try:
+        rows = store.hits_since(
+            args.since, args.until, plate=args.plate, node=args.node, limit=args.limit
+        )
+    finally:
+        store.close()
+    for h in rows:
+        print(json.dumps(h) if args.json else format_hit(h))
+    if not args.json:
+        print(f"{len(rows)} hits", file=sys.stderr)
+    return 0
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    store = _open_store(_db_path(args), wait=False)
+    try:
+        nodes = store.nodes()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(nodes))
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    for n in nodes:
+        age = now - dt.datetime.fromisoformat(n["last_seen"]) if n["last_seen"] else None
+        backlog = ((n.get("status") or {}).get("outbox") or {}).get("backlog", "?")
+        cams = ", ".join(
+            f"{c['camera']} {_ago(now, c['last_seen'])}" for c in n["cameras"]
+        )  # fmt: skip
+        seen = "never" if age is None else f"{age.total_seconds():.0f} s ago"
+        print(f"{n['node']:<20} heard {seen:<12} backlog {backlog:<6} {n['address'] or ''}  {cams}")
+    return 0
+
+
+def _ago(now: dt.datetime, when: str | None) -> str:
+    if not when:
+        return "never"
+    return f"{(now - dt.datetime.fromisoformat(when)).total_seconds():.0f} s ago"
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    public, _ = generate_keypair(Path(args.dir), args.name, overwrite=args.force)
+    print(f"public key {public.decode()} in {Path(args.dir) / (args.name + '.key')}")
+    print(f"secret key in {Path(args.dir) / (args.name + '.key_secret')} (mode 0600)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="anpr-collector", description=__doc__)
+    p.add_argument("--log-level", default=os.environ.get("ANPR_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+    config_default = os.environ.get("ANPR_COLLECTOR_CONFIG", DEFAULT_CONFIG)
+
+    def with_config(sp: argparse.ArgumentParser, db: bool = True) -> None:
+        sp.add_argument("--config", default=config_default, help="collector YAML")
+        if db:
+            sp.add_argument("--db", help="the hits database (instead of the config's)")
+
+    sp = sub.add_parser("run", help="receive and store hits from the edges")
+    with_config(sp, db=False)
+    sp.set_defaults(func=_cmd_run)
+
+    sp = sub.add_parser("tail", help="print each new hit as it arrives")
+    with_config(sp)
+    sp.add_argument("--last", type=int, default=0, help="first show the last N hits")
+    sp.add_argument("--interval", type=float, default=0.5, help="seconds between looks")
+    sp.add_argument("--json", action="store_true", help="one JSON object a line")
+    sp.set_defaults(func=_cmd_tail)
+
+    sp = sub.add_parser("hits", help="list hits seen since a time")
+    with_config(sp)
+    sp.add_argument("--since", type=parse_since, required=True, help="2h, 30m, 7d or ISO time")
+    sp.add_argument("--until", type=parse_since, help="2h, 30m, 7d or ISO time")
+    sp.add_argument("--plate", help="only this normalised plate")
+    sp.add_argument("--node", help="only this node")
+    sp.add_argument("--limit", type=int, default=1000)
+    sp.add_argument("--json", action="store_true", help="one JSON object a line")
+    sp.set_defaults(func=_cmd_hits)
+
+    sp = sub.add_parser("nodes", help="when each node and camera was last heard")
+    with_config(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_cmd_nodes)
+
+    sp = sub.add_parser("keygen", help="make a CURVE key pair NAME.key / NAME.key_secret")
+    sp.add_argument("--dir", required=True, help="credentials directory to write to")
+    sp.add_argument("--force", action="store_true", help="replace an existing pair")
+    sp.add_argument("name", help="'collector', or the node id of an edge")
+    sp.set_defaults(func=_cmd_keygen)
+
+    if add_watchlist_commands is not None:
+        add_watchlist_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, OSError) as e:
+        print(f"anpr-collector: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The collector's configuration: a YAML file checked by pydantic; keys are never in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.link.protocol import Limits
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsConfig(_Strict):
+    """Size caps on what edges send, in bytes (checked before anything is parsed)."""
+
+    max_header_bytes: int = Field(Limits.max_header_bytes, ge=1024, le=1024**2)
+    max_crop_bytes: int = Field(Limits.max_crop_bytes, ge=1024, le=16 * 1024**2)
+    max_scene_bytes: int = Field(Limits.max_scene_bytes, ge=1024, le=16 * 1024**2)
+    max_status_bytes: int = Field(Limits.max_status_bytes, ge=1024, le=1024**2)
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class CollectorConfig(_Strict):
+    """What `anpr-collector run` needs.  Relative paths are relative to the config file."""
+
+    # Where edges connect: a ZeroMQ endpoint ("tcp://0.0.0.0:5556"; port 0 picks one).
+    listen: str = "tcp://0.0.0.0:5556"
+    # Hits, images and node status live in data_dir/hits.db.
+    data_dir: Path = Path("/var/lib/anpr-collector")
+    # Holds KEY_NAME.key_secret; systemd's $CREDENTIALS_DIRECTORY takes precedence.
+    credentials_dir: str | None = "/etc/anpr-collector/credentials"
+    key_name: str = "collector"
+    # The allow-list: one NAME.key public key per edge; NAME is the edge's node id.
+    allowed_keys_dir: Path = Path("/etc/anpr-collector/edges")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # Messages taken per loop turn; their hits go in one transaction.
+    max_batch: int = Field(256, ge=1, le=10_000)
+    # How often heartbeats (kept in memory) are written to the database.
+    heartbeat_flush_s: float = Field(1.0, gt=0, le=600)
+    # Serve Prometheus metrics on metrics_host:metrics_port (off when null).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Watchlist distribution's own section, read by edge.collector.watchlists.
+    watchlists: dict[str, Any] | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if not v.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("listen must be a ZeroMQ endpoint such as tcp://0.0.0.0:5556")
+        return v
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hits.db"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, not YAML, or has a wrong or unknown key (named)."""
+
+
+def load_config(path: str | Path) -> CollectorConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top")
+    try:
+        config = CollectorConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in e.errors()
+        ]
+        raise ConfigError(f"{path}: invalid collector config:\n" + "\n".join(lines)) from None
+    base = path.parent
+    updates: dict[str, Any] = {}
+    for name in ("data_dir", "allowed_keys_dir"):
+        value = getattr(config, name)
+        if not value.is_absolute():
+            updates[name] = base / value
+    if config.credentials_dir and not Path(config.credentials_dir).is_absolute():
+        updates["credentials_dir"] = str(base / config.credentials_dir)
+    return config.model_copy(update=updates)

@@ -1,0 +1,279 @@
+"""The collector's database (sqlite-utils): hits, their pictures, and when each node was heard.
+
+A hit is stored once, by its id: a hit that arrives again is recognised and not
+stored twice.  `commit` writes a whole batch in one transaction with
+`synchronous=FULL`; once it returns, the batch survives a power cut and may be
+acknowledged.  Pictures are blobs in their own table so that listing hits never
+reads them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge.link.protocol import HitMessage, format_time
+
+_HIT_COLUMNS = {
+    "hit_id": str,
+    "node": str,
+    "camera": str,
+    "seen_at": str,  # ISO 8601 UTC, sorts as text
+    "received_at": str,
+    "lat": float,
+    "lon": float,
+    "road": str,
+    "direction": str,
+    "plate_text": str,
+    "plate_raw": str,
+    "plate_formatted": str,
+    "country": str,
+    "confidence": float,
+    "watchlist": str,
+    "entry_id": str,
+    "entry_plate": str,
+    "match_kind": str,
+    "match_distance": int,
+    "priority": int,
+    "reason": str,
+    "version": int,
+    "crop_bytes": int,
+    "scene_bytes": int,
+}
+
+
+@dataclass
+class Seen:
+    """What the collector last heard from one node (kept in memory, flushed now and then)."""
+
+    node: str
+    last_seen: dt.datetime
+    address: str = ""
+    status: dict[str, Any] | None = None
+    cameras: tuple[str, ...] = ()
+
+
+class HitStore:
+    """Open (and create) the collector's database at `path`; `readonly` for the operator's CLI."""
+
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"{self.path}: no collector database here")
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn.execute("PRAGMA busy_timeout=5000")
+            self.db = sqlite_utils.Database(conn)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Opened by whoever starts the collector, used by its receive thread (one at a time).
+        self.db = sqlite_utils.Database(sqlite3.connect(self.path, check_same_thread=False))
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._create()
+
+    def _create(self) -> None:
+        db = self.db
+        if "hits" not in db.table_names():
+            with db.atomic():
+                db["hits"].create(_HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
+                db["hits"].create_index(["seen_at"])
+                db["hits"].create_index(["received_at"])
+                db["hits"].create_index(["plate_text"])
+        if "hit_images" not in db.table_names():
+            db["hit_images"].create(
+                {"hit_id": str, "kind": str, "jpeg": bytes}, pk=("hit_id", "kind")
+            )
+        if "nodes" not in db.table_names():
+            db["nodes"].create(
+                {"node": str, "last_seen": str, "address": str, "status": str, "last_hit_at": str},
+                pk="node",
+            )
+        if "cameras" not in db.table_names():
+            db["cameras"].create(
+                {"node": str, "camera": str, "last_seen": str, "last_hit_at": str},
+                pk=("node", "camera"),
+            )
+
+    # ------------------------------------------------------------ writing
+
+    def commit(
+        self, hits: Sequence[HitMessage], received_at: dt.datetime | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Store `hits` in one transaction; returns (ids newly stored, ids already here).
+
+        Duplicates (already stored, or twice in `hits`) are not stored again.
+        """
+        received = format_time(received_at or dt.datetime.now(dt.UTC))
+        ids = [h.hit_id for h in hits]
+        with self.db.atomic():
+            have = self._existing(ids)
+            new: list[HitMessage] = []
+            dups: list[str] = []
+            for h in hits:
+                if h.hit_id in have:
+                    dups.append(h.hit_id)
+                else:
+                    have.add(h.hit_id)
+                    new.append(h)
+            if new:
+                self.db["hits"].insert_all((_row(h, received) for h in new), ignore=True)
+                images = [
+                    {"hit_id": h.hit_id, "kind": kind, "jpeg": data}
+                    for h in new
+                    for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
+                    if data
+                ]
+                if images:
+                    self.db["hit_images"].insert_all(images, ignore=True)
+                self._heard_hits(new, received)
+        return [h.hit_id for h in new], dups
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        have: set[str] = set()
+        for i in range(0, len(ids), 500):  # SQLite's limit on parameters
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT hit_id FROM hits WHERE hit_id IN ({marks})"
+            have.update(r[0] for r in self.db.execute(sql, chunk))
+        return have
+
+    def _heard_hits(self, hits: Iterable[HitMessage], when: str) -> None:
+        nodes = {h.node for h in hits}
+        cams = {(h.node, h.camera) for h in hits}
+        self.db.conn.executemany(
+            "INSERT INTO nodes (node, last_seen, last_hit_at) VALUES (?, ?, ?) ON CONFLICT(node)"
+            " DO UPDATE SET last_seen = excluded.last_seen, last_hit_at = excluded.last_hit_at",
+            [(n, when, when) for n in nodes],
+        )
+        self.db.conn.executemany(
+            "INSERT INTO cameras (node, camera, last_seen, last_hit_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen,"
+            " last_hit_at = excluded.last_hit_at",
+            [(n, c, when, when) for n, c in cams],
+        )
+
+    def record_seen(self, seen: Iterable[Seen]) -> None:
+        """Write what heartbeats said: when each node and camera was last heard, its status."""
+        seen = list(seen)
+        if not seen:
+            return
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO nodes (node, last_seen, address, status) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(node) DO UPDATE SET last_seen = excluded.last_seen,"
+                " address = excluded.address, status = coalesce(excluded.status, status)",
+                [
+                    (
+                        s.node,
+                        format_time(s.last_seen),
+                        s.address,
+                        None if s.status is None else json.dumps(s.status),
+                    )
+                    for s in seen
+                ],
+            )
+            self.db.conn.executemany(
+                "INSERT INTO cameras (node, camera, last_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen",
+                [(s.node, c, format_time(s.last_seen)) for s in seen for c in s.cameras],
+            )
+
+    # ------------------------------------------------------------ reading
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM hits").fetchone()[0]
+
+    def hit_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT hit_id FROM hits ORDER BY rowid")]
+
+    def hits_after(self, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Hits stored after `rowid`, oldest first, each with its `rowid` (for `tail`)."""
+        return list(
+            self.db.query(
+                "SELECT rowid, * FROM hits WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
+            )
+        )
+
+    def last_rowid(self) -> int:
+        return self.db.execute("SELECT coalesce(max(rowid), 0) FROM hits").fetchone()[0]
+
+    def hits_since(
+        self,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        *,
+        plate: str | None = None,
+        node: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Hits seen from `since` (to `until`), oldest first."""
+        where, args = ["seen_at >= ?"], [format_time(since)]
+        if until is not None:
+            where.append("seen_at < ?")
+            args.append(format_time(until))
+        if plate:
+            where.append("plate_text = ?")
+            args.append(plate)
+        if node:
+            where.append("node = ?")
+            args.append(node)
+        sql = f"SELECT * FROM hits WHERE {' AND '.join(where)} ORDER BY seen_at LIMIT ?"
+        return list(self.db.query(sql, (*args, limit)))
+
+    def image(self, hit_id: str, kind: str = "crop") -> bytes | None:
+        row = self.db.execute(
+            "SELECT jpeg FROM hit_images WHERE hit_id = ? AND kind = ?", (hit_id, kind)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes = list(self.db.query("SELECT * FROM nodes ORDER BY node"))
+        cams: dict[str, list[dict[str, Any]]] = {}
+        for c in self.db.query("SELECT * FROM cameras ORDER BY node, camera"):
+            cams.setdefault(c["node"], []).append(c)
+        for n in nodes:
+            n["status"] = json.loads(n["status"]) if n["status"] else None
+            n["cameras"] = cams.get(n["node"], [])
+        return nodes
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row(h: HitMessage, received: str) -> dict[str, Any]:
+    loc, p, m = h.location, h.plate, h.match
+    return {
+        "hit_id": h.hit_id,
+        "node": h.node,
+        "camera": h.camera,
+        "seen_at": format_time(h.seen_at),
+        "received_at": received,
+        "lat": loc.lat,
+        "lon": loc.lon,
+        "road": loc.road,
+        "direction": loc.direction,
+        "plate_text": p.text,
+        "plate_raw": p.raw,
+        "plate_formatted": p.formatted,
+        "country": p.country,
+        "confidence": p.confidence,
+        "watchlist": m.watchlist,
+        "entry_id": m.entry_id,
+        "entry_plate": m.entry_plate,
+        "match_kind": m.kind,
+        "match_distance": m.distance,
+        "priority": m.priority,
+        "reason": m.reason,
+        "version": h.wire_version,
+        "crop_bytes": len(h.crop_jpeg),
+        "scene_bytes": len(h.scene_jpeg),
+    }

@@ -386,12 +386,22 @@ def _decide(
 ) -> tuple[str, str, str | None]:
     """(text, formatted, country) for a normalised read."""
     choices = _by_country(text, confs)
+    if countries:
+        prior = [countries] if isinstance(countries, str) else countries
+        rank = {c.upper(): i for i, c in reversed(list(enumerate(prior)))}
+        inside = [c for c in choices if c.country in rank]
+        exact_elsewhere = [c for c in choices if c.cost <= _EPS and c.country not in rank]
+        # A camera's countries bound the corrections: a read is bent only into their
+        # formats.  A read that fits some other known format exactly, and none of the
+        # camera's as read, is a foreign plate and stays as read.
+        if inside and inside[0].cost <= _EPS:
+            choices = inside
+        else:
+            choices = exact_elsewhere or inside
     if not choices:
         return text, text, None
     ties = [c for c in choices if c.cost <= choices[0].cost + _EPS]
     if countries and len(ties) > 1:
-        prior = [countries] if isinstance(countries, str) else countries
-        rank = {c.upper(): i for i, c in reversed(list(enumerate(prior)))}
         preferred = [c for c in ties if c.country in rank]
         if preferred:
             ties = [min(preferred, key=lambda c: rank[c.country])]
@@ -434,7 +444,8 @@ def parse(
     The country is the one whose formats the read fits with the cheapest corrections.
     `char_confidence`, one per character of the normalised text (ignored otherwise), makes
     changing a character the OCR was sure of cost more.  `countries`, the camera's expected
-    countries in order of preference, breaks ties between equally good fits.  Where fits
+    countries in order of preference, bounds the corrections to their formats (another
+    country is named only for an exact fit) and breaks ties between equally good fits.  Where fits
     in several countries tie and none is preferred the country is None, and the read is
     corrected only if all of them agree on the correction.  A read that fits nothing within
     `MAX_SUBSTITUTIONS` (and a third of its length) and `MAX_COST` comes back as read.

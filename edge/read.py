@@ -96,41 +96,60 @@ class PlateReader:
         self.geometry = geometry or CropGeometry()
         self.countries = list(countries) if countries else None
 
-    def prepare(self, image: np.ndarray, box: Sequence[float], night: bool) -> list[np.ndarray]:
-        """The line images to recognise for one plate (one, or two for a two-line plate)."""
+    def layouts(self, image: np.ndarray, box: Sequence[float],
+                night: bool) -> list[list[np.ndarray]]:
+        """Ways to read one plate, each a list of line images.
+
+        A wide plate is one line. A squarish one may be two lines (motorcycles, square
+        EU and TR plates) or one line seen at an angle or with a tall frame (many US
+        plates): both readings are tried and the more confident one is kept.
+        """
         geometry = self.geometry
-        two_lines = (box[2] - box[0]) / max(1e-6, box[3] - box[1]) < geometry.two_line_aspect
-        if two_lines:  # the trim that cleans a one-line plate would cut its characters
-            geometry = replace(geometry, trim=min(geometry.trim, 0.03))
+        squarish = (box[2] - box[0]) / max(1e-6, box[3] - box[1]) < geometry.two_line_aspect
+        out = []
+        one_line = self._crop(image, box, geometry, night)
+        if one_line is None:
+            return []
+        out.append([one_line])
+        if squarish:  # the trim that cleans a one-line plate would cut two lines' characters
+            whole = self._crop(image, box, replace(geometry, trim=min(geometry.trim, 0.03)),
+                               night)
+            if whole is not None:
+                h = whole.shape[0]
+                cut = int(h * 0.45)
+                out.append([whole[: cut + h // 20], whole[cut - h // 20:]])
+        return out
+
+    def _crop(self, image: np.ndarray, box: Sequence[float], geometry: CropGeometry,
+              night: bool) -> np.ndarray | None:
         crop = crop_plate(image, box, geometry)
         if crop.size == 0:
-            return []
+            return None
         if geometry.straighten:
             crop = straighten(crop, geometry)
         if night:
             crop = enhance_night(crop)
-        if two_lines:
-            h = crop.shape[0]
-            cut = int(h * 0.45)
-            return [crop[: cut + h // 20], crop[cut - h // 20:]]
-        return [crop]
+        return crop
 
     def read(self, image: np.ndarray, boxes: Sequence[Sequence[float]], *,
              night: bool = False) -> list[tuple[PlateText, np.ndarray | None]]:
         """One (plate text, crop) per box, in the boxes' order; empty text where unreadable."""
         lines: list[np.ndarray] = []
-        owners: list[int] = []
+        shapes: list[list[int]] = []  # per box: the number of lines of each layout
         crops: list[np.ndarray | None] = []
-        for i, box in enumerate(boxes):
-            parts = self.prepare(image, box, night)
-            crops.append(crop_plate(image, box, self.geometry) if parts else None)
-            lines.extend(parts)
-            owners.extend([i] * len(parts))
-        results = self.recognize(lines) if lines else []
-        merged: list[list[OcrResult]] = [[] for _ in boxes]
-        for owner, result in zip(owners, results, strict=True):
-            merged[owner].append(result)
-        return [(self._to_plate(parts), crop) for parts, crop in zip(merged, crops, strict=True)]
+        for box in boxes:
+            layouts = self.layouts(image, box, night)
+            crops.append(crop_plate(image, box, self.geometry) if layouts else None)
+            shapes.append([len(layout) for layout in layouts])
+            for layout in layouts:
+                lines.extend(layout)
+        results = iter(self.recognize(lines) if lines else [])
+        out = []
+        for counts, crop in zip(shapes, crops, strict=True):
+            candidates = [self._to_plate([next(results) for _ in range(n)]) for n in counts]
+            best = max(candidates, key=_plausibility, default=plates.parse(""))
+            out.append((best, crop))
+        return out
 
     def _to_plate(self, parts: list[OcrResult]) -> PlateText:
         raw = "".join(p.text for p in parts)
@@ -141,3 +160,10 @@ class PlateReader:
                 chars.extend([conf] * len(plates.normalise(ch)))
         confidence = float(np.mean(chars)) if chars else 0.0
         return plates.parse(raw, confidence, chars, countries=self.countries)
+
+
+def _plausibility(plate: PlateText) -> float:
+    """How much a candidate reading looks like a plate: confident, of plate length, and
+    fitting a known format."""
+    length_ok = 1.0 if 4 <= len(plate.text) <= 10 else 0.5
+    return plate.confidence * length_ok * (1.1 if plate.country else 1.0)

@@ -73,14 +73,25 @@ def test_reader_splits_two_line_plates_and_keeps_char_confidence():
     seen: list[tuple[int, int]] = []
 
     def fake_ocr(lines):
+        # the whole crop read as one line is garbage; the two halves read well
         seen.extend(line.shape[:2] for line in lines)
-        return [OcrResult(t, 0.9, (0.9,) * len(t)) for t in ("AB", "1234")][: len(lines)]
+        return [OcrResult("X8", 0.3, (0.3, 0.3)), OcrResult("AB", 0.9, (0.9, 0.9)),
+                OcrResult("1234", 0.95, (0.95,) * 4)][: len(lines)]
 
     reader = PlateReader(fake_ocr, geometry=CropGeometry(straighten=False))
     image = np.full((200, 200, 3), 200, np.uint8)
-    (plate, crop), = reader.read(image, [(50, 50, 130, 110)])  # 80 x 60: two lines
-    assert len(seen) == 2 and plate.text == "AB1234" and len(plate.char_confidence) == 6
+    (plate, crop), = reader.read(image, [(50, 50, 130, 110)])  # 80 x 60: squarish
+    assert len(seen) == 3 and plate.text == "AB1234" and len(plate.char_confidence) == 6
     assert crop is not None
+
+
+def test_reader_keeps_one_line_reading_of_a_squarish_plate_when_better():
+    results = [OcrResult("ABC1234", 0.9, (0.9,) * 7), OcrResult("AB", 0.4, (0.4,) * 2),
+               OcrResult("C12", 0.5, (0.5,) * 3)]
+    reader = PlateReader(lambda lines: results[: len(lines)],
+                         geometry=CropGeometry(straighten=False))
+    (plate, _), = reader.read(np.full((200, 200, 3), 200, np.uint8), [(50, 50, 130, 110)])
+    assert plate.text == "ABC1234"
 
 
 def test_reader_handles_an_empty_read():

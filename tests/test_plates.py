@@ -290,7 +290,8 @@ def test_parse_never_raises_and_gives_a_z_0_9(raw: str, confs: list[float]) -> N
     p = parse(raw, 0.5, confs)
     assert set(p.text) <= set(string.ascii_uppercase + string.digits)
     assert normalise(p.formatted) == p.text
-    assert parse(p.text).text == p.text  # a corrected read needs no more correction
+    # a corrected read needs no more correction
+    assert parse(p.text, 0.5, p.char_confidence).text == p.text
 
 
 _PLATEISH = st.text(alphabet=string.ascii_uppercase + string.digits + " -", max_size=10)
@@ -310,3 +311,17 @@ def test_normalise_is_idempotent(raw: str) -> None:
     once = normalise(raw)
     assert normalise(once) == once
     assert set(once) <= set(string.ascii_uppercase + string.digits)
+
+
+def test_camera_countries_bound_the_corrections():
+    # a US plate bends into a Polish format by one substitution when every format counts
+    assert parse("K179658").text == "KI79658"
+    assert parse("K179658", countries=["US"]).text == "K179658"
+    assert parse("FZRULZ", countries=["US"]).text == "FZRULZ"
+    # inside the camera's countries the corrections still apply
+    assert parse("RK708A1", countries=["SK", "CZ", "PL"]).text == "RK708AI"
+    # a foreign plate that fits a known format exactly is still named
+    assert parse("KR12345", countries=["LT"]).country == "PL"
+    # and one that fits a foreign format only by bending is left as read, country unknown
+    foreign = parse("K179658", countries=["LT"])
+    assert foreign.text == "K179658" and foreign.country is None

@@ -166,6 +166,14 @@ _FORMATS: tuple[PlateFormat, ...] = (
     PlateFormat("HU", ("LLL-DDD", "LL LL-DDD")),
     # Georgia, since 2014: "AB-123-CD".
     PlateFormat("GE", ("LL-DDD-LL",)),
+    # Great Britain, since 2001: "AB12 CDE": area letter and office letter (no I, Q, Z),
+    # age digits, then three letters without I or Q.
+    PlateFormat(
+        "GB",
+        ("AODD CCC",),
+        classes={"A": "ABCDEFGHKLMNOPRSVWY", "O": "ABCDEFGHJKLMNOPRSTUVWXY",
+                 "C": "ABCDEFGHJKLMNOPRSTUVWXYZ"},
+    ),
     # Russia: "A123BC 77" (region two or three digits), Cyrillic letters with a Latin twin.
     PlateFormat("RU", ("LDDDLL DD[D]",), letters=_CYRILLIC_TWINS),
     # United States, only the two commonest passenger shapes: California "7ABC123" and
@@ -413,6 +421,40 @@ def _decide(
     return fixed, _render(fixed, _agreed(layouts)), ties[0].country if len(ties) == 1 else None
 
 
+_EDGE_EMBLEM_MAX_CONF = 0.6  # an edge character read less surely than this may be an emblem
+
+
+def _decide_trimmed(
+    text: str, confs: Sequence[float] | None, countries: Sequence[str] | None
+) -> tuple[str, str, str | None, slice]:
+    """`_decide`, and where nothing fits: the read without what the plate's edges add.
+
+    The blue band's country letters ("LT" in the band, read before "ABC123"), and flags
+    and emblems read as a character with low confidence, are dropped when what remains
+    fits a known format exactly.  The slice says which characters of `text` were kept.
+    """
+    decided = (*_decide(text, confs, countries), slice(None))
+    if decided[0] != text or decided[2] is not None or len(text) < 6 or _by_country(text, confs):
+        return decided
+    options: list[tuple[str, Sequence[float] | None]] = []
+    for n in (2, 1):
+        head = text[:n]
+        if any(head == c for c in KNOWN_COUNTRIES) or (
+            n == 1 and confs is not None and confs[0] <= _EDGE_EMBLEM_MAX_CONF
+        ):
+            options.append((text[n:], None if confs is None else confs[n:]))
+    if confs is not None and confs[-1] <= _EDGE_EMBLEM_MAX_CONF:
+        options.append((text[:-1], confs[:-1]))
+    for rest, rest_confs in options:
+        fits = _by_country(rest, rest_confs)
+        band = text[: len(text) - len(rest)] if text.endswith(rest) else ""
+        if fits and fits[0].cost <= _EPS and (len(band) != 2 or band == fits[0].country
+                                               or any(f.country == band for f in fits)):
+            kept = slice(len(band), len(band) + len(rest))
+            return (*_decide(rest, rest_confs, countries if len(band) != 2 else [band]), kept)
+    return decided
+
+
 def country_candidates(text: str) -> list[tuple[str, str, int]]:
     """(country, corrected text, substitutions) for every country `text` fits, best first;
     a country whose equally cheap corrections disagree is listed once for each."""
@@ -452,5 +494,8 @@ def parse(
     """
     text = normalise(raw)
     confs = tuple(float(c) for c in char_confidence)
-    fixed, formatted, country = _decide(text, confs if len(confs) == len(text) else None, countries)
+    usable = len(confs) == len(text)
+    fixed, formatted, country, kept = _decide_trimmed(text, confs if usable else None, countries)
+    if usable:
+        confs = confs[kept]
     return PlateText(raw, fixed, formatted, country, float(confidence), confs)

@@ -43,6 +43,7 @@ def test_normalise(raw: str, expected: str) -> None:
 
 # (plate as written, country): a valid current plate of each country, as it is written.
 VALID = [
+    ("OY09 FEU", "GB"),
     ("ABC 123", "LT"),
     ("AB-1234", "LV"),
     ("HM-818", "LV"),
@@ -54,7 +55,7 @@ VALID = [
     ("WPI 12AC", "PL"),
     ("CA 1234 AB", "BG"),
     ("B 1234 PK", "BG"),
-    ("CJ 12 ABC", "RO"),
+    ("IS 12 ABC", "RO"),
     ("B 123 ABC", "RO"),
     ("34 ABC 123", "TR"),
     ("06 A 1234", "TR"),
@@ -96,7 +97,7 @@ def test_every_known_country_has_an_example() -> None:
     [
         ("123 ABC", "EE"),
         ("WA 12345", "PL"),
-        ("CJ 12 ABC", "RO"),
+        ("IS 12 ABC", "RO"),
         ("34 ABC 123", "TR"),
         ("AA 1234 BB", "UA"),
         ("1234 AB-7", "BY"),
@@ -325,3 +326,18 @@ def test_camera_countries_bound_the_corrections():
     # and one that fits a foreign format only by bending is left as read, country unknown
     foreign = parse("K179658", countries=["LT"])
     assert foreign.text == "K179658" and foreign.country is None
+
+
+def test_emblem_or_band_letters_at_the_edge_are_dropped_when_the_rest_fits():
+    # a flag read as a low-confidence "8" before a British plate
+    flag = parse("8OY09FEU", 0.9, [0.2, 0.85, 1.0, 0.7, 1.0, 1.0, 1.0, 1.0])
+    assert (flag.text, flag.country) == ("OY09FEU", "GB")
+    assert len(flag.char_confidence) == len(flag.text)
+    # the same character read surely is a character: nothing is dropped
+    sure = parse("8OY09FEU", 0.9, [0.99] * 8)
+    assert sure.text == "8OY09FEU" and sure.country is None
+    # the blue band's country letters read before the plate
+    band = parse("EE123ABC")
+    assert (band.text, band.country) == ("123ABC", "EE")
+    # an unsure edge character of a read that fits nothing even without it stays
+    assert parse("6M5XSX", 0.9, [0.43, 1.0, 1.0, 1.0, 1.0, 1.0]).text == "6M5XSX"

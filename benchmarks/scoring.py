@@ -1,0 +1,106 @@
+"""Scoring rules shared by the suites: box matching, exact reads, character accuracy, confusions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+Box = Sequence[float]
+
+IOU_MATCH = 0.3  # a detection counts when it overlaps a labelled plate this much
+MISSING = "∅"  # the other side of a character the reader dropped or made up
+
+
+def iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def match_boxes(labels: Sequence[Box], found: Sequence[Box],
+                threshold: float = IOU_MATCH) -> list[tuple[int, int, float]]:
+    """One-to-one (label index, found index, IoU) pairs, greedily by IoU, at >= threshold."""
+    pairs = sorted(((iou(lb, fb), i, j) for i, lb in enumerate(labels)
+                    for j, fb in enumerate(found)), reverse=True)
+    used_l: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for overlap, i, j in pairs:
+        if overlap < threshold:
+            break
+        if i in used_l or j in used_f:
+            continue
+        used_l.add(i)
+        used_f.add(j)
+        out.append((i, j, overlap))
+    return sorted(out)
+
+
+def o_is_zero(text: str) -> str:
+    """The plate with the letter O and the digit 0 made one glyph (the Slovak font has one)."""
+    return text.replace("O", "0")
+
+
+def edit_ops(label: str, read: str) -> list[tuple[str, str]]:
+    """The (label char, read char) pairs of a minimal alignment; MISSING on one side marks a
+    deletion or an insertion. Matching characters appear as equal pairs."""
+    n, m = len(label), len(read)
+    d = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        d[i][0] = i
+    for j in range(m + 1):
+        d[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (label[i - 1] != read[j - 1]))
+    ops: list[tuple[str, str]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and d[i][j] == d[i - 1][j - 1] + (label[i - 1] != read[j - 1]):
+            ops.append((label[i - 1], read[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i][j] == d[i - 1][j] + 1:
+            ops.append((label[i - 1], MISSING))
+            i -= 1
+        else:
+            ops.append((MISSING, read[j - 1]))
+            j -= 1
+    return ops[::-1]
+
+
+def edit_distance(label: str, read: str) -> int:
+    return sum(a != b for a, b in edit_ops(label, read))
+
+
+def char_accuracy(label: str, read: str) -> float:
+    """1 - edit distance / label length, floored at 0 (a read twice too long scores 0)."""
+    if not label:
+        return 1.0 if not read else 0.0
+    return max(0.0, 1.0 - edit_distance(label, read) / len(label))
+
+
+def best_read(label: str, reads: Iterable[str]) -> tuple[str, float]:
+    """The read closest to the label and its character accuracy ("" and 0 when none)."""
+    best, score = "", 0.0
+    for text in reads:
+        acc = char_accuracy(label, text)
+        if acc > score or (not best and text):
+            best, score = text, max(score, acc)
+    return best, score
+
+
+def confusions(pairs: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """How often each (label char, read char) went wrong, over many label/read pairs."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for label, read in pairs:
+        counts.update((a, b) for a, b in edit_ops(label, read) if a != b)
+    return counts
+
+
+def rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None

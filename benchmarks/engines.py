@@ -1,0 +1,47 @@
+"""The pipeline a benchmark runs: its config from the command line, its models loaded once."""
+
+from __future__ import annotations
+
+import argparse
+from functools import lru_cache
+from pathlib import Path
+
+from edge.config import EdgeConfig, PipelineConfig, load_config
+from edge.pipeline import Engines
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="edge YAML config: the pipeline settings "
+                        "to benchmark (default: the built-in defaults)")
+    parser.add_argument("--mode", choices=["full", "vehicles", "both"],
+                        help="where plates are searched (overrides the config)")
+    parser.add_argument("--tiles", type=int, help="extra square tiles for small plates")
+    parser.add_argument("--ocr-model", help="recogniser from the model manifest (overrides "
+                        "the config's ocr.model)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the "
+                        "config's, else the cores, at most 4)")
+
+
+def pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, int | None]:
+    """The settings as `anpr-edge` would use them, and the onnxruntime thread count."""
+    edge = load_config(args.config) if getattr(args, "config", None) else EdgeConfig()
+    config = PipelineConfig.model_validate(
+        edge.model_dump(include=set(PipelineConfig.model_fields)))
+    if getattr(args, "mode", None):
+        config.detect.mode = args.mode
+    if getattr(args, "tiles", None) is not None:
+        config.detect.tiles = args.tiles
+    if getattr(args, "ocr_model", None):
+        config.ocr.model = args.ocr_model
+    threads = getattr(args, "threads", None) or edge.threads or None
+    return config, threads
+
+
+@lru_cache(maxsize=4)
+def engines(ocr_model: str, vehicles: bool, threads: int | None) -> Engines:
+    """Models for these settings, loaded (and warmed up) once per process."""
+    return Engines(ocr_model=ocr_model, vehicles=vehicles, threads=threads)
+
+
+def engines_for(config: PipelineConfig, threads: int | None) -> Engines:
+    return engines(config.ocr.model, config.detect.mode != "full", threads)

@@ -1,0 +1,361 @@
+"""The benchmark tool: scoring rules on made-up inputs, then each suite on a tiny input.
+
+Suites run end to end through `python -m benchmarks`' main() on a few photos or a second of
+video; the assertions are on the results' structure and sanity, never on speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import data_dir
+
+from benchmarks import cli, external, plots, results
+from benchmarks.datasets import DatasetError, Label, load_folder, resolve
+from benchmarks.driveby import VehicleWindow, approach_frames, assign, outcome, score
+from benchmarks.scoring import (
+    MISSING,
+    best_read,
+    char_accuracy,
+    confusions,
+    edit_ops,
+    iou,
+    match_boxes,
+    o_is_zero,
+)
+from benchmarks.sheet import Example, contact_sheet
+from edge.types import PlateEvent
+
+# Photos of plates-eu-dev with large, clean plates; copied into tmp_path by the tests.
+EASY_EU = ("test_012", "test_046", "test_090")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def models_ready() -> None:
+    from edge.models import ModelError, load_manifest
+
+    try:
+        for name in ("plates", "ocr-ppocrv6-small"):
+            load_manifest().path(name)
+    except ModelError as exc:
+        pytest.skip(f"models not prepared ({exc}); run: make models")
+
+
+def copy_photos(dest: Path, folder: str, stems: tuple[str, ...], suffix: str = ".txt") -> Path:
+    source = data_dir(folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        for ext in (".jpg", suffix):
+            shutil.copy(source / f"{stem}{ext}", dest / f"{stem}{ext}")
+    return dest
+
+
+def run_cli(*argv: str) -> dict:
+    assert cli.main(list(argv)) == 0
+    out = Path(argv[argv.index("--out") + 1])
+    result = json.loads((out / "result.json").read_text())
+    assert (out / "summary.md").is_file()
+    return result
+
+
+def tiny_video(path: Path, seconds: float = 1.5, fps: float = 10.0) -> Path:
+    """A grey road with a white box sliding across it, written with cv2.VideoWriter."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
+    assert writer.isOpened()
+    for k in range(round(seconds * fps)):
+        frame = np.full((240, 320, 3), 90, np.uint8)
+        x = 20 + 12 * k
+        cv2.rectangle(frame, (x, 100), (x + 60, 130), (240, 240, 240), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def check_header(result: dict, suite: str) -> None:
+    assert result["suite"] == suite
+    env = result["environment"]
+    for key in ("cpu_model", "cores", "python", "onnxruntime", "opencv", "numpy", "models"):
+        assert env[key], key
+    assert result["command"].startswith("python -m benchmarks ")
+    assert len(result["load_average"]["start"]) == 3
+    assert isinstance(result["targets"], list)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_iou_and_one_to_one_matching():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    labels = [(0, 0, 10, 10), (100, 100, 110, 110)]
+    found = [(1, 1, 10, 10), (0, 0, 8, 8), (300, 300, 310, 310)]
+    pairs = match_boxes(labels, found, 0.3)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 0)]  # one detection per label, the best
+
+
+def test_edit_ops_character_accuracy_and_confusions():
+    assert edit_ops("AB1", "AB1") == [("A", "A"), ("B", "B"), ("1", "1")]
+    assert ("O", "0") in edit_ops("RKO99", "RK099")
+    assert (MISSING, "8") in edit_ops("OY09", "8OY09")
+    assert ("X", MISSING) in edit_ops("M5XSX", "M5SX")
+    assert char_accuracy("ABCD", "ABCD") == 1.0
+    assert char_accuracy("ABCD", "ABCE") == 0.75
+    assert char_accuracy("AB", "XXXXXX") == 0.0  # floored, never negative
+    assert best_read("RK099AN", ["", "RKO99AN", "R"]) == ("RKO99AN", pytest.approx(6 / 7))
+    assert best_read("ABC", []) == ("", 0.0)
+    counts = confusions([("RKO99", "RK099"), ("B8", "88"), ("AB", "AB")])
+    assert counts == {("O", "0"): 1, ("B", "8"): 1}
+    assert o_is_zero("RKO99AO") == "RK099A0"
+
+
+def test_spread_median_of_runs_and_flatten():
+    assert results.spread([]) == {"n": 0, "median": None, "p95": None, "max": None}
+    s = results.spread([1.0, 2.0, 3.0, 100.0])
+    assert s["median"] == 2.5 and s["max"] == 100.0 and 3.0 < s["p95"] <= 100.0
+    runs = [{"fps": 10.0, "n": 3, "name": "a", "x": {"y": 1.0}},
+            {"fps": 30.0, "n": 3, "name": "b", "x": {"y": 3.0}},
+            {"fps": 20.0, "n": 5, "name": "c", "x": {"y": 2.0}}]
+    assert results.median_of(runs) == {"fps": 20.0, "n": 3, "name": "a", "x": {"y": 2.0}}
+    assert results.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "d": None}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_load_folder_reads_openalpr_and_voc_labels(tmp_path):
+    image = np.zeros((60, 80, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "a.jpg"), image)
+    (tmp_path / "a.txt").write_text("a.jpg\t10\t20\t30\t8\tab-12 3\n")
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    cv2.imwrite(str(voc / "b.png"), image)
+    (voc / "b.xml").write_text(
+        "<annotation><filename>old name.jpg</filename><object><name>license-plate</name>"
+        "<bndbox><xmin>1.5</xmin><ymin>2</ymin><xmax>30</xmax><ymax>12.25</ymax></bndbox>"
+        "</object></annotation>")
+    alpr = load_folder(tmp_path)
+    assert alpr.format == "openalpr" and alpr.has_text and alpr.plates == 1
+    assert alpr.items[0].labels == (Label((10.0, 20.0, 40.0, 28.0), "AB123"),)
+    boxes = load_folder(voc)
+    assert boxes.format == "voc" and not boxes.has_text
+    assert boxes.items[0].path.name == "b.png"  # paired by stem, not by <filename>
+    assert boxes.items[0].labels[0].box == (1.5, 2.0, 30.0, 12.25)
+
+
+def test_bad_or_absent_data_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(DatasetError, match="holds no labelled images"):
+        load_folder(tmp_path)
+    (tmp_path / "c.txt").write_text("c.jpg\t1\t2\t3\tPLATE\n")
+    with pytest.raises(DatasetError, match=r"c.txt:1: expected file, x, y, w, h, plate"):
+        load_folder(tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        resolve(tmp_path / "nowhere", "plates-eu-dev")
+    assert cli.main(["stills", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_compare_of_a_result_with_itself_gives_ratio_one(tmp_path, capsys):
+    result = results.start("stills", ["stills", "x"], seed=1, repeat=3, config={"a": 1})
+    result["figures"] = {"eu": {"detection": {"recall": 0.97}, "speed": {"ms": 61.5},
+                                "zero": 0, "name": "text"}}
+    result["targets"] = []
+    path = results.finish(result, tmp_path, "body")
+    rows = results.compare(results.load(path), results.load(path))
+    assert [r[0] for r in rows] == ["eu.detection.recall", "eu.speed.ms", "eu.zero"]
+    assert all(r[3] == 1.0 for r in rows)
+    assert cli.main(["compare", str(path), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "eu.speed.ms" in out and out.count("1.000") == 3
+    other = json.loads(path.read_text())
+    other["figures"]["eu"]["speed"]["ms"] = 123.0
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    rows = dict((r[0], r[3]) for r in results.compare(results.load(path),
+                                                       results.load(tmp_path / "b.json")))
+    assert rows["eu.speed.ms"] == pytest.approx(2.0)
+
+
+def test_contact_sheet_and_plots(tmp_path, monkeypatch):
+    image = np.full((200, 300, 3), 128, np.uint8)
+    sheet = contact_sheet([Example(image, (100, 90, 180, 110), "x.jpg acc 0.5", "AB1", "A81",
+                                   (98, 88, 182, 112))] * 5, tmp_path / "sheet.png")
+    assert sheet is not None and cv2.imread(str(sheet)).shape[1] == 4 * 320
+    assert contact_sheet([], tmp_path / "none.png") is None
+    pytest.importorskip("matplotlib")
+    stages = {"video-a": {"detect": {"median": 40.0, "p95": 50.0}, "ocr": {"median": 9.0}},
+              "video-b": {"detect": {"median": 30.0, "p95": None}}}
+    assert plots.try_plot(plots.stage_times, stages, tmp_path / "s.png", "t") == "s.png"
+    rows = {"b1": {"recall": 1.0, "exact": 0.5}, "b2": {"recall": 0.9, "exact": None}}
+    assert plots.try_plot(plots.accuracy_bars, rows, tmp_path / "a.png", "t",
+                          ("recall", "exact")) == "a.png"
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+    def absent(*_: object) -> None:
+        raise ImportError("plotting needs matplotlib, which is not installed; install the "
+                          "benchmark extra: pip install -e '.[bench]'")
+
+    monkeypatch.setattr(plots, "_pyplot", absent)
+    shown = plots.try_plot(plots.stage_times, stages, tmp_path / "s2.png", "t")
+    assert shown.startswith("skipped:") and ".[bench]" in shown
+
+
+# --------------------------------------------------------------------------- external suites
+
+
+def test_external_benchmark_last_json_line(tmp_path, monkeypatch):
+    (tmp_path / "fake_bench_ok.py").write_text(
+        "import json, sys\nprint('warming up')\nprint(json.dumps({'args': sys.argv[1:], "
+        "'rate': 2.5}))\n")
+    (tmp_path / "fake_bench_bad.py").write_text("print('no json here')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    data, _ = external.run_module("fake_bench_ok", ["--n", "1"], env=env)
+    assert data == {"args": ["--n", "1"], "rate": 2.5}
+    with pytest.raises(external.ExternalError, match="did not end with a JSON object"):
+        external.run_module("fake_bench_bad", [], env=env)
+    with pytest.raises(external.ExternalError, match="is not there"):
+        external.run_module("benchmarks.no_such_bench", [])
+    # the subcommands pass unknown arguments, and all after --, to the module
+    seen = {}
+
+    def fake(module, args, *, timeout):  # noqa: ANN001, ANN202
+        seen.update(module=module, args=list(args))
+        return {"hits_per_s": 10.0}, ""
+
+    monkeypatch.setattr(external, "run_module", fake)
+    out = tmp_path / "w"
+    result = run_cli("watchlist", "--out", str(out), "--entries", "5", "--", "--out", "x")
+    assert seen == {"module": "benchmarks.watchlist_bench", "args": ["--entries", "5", "--out",
+                                                                       "x"]}
+    assert result["figures"] == {"hits_per_s": 10.0}
+    check_header(result, "watchlist")
+
+
+# --------------------------------------------------------------------------- suites, real models
+
+
+def test_stills_suite_on_three_photos_and_a_box_only_folder(tmp_path):
+    models_ready()
+    eu = copy_photos(tmp_path / "eu", "plates-eu-dev", EASY_EU)
+    ro = copy_photos(tmp_path / "ro-day", "ro-day", ("dayride1_001_t0037",), suffix=".xml")
+    out = tmp_path / "out"
+    result = run_cli("stills", str(eu), str(ro), "--repeat", "1", "--out", str(out),
+                     "--no-progress")
+    check_header(result, "stills")
+    f = result["figures"]["eu"]
+    assert f["images"] == 3 and f["plates"] == 3
+    assert f["detection"]["recall"] == 1.0  # plates the pipeline reads are found
+    assert 0 < f["detection"]["precision"] <= 1.0
+    photos = result["details"]["eu"]["photos"]
+    exact = sum(p["plates"][0]["exact"] for p in photos) / 3
+    assert f["reads"]["exact"] == exact and f["reads"]["exact_o_is_0"] >= exact
+    assert exact >= 2 / 3  # large, clean plates
+    assert 0.0 <= f["reads"]["char_accuracy"] <= 1.0
+    assert f["deterministic"] is True
+    assert f["speed"]["ms_per_photo"]["n"] == 3 and f["speed"]["ms_per_photo"]["median"] > 0
+    assert "detect_plates" in f["speed"]["stages"]
+    box_only = result["figures"]["ro-day"]
+    assert "reads" not in box_only and 0.0 <= box_only["detection"]["recall"] <= 1.0
+    assert not any(t["figure"].startswith("eu.") for t in result["targets"])
+    assert "## eu" in (out / "summary.md").read_text()
+
+
+def test_replay_suite_on_a_synthetic_video(tmp_path):
+    models_ready()
+    video = tiny_video(tmp_path / "slide.mp4")
+    out = tmp_path / "out"
+    result = run_cli("replay", str(video), "--repeat", "1", "--warmup-s", "0.3", "--out",
+                     str(out), "--no-progress")
+    check_header(result, "replay")
+    f = result["figures"]["slide"]
+    fast, paced = f["fast"], f["paced"]
+    assert fast["frames"] == 15 and paced["frames"] == 15
+    assert fast["video_s"] == pytest.approx(1.5)
+    assert fast["fps"] > 0 and fast["realtime_factor"] > 0
+    assert paced["wall_s"] >= 1.3  # paced runs wait for the video's own clock
+    assert fast["analysed"] >= fast["processed"] >= 1
+    assert paced["dropped"] >= 0 and paced["analysed_lost"] >= 0
+    assert {"gate", "track"} <= set(fast["stages"])
+    assert fast["frame_ms"]["median"] > 0 and fast["peak_rss_mb"] > 0
+    assert fast["cpu_percent"] > 0 and isinstance(fast["events"], int)
+    assert [t["figure"] for t in result["targets"]] == ["slide.fast.realtime_factor",
+                                                         "slide.fast.frame_ms.median"]
+
+
+def test_drive_by_frames_and_scoring_rules():
+    ramp = np.linspace(0, 250, 200, dtype=np.float32)[None, :, None]
+    image = np.broadcast_to(ramp, (120, 200, 3)).astype(np.uint8)
+    day = approach_frames(image, (80, 90, 120, 100), frames=5, seed=3)
+    night = approach_frames(image, (80, 90, 120, 100), frames=5, night=True, seed=3)
+    assert len(day) == 5 and all(f.shape == image.shape and f.dtype == np.uint8 for f in day)
+    assert np.abs(day[-1].astype(int) - image).mean() < 6  # the last frame is the photo
+    assert (night[-1][..., 0] == night[-1][..., 1]).all() and night[-1].mean() < image.mean()
+
+    def event(text: str, first: float, last: float) -> PlateEvent:
+        return PlateEvent(text, text, None, 0.9, first, last, 3, "approaching")
+
+    vehicles = [VehicleWindow(None, "ABC123", 0.0, 1.9),  # type: ignore[arg-type]
+                VehicleWindow(None, "RKO99", 3.0, 4.9),  # type: ignore[arg-type]
+                VehicleWindow(None, "XYZ1", 6.0, 7.9),  # type: ignore[arg-type]
+                VehicleWindow(None, "MISS1", 9.0, 10.9)]  # type: ignore[arg-type]
+    events = [event("ABC123", 0.5, 1.9), event("ABC123", 1.0, 1.5), event("RK099", 3.2, 4.0),
+              event("XYZ7", 6.5, 7.0), event("GHOST", 2.2, 2.5)]
+    strays = assign(vehicles, events)
+    assert [outcome(v) for v in vehicles] == ["read", "read_o_is_0", "wrong", "missed"]
+    figures = score(vehicles, strays)
+    assert figures["read_rate"] == 0.5 and figures["read_rate_strict"] == 0.25
+    assert figures["duplicate_events"] == 1 and figures["vehicles_with_duplicates"] == 1
+    assert figures["spurious_events"] == 1 and figures["missed_rate"] == 0.25
+
+
+def test_drive_by_suite_on_two_photos(tmp_path):
+    models_ready()
+    eu = copy_photos(tmp_path / "plates", "plates-eu-dev", EASY_EU[:2])
+    out = tmp_path / "out"
+    result = run_cli("drive-by", str(eu), "--variants", "day", "--frames", "6", "--gap-s",
+                     "0.5", "--out", str(out), "--no-progress")
+    check_header(result, "drive-by")
+    f = result["figures"]["day"]
+    assert f["vehicles"] == 2
+    for key in ("read_rate", "read_rate_strict", "wrong_rate", "missed_rate"):
+        assert 0.0 <= f[key] <= 1.0
+    assert f["read_rate"] >= f["read_rate_strict"]
+    vehicles = result["details"]["day"]["vehicles"]
+    assert [v["label"] for v in vehicles] == ["RK291AT", "RK143AT"]
+    assert all(v["outcome"] in ("read", "read_o_is_0", "wrong", "missed") for v in vehicles)
+    assert result["clip"]["frames_per_vehicle"] == 6 and result["clip"]["generator"]
+    assert any(t["figure"] == "day.duplicate_events" for t in result["targets"])
+
+
+def test_backends_suite_side_by_side_with_unavailable_ones_skipped(tmp_path):
+    models_ready()
+    eu = copy_photos(tmp_path / "eu", "plates-eu-dev", EASY_EU[:2])
+    video = tiny_video(tmp_path / "slide.mp4", seconds=1.0)
+    result = run_cli("backends", "--data", str(eu), "--video", str(video), "--ocr",
+                     "ocr-ppocrv6-tiny,easyocr", "--repeat", "1", "--out", str(tmp_path / "o"),
+                     "--no-progress")
+    check_header(result, "backends")
+    rows = result["figures"]
+    assert list(rows) == ["onnxruntime + ocr-ppocrv6-tiny", "onnxruntime + easyocr",
+                          "ultralytics + ocr-ppocrv6-small"]
+    tiny = rows["onnxruntime + ocr-ppocrv6-tiny"]
+    assert tiny["stills"]["detection"]["recall"] == 1.0
+    assert tiny["replay"]["slide"]["frames"] == 10
+    for name, module in (("onnxruntime + easyocr", "easyocr"),
+                         ("ultralytics + ocr-ppocrv6-small", "ultralytics")):
+        if "skipped" in rows[name]:
+            assert module in rows[name]["skipped"]
+        else:  # installed on this machine: then it ran
+            assert "stills" in rows[name]
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "o" / "accuracy.png").is_file()

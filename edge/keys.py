@@ -235,14 +235,18 @@ class AllowListAuthenticator(ThreadAuthenticator):
         return name if name is not None else "?"
 
 
-def start_authenticator(ctx: zmq.Context, allowed_dir: Path) -> AllowListAuthenticator:
+def start_authenticator(
+    ctx: zmq.Context, allowed_dir: Path, *, rescan_s: float = 5.0
+) -> AllowListAuthenticator:
     """Start CURVE authentication for every server socket of `ctx`.
 
     Only clients whose public key is a `*.key` file in `allowed_dir` get through;
     a message's `User-Id` property is then the NAME of that file.  Refused keys are
-    logged (once a minute per key).  Call `.stop()` before closing the context.
+    logged (once a minute per key).  A key file added to `allowed_dir` is let in
+    when its key first knocks, `rescan_s` after the last look at the directory at
+    most.  Call `.stop()` before closing the context.
     """
-    auth = AllowListAuthenticator(ctx, AllowList(Path(allowed_dir)))
+    auth = AllowListAuthenticator(ctx, AllowList(Path(allowed_dir), rescan_s=rescan_s))
     auth.start()
     auth.configure_curve_callback(domain="*", credentials_provider=auth.allow_list)
     return auth

@@ -16,6 +16,7 @@ sockets are checked against the same allow-list.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import resource
 import signal
@@ -114,6 +115,7 @@ class CollectorService:
         self._throttle = _Throttle()
         self.endpoint = ""
         self.public_key = b""
+        self._metrics: Any = None
 
     @property
     def ctx(self) -> zmq.Context:
@@ -136,8 +138,10 @@ class CollectorService:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.router_mandatory = True  # an ack to a gone edge is an error we count, not silence
-        sock.rcvhwm = 10_000
-        sock.sndhwm = 10_000
+        # Messages queued per edge before ZeroMQ stops reading its connection: this, not
+        # the number of edges, bounds the collector's memory (an edge keeps ~32 in flight).
+        sock.rcvhwm = 128
+        sock.sndhwm = 1000
         # Frames beyond this make ZeroMQ drop the connection before buffering them;
         # below it, our own caps refuse and count them.
         sock.maxmsgsize = 4 * self.limits.max_frame_bytes
@@ -153,9 +157,15 @@ class CollectorService:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="collector-recv", daemon=True)
         self._thread.start()
-        for comp in self.components:
-            comp.start(self._ctx)
-            self._started.append(comp)
+        try:
+            for comp in self.components:
+                comp.start(self._ctx)
+                self._started.append(comp)
+            if cfg.metrics_port is not None:
+                self._serve_metrics(cfg.metrics_host, cfg.metrics_port)
+        except BaseException:
+            self.stop()
+            raise
         log.info(
             "collector listening on %s, %d keys allowed, database %s",
             self.endpoint,
@@ -164,6 +174,10 @@ class CollectorService:
         )
 
     def stop(self) -> None:
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
+            self._metrics = None
         for comp in reversed(self._started):
             try:
                 comp.stop()
@@ -180,6 +194,7 @@ class CollectorService:
         if self._store is not None:
             self._store.close()
             self._store = None
+        log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -210,12 +225,34 @@ class CollectorService:
             out["connections_refused"] = self._auth.allow_list.denied
         return out
 
+    def _serve_metrics(self, host: str, port: int) -> None:
+        from prometheus_client import start_http_server
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.registry import CollectorRegistry
+
+        service = self
+
+        class _Stats:
+            def collect(self) -> Iterable[Any]:
+                stats = service.stats()
+                for name, value in sorted(stats.items()):
+                    if name == "nodes_heard":
+                        yield GaugeMetricFamily("anpr_collector_nodes_heard", "nodes heard", value)
+                    else:
+                        yield CounterMetricFamily(f"anpr_collector_{name}", name, value)
+
+        registry = CollectorRegistry()
+        registry.register(_Stats())
+        self._metrics, _ = start_http_server(port, host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
     # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:
         sock, store = self._sock, self._store
         assert sock is not None and store is not None
         next_flush = time.monotonic() + self.config.heartbeat_flush_s
+        next_stats = time.monotonic() + 60
         try:
             while not self._stop.is_set():
                 if sock.poll(100):
@@ -229,6 +266,9 @@ class CollectorService:
                 if time.monotonic() >= next_flush:
                     self._flush_seen(store)
                     next_flush = time.monotonic() + self.config.heartbeat_flush_s
+                if time.monotonic() >= next_stats:
+                    log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
+                    next_stats = time.monotonic() + 60
             self._flush_seen(store)
         except zmq.ContextTerminated:
             log.info("receive loop: context terminated")
@@ -275,12 +315,15 @@ class CollectorService:
             self._heartbeat(node, payload, now)
 
     def _commit(self, sock: zmq.Socket, store: HitStore, hits: list[tuple[bytes, HitMessage]]):
+        t0 = time.perf_counter()
         try:
             new, dups = store.commit([h for _, h in hits])
         except Exception as e:  # sqlite3 errors, a full disk: the edges will send again
             self.counters["store_errors"] += 1
             self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
             return
+        self.counters["commits"] += 1
+        self.counters["commit_ms"] += round((time.perf_counter() - t0) * 1000)
         self.counters["stored"] += len(new)
         self.counters["duplicates"] += len(dups)
         by_edge: dict[bytes, list[str]] = {}

@@ -21,6 +21,9 @@ import sqlite_utils
 
 from edge.link.protocol import HitMessage, format_time
 
+PAGE_SIZE = 32768
+_CHECKPOINT_PAGES = 64
+
 _HIT_COLUMNS = {
     "hit_id": str,
     "node": str,
@@ -74,9 +77,18 @@ class HitStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by whoever starts the collector, used by its receive thread (one at a time).
-        self.db = sqlite_utils.Database(sqlite3.connect(self.path, check_same_thread=False))
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        # Pictures are most of what is written: big pages take a 50 KB scene in two
+        # pages instead of thirteen, which halves the cost of a commit.  (Only a new
+        # file takes the page size.)
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=FULL")
+        # Checkpoint every 2 MiB of WAL: many short pauses instead of one long one per
+        # 32 MiB, which would be the p99 of every acknowledgement.
+        self.db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+        self.db.execute(f"PRAGMA journal_size_limit={16 * 1024**2}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._create()
 
@@ -125,15 +137,18 @@ class HitStore:
                     have.add(h.hit_id)
                     new.append(h)
             if new:
-                self.db["hits"].insert_all((_row(h, received) for h in new), ignore=True)
-                images = [
-                    {"hit_id": h.hit_id, "kind": kind, "jpeg": data}
-                    for h in new
-                    for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
-                    if data
-                ]
-                if images:
-                    self.db["hit_images"].insert_all(images, ignore=True)
+                # The hot path: prepared statements rather than insert_all, which spends
+                # more time building its SQL than SQLite spends storing a row.
+                self.db.conn.executemany(_INSERT_HIT, [_row(h, received) for h in new])
+                self.db.conn.executemany(
+                    _INSERT_IMAGE,
+                    [
+                        (h.hit_id, kind, data)
+                        for h in new
+                        for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
+                        if data
+                    ],
+                )
                 self._heard_hits(new, received)
         return [h.hit_id for h in new], dups
 
@@ -249,31 +264,20 @@ class HitStore:
         self.db.close()
 
 
-def _row(h: HitMessage, received: str) -> dict[str, Any]:
+_INSERT_HIT = (
+    f"INSERT OR IGNORE INTO hits ({', '.join(_HIT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_HIT_COLUMNS))})"
+)
+_INSERT_IMAGE = "INSERT OR IGNORE INTO hit_images (hit_id, kind, jpeg) VALUES (?, ?, ?)"
+
+
+def _row(h: HitMessage, received: str) -> tuple[Any, ...]:
+    """A hit as a row of `hits`, in the order of `_HIT_COLUMNS`."""
     loc, p, m = h.location, h.plate, h.match
-    return {
-        "hit_id": h.hit_id,
-        "node": h.node,
-        "camera": h.camera,
-        "seen_at": format_time(h.seen_at),
-        "received_at": received,
-        "lat": loc.lat,
-        "lon": loc.lon,
-        "road": loc.road,
-        "direction": loc.direction,
-        "plate_text": p.text,
-        "plate_raw": p.raw,
-        "plate_formatted": p.formatted,
-        "country": p.country,
-        "confidence": p.confidence,
-        "watchlist": m.watchlist,
-        "entry_id": m.entry_id,
-        "entry_plate": m.entry_plate,
-        "match_kind": m.kind,
-        "match_distance": m.distance,
-        "priority": m.priority,
-        "reason": m.reason,
-        "version": h.wire_version,
-        "crop_bytes": len(h.crop_jpeg),
-        "scene_bytes": len(h.scene_jpeg),
-    }
+    return (
+        h.hit_id, h.node, h.camera, format_time(h.seen_at), received,
+        loc.lat, loc.lon, loc.road, loc.direction,
+        p.text, p.raw, p.formatted, p.country, p.confidence,
+        m.watchlist, m.entry_id, m.entry_plate, m.kind, m.distance, m.priority, m.reason,
+        h.wire_version, len(h.crop_jpeg), len(h.scene_jpeg),
+    )  # fmt: skip

@@ -6,8 +6,10 @@ ACK for it arrives, which the collector sends after its commit.  A hit whose ACK
 does not come within the ack timeout is offered again, and the timeout doubles (to
 `max_backoff_s`) while acknowledgements stay away.  With `immediate` set, ZeroMQ
 queues nothing while no collector is connected, so an outage costs neither memory
-nor a burst of stale duplicates when the link comes back.  Heartbeats carry the
-edge's status every `heartbeat_s`.
+nor a burst of stale duplicates when the link comes back.  A socket monitor tells
+the loop when a connection to the collector completes: hits that were in flight
+when the link broke are offered again at once, not after their ack timeout.
+Heartbeats carry the edge's status every `heartbeat_s`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from edge.keys import make_curve_client
 from edge.link.outbox import Outbox
@@ -38,6 +41,14 @@ from edge.link.protocol import (
 log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[], dict[str, Any]]
+
+_LINK_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 @dataclass
@@ -82,6 +93,7 @@ class HitSender:
         ack_timeout_s: float = 5.0,
         max_backoff_s: float = 60.0,
         link_retry_s: float = 0.25,
+        reconnect_max_s: float = 5.0,
         purge_every_s: float = 60.0,
         protocol_version: int = PROTOCOL_VERSION,
         limits: Limits = DEFAULT_LIMITS,
@@ -97,6 +109,7 @@ class HitSender:
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
         self.link_retry_s = link_retry_s
+        self.reconnect_max_s = reconnect_max_s
         self.purge_every_s = purge_every_s
         self.protocol_version = protocol_version
         self.limits = limits
@@ -107,6 +120,7 @@ class HitSender:
         self._last_ack = 0.0
         self._seen_changes = -1
         self._may_have_more = True
+        self._auth_failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -150,7 +164,7 @@ class HitSender:
         sock.sndhwm = self.window + 16
         sock.rcvhwm = 1000
         sock.reconnect_ivl = 100
-        sock.reconnect_ivl_max = 5000
+        sock.reconnect_ivl_max = max(100, int(self.reconnect_max_s * 1000))
         sock.maxmsgsize = 1024 * 1024  # acks are small; a rogue peer cannot flood memory
         make_curve_client(sock, *self._keys)
         sock.connect(self.endpoint)
@@ -158,14 +172,19 @@ class HitSender:
 
     def _run(self) -> None:
         sock = self._socket()
+        monitor = sock.get_monitor_socket(_LINK_EVENTS)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         next_heartbeat = time.monotonic()
         next_purge = time.monotonic() + self.purge_every_s
         log.info("sending hits to %s as %s", self.endpoint, self.node_id)
         try:
             while not self._stop.is_set():
-                if poller.poll(50):
+                ready = dict(poller.poll(50))
+                if monitor in ready:
+                    self._link_events(monitor)
+                if sock in ready:
                     self._receive(sock)
                 now = time.monotonic()
                 self._expire(now)
@@ -183,7 +202,45 @@ class HitSender:
             log.exception("sender loop died")
             raise
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
+
+    def _link_events(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                log.info("connected to the collector at %s", self.endpoint)
+                self.stats.link_up = True
+                # What was in flight on the old connection is lost with it; offer it now.
+                self._inflight.clear()
+                self._may_have_more = True
+                self._timeout = self.ack_timeout_s
+                self._retry_at = 0.0
+            elif event == zmq.EVENT_DISCONNECTED:
+                if self.stats.link_up:
+                    log.warning("lost the connection to the collector at %s", self.endpoint)
+                self.stats.link_up = False
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.stats.link_up = False
+                self._auth_failures += 1
+                if self._auth_failures == 1 or self._auth_failures % 100 == 0:
+                    log.error(
+                        "the collector at %s refused this node's key (%d times); is %s on its"
+                        " allow-list?",
+                        self.endpoint,
+                        self._auth_failures,
+                        self.node_id,
+                    )
+            elif event in (
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+            ):
+                self.stats.link_up = False
+                log.warning("handshake with the collector at %s failed", self.endpoint)
 
     def _receive(self, sock: zmq.Socket) -> None:
         delivered: list[str] = []

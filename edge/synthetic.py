@@ -492,58 +492,85 @@ def _pyramid(image: np.ndarray) -> list[np.ndarray]:
 def _front_face(
     colour: tuple[int, int, int], rng: np.random.Generator, *, night: bool
 ) -> np.ndarray:
-    """The front of a car below the bonnet, BGRA: lights, grille, bumper, plate holder."""
+    """The front of a car below the bonnet, BGRA: lamps, grille, bumper, plate holder."""
     k = _FRONT_PX_PER_M
     w, h = round(_FRONT_M[0] * k), round(_FRONT_M[1] * k)
     body = np.array(colour, np.float32)
-    shade = np.linspace(1.0, 0.78, h, dtype=np.float32)[:, None, None]
-    img = np.clip(body[None, None, :] * shade + rng.normal(0, 2, (h, w, 1)), 0, 255)
-    img = img.astype(np.uint8)
-    dark = (28, 28, 30)
-    # grille and lower air intake
-    gx1, gx2 = int(w * 0.32), int(w * 0.68)
-    cv2.rectangle(img, (gx1, int(h * 0.06)), (gx2, int(h * 0.32)), dark, -1, cv2.LINE_AA)
-    for y in range(int(h * 0.09), int(h * 0.31), max(3, h // 40)):
-        cv2.line(img, (gx1 + 4, y), (gx2 - 4, y), (58, 58, 60), 1, cv2.LINE_AA)
-    cv2.circle(img, (w // 2, int(h * 0.19)), max(4, h // 24), (190, 190, 190), -1, cv2.LINE_AA)
-    cv2.rectangle(
-        img, (int(w * 0.22), int(h * 0.80)), (int(w * 0.78), int(h * 0.93)), dark, -1, cv2.LINE_AA
-    )
-    # headlights: slanted, chrome inside
-    lamp = (210, 214, 216) if not night else (250, 250, 250)
-    for side in (-1, 1):
-        cx = w / 2 + side * w * 0.36
-        pts = np.array(
-            [
-                [cx - side * w * 0.13, h * 0.05],
-                [cx + side * w * 0.12, h * 0.03],
-                [cx + side * w * 0.12, h * 0.22],
-                [cx - side * w * 0.11, h * 0.28],
-            ],
-            np.int32,
-        )
-        cv2.fillConvexPoly(img, pts, (60, 60, 62), cv2.LINE_AA)
-        inner = ((pts - [cx, h * 0.15]) * 0.8 + [cx, h * 0.15]).astype(np.int32)
-        cv2.fillConvexPoly(img, inner, lamp, cv2.LINE_AA)
-        cv2.circle(
-            img,
-            (round(cx + side * w * 0.04), round(h * 0.15)),
-            max(3, h // 22),
-            (255, 255, 255),
-            -1,
-            cv2.LINE_AA,
-        )
-        cv2.circle(
-            img, (round(cx), round(h * 0.86)), max(3, h // 26), (200, 200, 195), -1, cv2.LINE_AA
-        )  # fog lamp
-    # the bumper's crease and the plate holder
-    cv2.line(
+    # a curved bumper: lit from above, darker towards its corners and its lower edge
+    ys = np.linspace(1.0, 0.8, h, dtype=np.float32)[:, None]
+    xs = 1.0 - 0.35 * np.linspace(-1, 1, w, dtype=np.float32)[None, :] ** 4
+    light = (ys * xs)[..., None]
+    img = body * light + rng.normal(0, 2, (h, w, 1)).astype(np.float32)
+    img[: int(h * 0.04)] *= 1.15  # the sheen of the bonnet's leading edge
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    plastic = (34, 34, 36) if rng.random() < 0.6 else tuple(int(c * 0.6) for c in colour)
+    lower = int(h * 0.74)
+    img[lower:] = (np.asarray(plastic, np.float32) * ys[lower:, :, None]).astype(np.uint8)
+    # grille: a mesh in a chrome surround, with a badge
+    gx1, gx2, gy1, gy2 = int(w * 0.31), int(w * 0.69), int(h * 0.05), int(h * 0.33)
+    cv2.rectangle(img, (gx1 - 3, gy1 - 3), (gx2 + 3, gy2 + 3), (170, 172, 175), -1, cv2.LINE_AA)
+    cv2.rectangle(img, (gx1, gy1), (gx2, gy2), (26, 26, 28), -1, cv2.LINE_AA)
+    step = max(4, h // 30)
+    for y in range(gy1 + step // 2, gy2, step):
+        for x in range(gx1 + ((y // step) % 2) * step // 2, gx2, step):
+            cv2.circle(img, (x, y), max(1, step // 4), (48, 48, 50), -1, cv2.LINE_AA)
+    cv2.ellipse(
         img,
-        (0, int(h * 0.36)),
-        (w, int(h * 0.36)),
-        tuple(int(c * 0.7) for c in colour),
+        (w // 2, (gy1 + gy2) // 2),
+        (h // 14, h // 22),
+        0,
+        0,
+        360,
+        (200, 200, 200),
         2,
         cv2.LINE_AA,
+    )
+    # lower intake across the plastic, fog lamps in its corners
+    cv2.rectangle(
+        img,
+        (int(w * 0.25), int(h * 0.82)),
+        (int(w * 0.75), int(h * 0.94)),
+        (18, 18, 20),
+        -1,
+        cv2.LINE_AA,
+    )
+    # headlamps: a swept outline with two reflectors
+    lamp_glass = (250, 250, 250) if night else (200, 205, 208)
+    for side in (-1, 1):
+        cx = w / 2 + side * w * 0.37
+        outline = np.array(
+            [
+                [cx - side * w * 0.13, h * 0.06],
+                [cx + side * w * 0.08, h * 0.02],
+                [cx + side * w * 0.125, h * 0.07],
+                [cx + side * w * 0.11, h * 0.2],
+                [cx - side * w * 0.02, h * 0.27],
+                [cx - side * w * 0.12, h * 0.2],
+            ]
+        )
+        cv2.fillPoly(
+            img, [np.round(outline * 16).astype(np.int32)], (70, 70, 72), cv2.LINE_AA, shift=4
+        )
+        for dx, r in ((-0.05, 0.075), (0.05, 0.06)):
+            centre = (round(cx + side * dx * w), round(h * 0.14))
+            cv2.circle(img, centre, round(r * h * 1.3), (120, 122, 125), -1, cv2.LINE_AA)
+            cv2.circle(img, centre, round(r * h * 0.8), lamp_glass, -1, cv2.LINE_AA)
+            cv2.circle(img, centre, round(r * h * 0.3), (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            (round(cx), round(h * 0.88)),
+            (round(0.04 * w), round(0.035 * h)),
+            0,
+            0,
+            360,
+            (150, 150, 148),
+            -1,
+            cv2.LINE_AA,
+        )  # fog lamp
+    # the crease over the plate, and the plate holder
+    crease = tuple(int(c * 0.7) for c in colour)
+    cv2.line(
+        img, (int(w * 0.05), int(h * 0.37)), (int(w * 0.95), int(h * 0.37)), crease, 2, cv2.LINE_AA
     )
     pw, ph = 0.52 * k, 0.11 * k
     py = (_FRONT_TOP - _PLATE_Y) * k

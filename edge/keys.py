@@ -101,8 +101,12 @@ def _read_certificate(path: Path) -> tuple[bytes | None, bytes | None]:
         raise KeyFileError(f"{path}: key file not found")
     try:
         return zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as e:
-        raise KeyFileError(f"{path}: cannot read key file: {e}") from e
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read key file: {e.strerror or e}") from e
+    except ValueError:  # zmq's "No public key found"
+        raise KeyFileError(
+            f"{path}: no public key found; is this a ZeroMQ CURVE certificate?"
+        ) from None
 
 
 def load_public_key(path: Path) -> bytes:
@@ -142,9 +146,10 @@ def credentials_dir(configured: str | os.PathLike[str] | None) -> Path:
 class AllowList:
     """Public keys allowed to connect, read from a directory of `NAME.key` files.
 
-    The directory is read again (at most once per `rescan_s`) when an unknown key
-    knocks, so adding a node's key file lets it in without a restart.  Removing a
-    file takes effect at the next rescan; call `reload()` to force one.
+    The directory is read again whenever it has changed (a file added, removed or
+    renamed) before a key is judged, and at most every `rescan_s` when an unknown key
+    knocks, so adding or removing a node's key file needs no restart.  Only new
+    connections are judged: revoking a key does not cut one that is already up.
     """
 
     def __init__(self, directory: Path, *, rescan_s: float = 5.0, log_every_s: float = 60.0):
@@ -154,11 +159,19 @@ class AllowList:
         self._names: dict[bytes, str] = {}
         self._lock = threading.Lock()
         self._last_scan = 0.0
+        self._dir_mtime: float | None = None
         self._denied_logged: dict[bytes, float] = {}
         self.denied = 0
         self.reload()
 
+    def _mtime(self) -> float | None:
+        try:
+            return self.directory.stat().st_mtime
+        except OSError:
+            return None
+
     def reload(self) -> None:
+        mtime = self._mtime()
         names: dict[bytes, str] = {}
         if not self.directory.is_dir():
             log.error("allow-list directory %s is missing; every peer is refused", self.directory)
@@ -176,13 +189,15 @@ class AllowList:
         with self._lock:
             self._names = names
             self._last_scan = time.monotonic()
+            self._dir_mtime = mtime
         log.info("allow-list: %d keys from %s", len(names), self.directory)
 
     def name_of(self, z85_key: bytes) -> str | None:
+        changed = self._mtime() != self._dir_mtime
         with self._lock:
             name = self._names.get(z85_key)
             stale = time.monotonic() - self._last_scan >= self.rescan_s
-        if name is None and stale:
+        if changed or (name is None and stale):
             self.reload()
             with self._lock:
                 name = self._names.get(z85_key)

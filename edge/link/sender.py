@@ -121,6 +121,8 @@ class HitSender:
         self._seen_changes = -1
         self._may_have_more = True
         self._auth_failures = 0
+        self._reconnect_at: float | None = None
+        self._reconnect_wait = 1.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -187,6 +189,8 @@ class HitSender:
                 if sock in ready:
                     self._receive(sock)
                 now = time.monotonic()
+                if self._reconnect_at is not None and now >= self._reconnect_at:
+                    self._reconnect(sock)
                 self._expire(now)
                 self._fill(sock, now)
                 if now >= next_heartbeat:
@@ -215,6 +219,8 @@ class HitSender:
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 log.info("connected to the collector at %s", self.endpoint)
                 self.stats.link_up = True
+                self._reconnect_at = None
+                self._reconnect_wait = 1.0
                 # What was in flight on the old connection is lost with it; offer it now.
                 self._inflight.clear()
                 self._may_have_more = True
@@ -227,6 +233,7 @@ class HitSender:
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.stats.link_up = False
                 self._auth_failures += 1
+                self._schedule_reconnect()
                 if self._auth_failures == 1 or self._auth_failures % 100 == 0:
                     log.error(
                         "the collector at %s refused this node's key (%d times); is %s on its"
@@ -241,6 +248,23 @@ class HitSender:
             ):
                 self.stats.link_up = False
                 log.warning("handshake with the collector at %s failed", self.endpoint)
+                self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        # ZeroMQ does not try again after a failed handshake (a key not yet on the
+        # allow-list, a collector with a new key): we do, backing off.
+        self._reconnect_at = time.monotonic() + self._reconnect_wait * random.uniform(0.8, 1.2)
+        self._reconnect_wait = min(self._reconnect_wait * 2, self.max_backoff_s)
+
+    def _reconnect(self, sock: zmq.Socket) -> None:
+        self._reconnect_at = None
+        try:
+            sock.disconnect(self.endpoint)
+        except zmq.ZMQError as e:
+            if e.errno != zmq.ENOENT:  # ENOENT: ZeroMQ had already dropped the endpoint
+                raise
+        sock.connect(self.endpoint)
+        log.info("connecting to the collector at %s again", self.endpoint)
 
     def _receive(self, sock: zmq.Socket) -> None:
         delivered: list[str] = []

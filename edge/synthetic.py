@@ -146,9 +146,12 @@ def _glyph(ch: str, height: int, weight: int = 560) -> np.ndarray:
         out = np.zeros((height, max(2, height // 4)), np.uint8)
         t = max(2, height // 9)
         out[height // 2 - t // 2 : height // 2 - t // 2 + t, :] = 255
+        out.flags.writeable = False
         return out
     width = max(2, round(ink.shape[1] * height / ink.shape[0] * narrow))
-    return cv2.resize(ink, (width, height), interpolation=cv2.INTER_AREA)
+    out = cv2.resize(ink, (width, height), interpolation=cv2.INTER_AREA)
+    out.flags.writeable = False  # cached: shared by every caller
+    return out
 
 
 def render_plate(
@@ -192,18 +195,17 @@ def render_plate(
             )
     if style.band:
         _draw_code(img, style.code, band, s, dark=style.band == "ua")
-    # the characters
+    # the characters: glyphs, and gaps between characters ("char") and groups ("group")
     char_h = round(CHAR_MM * s)
-    pieces: list[np.ndarray | int] = []
-    groups = text.upper().split(" ")
-    for g, group in enumerate(groups):
+    pieces: list[tuple[str, int] | np.ndarray] = []
+    for g, group in enumerate(text.upper().split(" ")):
         if g:
-            pieces.append(round(GROUP_GAP_MM * s))
+            pieces.append(("group", round(GROUP_GAP_MM * s)))
         for c, ch in enumerate(group):
             if c:
-                pieces.append(round(CHAR_GAP_MM * s))
+                pieces.append(("char", round(CHAR_GAP_MM * s)))
             pieces.append(_glyph(ch, char_h))
-    total = sum(p if isinstance(p, int) else p.shape[1] for p in pieces)
+    total = sum(p[1] if isinstance(p, tuple) else p.shape[1] for p in pieces)
     left, right = band + round(6 * s), w - round(8 * s)
     room = round((right - left) * 0.94)  # long plates get narrower characters, not less margin
     left += (right - left - room) // 2
@@ -211,9 +213,12 @@ def render_plate(
     x = left + (room - total * squeeze) / 2
     y = (h - char_h) // 2
     alpha = np.zeros((h, w), np.float32)
+    seals_x = None
     for p in pieces:
-        if isinstance(p, int):
-            x += p * squeeze
+        if isinstance(p, tuple):
+            if p[0] == "group" and seals_x is None:
+                seals_x = x + p[1] * squeeze / 2
+            x += p[1] * squeeze
             continue
         gw = max(1, round(p.shape[1] * squeeze))
         glyph = cv2.resize(p, (gw, char_h), interpolation=cv2.INTER_AREA) if gw != p.shape[1] else p
@@ -222,8 +227,12 @@ def render_plate(
             alpha[y : y + char_h, xi : xi + gw], glyph[:, : w - xi] / 255.0
         )
         x += gw
-    if country == "DE":  # the two round seals between district and letters
-        _draw_seals(img, text, band, s, squeeze, left, room, total)
+    if country == "DE" and seals_x is not None:
+        # the registration seal and the inspection sticker, after the district code
+        r = round(6.5 * s)
+        for cy, colour in ((h * 0.34, (40, 120, 200)), (h * 0.68, (90, 90, 200))):
+            cv2.circle(img, (round(seals_x), round(cy)), r, colour, -1, cv2.LINE_AA)
+            cv2.circle(img, (round(seals_x), round(cy)), r, (200, 200, 200), 1, cv2.LINE_AA)
     ink = np.array(_INK, np.float32)
     img = (img * (1 - alpha[..., None]) + ink * alpha[..., None]).astype(np.uint8)
     # the black border, inset, with rounded corners
@@ -253,29 +262,6 @@ def _draw_code(img: np.ndarray, code: str, band: int, s: float, *, dark: bool) -
         region = img[y : y + size, x : x + gw].astype(np.float32)
         img[y : y + size, x : x + gw] = (region * (1 - g) + colour * g).astype(np.uint8)
         x += gw + round(2 * s)
-
-
-def _draw_seals(
-    img: np.ndarray,
-    text: str,
-    band: int,
-    s: float,
-    squeeze: float,
-    left: int,
-    room: int,
-    total: int,
-) -> None:
-    """German plates carry the registration seal and the inspection sticker in the gap after
-    the district code."""
-    district = text.split(" ")[0]
-    width = sum(_glyph(ch, round(CHAR_MM * s)).shape[1] for ch in district)
-    width += round(CHAR_GAP_MM * s) * (len(district) - 1)
-    gap_x = left + (room - total * squeeze) / 2 + width * squeeze + GROUP_GAP_MM * s * squeeze / 2
-    h = img.shape[0]
-    r = round(6.5 * s)
-    for cy, colour in ((h * 0.34, (40, 120, 200)), (h * 0.68, (90, 90, 200))):
-        cv2.circle(img, (round(gap_x), round(cy)), r, colour, -1, cv2.LINE_AA)
-        cv2.circle(img, (round(gap_x), round(cy)), r, (200, 200, 200), 1, cv2.LINE_AA)
 
 
 def _rounded_rect(
@@ -469,17 +455,14 @@ class _VehicleArt:
             v.text, v.country, px_per_mm=2.0, dirt=float(rng.uniform(0, 0.6)), rng=rng
         )
         front = _front_face(v.colour, rng, night=v.night)
-        if v.night:
+        colour = np.array(v.colour, np.uint8).reshape(1, 1, 3)
+        if v.night:  # paint under the lamp: grey, and dimmer than the plate's sheet
             plate = cv2.cvtColor(infrared(plate, retro=True), cv2.COLOR_GRAY2BGR)
-            grey = (infrared(front[..., :3]).astype(np.float32) * 0.5 + 8).astype(np.uint8)
-            front[..., :3] = grey[..., None]
+            front[..., :3] = (infrared(front[..., :3]) // 2 + 8)[..., None]
+            colour = cv2.cvtColor(infrared(colour) // 2 + 8, cv2.COLOR_GRAY2BGR)
         self.plate = _pyramid(plate)
         self.front = _pyramid(front)
-        colour = np.array(v.colour, np.float32)
-        if v.night:
-            colour = np.full(3, float(infrared(colour.reshape(1, 1, 3).astype(np.uint8))[0, 0]))
-            colour = colour * 0.55 + 8
-        self.colour = colour
+        self.colour = colour.reshape(3).astype(np.float32)
 
 
 def _pyramid(image: np.ndarray) -> list[np.ndarray]:
@@ -586,24 +569,13 @@ def _front_face(
     return np.concatenate([img, alpha], axis=2)
 
 
-def _box(
-    front_z: float,
-    x: float,
-    dx: tuple[float, float],
-    y: tuple[float, float],
-    dz: tuple[float, float],
+def _quad(
+    half_width: tuple[float, float], y: tuple[float, float], z: tuple[float, float]
 ) -> np.ndarray:
-    """A quad from its near edge (half-width dx[0], height y[0], depth dz[0]) to its far one."""
-    (a, b), (y0, y1), (z0, z1) = dx, y, dz
-    return np.array(
-        [
-            [x - a, y0, front_z + z0],
-            [x + a, y0, front_z + z0],
-            [x + b, y1, front_z + z1],
-            [x - b, y1, front_z + z1],
-        ],
-        np.float64,
-    )
+    """A quad across the car, in the car's own coordinates (X from its centre line, Z from
+    its front): from its near edge (half-width, height, depth [0]) to its far edge ([1])."""
+    (a, b), (y0, y1), (z0, z1) = half_width, y, z
+    return np.array([[-a, y0, z0], [a, y0, z0], [b, y1, z1], [-b, y1, z1]], np.float64)
 
 
 class _Layer:
@@ -685,109 +657,56 @@ class _Layer:
 
 
 def _vehicle_parts(
-    v: Vehicle, art: _VehicleArt, t: float, camera: Camera
+    v: Vehicle, body: np.ndarray, t: float, camera: Camera
 ) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """The vehicle's faces far to near: (kind, projected quad or polygon, colour)."""
+    """The vehicle's parts far to near, projected: (kind, polygon in pixels, colour); kinds
+    are "shadow", "poly", and the textured "front" and "plate"."""
     x, z = v.x_at(t), v.z_at(t)
-    body = art.colour
-    glass = np.full(3, 14.0) if v.night else np.array([52, 48, 46], np.float32)
     hw = _FRONT_M[0] / 2
-    parts: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    shadow = np.array(
-        [
-            [x - 1.0, 0, z - 0.15],
-            [x + 1.0, 0, z - 0.15],
-            [x + 0.95, 0, z + 4.4],
-            [x - 0.95, 0, z + 4.4],
-        ]
-    )
-    parts.append(("shadow", camera.project(shadow), None))
-    side = -1 if x > camera.x else 1  # the side of the car the camera can see
-    sx = x + side * hw
-    cabin_x = x + side * 0.74
-    trunk = _box(z, x, (hw - 0.04, hw - 0.06), (0.92, 0.9), (3.5, 4.3))
-    parts.append(("poly", camera.project(trunk), body * 1.05))
-    lower = np.array(
-        [[sx, 0.2, z + 0.05], [sx, 0.2, z + 4.3], [sx, 0.9, z + 4.3], [sx, 0.92, z + 0.05]]
-    )
-    parts.append(("poly", camera.project(lower), body * 0.72))
-    shoulder = np.array(
-        [
-            [sx, 0.92, z + 0.05],
-            [sx, 0.9, z + 4.3],
-            [cabin_x, 0.93, z + 4.3],
-            [cabin_x, 0.95, z + 0.05],
-        ]
-    )
-    parts.append(("poly", camera.project(shoulder), body * 0.95))
-    roof_x = x + side * 0.65  # the glass leans in towards the roof
-    cabin = np.array(
-        [
-            [cabin_x, 0.92, z + 1.2],
-            [roof_x, 1.42, z + 1.95],
-            [roof_x, 1.40, z + 3.4],
-            [cabin_x, 0.92, z + 3.9],
-        ]
-    )
-    parts.append(("poly", camera.project(cabin), body * 0.8))
-    window = cabin + [[0, 0.04, 0.25], [0, -0.04, 0.12], [0, -0.04, -0.3], [0, 0.04, -0.75]]
-    parts.append(("poly", camera.project(window), glass * 1.1))
-    parts.append(
-        ("poly", camera.project(_box(z, x, (0.64, 0.76), (1.40, 0.93), (3.4, 3.9))), glass)
-    )  # rear window
-    for wz in (0.85, 3.5):
-        a = np.linspace(0, 2 * math.pi, 20, endpoint=False)
-        wheel = np.stack(
-            [np.full_like(a, sx + side * 0.01), 0.31 + 0.31 * np.sin(a), z + wz + 0.31 * np.cos(a)],
-            axis=1,
-        )
-        parts.append(("poly", camera.project(wheel), np.full(3, 22.0)))
-    parts.append(
-        ("poly", camera.project(_box(z, x, (0.66, 0.64), (1.42, 1.40), (1.95, 3.4))), body * 1.08)
-    )  # roof
-    parts.append(
-        ("poly", camera.project(_box(z, x, (0.78, 0.66), (0.95, 1.42), (1.2, 1.95))), glass)
-    )  # windscreen
-    parts.append(
+    glass = np.full(3, 14.0) if v.night else np.array([52, 48, 46], np.float32)
+    tyre = np.full(3, 22.0)
+    a = np.linspace(0, 2 * math.pi, 20, endpoint=False)
+    wheel = np.stack([np.full_like(a, hw + 0.01), 0.31 + 0.31 * np.sin(a), 0.31 * np.cos(a)], 1)
+    cabin = np.array([[0.74, 0.92, 1.2], [0.65, 1.42, 1.95], [0.65, 1.40, 3.4], [0.74, 0.92, 3.9]])
+    # the flank the camera sees, drawn for the right-hand one and mirrored for the left
+    flank = [
         (
-            "glint",
-            camera.project(_box(z, x, (0.5, 0.3), (1.10, 1.30), (1.43, 1.75))),
-            glass + (12 if v.night else 45),
-        )
-    )
-    parts.append(
+            np.array([[hw, 0.2, 0.05], [hw, 0.2, 4.3], [hw, 0.9, 4.3], [hw, 0.92, 0.05]]),
+            body * 0.72,
+        ),
         (
-            "poly",
-            camera.project(_box(z, x, (hw - 0.02, 0.8), (_FRONT_TOP, 0.95), (0.02, 1.2))),
-            body * 1.12,
-        )
-    )  # bonnet
+            np.array([[hw, 0.92, 0.05], [hw, 0.9, 4.3], [0.74, 0.93, 4.3], [0.74, 0.95, 0.05]]),
+            body * 0.95,
+        ),  # shoulder
+        (cabin, body * 0.8),  # pillars
+        (
+            cabin + [[0, 0.04, 0.25], [0, -0.04, 0.12], [0, -0.04, -0.3], [0, 0.04, -0.75]],
+            glass * 1.1,
+        ),  # side windows
+        (wheel + [0, 0, 0.85], tyre),
+        (wheel + [0, 0, 3.5], tyre),
+    ]
+    side = -1.0 if x > camera.x else 1.0
+    local: list[tuple[str, np.ndarray, np.ndarray | None]] = [
+        ("shadow", _quad((1.0, 0.95), (0, 0), (-0.15, 4.4)), None),
+        ("poly", _quad((hw - 0.04, hw - 0.06), (0.92, 0.9), (3.5, 4.3)), body * 1.05),  # boot
+    ]
+    local += [("poly", pts * [side, 1, 1], colour) for pts, colour in flank]
+    local += [
+        ("poly", _quad((0.64, 0.76), (1.40, 0.93), (3.4, 3.9)), glass),  # rear window
+        ("poly", _quad((0.66, 0.64), (1.42, 1.40), (1.95, 3.4)), body * 1.08),  # roof
+        ("poly", _quad((0.78, 0.66), (0.95, 1.42), (1.2, 1.95)), glass),  # windscreen
+        ("poly", _quad((0.5, 0.3), (1.10, 1.30), (1.43, 1.75)), glass + (12 if v.night else 45)),
+        ("poly", _quad((hw - 0.02, 0.8), (_FRONT_TOP, 0.95), (0.02, 1.2)), body * 1.12),  # bonnet
+    ]
     for tx in (-1, 1):  # tyres under the bumper
-        parts.append(
-            (
-                "poly",
-                camera.project(
-                    np.array(
-                        [
-                            [x + tx * 0.58, 0.0, z + 0.7],
-                            [x + tx * 0.84, 0.0, z + 0.7],
-                            [x + tx * 0.84, 0.3, z + 0.6],
-                            [x + tx * 0.58, 0.3, z + 0.6],
-                        ]
-                    )
-                ),
-                np.full(3, 20.0),
-            )
+        tyre_front = np.array(
+            [[0.58, 0.0, 0.7], [0.84, 0.0, 0.7], [0.84, 0.3, 0.6], [0.58, 0.3, 0.6]]
         )
-    front = np.array(
-        [
-            [x - hw, _FRONT_TOP, z],
-            [x + hw, _FRONT_TOP, z],
-            [x + hw, _FRONT_TOP - _FRONT_M[1], z],
-            [x - hw, _FRONT_TOP - _FRONT_M[1], z],
-        ]
-    )
-    parts.append(("front", camera.project(front), None))
+        local.append(("poly", tyre_front * [tx, 1, 1], tyre))
+    bottom = _FRONT_TOP - _FRONT_M[1]
+    local.append(("front", _quad((hw, hw), (_FRONT_TOP, bottom), (0, 0)), None))
+    parts = [(kind, camera.project(pts + [x, 0, z]), colour) for kind, pts, colour in local]
     parts.append(("plate", camera.project(plate_corners(v, t)), None))
     return parts
 
@@ -964,7 +883,7 @@ class SyntheticDriveBy(SourceBase):
 
     def _draw(self, frame: np.ndarray, v: Vehicle, art: _VehicleArt, t: float) -> None:
         cam = self.camera
-        parts = _vehicle_parts(v, art, t, cam)
+        parts = _vehicle_parts(v, art.colour, t, cam)
         pts = np.concatenate([p for _, p, _ in parts])
         dt = NIGHT_EXPOSURE_S if v.night else DAY_EXPOSURE_S
         motion = (cam.project(plate_corners(v, t + dt)) - cam.project(plate_corners(v, t))).mean(0)
@@ -979,7 +898,7 @@ class SyntheticDriveBy(SourceBase):
         _darken(frame, shadow, 0.45 if not v.night else 0.7)
         layer = _Layer(x1, y1, x2 - x1, y2 - y1)
         for kind, quad, colour in parts[1:]:
-            if kind in ("poly", "glint"):
+            if kind == "poly":
                 layer.polygon(quad, colour)
             elif kind == "front":
                 layer.sprite(art.front, quad)

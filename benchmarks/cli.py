@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmarks.datasets import DatasetError
 from benchmarks.engines import add_pipeline_options
@@ -123,11 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, ConfigError, ModelError, SourceError, ValueError) as exc:
         print(f"benchmarks {args.suite}: {exc}", file=sys.stderr)
         return 2
-    summary = (result["output"].rsplit("/", 1)[0] + "/summary.md") if "output" in result else ""
-    if summary:
-        print(open(summary, encoding="utf-8").read())
-    print(result.get("output", ""))
-    return 0 if result.get("ok", True) else 1
+    output = Path(result["output"])
+    print((output.parent / "summary.md").read_text(encoding="utf-8"))
+    print(output)
+    return 0
 
 
 def _suite(name: str):  # noqa: ANN202 - a module

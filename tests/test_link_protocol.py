@@ -30,7 +30,7 @@ from edge.link.protocol import (
 )
 
 FUZZ = settings(
-    max_examples=2000,
+    max_examples=1000,
     derandomize=True,  # the same examples every run: a test run is reproducible
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -1,0 +1,180 @@
+"""Thousands of bad messages at a running collector: each refused and counted, none fatal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_link_support import fake_jpeg, make_hit, make_keys, start_collector, wait_for
+
+from edge.keys import make_curve_client
+from edge.link.protocol import (
+    TAG_ACK,
+    TAG_HEARTBEAT,
+    TAG_HIT_V1,
+    TAG_HIT_V2,
+    TAG_REJECT,
+    Ack,
+    decode_message,
+)
+
+EXAMPLES = 150  # each a burst of 1-40 messages: thousands in all
+SENT = {"messages": 0}
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4)
+    ),
+    max_leaves=10,
+)
+_tag = st.sampled_from(
+    [TAG_HIT_V1, TAG_HIT_V2, TAG_HEARTBEAT, TAG_ACK, TAG_REJECT, b"ANPR/HIT/3", b"ANPR/HB/0"]
+)
+
+
+def _mutated_hit(data: st.DataObject) -> list[bytes]:
+    frames = make_hit(
+        data.draw(st.integers(1, 10**6)), crop=64, scene=64
+    ).encode()  # not 0: the sentinel
+    header = json.loads(frames[1])
+    how = data.draw(st.sampled_from(["field", "truncate", "bytes", "drop", "extra", "oversize"]))
+    if how == "field":  # one field of the header replaced by any JSON value
+        section = data.draw(st.sampled_from(["", "location", "plate", "match"]))
+        target = header[section] if section else header
+        target[data.draw(st.sampled_from(sorted(target)))] = data.draw(_json)
+        frames[1] = json.dumps(header).encode()
+    elif how == "truncate":  # a header cut short
+        frames[1] = frames[1][: data.draw(st.integers(0, len(frames[1]) - 1))]
+    elif how == "bytes":  # random bytes flipped anywhere
+        i = data.draw(st.integers(0, len(frames) - 1))
+        raw = bytearray(frames[i])
+        for _ in range(data.draw(st.integers(1, 8))):
+            if raw:
+                raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        frames[i] = bytes(raw)
+    elif how == "drop":
+        del frames[data.draw(st.integers(0, len(frames) - 1))]
+    elif how == "extra":
+        frames.append(data.draw(st.binary(max_size=50)))
+    else:  # pictures or header over the caps (below ZeroMQ's own connection-dropping limit)
+        i = data.draw(st.sampled_from([1, 2, 3]))
+        frames[i] = (b"{" if i == 1 else b"") + fake_jpeg(600 * 1024)
+    return frames
+
+
+_garbage = st.one_of(
+    st.lists(st.binary(max_size=200), min_size=1, max_size=6),
+    st.tuples(_tag, _json).map(lambda t: [t[0], json.dumps(t[1]).encode()]),
+    st.tuples(_tag, _json, st.binary(max_size=100)).map(
+        lambda t: [t[0], json.dumps(t[1]).encode(), t[2], t[2]]
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A collector in this process and one allowed edge socket, shared by every example."""
+    root = tmp_path_factory.mktemp("fuzz")
+    keys = make_keys(root)
+    public, secret = keys.edge("edge1")
+    ctx = zmq.Context()
+    service = start_collector(root, keys, ctx)
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    make_curve_client(sock, public, secret, keys.server_public)
+    sock.connect(service.endpoint)
+    sentinel = make_hit(0)
+    sock.send_multipart(sentinel.encode())  # stored now; from here on it is a duplicate
+    assert sock.poll(10_000)
+    sock.recv_multipart()
+    yield service, sock, sentinel, SENT
+    sock.close()
+    service.stop()
+    ctx.term()
+
+
+def _accounted(stats: dict[str, int]) -> int:
+    return sum(stats.get(k, 0) for k in ("refused", "stored", "duplicates", "heartbeats"))
+
+
+def _send_and_check(live, burst: list[list[bytes]]) -> None:
+    service, sock, sentinel, sent = live
+    before = _accounted(service.stats())
+    for frames in burst:
+        sock.send_multipart(frames)
+    sent["messages"] += len(burst)
+    # The sentinel is acked only after everything sent before it was handled:
+    # an ack proves the collector is alive and still taking hits.
+    sock.send_multipart(sentinel.encode())
+    while True:
+        assert sock.poll(10_000), "the collector stopped answering"
+        msg = decode_message(sock.recv_multipart())
+        if isinstance(msg, Ack) and sentinel.hit_id in msg.ids:
+            break
+    # Every message is counted once: refused, stored, a duplicate, or a heartbeat
+    # (heartbeats are looked at just after the acks go out, hence the wait).
+    wait_for(
+        lambda: _accounted(service.stats()) - before == len(burst) + 1,
+        5,
+        "every message to be counted",
+    )
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_hits_at_a_live_collector(live, data):
+    n = data.draw(st.integers(1, 40))
+    _send_and_check(live, [_mutated_hit(data) for _ in range(n)])
+
+
+@FUZZ
+@given(st.lists(_garbage, min_size=1, max_size=40))
+def test_fuzz_garbage_at_a_live_collector(live, burst):
+    _send_and_check(live, burst)
+
+
+def test_after_the_fuzzing_the_collector_still_stores_hits(live):
+    service, sock, _, sent = live
+    stats = service.stats()
+    assert sent["messages"] > 3000
+    assert stats["refused"] > sent["messages"] / 2  # the rest were valid, even mutated
+    for reason in ("garbage", "truncated", "oversized", "version", "invalid"):
+        assert stats.get(f"refused_{reason}", 0) > 0, reason
+    fresh = make_hit(999_999_999)
+    sock.send_multipart(fresh.encode())
+    assert sock.poll(10_000)
+    assert decode_message(sock.recv_multipart()) == Ack((fresh.hit_id,))
+
+
+def test_a_frame_beyond_zeromqs_limit_drops_only_that_connection(live):
+    service, sock, sentinel, _ = live
+    frames = make_hit(5).encode()
+    frames[3] = fake_jpeg(8 * 1024 * 1024)  # over maxmsgsize: ZeroMQ drops the connection
+    sock.send_multipart(frames)
+    sock.send_multipart(sentinel.encode())  # lost with the connection
+    # The edge reconnects by itself (ZeroMQ), and the collector is still there.
+    retry = make_hit(6)
+    got = None
+    for _ in range(50):
+        sock.send_multipart(retry.encode())
+        if sock.poll(500):
+            got = decode_message(sock.recv_multipart())
+            if isinstance(got, Ack) and retry.hit_id in got.ids:
+                break
+    assert isinstance(got, Ack) and retry.hit_id in got.ids

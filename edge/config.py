@@ -22,8 +22,9 @@ class DetectConfig(Strict):
                             "detector's input for a whole frame")
     crop_size: int = Field(320, ge=96, le=1280, description="long side for a vehicle crop")
     vehicle_size: int = Field(640, ge=160, le=1920)
-    tiles: int = Field(0, ge=0, le=4, description="extra square tiles along the long side, "
-                       "for small plates in wide frames (each costs one more detector run)")
+    tiles: int = Field(0, ge=0, le=4, description="video: extra square tiles along the long "
+                       "side, for small plates in wide frames (each costs one detector run)")
+    still_tiles: int = Field(2, ge=0, le=4, description="the same for single photos")
     plate_confidence: float = Field(0.25, gt=0, lt=1)
     vehicle_confidence: float = Field(0.3, gt=0, lt=1)
     max_plates: int = Field(8, ge=1, le=64)
@@ -32,11 +33,18 @@ class DetectConfig(Strict):
 
 class OcrConfig(Strict):
     model: str = "ocr-ppocrv6-small"
-    straighten: bool = True
+    # measured: deskewing did not help on EU photos and cost 3 points on US ones
+    straighten: bool = False
     widen: float = Field(0.10, ge=0, le=0.5)
     trim: float = Field(0.10, ge=0, le=0.3)
     min_confidence: float = Field(0.3, ge=0, le=1, description="reads below this are "
                                   "not voted")
+    still_crops: list[tuple[float, float]] = Field(
+        default=[(0.05, 0.18), (0.15, 0.05), (0.0, 0.15)],
+        description="single photos: more crops of each plate as (widen, trim), read too; "
+        "the text most crops agree on wins")
+    video_crops: list[tuple[float, float]] = Field(
+        default=[], description="the same for video, where the frames of a pass vote anyway")
 
 
 class TrackConfig(Strict):

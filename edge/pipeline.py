@@ -75,8 +75,8 @@ class PlateFinder:
         self.engines = engines
         self.config = config
 
-    def __call__(self, image: np.ndarray, timer: StageTimer, *,
-                 confidence: float) -> tuple[Detections, Detections]:
+    def __call__(self, image: np.ndarray, timer: StageTimer, *, confidence: float,
+                 n_tiles: int = 0) -> tuple[Detections, Detections]:
         """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode."""
         cfg = self.config
         parts: list[Detections] = []
@@ -85,9 +85,10 @@ class PlateFinder:
             with timer.stage("detect_plates"):
                 parts.append(self.engines.plates(image, size=cfg.plate_size,
                                                  confidence=confidence))
-                for x0, y0, x1, y1 in tiles(image.shape[:2], cfg.tiles):
-                    parts.append(self._in_region(image, (x0, y0, x1, y1), cfg.plate_size,
-                                                 confidence))
+                for tile in tiles(image.shape[:2], n_tiles, cfg.plate_size):
+                    found = self._in_region(image, tile, cfg.plate_size, confidence)
+                    # a plate cut by the tile's inner edge is found whole elsewhere
+                    parts.append(found[~touches_inner_edge(found.xyxy, tile, image.shape[:2])])
         if cfg.mode in ("vehicles", "both"):
             assert self.engines.vehicles is not None
             with timer.stage("detect_vehicles"):
@@ -99,6 +100,7 @@ class PlateFinder:
         plates = Detections.merge(parts)
         if len(plates) > 1:
             plates = plates[nms(plates.xyxy, plates.confidence, 0.4)]
+            plates = plates[~nested(plates.xyxy)]
         heights = plates.xyxy[:, 3] - plates.xyxy[:, 1]
         plates = plates[heights >= cfg.min_plate_height]
         order = np.argsort(-plates.confidence)[: cfg.max_plates]
@@ -116,19 +118,53 @@ class PlateFinder:
         return found
 
 
-def tiles(hw: tuple[int, int], count: int) -> list[tuple[int, int, int, int]]:
-    """`count` square tiles spread evenly along the long side (they overlap where needed)."""
-    if count <= 0:
-        return []
+def tiles(hw: tuple[int, int], count: int, input_size: int = 0) -> list[tuple[int, int, int, int]]:
+    """`count` square tiles spread evenly along the long side (they overlap where needed).
+
+    None for a frame whose long side is under 1.5x the detector's input: it is hardly
+    shrunk, so tiles would find nothing the whole frame does not.
+    """
     h, w = hw
+    if count <= 0 or max(h, w) < 1.5 * input_size:
+        return []
     side = min(h, w)
     long = max(h, w)
-    if long - side < 8 and count == 1:
+    if long - side < 8:
         return []
     starts = np.linspace(0, long - side, count).astype(int) if count > 1 else [(long - side) // 2]
     if w >= h:
         return [(int(s), 0, int(s) + side, h) for s in starts]
     return [(0, int(s), w, int(s) + side) for s in starts]
+
+
+def nested(xyxy: np.ndarray, inside: float = 0.7) -> np.ndarray:
+    """Boxes that lie mostly inside a larger one: one plate found twice, whole and in part
+    (their IoU is low, so NMS keeps both)."""
+    x1, y1, x2, y2 = xyxy.T
+    area = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    w = (np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None])).clip(0)
+    h = (np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None])).clip(0)
+    share = (w * h) / np.maximum(area[:, None], 1e-6)  # of box i inside box j
+    np.fill_diagonal(share, 0.0)
+    larger = area[None, :] > area[:, None]
+    return ((share >= inside) & larger).any(axis=1)
+
+
+def touches_inner_edge(xyxy: np.ndarray, region: tuple[int, int, int, int],
+                       hw: tuple[int, int], margin: float = 2.0) -> np.ndarray:
+    """Boxes that reach an edge of `region` which is not an edge of the whole image."""
+    x0, y0, x1, y1 = region
+    h, w = hw
+    out = np.zeros(len(xyxy), dtype=bool)
+    if x0 > 0:
+        out |= xyxy[:, 0] <= x0 + margin
+    if y0 > 0:
+        out |= xyxy[:, 1] <= y0 + margin
+    if x1 < w:
+        out |= xyxy[:, 2] >= x1 - margin
+    if y1 < h:
+        out |= xyxy[:, 3] >= y1 - margin
+    return out
 
 
 @dataclass
@@ -144,13 +180,21 @@ class FrameResult:
 
 
 class StillReader:
-    """Plates in a single photo, best first (no tracking, no motion gate)."""
+    """Plates in a single photo, best first (no tracking, no motion gate).
 
-    def __init__(self, engines: Engines, config: PipelineConfig):
+    For a photo alone it spends more: tiles for small plates in big photos, and several
+    crops of each plate. A video pipeline uses its own, cheaper settings.
+    """
+
+    def __init__(self, engines: Engines, config: PipelineConfig, *, video: bool = False):
         self.config = config
         self.finder = PlateFinder(engines, config.detect)
-        self.reader = PlateReader(engines.ocr, geometry=_geometry(config),
-                                  countries=config.countries)
+        self.tiles = config.detect.tiles if video else config.detect.still_tiles
+        crops = config.ocr.video_crops if video else config.ocr.still_crops
+        geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
+                                straighten=config.ocr.straighten,
+                                alternatives=tuple(tuple(c) for c in crops))
+        self.reader = PlateReader(engines.ocr, geometry=geometry, countries=config.countries)
 
     def read(self, image: np.ndarray, timer: StageTimer | None = None,
              night: bool | None = None) -> list[PlateRead]:
@@ -160,7 +204,7 @@ class StillReader:
                 night = looks_night(image, self.config.night)
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
-        plates, vehicles = self.finder(image, timer, confidence=threshold)
+        plates, vehicles = self.finder(image, timer, confidence=threshold, n_tiles=self.tiles)
         with timer.stage("ocr"):
             texts = self.reader.read(image, plates.xyxy.tolist(),
                                      night=night and self.config.night.enhance)
@@ -181,7 +225,7 @@ class VideoPipeline:
     def __init__(self, engines: Engines, config: PipelineConfig, camera: str = ""):
         self.config = config
         self.camera = camera
-        self.still = StillReader(engines, config)
+        self.still = StillReader(engines, config, video=True)
         self.gate = MotionGate(config.motion)
         self.night = NightDetector(config.night)
         t = config.track
@@ -226,11 +270,6 @@ class VideoPipeline:
         for frame in frames:
             if self.wants(frame.pts):
                 yield self.process(frame)
-
-
-def _geometry(config: PipelineConfig) -> CropGeometry:
-    return CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
-                        straighten=config.ocr.straighten)
 
 
 def _enclosing(box: tuple[float, ...],

@@ -26,6 +26,9 @@ class CropGeometry:
 
     widen: float = 0.10
     trim: float = 0.10
+    # more crops of one plate, each (widen, trim), read too; the most plausible reading
+    # wins. Plates differ in how much frame, state name or slogan their box holds.
+    alternatives: tuple[tuple[float, float], ...] = ()
     two_line_aspect: float = 1.6  # below this width/height, a plate is read as two lines
     straighten: bool = True
     max_skew_deg: float = 25.0
@@ -111,6 +114,10 @@ class PlateReader:
         if one_line is None:
             return []
         out.append([one_line])
+        for widen, trim in geometry.alternatives:
+            other = self._crop(image, box, replace(geometry, widen=widen, trim=trim), night)
+            if other is not None:
+                out.append([other])
         if squarish:  # the trim that cleans a one-line plate would cut two lines' characters
             whole = self._crop(image, box, replace(geometry, trim=min(geometry.trim, 0.03)),
                                night)
@@ -147,8 +154,7 @@ class PlateReader:
         out = []
         for counts, crop in zip(shapes, crops, strict=True):
             candidates = [self._to_plate([next(results) for _ in range(n)]) for n in counts]
-            best = max(candidates, key=_plausibility, default=plates.parse(""))
-            out.append((best, crop))
+            out.append((_agree(candidates), crop))
         return out
 
     def _to_plate(self, parts: list[OcrResult]) -> PlateText:
@@ -160,6 +166,18 @@ class PlateReader:
                 chars.extend([conf] * len(plates.normalise(ch)))
         confidence = float(np.mean(chars)) if chars else 0.0
         return plates.parse(raw, confidence, chars, countries=self.countries)
+
+
+def _agree(candidates: list[PlateText]) -> PlateText:
+    """One reading from several of the same plate: the text most readings agree on,
+    weighted by how plausible each is; a reading alone wins by plausibility."""
+    if not candidates:
+        return plates.parse("")
+    support: dict[str, float] = {}
+    for c in candidates:
+        support[c.text] = support.get(c.text, 0.0) + _plausibility(c)
+    text = max(support, key=support.__getitem__)
+    return max((c for c in candidates if c.text == text), key=_plausibility)
 
 
 def _plausibility(plate: PlateText) -> float:

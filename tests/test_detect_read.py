@@ -42,9 +42,10 @@ def test_detections_are_columnar_and_mask_indexable():
 
 
 def test_tiles_cover_the_long_side():
-    found = tiles((720, 1280), 2)
+    found = tiles((720, 1280), 2, 640)
     assert found == [(0, 0, 720, 720), (560, 0, 1280, 720)]
-    assert tiles((720, 1280), 0) == []
+    assert tiles((720, 1280), 0, 640) == []
+    assert tiles((480, 640), 2, 640) == []  # hardly shrunk: no tiles
 
 
 def test_crop_widens_and_trims_and_survives_edges():
@@ -159,3 +160,11 @@ def test_cli_read_prints_the_contract_and_survives_bad_files(tmp_path, capsys):
                                                          "confidence", "box"}
     assert 0 <= good["plates"][0]["confidence"] <= 1 and good["ms"]
     assert bad["plates"] == [] and "error" in bad
+
+
+def test_a_box_inside_a_larger_one_is_the_same_plate():
+    from edge.pipeline import nested
+
+    xyxy = np.array([[100, 100, 300, 150], [110, 105, 200, 148], [400, 100, 600, 150]],
+                    np.float32)
+    assert nested(xyxy).tolist() == [False, True, False]

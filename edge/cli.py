@@ -77,6 +77,13 @@ def _prepare_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    config, pipeline = _pipeline_config(args)
+    return run_demo(_engines(config, pipeline), pipeline, sys.stdout, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpr-edge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -108,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reads", action="store_true", help="also print every frame's reads")
     pipeline_options(p)
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser("demo", help="make a drive-by clip in code (day and night), replay it "
+                       "through the real pipeline and show what was read against what was there")
+    p.add_argument("--seed", type=int, default=0, help="which made-up clip")
+    pipeline_options(p)
+    p.set_defaults(func=_demo)
     return parser
 
 

@@ -1,12 +1,16 @@
-"""The collector's receive loop: take hits from many edges, commit them in batches, then ack.
+"""The collector's loops: take hits from many edges, commit them in batches, then ack.
 
-One ROUTER socket (CURVE server; only allow-listed keys get through) and one thread.
-Each turn takes up to `max_batch` messages, commits every hit among them in one
-transaction, and only then acknowledges them, each to the edge that sent it.  A hit
+Two threads.  The receiver owns the ROUTER socket (CURVE server; only allow-listed
+keys get through): it reads up to `max_batch` messages at a time, checks them, and
+hands the hits to the writer.  The writer commits everything handed to it since its
+last commit in one go (pictures synced, then one SQLite transaction) and only then
+gives the receiver the acknowledgements to send, each to the edge that sent the hit.
+While the writer waits on the disk the receiver goes on reading, so the next commit
+takes all that arrived meanwhile: the slower the disk, the bigger the batch.  A hit
 already stored is acknowledged again and not stored twice.  Heartbeats are noted in
-memory after the acks have gone and written to the database once a second, so a
-storm of them does not hold up a hit.  Anything malformed is refused and counted,
-and the loop carries on.
+memory, after the hits of their batch have been handed over, and written once a
+second, so a storm of them does not hold up a hit.  Anything malformed is refused
+and counted, and the loops carry on.
 
 Other parts of the collector (watchlist distribution) run in the same process as
 `components`: each gets the one `zmq.Context` in `start(ctx)`; its CURVE server
@@ -43,6 +47,10 @@ from edge.link.protocol import (
 
 log = logging.getLogger(__name__)
 
+# Hits received but not yet committed, at most; beyond it the receiver stops reading
+# and ZeroMQ's queues, then TCP, hold the edges back.  (~1,000 hits is ~55 MB.)
+_MAX_QUEUED = 1024
+
 
 class Component(Protocol):
     """Something else the collector process runs, sharing its ZeroMQ context."""
@@ -59,16 +67,18 @@ class _Throttle:
         self.every_s = every_s
         self._last: dict[str, float] = {}
         self._quiet: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def __call__(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.every_s:
-            self._quiet[key] += 1
-            return
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        quiet = self._quiet.pop(key, 0)
+        with self._lock:
+            if now - self._last.get(key, float("-inf")) < self.every_s:
+                self._quiet[key] += 1
+                return
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+            quiet = self._quiet.pop(key, 0)
         suffix = f" ({quiet} more like it not logged)" if quiet else ""
         log.warning(msg + suffix, *args)
 
@@ -104,14 +114,20 @@ class CollectorService:
         self._own_ctx = ctx is None
         self._ctx = ctx
         self._sock: zmq.Socket | None = None
+        self._wake: zmq.Socket | None = None
         self._auth: Any = None
         self._store: HitStore | None = None
-        self._thread: threading.Thread | None = None
+        self._receiver: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._started: list[Component] = []
-        self.counters: Counter[str] = Counter()
-        self._seen: dict[str, Seen] = {}  # heartbeats not yet written
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queued: list[tuple[bytes, HitMessage]] = []  # receiver -> writer
+        self._acks: list[tuple[bytes, list[str]]] = []  # writer -> receiver
+        self._seen: dict[str, Seen] = {}  # heard since the last flush
         self._nodes_heard: set[str] = set()
+        self.counters: Counter[str] = Counter()
         self._throttle = _Throttle()
         self.endpoint = ""
         self.public_key = b""
@@ -122,6 +138,10 @@ class CollectorService:
         if self._ctx is None:
             raise RuntimeError("collector not started")
         return self._ctx
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += n
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,8 +158,8 @@ class CollectorService:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.router_mandatory = True  # an ack to a gone edge is an error we count, not silence
-        # Messages queued per edge before ZeroMQ stops reading its connection: this, not
-        # the number of edges, bounds the collector's memory (an edge keeps ~32 in flight).
+        # Messages queued per edge before ZeroMQ stops reading its connection (an edge
+        # keeps ~32 in flight): with _MAX_QUEUED this bounds the collector's memory.
         sock.rcvhwm = 128
         sock.sndhwm = 1000
         # Frames beyond this make ZeroMQ drop the connection before buffering them;
@@ -151,12 +171,19 @@ class CollectorService:
         except zmq.ZMQError as e:
             sock.close()
             self._auth.stop()
+            self._store.close()
             raise OSError(f"cannot listen on {cfg.listen}: {e}") from e
         self.endpoint = sock.last_endpoint.decode()
         self._sock = sock
+        self._wake = self._ctx.socket(zmq.PAIR)
+        self._wake.linger = 0
+        self._wake.bind(self._wake_endpoint)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="collector-recv", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._write_loop, name="collector-write")
+        self._receiver = threading.Thread(target=self._receive_loop, name="collector-recv")
+        self._writer.daemon = self._receiver.daemon = True
+        self._writer.start()
+        self._receiver.start()
         try:
             for comp in self.components:
                 comp.start(self._ctx)
@@ -173,6 +200,10 @@ class CollectorService:
             cfg.db_path,
         )
 
+    @property
+    def _wake_endpoint(self) -> str:
+        return f"inproc://collector-acks-{id(self)}"
+
     def stop(self) -> None:
         if self._metrics is not None:
             self._metrics.shutdown()
@@ -185,9 +216,14 @@ class CollectorService:
                 log.exception("component %s failed to stop", type(comp).__name__)
         self._started.clear()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        with self._cond:
+            self._cond.notify_all()
+        for thread in (self._writer, self._receiver):  # the writer commits what it holds first
+            if thread is not None:
+                thread.join(30)
+                if thread.is_alive():
+                    log.error("thread %s did not stop", thread.name)
+        self._writer = self._receiver = None
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -199,6 +235,9 @@ class CollectorService:
             self._ctx.term()
             self._ctx = None
         log.info("collector stopped")
+
+    def alive(self) -> bool:
+        return all(t is not None and t.is_alive() for t in (self._writer, self._receiver))
 
     def run_forever(self) -> None:
         """Start, then run until SIGTERM or SIGINT."""
@@ -212,15 +251,21 @@ class CollectorService:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         try:
+            next_stats = time.monotonic() + 60
             while not done.wait(1.0):
-                if self._thread is None or not self._thread.is_alive():
-                    raise RuntimeError("the receive loop died")
+                if not self.alive():
+                    raise RuntimeError("a collector thread died; see the log above")
+                if time.monotonic() >= next_stats:
+                    log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
+                    next_stats = time.monotonic() + 60
         finally:
             self.stop()
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.counters)
-        out["nodes_heard"] = len(self._nodes_heard)
+        with self._lock:
+            out: dict[str, Any] = dict(self.counters)
+            out["nodes_heard"] = len(self._nodes_heard)
+            out["queued"] = len(self._queued)
         if self._auth is not None:
             out["connections_refused"] = self._auth.allow_list.denied
         return out
@@ -234,10 +279,9 @@ class CollectorService:
 
         class _Stats:
             def collect(self) -> Iterable[Any]:
-                stats = service.stats()
-                for name, value in sorted(stats.items()):
-                    if name == "nodes_heard":
-                        yield GaugeMetricFamily("anpr_collector_nodes_heard", "nodes heard", value)
+                for name, value in sorted(service.stats().items()):
+                    if name in ("nodes_heard", "queued"):
+                        yield GaugeMetricFamily(f"anpr_collector_{name}", name, value)
                     else:
                         yield CounterMetricFamily(f"anpr_collector_{name}", name, value)
 
@@ -246,39 +290,67 @@ class CollectorService:
         self._metrics, _ = start_http_server(port, host, registry=registry)
         log.info("metrics on http://%s:%d/metrics", host, port)
 
-    # ------------------------------------------------------------ the loop
+    # ------------------------------------------------------------ the receiver
 
-    def _run(self) -> None:
-        sock, store = self._sock, self._store
-        assert sock is not None and store is not None
-        next_flush = time.monotonic() + self.config.heartbeat_flush_s
-        next_stats = time.monotonic() + 60
+    def _receive_loop(self) -> None:
+        sock, wake = self._sock, self._wake
+        assert sock is not None and wake is not None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        reading = True
         try:
-            while not self._stop.is_set():
-                if sock.poll(100):
-                    batch = []
-                    while len(batch) < self.config.max_batch:
+            while True:
+                writer = self._writer
+                if self._stop.is_set() and (writer is None or not writer.is_alive()):
+                    self._send_acks(sock)  # the writer's last commit
+                    break
+                events = dict(poller.poll(100))
+                if wake in events:
+                    while True:
                         try:
-                            batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                            wake.recv(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                    self._handle(sock, store, batch)
-                if time.monotonic() >= next_flush:
-                    self._flush_seen(store)
-                    next_flush = time.monotonic() + self.config.heartbeat_flush_s
-                if time.monotonic() >= next_stats:
-                    log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
-                    next_stats = time.monotonic() + 60
-            self._flush_seen(store)
+                    self._send_acks(sock)
+                if sock in events and not self._stop.is_set():
+                    self._read_batch(sock)
+                with self._lock:
+                    full = len(self._queued) >= _MAX_QUEUED
+                if full == reading or (self._stop.is_set() and reading):
+                    # Stop reading while the writer catches up (or for good, when stopping).
+                    reading = not full and not self._stop.is_set()
+                    poller.modify(sock, zmq.POLLIN if reading else 0)
         except zmq.ContextTerminated:
-            log.info("receive loop: context terminated")
+            log.info("receiver: context terminated")
         except Exception:
-            log.exception("receive loop died")
+            log.exception("receiver died")
             raise
         finally:
             sock.close(linger=0)
+            wake.close(linger=0)
 
-    def _handle(self, sock: zmq.Socket, store: HitStore, batch: Sequence[list[zmq.Frame]]) -> None:
+    def _read_batch(self, sock: zmq.Socket) -> None:
+        batch = []
+        while len(batch) < self.config.max_batch:
+            try:
+                batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                break
+        hits, heartbeats = self._sort(sock, batch)
+        if hits:
+            with self._cond:
+                self._queued.extend(hits)
+                self._cond.notify()
+        if heartbeats:  # after the hits are on their way
+            now = dt.datetime.now(dt.UTC)
+            for node, payload in heartbeats:
+                self._heartbeat(node, payload, now)
+
+    def _sort(
+        self, sock: zmq.Socket, batch: Sequence[list[zmq.Frame]]
+    ) -> tuple[list[tuple[bytes, HitMessage]], list[tuple[str, list[zmq.Frame]]]]:
+        """Hits checked and ready to store, heartbeats to look at; the rest refused."""
         hits: list[tuple[bytes, HitMessage]] = []
         heartbeats: list[tuple[str, list[zmq.Frame]]] = []
         for frames in batch:
@@ -291,7 +363,7 @@ class CollectorService:
                 self._refuse("unauthenticated", "?", "message without a known key")
                 continue
             if payload[0].bytes == TAG_HEARTBEAT:
-                heartbeats.append((node, payload))  # parsed after the hits are acked
+                heartbeats.append((node, payload))
                 continue
             try:
                 msg = decode_message(payload, self.limits)
@@ -308,32 +380,7 @@ class CollectorService:
                 self._send(sock, ident, Reject(msg.hit_id, "node does not match key").encode())
                 continue
             hits.append((ident, msg))
-        if hits:
-            self._commit(sock, store, hits)
-        now = dt.datetime.now(dt.UTC)
-        for node, payload in heartbeats:
-            self._heartbeat(node, payload, now)
-
-    def _commit(self, sock: zmq.Socket, store: HitStore, hits: list[tuple[bytes, HitMessage]]):
-        t0 = time.perf_counter()
-        try:
-            new, dups = store.commit([h for _, h in hits])
-        except Exception as e:  # sqlite3 errors, a full disk: the edges will send again
-            self.counters["store_errors"] += 1
-            self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
-            return
-        self.counters["commits"] += 1
-        self.counters["commit_ms"] += round((time.perf_counter() - t0) * 1000)
-        self.counters["stored"] += len(new)
-        self.counters["duplicates"] += len(dups)
-        by_edge: dict[bytes, list[str]] = {}
-        for ident, h in hits:
-            by_edge.setdefault(ident, []).append(h.hit_id)
-        for ident, ids in by_edge.items():
-            self._send(sock, ident, Ack(tuple(ids)).encode())
-        self.counters["acked"] += len(hits)
-        for _, h in hits:
-            log.debug("hit %s from %s/%s stored", h.hit_id, h.node, h.camera)
+        return hits, heartbeats
 
     def _heartbeat(self, node: str, payload: list[zmq.Frame], now: dt.datetime) -> None:
         try:
@@ -347,42 +394,114 @@ class CollectorService:
         if msg.node != node:
             self._refuse("impersonation", node, f"heartbeat claims to come from {msg.node!r}")
             return
-        self.counters["heartbeats"] += 1
-        self._nodes_heard.add(node)
-        self._seen[node] = Seen(
-            node=node,
-            last_seen=now,
-            address=_property(payload[0], "Peer-Address") or "",
-            status=msg.status,
-            cameras=tuple(msg.cameras),
-        )
+        with self._lock:
+            self.counters["heartbeats"] += 1
+            self._nodes_heard.add(node)
+            seen = self._seen.get(node) or Seen(node, now)
+            seen.last_seen = now
+            seen.address = _property(payload[0], "Peer-Address") or seen.address
+            seen.status = msg.status
+            seen.cameras.update(msg.cameras)
+            self._seen[node] = seen
 
-    def _flush_seen(self, store: HitStore) -> None:
-        if not self._seen:
-            return
-        seen, self._seen = list(self._seen.values()), {}
-        try:
-            store.record_seen(seen)
-        except Exception as e:
-            self.counters["store_errors"] += 1
-            self._throttle("seen", "could not record %d heartbeats: %s", len(seen), e)
+    def _send_acks(self, sock: zmq.Socket) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+        for ident, ids in acks:
+            self._send(sock, ident, Ack(tuple(ids)).encode())
 
     def _send(self, sock: zmq.Socket, ident: bytes, frames: list[bytes]) -> None:
         try:
             sock.send_multipart([ident, *frames], zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["replies_dropped"] += 1  # edge not reading: it will send again
+            self._count("replies_dropped")  # edge not reading: it will send again
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
                 raise
-            self.counters["replies_unroutable"] += 1  # edge gone: it will send again
+            self._count("replies_unroutable")  # edge gone: it will send again
 
     def _refuse(self, reason: str, node: str, detail: str) -> None:
-        self.counters["refused"] += 1
-        self.counters[f"refused_{reason}"] += 1
+        with self._lock:
+            self.counters["refused"] += 1
+            self.counters[f"refused_{reason}"] += 1
         self._throttle(
             f"{reason}:{node}", "refused a message from %s (%s): %s", node, reason, detail
         )
+
+    # ------------------------------------------------------------ the writer
+
+    def _write_loop(self) -> None:
+        store = self._store
+        assert store is not None and self._ctx is not None
+        wake = self._ctx.socket(zmq.PAIR)
+        wake.linger = 0
+        wake.connect(self._wake_endpoint)
+        flush_s = self.config.heartbeat_flush_s
+        next_flush = time.monotonic() + flush_s
+        try:
+            while True:
+                with self._cond:
+                    if not self._queued and not self._stop.is_set():
+                        self._cond.wait(max(0.0, next_flush - time.monotonic()))
+                    hits, self._queued = self._queued, []
+                    stopping = self._stop.is_set()
+                if hits:
+                    self._commit(store, hits, wake)
+                if time.monotonic() >= next_flush or stopping:
+                    self._flush_seen(store)
+                    next_flush = time.monotonic() + flush_s
+                if stopping and not hits:
+                    break
+        except Exception:
+            log.exception("writer died")
+            raise
+        finally:
+            wake.close(linger=0)
+
+    def _commit(
+        self, store: HitStore, hits: list[tuple[bytes, HitMessage]], wake: zmq.Socket
+    ) -> None:
+        t0 = time.perf_counter()
+        try:
+            new, dups = store.commit([h for _, h in hits])
+        except Exception as e:  # sqlite3 errors, a full disk: the edges will send again
+            self._count("store_errors")
+            self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
+            time.sleep(0.5)  # a failing disk is not retried in a hot loop
+            return
+        by_edge: dict[bytes, list[str]] = {}
+        for ident, h in hits:
+            by_edge.setdefault(ident, []).append(h.hit_id)
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            self._acks.extend(by_edge.items())
+            self.counters["commits"] += 1
+            self.counters["commit_ms"] += round((time.perf_counter() - t0) * 1000)
+            self.counters["stored"] += len(new)
+            self.counters["duplicates"] += len(dups)
+            self.counters["acked"] += len(hits)
+            for _, h in hits:
+                seen = self._seen.get(h.node) or Seen(h.node, now)
+                seen.last_seen = seen.last_hit_at = now
+                seen.cameras.add(h.camera)
+                seen.hit_cameras.add(h.camera)
+                self._seen[h.node] = seen
+                self._nodes_heard.add(h.node)
+        try:
+            wake.send(b"", zmq.NOBLOCK)
+        except zmq.Again:  # wake-ups already queued: the receiver takes these acks with them
+            self._count("wakeups_merged")
+
+    def _flush_seen(self, store: HitStore) -> None:
+        with self._lock:
+            seen, self._seen = list(self._seen.values()), {}
+        if not seen:
+            return
+        try:
+            store.record_seen(seen)
+        except Exception as e:
+            self._count("store_errors")
+            self._throttle("seen", "could not record %d nodes heard: %s", len(seen), e)
 
 
 def _property(frame: zmq.Frame, name: str) -> str | None:

@@ -1,10 +1,11 @@
-"""The collector's database (sqlite-utils): hits, their pictures, and when each node was heard.
+"""The collector's database (sqlite-utils): hits, where their pictures are, when nodes were heard.
 
 A hit is stored once, by its id: a hit that arrives again is recognised and not
-stored twice.  `commit` writes a whole batch in one transaction with
+stored twice.  `commit` first makes a batch's pictures durable in the image log
+(`images.py`), then writes the batch's rows in one transaction with
 `synchronous=FULL`; once it returns, the batch survives a power cut and may be
-acknowledged.  Pictures are blobs in their own table so that listing hits never
-reads them.
+acknowledged.  Heartbeats and hits update `nodes` and `cameras` in memory first
+and are written by `record_seen` about once a second.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from edge.collector.images import ImageLog
 from edge.link.protocol import HitMessage, format_time
-
-PAGE_SIZE = 32768
-_CHECKPOINT_PAGES = 64
 
 _HIT_COLUMNS = {
     "hit_id": str,
@@ -58,16 +57,22 @@ class Seen:
 
     node: str
     last_seen: dt.datetime
-    address: str = ""
+    address: str | None = None
     status: dict[str, Any] | None = None
-    cameras: tuple[str, ...] = ()
+    cameras: set[str] = field(default_factory=set)  # named in a heartbeat or a hit
+    last_hit_at: dt.datetime | None = None
+    hit_cameras: set[str] = field(default_factory=set)
 
 
 class HitStore:
-    """Open (and create) the collector's database at `path`; `readonly` for the operator's CLI."""
+    """Open (and create) the collector's database at `path`; `readonly` for the operator's CLI.
 
-    def __init__(self, path: Path, *, readonly: bool = False):
+    Pictures go to `images_dir` (default: `images/` beside the database).
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, images_dir: Path | None = None):
         self.path = Path(path)
+        self.images = ImageLog(images_dir or self.path.parent / "images", readonly=readonly)
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(f"{self.path}: no collector database here")
@@ -76,19 +81,11 @@ class HitStore:
             self.db = sqlite_utils.Database(conn)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Opened by whoever starts the collector, used by its receive thread (one at a time).
+        # Opened by whoever starts the collector, used by its writer thread alone.
         conn = sqlite3.connect(self.path, check_same_thread=False)
-        # Pictures are most of what is written: big pages take a 50 KB scene in two
-        # pages instead of thirteen, which halves the cost of a commit.  (Only a new
-        # file takes the page size.)
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=FULL")
-        # Checkpoint every 2 MiB of WAL: many short pauses instead of one long one per
-        # 32 MiB, which would be the p99 of every acknowledgement.
-        self.db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
-        self.db.execute(f"PRAGMA journal_size_limit={16 * 1024**2}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._create()
 
@@ -102,7 +99,8 @@ class HitStore:
                 db["hits"].create_index(["plate_text"])
         if "hit_images" not in db.table_names():
             db["hit_images"].create(
-                {"hit_id": str, "kind": str, "jpeg": bytes}, pk=("hit_id", "kind")
+                {"hit_id": str, "kind": str, "segment": int, "offset": int, "length": int},
+                pk=("hit_id", "kind"),
             )
         if "nodes" not in db.table_names():
             db["nodes"].create(
@@ -120,36 +118,38 @@ class HitStore:
     def commit(
         self, hits: Sequence[HitMessage], received_at: dt.datetime | None = None
     ) -> tuple[list[str], list[str]]:
-        """Store `hits` in one transaction; returns (ids newly stored, ids already here).
+        """Store `hits` durably; returns (ids newly stored, ids already here).
 
         Duplicates (already stored, or twice in `hits`) are not stored again.
+        Only one thread may commit (the collector's writer).
         """
         received = format_time(received_at or dt.datetime.now(dt.UTC))
-        ids = [h.hit_id for h in hits]
+        have = self._existing([h.hit_id for h in hits])
+        new: list[HitMessage] = []
+        dups: list[str] = []
+        for h in hits:
+            if h.hit_id in have:
+                dups.append(h.hit_id)
+            else:
+                have.add(h.hit_id)
+                new.append(h)
+        if not new:
+            return [], dups
+        refs = [
+            (h.hit_id, kind, data)
+            for h in new
+            for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
+            if data
+        ]
+        where = self.images.append([data for _, _, data in refs])  # durable before the rows
         with self.db.atomic():
-            have = self._existing(ids)
-            new: list[HitMessage] = []
-            dups: list[str] = []
-            for h in hits:
-                if h.hit_id in have:
-                    dups.append(h.hit_id)
-                else:
-                    have.add(h.hit_id)
-                    new.append(h)
-            if new:
-                # The hot path: prepared statements rather than insert_all, which spends
-                # more time building its SQL than SQLite spends storing a row.
-                self.db.conn.executemany(_INSERT_HIT, [_row(h, received) for h in new])
-                self.db.conn.executemany(
-                    _INSERT_IMAGE,
-                    [
-                        (h.hit_id, kind, data)
-                        for h in new
-                        for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
-                        if data
-                    ],
-                )
-                self._heard_hits(new, received)
+            # Prepared statements, not insert_all: on this path sqlite-utils would spend
+            # more time building SQL than SQLite spends storing the rows.
+            self.db.conn.executemany(_INSERT_HIT, [_row(h, received) for h in new])
+            self.db.conn.executemany(
+                _INSERT_IMAGE,
+                [(hid, kind, *w) for (hid, kind, _), w in zip(refs, where, strict=True)],
+            )
         return [h.hit_id for h in new], dups
 
     def _existing(self, ids: list[str]) -> set[str]:
@@ -161,46 +161,38 @@ class HitStore:
             have.update(r[0] for r in self.db.execute(sql, chunk))
         return have
 
-    def _heard_hits(self, hits: Iterable[HitMessage], when: str) -> None:
-        nodes = {h.node for h in hits}
-        cams = {(h.node, h.camera) for h in hits}
-        self.db.conn.executemany(
-            "INSERT INTO nodes (node, last_seen, last_hit_at) VALUES (?, ?, ?) ON CONFLICT(node)"
-            " DO UPDATE SET last_seen = excluded.last_seen, last_hit_at = excluded.last_hit_at",
-            [(n, when, when) for n in nodes],
-        )
-        self.db.conn.executemany(
-            "INSERT INTO cameras (node, camera, last_seen, last_hit_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen,"
-            " last_hit_at = excluded.last_hit_at",
-            [(n, c, when, when) for n, c in cams],
-        )
-
     def record_seen(self, seen: Iterable[Seen]) -> None:
-        """Write what heartbeats said: when each node and camera was last heard, its status."""
+        """Write when each node and camera was last heard (and last sent a hit), and status."""
         seen = list(seen)
         if not seen:
             return
+        t = format_time
         with self.db.atomic():
             self.db.conn.executemany(
-                "INSERT INTO nodes (node, last_seen, address, status) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node) DO UPDATE SET last_seen = excluded.last_seen,"
-                " address = excluded.address, status = coalesce(excluded.status, status)",
+                "INSERT INTO nodes (node, last_seen, address, status, last_hit_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET"
+                " last_seen = excluded.last_seen,"
+                " address = coalesce(excluded.address, address),"
+                " status = coalesce(excluded.status, status),"
+                " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
                 [
-                    (
-                        s.node,
-                        format_time(s.last_seen),
-                        s.address,
-                        None if s.status is None else json.dumps(s.status),
-                    )
+                    (s.node, t(s.last_seen), s.address,
+                     None if s.status is None else json.dumps(s.status),
+                     None if s.last_hit_at is None else t(s.last_hit_at))
                     for s in seen
                 ],
-            )
+            )  # fmt: skip
             self.db.conn.executemany(
-                "INSERT INTO cameras (node, camera, last_seen) VALUES (?, ?, ?)"
-                " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen",
-                [(s.node, c, format_time(s.last_seen)) for s in seen for c in s.cameras],
-            )
+                "INSERT INTO cameras (node, camera, last_seen, last_hit_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen,"
+                " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
+                [
+                    (s.node, c, t(s.last_seen),
+                     t(s.last_hit_at) if s.last_hit_at and c in s.hit_cameras else None)
+                    for s in seen
+                    for c in sorted(s.cameras)
+                ],
+            )  # fmt: skip
 
     # ------------------------------------------------------------ reading
 
@@ -245,10 +237,12 @@ class HitStore:
         return list(self.db.query(sql, (*args, limit)))
 
     def image(self, hit_id: str, kind: str = "crop") -> bytes | None:
+        """A hit's picture ("crop" or "scene") as JPEG bytes, or None."""
         row = self.db.execute(
-            "SELECT jpeg FROM hit_images WHERE hit_id = ? AND kind = ?", (hit_id, kind)
+            "SELECT segment, offset, length FROM hit_images WHERE hit_id = ? AND kind = ?",
+            (hit_id, kind),
         ).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else self.images.read(*row)
 
     def nodes(self) -> list[dict[str, Any]]:
         nodes = list(self.db.query("SELECT * FROM nodes ORDER BY node"))
@@ -262,13 +256,17 @@ class HitStore:
 
     def close(self) -> None:
         self.db.close()
+        self.images.close()
 
 
 _INSERT_HIT = (
     f"INSERT OR IGNORE INTO hits ({', '.join(_HIT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(_HIT_COLUMNS))})"
 )
-_INSERT_IMAGE = "INSERT OR IGNORE INTO hit_images (hit_id, kind, jpeg) VALUES (?, ?, ?)"
+_INSERT_IMAGE = (
+    "INSERT OR IGNORE INTO hit_images (hit_id, kind, segment, offset, length)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def _row(h: HitMessage, received: str) -> tuple[Any, ...]:

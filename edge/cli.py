@@ -84,6 +84,31 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(_engines(config, pipeline), pipeline, sys.stdout, seed=args.seed)
 
 
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from edge.service import EdgeService, install_log_scrubbing
+
+    install_log_scrubbing()
+    config = load_config(args.config)
+    if not config.cameras:
+        raise ConfigError(f"{args.config}: no cameras configured")
+    service = EdgeService(config)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.start()
+    try:
+        service.wait()
+    finally:
+        service.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpr-edge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -115,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reads", action="store_true", help="also print every frame's reads")
     pipeline_options(p)
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser("run", help="run the cameras a config names (the unattended node)")
+    p.add_argument("--config", type=Path, required=True, help="edge YAML config")
+    p.set_defaults(func=_run)
 
     p = sub.add_parser("demo", help="make a drive-by clip in code (day and night), replay it "
                        "through the real pipeline and show what was read against what was there")

@@ -53,6 +53,8 @@ class TrackConfig(Strict):
     single_read_confidence: float = Field(0.9, ge=0, le=1)
     max_history: int = Field(30, ge=1, le=1000)
     dedupe_s: float = Field(5.0, ge=0)
+    min_confidence: float = Field(0.3, ge=0, le=1, description="a pass whose agreed read "
+                                  "is less sure than this is not reported")
 
 
 class MotionConfig(Strict):
@@ -106,15 +108,41 @@ class CameraConfig(Strict):
     pipeline: PipelineConfig | None = None  # filled by EdgeConfig from globals + overrides
 
 
+class LinkConfig(Strict):
+    """Where hits go. Keys are read from the credentials directory, never from here."""
+
+    collector: str | None = Field(None, description="the collector's hit endpoint, "
+                                  "e.g. tcp://collector.example:5556; None: keep hits local")
+    credentials_dir: str | None = Field(None, description="holds NODE.key_secret and the "
+                                        "collector's public key; systemd's "
+                                        "$CREDENTIALS_DIRECTORY takes precedence")
+    node_key: str | None = Field(None, description="key pair name; default: the node id")
+    collector_key: str = "collector"
+    heartbeat_s: float = Field(10.0, gt=0, le=3600)
+
+
+class StoreConfig(Strict):
+    retention_h: float = Field(24.0, ge=0, description="hours a read that matched nothing "
+                               "stays on the node; 0 keeps none")
+    disk_budget_mb: float = Field(2048.0, ge=16, description="the node's store never grows "
+                                  "past this; the oldest non-hit data goes first")
+
+
+class WatchlistConfig(Strict):
+    collector: str | None = Field(None, description="the collector's watchlist snapshot "
+                                  "endpoint, e.g. tcp://collector.example:5570")
+    lists: list[str] | None = Field(None, description="only these lists (default: all)")
+
+
 class EdgeConfig(PipelineConfig):
     node_id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     state_dir: Path = Path("var/edge")
     models_dir: Path | None = None
     threads: int = Field(0, ge=0, le=64, description="onnxruntime threads; 0 = the cores")
     cameras: list[CameraConfig] = Field(default_factory=list)
-    link: dict[str, Any] | None = None
-    watchlists: dict[str, Any] | None = None
-    health: dict[str, Any] | None = None
+    link: LinkConfig = LinkConfig()
+    store: StoreConfig = StoreConfig()
+    watchlists: WatchlistConfig = WatchlistConfig()
 
     @model_validator(mode="after")
     def _cameras_inherit(self) -> EdgeConfig:

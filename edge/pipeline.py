@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from edge.config import DetectConfig, PipelineConfig
@@ -222,9 +223,11 @@ class StillReader:
 class VideoPipeline:
     """One camera's pipeline: motion gate, night profile, plates, reading, tracking, voting."""
 
-    def __init__(self, engines: Engines, config: PipelineConfig, camera: str = ""):
+    def __init__(self, engines: Engines, config: PipelineConfig, camera: str = "", *,
+                 scene_width: int = 0):
         self.config = config
         self.camera = camera
+        self.scene_width = scene_width  # > 0: keep each read's frame as evidence, this wide
         self.still = StillReader(engines, config, video=True)
         self.gate = MotionGate(config.motion)
         self.night = NightDetector(config.night)
@@ -257,19 +260,44 @@ class VideoPipeline:
             for read in reads:
                 read.pts, read.frame_index = frame.pts, frame.index
             result.reads = [r for r in reads if r.plate.text and r.plate.confidence >= min_conf]
+            if result.reads and self.scene_width:
+                with timer.stage("evidence"):
+                    scene = encode_jpeg(frame.image, self.scene_width)
+                for read in result.reads:
+                    read.scene_jpeg = scene
         with timer.stage("track"):
-            result.events = self.tracker.update(result.reads, frame.pts)
+            result.events = self._confident(self.tracker.update(result.reads, frame.pts))
         result.ms = timer.ms
         return result
 
     def finish(self) -> list[PlateEvent]:
-        return self.tracker.flush()
+        return self._confident(self.tracker.flush())
+
+    def _confident(self, events: list[PlateEvent]) -> list[PlateEvent]:
+        floor = self.config.track.min_confidence
+        for event in events:
+            if event.confidence < floor:
+                log.debug("camera %s: pass %r dropped, confidence %.2f", self.camera,
+                          event.text, event.confidence)
+        return [e for e in events if e.confidence >= floor]
 
     def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """Analyse frames at the configured rate; the rest are skipped unseen."""
         for frame in frames:
             if self.wants(frame.pts):
                 yield self.process(frame)
+
+
+def encode_jpeg(image: np.ndarray, max_width: int, quality: int = 70) -> bytes:
+    """A JPEG of `image`, shrunk to `max_width` if wider."""
+    h, w = image.shape[:2]
+    if w > max_width:
+        image = cv2.resize(image, (max_width, round(h * max_width / w)),
+                           interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
 
 
 def _enclosing(box: tuple[float, ...],

@@ -290,6 +290,7 @@ class PlateTracker:
             camera=self.camera,
             best_crop=best.crop,
             best_box=best.box,
+            scene_jpeg=best.scene_jpeg,
             alternatives=list(agreed.alternatives),
             night=2 * sum(r.night for r in reads) > len(reads),
         )

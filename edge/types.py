@@ -135,6 +135,9 @@ class PlateRead:
     crop: np.ndarray | None = field(default=None, repr=False)
     vehicle_box: tuple[float, float, float, float] | None = None
     night: bool = False
+    # the frame, downscaled and JPEG-encoded, for evidence when the read becomes a hit;
+    # shared by the reads of one frame
+    scene_jpeg: bytes | None = field(default=None, repr=False)
 
     @property
     def confidence(self) -> float:
@@ -161,6 +164,7 @@ class PlateEvent:
     best_box: tuple[float, float, float, float] | None = None
     alternatives: list[tuple[str, int]] = field(default_factory=list)  # (text, votes)
     night: bool = False
+    scene_jpeg: bytes | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {

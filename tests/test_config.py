@@ -65,3 +65,11 @@ def test_bad_values_and_files(tmp_path):
 def test_empty_file_gives_defaults(tmp_path):
     config = load_config(write(tmp_path, ""))
     assert config == EdgeConfig()
+
+
+def test_the_shipped_example_config_is_valid():
+    from conftest import REPO
+
+    config = load_config(REPO / "config" / "edge.example.yaml")
+    assert config.cameras and all(c.pipeline is not None for c in config.cameras)
+    assert "password" not in config.link.model_dump_json()

@@ -28,7 +28,8 @@ class DetectConfig(Strict):
     plate_confidence: float = Field(0.25, gt=0, lt=1)
     vehicle_confidence: float = Field(0.3, gt=0, lt=1)
     max_plates: int = Field(8, ge=1, le=64)
-    min_plate_height: float = Field(8.0, ge=0, description="pixels; smaller boxes are not read")
+    min_plate_height: float = Field(12.0, ge=0, description="pixels; smaller boxes are not "
+                                    "read (too few pixels a character to read)")
 
 
 class OcrConfig(Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -15,10 +15,10 @@ from edge.config import DetectConfig, PipelineConfig
 from edge.detect.yolo import YoloDetector, nms
 from edge.models import Manifest, load_manifest
 from edge.ocr.ppocr import PpOcrRecognizer
-from edge.read import CropGeometry, PlateReader
+from edge.read import CropGeometry, PlateReader, crop_plate
 from edge.scene import MotionGate, NightDetector, looks_night
 from edge.track import PlateTracker
-from edge.types import Detections, Frame, PlateEvent, PlateRead
+from edge.types import Detections, Frame, PlateEvent, PlateRead, PlateText
 
 log = logging.getLogger(__name__)
 
@@ -203,21 +203,121 @@ class StillReader:
         if night is None:
             with timer.stage("scene"):
                 night = looks_night(image, self.config.night)
+        plates, vehicles = self.find(image, timer, night)
+        return self.read_boxes(image, plates, vehicles, timer, night)
+
+    def find(self, image: np.ndarray, timer: StageTimer,
+             night: bool) -> tuple[Detections, Detections]:
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
-        plates, vehicles = self.finder(image, timer, confidence=threshold, n_tiles=self.tiles)
+        return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles)
+
+    def read_boxes(self, image: np.ndarray, plates: Detections, vehicles: Detections,
+                   timer: StageTimer, night: bool,
+                   known: dict[int, PlateText] | None = None) -> list[PlateRead]:
+        """Reads of the plate boxes, best first; `known` texts (by box index) are not
+        read again."""
+        known = known or {}
+        todo = [i for i in range(len(plates)) if i not in known]
         with timer.stage("ocr"):
-            texts = self.reader.read(image, plates.xyxy.tolist(),
+            texts = self.reader.read(image, plates.xyxy[todo].tolist(),
                                      night=night and self.config.night.enhance)
+        fresh = dict(zip(todo, texts, strict=True))
         reads = []
-        for i, (plate, crop) in enumerate(texts):
+        for i in range(len(plates)):
             box = tuple(float(v) for v in plates.xyxy[i])
+            if i in fresh:
+                plate, crop = fresh[i]
+            else:
+                plate, crop = known[i], crop_plate(image, box, self.reader.geometry)
             reads.append(PlateRead(box=box,  # type: ignore[arg-type]
                                    detection_confidence=float(plates.confidence[i]),
                                    plate=plate, crop=crop, night=night,
                                    vehicle_box=_enclosing(box, vehicles)))
         reads.sort(key=lambda r: (bool(r.plate.text), r.confidence), reverse=True)
         return reads
+
+
+@dataclass
+class _Settled:
+    box: np.ndarray
+    pts: float
+    plate: PlateText
+    velocity: np.ndarray  # box corners, pixels a second
+    streak: int = 1  # reads in a row of this text along this path
+    reused: int = 0  # times since it was last really read
+
+    def predict(self, pts: float) -> np.ndarray:
+        return self.box + self.velocity * (pts - self.pts)
+
+
+class SettledReads:
+    """A plate that has read the same text confidently several times in a row need not
+    be read on every frame: parked cars along a dashcam's road, a queue at a toll booth,
+    a car crossing the picture. Its box is followed (constant velocity), its text reused,
+    and the plate re-read every few frames to notice a change."""
+
+    def __init__(self, *, streak: int = 3, confidence: float = 0.9, reread_every: int = 4,
+                 iou: float = 0.5):
+        self.streak, self.confidence = streak, confidence
+        self.reread_every, self.iou = reread_every, iou
+        self.entries: list[_Settled] = []
+
+    def _match(self, box: np.ndarray, pts: float) -> _Settled | None:
+        best, best_iou = None, self.iou
+        for entry in self.entries:
+            overlap = _iou(box, entry.predict(pts))
+            if overlap >= best_iou:
+                best, best_iou = entry, overlap
+        return best
+
+    def known(self, plates: Detections, pts: float) -> dict[int, PlateText]:
+        out = {}
+        for i, box in enumerate(plates.xyxy):
+            entry = self._match(box, pts)
+            if entry is None or entry.reused + 1 >= self.reread_every:
+                continue
+            settled = (entry.streak >= self.streak
+                       and entry.plate.confidence >= self.confidence)
+            # a box that keeps reading as nothing plate-like (a sign, a wheel, a plate
+            # too blurred to read) is skipped the same way until its next look
+            hopeless = entry.streak >= 2 and not _plate_like(entry.plate)
+            if settled or hopeless:
+                out[i] = entry.plate
+        return out
+
+    def update(self, reads: Sequence[PlateRead], pts: float, reused: Iterable[int]) -> None:
+        reused_ids = set(reused)
+        kept = []
+        for read in reads:
+            box = np.asarray(read.box, np.float32)
+            entry = self._match(box, pts)
+            same = entry is not None and (
+                entry.plate.text == read.plate.text
+                or not (_plate_like(entry.plate) or _plate_like(read.plate)))
+            if entry is None or not same:
+                kept.append(_Settled(box, pts, read.plate, np.zeros(4, np.float32)))
+                continue
+            dt = pts - entry.pts
+            velocity = (box - entry.box) / dt if dt > 0 else entry.velocity
+            if id(read.plate) in reused_ids:
+                kept.append(_Settled(box, pts, entry.plate, velocity, entry.streak,
+                                     entry.reused + 1))
+            else:
+                kept.append(_Settled(box, pts, read.plate, velocity, entry.streak + 1, 0))
+        self.entries = kept
+
+
+def _plate_like(plate: PlateText) -> bool:
+    return len(plate.text) >= 4 and plate.confidence >= 0.5
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = w * h
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
 
 
 class VideoPipeline:
@@ -236,6 +336,7 @@ class VideoPipeline:
                                     max_history=t.max_history, countries=config.countries,
                                     camera=camera, single_read_confidence=t.single_read_confidence,
                                     dedupe_s=t.dedupe_s)
+        self.settled = SettledReads()
         self.last_processed = -1e9
         self.last_sampled = -1e9
 
@@ -255,7 +356,10 @@ class VideoPipeline:
         result = FrameResult(frame.index, frame.pts, processed=motion or due, night=night)
         if result.processed:
             self.last_processed = frame.pts
-            reads = self.still.read(frame.image, timer, night=night)
+            plates, vehicles = self.still.find(frame.image, timer, night)
+            known = self.settled.known(plates, frame.pts)
+            reads = self.still.read_boxes(frame.image, plates, vehicles, timer, night, known)
+            self.settled.update(reads, frame.pts, (id(p) for p in known.values()))
             min_conf = self.config.ocr.min_confidence
             for read in reads:
                 read.pts, read.frame_index = frame.pts, frame.index

@@ -8,8 +8,9 @@ gives the receiver the acknowledgements to send, each to the edge that sent the 
 While the writer waits on the disk the receiver goes on reading, so the next commit
 takes all that arrived meanwhile: the slower the disk, the bigger the batch.  A hit
 already stored is acknowledged again and not stored twice.  Heartbeats are noted in
-memory, after the hits of their batch have been handed over, and written once a
-second, so a storm of them does not hold up a hit.  Anything malformed is refused
+memory by the receiver (a few microseconds each), then read and written by the
+writer about once a second, a hundred at a time between commits of hits, so a storm
+of them does not hold up a hit.  Anything malformed is refused
 and counted, and the loops carry on.
 
 Other parts of the collector (watchlist distribution) run in the same process as
@@ -49,7 +50,12 @@ log = logging.getLogger(__name__)
 
 # Hits received but not yet committed, at most; beyond it the receiver stops reading
 # and ZeroMQ's queues, then TCP, hold the edges back.  (~1,000 hits is ~55 MB.)
-_MAX_QUEUED = 1024
+_MAX_QUEUED = 512
+# Heartbeats (and nodes heard) handled per turn of the writer, between commits of
+# hits: 1,000 at once would hold hits up for ~50 ms.
+_SEEN_CHUNK = 100
+# Heartbeats waiting to be read, at most (a node sends one every few seconds).
+_MAX_BEATS = 20_000
 
 
 class Component(Protocol):
@@ -125,7 +131,9 @@ class CollectorService:
         self._cond = threading.Condition(self._lock)
         self._queued: list[tuple[bytes, HitMessage]] = []  # receiver -> writer
         self._acks: list[tuple[bytes, list[str]]] = []  # writer -> receiver
-        self._seen: dict[str, Seen] = {}  # heard since the last flush
+        self._seen: dict[str, Seen] = {}  # hits since the last flush, by node
+        # Heartbeats since the last flush, unread: (node, body, peer address, when).
+        self._beats: list[tuple[str, bytes, str | None, dt.datetime]] = []
         self._nodes_heard: set[str] = set()
         self.counters: Counter[str] = Counter()
         self._throttle = _Throttle()
@@ -159,8 +167,8 @@ class CollectorService:
         sock.linger = 0
         sock.router_mandatory = True  # an ack to a gone edge is an error we count, not silence
         # Messages queued per edge before ZeroMQ stops reading its connection (an edge
-        # keeps ~32 in flight): with _MAX_QUEUED this bounds the collector's memory.
-        sock.rcvhwm = 128
+        # keeps 32 in flight): with _MAX_QUEUED this bounds the collector's memory.
+        sock.rcvhwm = 32
         sock.sndhwm = 1000
         # Frames beyond this make ZeroMQ drop the connection before buffering them;
         # below it, our own caps refuse and count them.
@@ -345,7 +353,7 @@ class CollectorService:
         if heartbeats:  # after the hits are on their way
             now = dt.datetime.now(dt.UTC)
             for node, payload in heartbeats:
-                self._heartbeat(node, payload, now)
+                self._note_beat(node, payload, now)
 
     def _sort(
         self, sock: zmq.Socket, batch: Sequence[list[zmq.Frame]]
@@ -382,27 +390,50 @@ class CollectorService:
             hits.append((ident, msg))
         return hits, heartbeats
 
-    def _heartbeat(self, node: str, payload: list[zmq.Frame], now: dt.datetime) -> None:
-        try:
-            msg = decode_message(payload, self.limits)
-        except ProtocolError as e:
-            self._refuse(e.reason, node, e.detail)
+    def _note_beat(self, node: str, payload: list[zmq.Frame], now: dt.datetime) -> None:
+        """Keep a heartbeat for the writer to read; only what is cheap is checked here."""
+        if len(payload) != 2 or payload[1].buffer.nbytes > self.limits.max_status_bytes:
+            try:  # let the decoder say what is wrong
+                decode_message(payload, self.limits)
+            except ProtocolError as e:
+                self._refuse(e.reason, node, e.detail)
+            else:
+                self._refuse("garbage", node, "heartbeat of an unexpected shape")
             return
-        if not isinstance(msg, Heartbeat):
-            self._refuse("unexpected", node, f"a {type(msg).__name__} tagged as a heartbeat")
-            return
-        if msg.node != node:
-            self._refuse("impersonation", node, f"heartbeat claims to come from {msg.node!r}")
-            return
+        address = _property(payload[0], "Peer-Address")
         with self._lock:
-            self.counters["heartbeats"] += 1
-            self._nodes_heard.add(node)
-            seen = self._seen.get(node) or Seen(node, now)
-            seen.last_seen = now
-            seen.address = _property(payload[0], "Peer-Address") or seen.address
-            seen.status = msg.status
-            seen.cameras.update(msg.cameras)
-            self._seen[node] = seen
+            if len(self._beats) >= _MAX_BEATS:
+                flood = True
+            else:
+                flood = False
+                self._beats.append((node, payload[1].bytes, address, now))
+                self._nodes_heard.add(node)
+        if flood:
+            self._refuse("flood", node, "heartbeats arrive faster than they can be read")
+
+    def _read_beats(self, beats: list[tuple[str, bytes, str | None, dt.datetime]]) -> list[Seen]:
+        """Heartbeats as what was heard from each node; bad ones refused and counted."""
+        seen: dict[str, Seen] = {}
+        ok = 0
+        for node, body, address, when in beats:
+            try:
+                msg = decode_message([TAG_HEARTBEAT, body], self.limits)
+            except ProtocolError as e:
+                self._refuse(e.reason, node, e.detail)
+                continue
+            assert isinstance(msg, Heartbeat)
+            if msg.node != node:
+                self._refuse("impersonation", node, f"heartbeat claims to come from {msg.node!r}")
+                continue
+            ok += 1
+            s = seen.get(node) or Seen(node, when)
+            s.last_seen = max(s.last_seen, when)
+            s.address = address or s.address
+            s.status = msg.status
+            s.cameras.update(msg.cameras)
+            seen[node] = s
+        self._count("heartbeats", ok)
+        return list(seen.values())
 
     def _send_acks(self, sock: zmq.Socket) -> None:
         with self._lock:
@@ -438,19 +469,32 @@ class CollectorService:
         wake.connect(self._wake_endpoint)
         flush_s = self.config.heartbeat_flush_s
         next_flush = time.monotonic() + flush_s
+        beats: list[tuple[str, bytes, str | None, dt.datetime]] = []
+        from_hits: list[Seen] = []
         try:
             while True:
                 with self._cond:
-                    if not self._queued and not self._stop.is_set():
+                    idle = not (beats or from_hits)
+                    if not self._queued and not self._stop.is_set() and idle:
                         self._cond.wait(max(0.0, next_flush - time.monotonic()))
                     hits, self._queued = self._queued, []
                     stopping = self._stop.is_set()
                 if hits:
                     self._commit(store, hits, wake)
                 if time.monotonic() >= next_flush or stopping:
-                    self._flush_seen(store)
+                    with self._lock:
+                        beats.extend(self._beats)
+                        from_hits.extend(self._seen.values())
+                        self._beats, self._seen = [], {}
                     next_flush = time.monotonic() + flush_s
-                if stopping and not hits:
+                # A slice at a time, so that hits never wait behind a storm of heartbeats.
+                if from_hits:
+                    chunk, from_hits = from_hits[:_SEEN_CHUNK], from_hits[_SEEN_CHUNK:]
+                    self._record_seen(store, chunk)
+                elif beats:
+                    chunk_b, beats = beats[:_SEEN_CHUNK], beats[_SEEN_CHUNK:]
+                    self._record_seen(store, self._read_beats(chunk_b))
+                if stopping and not hits and not beats and not from_hits:
                     break
         except Exception:
             log.exception("writer died")
@@ -492,11 +536,7 @@ class CollectorService:
         except zmq.Again:  # wake-ups already queued: the receiver takes these acks with them
             self._count("wakeups_merged")
 
-    def _flush_seen(self, store: HitStore) -> None:
-        with self._lock:
-            seen, self._seen = list(self._seen.values()), {}
-        if not seen:
-            return
+    def _record_seen(self, store: HitStore, seen: list[Seen]) -> None:
         try:
             store.record_seen(seen)
         except Exception as e:

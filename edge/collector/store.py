@@ -72,6 +72,7 @@ class HitStore:
 
     def __init__(self, path: Path, *, readonly: bool = False, images_dir: Path | None = None):
         self.path = Path(path)
+        self._status_written: dict[str, dict[str, Any]] = {}
         self.images = ImageLog(images_dir or self.path.parent / "images", readonly=readonly)
         if readonly:
             if not self.path.exists():
@@ -167,24 +168,31 @@ class HitStore:
         if not seen:
             return
         t = format_time
+        statuses = []
+        for s in seen:  # a status as last written is not written again
+            if s.status is None or self._status_written.get(s.node) == s.status:
+                statuses.append(None)
+            else:
+                statuses.append(json.dumps(s.status))
+                self._status_written[s.node] = s.status
         with self.db.atomic():
             self.db.conn.executemany(
                 "INSERT INTO nodes (node, last_seen, address, status, last_hit_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET"
-                " last_seen = excluded.last_seen,"
+                " last_seen = max(coalesce(last_seen, ''), excluded.last_seen),"
                 " address = coalesce(excluded.address, address),"
                 " status = coalesce(excluded.status, status),"
                 " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
                 [
-                    (s.node, t(s.last_seen), s.address,
-                     None if s.status is None else json.dumps(s.status),
+                    (s.node, t(s.last_seen), s.address, status,
                      None if s.last_hit_at is None else t(s.last_hit_at))
-                    for s in seen
+                    for s, status in zip(seen, statuses, strict=True)
                 ],
             )  # fmt: skip
             self.db.conn.executemany(
                 "INSERT INTO cameras (node, camera, last_seen, last_hit_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node, camera) DO UPDATE SET last_seen = excluded.last_seen,"
+                " ON CONFLICT(node, camera) DO UPDATE SET"
+                " last_seen = max(coalesce(last_seen, ''), excluded.last_seen),"
                 " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
                 [
                     (s.node, c, t(s.last_seen),

@@ -217,7 +217,7 @@ def _edge_main(raw: str) -> None:
             continue
         first, end, every = (int(x) for x in rest)
         for i in range(first, end):
-            priority = 9 if every and i % every == 0 else 1
+            priority = 1 if every and i % every == 0 else 5  # 1: the most urgent
             hit = make_hit(i, node=cfg["node"], run=RUN, priority=priority, crop=5000, scene=50_000)
             outbox.add_hit(hit)  # durable when it returns
             print(f"added {i}", flush=True)

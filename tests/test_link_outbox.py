@@ -45,7 +45,8 @@ def test_pending_is_by_priority_then_age_and_delivered_ones_go(tmp_path):
         for n, prio in enumerate([0, 5, 1, 5, 0]):
             ob.add_hit(make_hit(n, priority=prio))
         order = [h.hit_id for h in ob.pending(10)]
-        assert order == [make_hit(n).hit_id for n in (1, 3, 2, 0, 4)]
+        # Priority 0 is the most urgent here (1 on a watchlist): the lowest number first.
+        assert order == [make_hit(n).hit_id for n in (0, 4, 2, 1, 3)]
         assert [h.hit_id for h in ob.pending(2)] == order[:2]
         assert [h.hit_id for h in ob.pending(10, exclude=order[:3])] == order[3:]
         assert ob.mark_delivered(order[0], order[1]) == 2

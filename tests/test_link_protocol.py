@@ -144,7 +144,6 @@ def _header(**change):
         {"plate__confidence": float("nan")},
         {"plate__text": ""},
         {"plate__text": "A" * 33},
-        {"plate__raw": "tab\there"},
         {"match__priority": True},
         {"match__priority": 10**6},
         {"match__kind": "Exact Match"},
@@ -162,6 +161,22 @@ def test_invalid_fields_are_refused_naming_the_hit(change):
         decode([TAG_HIT_V2, header, b"", b""])
     assert e.value.reason == "invalid"
     assert e.value.hit_id == make_hit(1).hit_id  # so the edge can be told which one
+
+
+def test_free_text_is_cleaned_not_refused():
+    header = _header(plate__raw="AB\n123\x00", match__reason="r" * 600, location__road="A4\tkm")
+    hit = decode([TAG_HIT_V2, header, b"", b""])
+    assert hit.plate.raw == "AB 123 "
+    assert hit.match.reason == "r" * 500
+    assert hit.location.road == "A4\tkm"  # a tab is fine
+    local = WatchlistMatch(watchlist="w", entry_id="1", reason="x\ry")
+    assert local.reason == "x y"
+
+
+def test_ids_as_the_edge_config_allows_them():
+    hit = make_hit(1)
+    odd = HitMessage(**{**hit.__dict__, "node": "_edge.1", "camera": "cam-2_b"})
+    assert decode(odd.encode()) == odd
 
 
 def test_pictures_must_be_jpeg():

@@ -228,7 +228,7 @@ def test_outage_then_restart_delivers_everything_highest_priority_first(tmp_path
         wait_for(lambda: outbox.backlog() == 0, what="first delivery")
         service.stop()  # the collector is down: hits pile up on the edge
         for n in range(1, 41):
-            outbox.add_hit(make_hit(n, priority=9 if n % 4 == 0 else 1))
+            outbox.add_hit(make_hit(n, priority=1 if n % 4 == 0 else 5))
         wait_for(lambda: not sender.stats.link_up, what="the edge to notice")
         assert outbox.backlog() == 40
         service = CollectorService(config, ctx=ctx)
@@ -237,7 +237,7 @@ def test_outage_then_restart_delivers_everything_highest_priority_first(tmp_path
         ids = stored_ids(config.db_path)
         assert len(ids) == len(set(ids)) == 41
         urgent = {make_hit(n).hit_id for n in range(4, 41, 4)}
-        assert set(ids[1:11]) == urgent  # all ten priority-9 hits came first
+        assert set(ids[1:11]) == urgent  # all ten priority-1 hits came first
     finally:
         sender.stop()
         service.stop()

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS hits (
     scene BLOB NOT NULL,
     bytes INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS hits_order ON hits (priority DESC, seq);
+CREATE INDEX IF NOT EXISTS hits_order ON hits (priority, seq);
 CREATE TABLE IF NOT EXISTS reads (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     stored REAL NOT NULL,
@@ -71,7 +71,7 @@ CREATE INDEX IF NOT EXISTS reads_stored ON reads (stored);
 
 
 class Outbox:
-    """Hits to deliver, in order of priority, and recent non-hit reads, in one SQLite file.
+    """Hits to deliver, most urgent first, and recent non-hit reads, in one SQLite file.
 
     Safe to share between threads (the pipeline adds, the sender takes).
     `retention_s` is how long a non-hit read may stay (0 keeps none);
@@ -160,13 +160,14 @@ class Outbox:
         )  # fmt: skip
 
     def pending(self, limit: int = 100, exclude: Iterable[str] = ()) -> list[HitMessage]:
-        """Undelivered hits, highest priority first, then oldest first; not the held ones."""
+        """Undelivered hits, most urgent (lowest priority number) first, then oldest first;
+        not the held ones."""
         exclude = list(exclude)
         marks = ",".join("?" * len(exclude))
         sql = (
             "SELECT hit_id, frames_tag, header, crop, scene FROM hits WHERE held IS NULL"
             + (f" AND hit_id NOT IN ({marks})" if exclude else "")
-            + " ORDER BY priority DESC, seq LIMIT ?"
+            + " ORDER BY priority, seq LIMIT ?"
         )
         with self._lock:
             rows = self._db.execute(sql, (*exclude, int(limit))).fetchall()

@@ -39,9 +39,10 @@ _MAX_TAG = 32
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 _ID = re.compile(r"^[0-9A-Za-z_-]{8,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # node and camera ids
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_TEXT = 256
+_MAX_REASON = 500  # as long as a watchlist entry's reason may be
 _UTC = dt.UTC
 
 
@@ -120,6 +121,17 @@ def _check_text(value: object, what: str, *, max_len: int = _MAX_TEXT, empty: bo
     return value
 
 
+def _clean_text(obj: object, name: str, what: str, max_len: int) -> None:
+    """Free text (a road, a reason, the raw OCR): control characters become spaces and
+    overlong text is cut, rather than a hit being refused for a cosmetic field."""
+    value = getattr(obj, name)
+    if not isinstance(value, str):
+        raise ProtocolError("invalid", f"{what} must be a string")
+    if len(value) > max_len or any(ord(c) < 32 and c != "\t" for c in value):
+        value = "".join(" " if ord(c) < 32 and c != "\t" else c for c in value[:max_len])
+        object.__setattr__(obj, name, value)
+
+
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ProtocolError("invalid", f"{what} must be 1-64 letters, digits, '.', '_', ':' or '-'")
@@ -164,8 +176,8 @@ class CameraLocation:
         if self.lat is not None:
             object.__setattr__(self, "lat", _check_number(self.lat, "lat", -90, 90))
             object.__setattr__(self, "lon", _check_number(self.lon, "lon", -180, 180))
-        _check_text(self.road, "road")
-        _check_text(self.direction, "direction", max_len=64)
+        _clean_text(self, "road", "road", _MAX_TEXT)
+        _clean_text(self, "direction", "direction", 64)
 
 
 @dataclass(frozen=True)
@@ -180,8 +192,8 @@ class HitPlate:
 
     def __post_init__(self) -> None:
         _check_text(self.text, "plate text", max_len=32, empty=False)
-        _check_text(self.raw, "raw plate", max_len=64)
-        _check_text(self.formatted, "formatted plate", max_len=64)
+        _clean_text(self, "raw", "raw plate", 128)
+        _clean_text(self, "formatted", "formatted plate", 64)
         if self.country is not None:
             _check_text(self.country, "country", max_len=8)
         object.__setattr__(self, "confidence", _check_number(self.confidence, "confidence", 0, 1))
@@ -189,13 +201,17 @@ class HitPlate:
 
 @dataclass(frozen=True)
 class WatchlistMatch:
-    """Which watchlist entry the plate matched, how, and how urgent it is (higher first)."""
+    """Which watchlist entry the plate matched, how, and how urgent it is.
+
+    `priority` is the entry's: 1 is the most urgent (as on the watchlists), larger
+    numbers less so; the outbox sends the most urgent first.
+    """
 
     watchlist: str  # the list's name
     entry_id: str  # the entry's id within the list
-    kind: str = "exact"  # "exact", "fuzzy", "pattern", ...
+    kind: str = "exact"  # "exact", "fuzzy", "wildcard", ...
     entry_plate: str = ""  # the plate (or pattern) as listed
-    priority: int = 0
+    priority: int = 5
     reason: str = ""  # why the plate is listed, e.g. "stolen vehicle"
     distance: int = 0  # characters that differ, for a fuzzy match
 
@@ -204,9 +220,9 @@ class WatchlistMatch:
         _check_text(self.entry_id, "entry id", max_len=64, empty=False)
         if not isinstance(self.kind, str) or not _KIND.match(self.kind):
             raise ProtocolError("invalid", "match kind must be a lower-case word")
-        _check_text(self.entry_plate, "entry plate", max_len=64)
-        _check_int(self.priority, "priority", -1000, 1000)
-        _check_text(self.reason, "reason")
+        _clean_text(self, "entry_plate", "entry plate", 64)
+        _check_int(self.priority, "priority", 0, 1000)
+        _clean_text(self, "reason", "reason", _MAX_REASON)
         _check_int(self.distance, "distance", 0, 32)
 
 
@@ -545,7 +561,7 @@ def _hit_v2(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> Hit
             entry_id=m.get("entry_id"),  # type: ignore[arg-type]
             kind=m.get("kind", "exact"),
             entry_plate=m.get("entry_plate", ""),
-            priority=m.get("priority", 0),
+            priority=m.get("priority", 5),
             reason=m.get("reason", ""),
             distance=m.get("distance", 0),
         ),
@@ -575,7 +591,7 @@ def _hit_v1(h: Mapping[str, Any], hit_id: str, crop: bytes) -> HitMessage:
             watchlist=h.get("list"),
             entry_id=h.get("entry"),  # type: ignore[arg-type]
             kind=h.get("kind", "exact"),
-            priority=h.get("priority", 0),
+            priority=h.get("priority", 5),
         ),
         crop_jpeg=crop,
         wire_version=1,

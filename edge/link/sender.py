@@ -1,7 +1,7 @@
 """The edge's delivery loop: send the outbox's hits to the collector until each is acknowledged.
 
 One thread owns one DEALER socket (CURVE client).  It keeps at most `window` hits in
-flight, highest priority first; a hit leaves the outbox only when the collector's
+flight, most urgent first; a hit leaves the outbox only when the collector's
 ACK for it arrives, which the collector sends after its commit.  A hit whose ACK
 does not come within the ack timeout is offered again, and the timeout doubles (to
 `max_backoff_s`) while acknowledgements stay away.  With `immediate` set, ZeroMQ

@@ -164,11 +164,6 @@ class Matcher:
             void = {k: v for k, v in state.void.items() if v > version}
             self._state = self._build(base, changes, void, state.policies, state.version)
 
-    def reset(self) -> None:
-        """Forget everything (the replica was reset for another master store)."""
-        with self._lock:
-            self._state = self._build(CompactIndex(), {}, {}, {}, self._state.version + 1)
-
     @staticmethod
     def _build(
         base: CompactIndex,

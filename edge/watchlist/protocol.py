@@ -47,6 +47,15 @@ class ProtocolError(ValueError):
     """A message that is corrupt, truncated or not what the protocol allows."""
 
 
+def updates_endpoint(snapshot: str) -> str:
+    """Where updates are published when not said: the port after the snapshot socket's
+    (the convention of the guide's Clone examples)."""
+    base, _, port = snapshot.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"cannot derive the updates endpoint from {snapshot!r}; give it")
+    return f"{base}:{int(port) + 1}"
+
+
 def list_topic(name: str) -> bytes:
     return LIST_PREFIX + name.encode("ascii") + b"\0"
 

@@ -175,14 +175,14 @@ class WatchlistReplica:
 
     # ------------------------------------------------------------------ writing
 
-    def reset(self, epoch: str) -> None:
-        """Forget everything: the master store is another one (`epoch` names it)."""
+    def new_epoch(self, epoch: str) -> None:
+        """The master store is another one (`epoch` names it): every list must be fetched
+        in full again (its number becomes -1), but its entries match until then."""
         with self._write() as db:
-            db.execute("DELETE FROM entries")
-            db.execute("DELETE FROM lists")
+            db.execute("UPDATE lists SET seq = -1")
             db.execute("DELETE FROM staging")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
-        log.info("watchlist replica reset for master store %s", epoch)
+        log.info("watchlist replica now follows master store %s", epoch)
 
     def apply(self, updates: Sequence[Update]) -> None:
         """Apply updates in one transaction: all of them or, on `ReplicaError`, none."""

@@ -41,6 +41,7 @@ from edge.watchlist.protocol import (
     row_from_wire,
     seal,
 )
+from edge.watchlist.protocol import updates_endpoint as default_updates_endpoint
 from edge.watchlist.replica import ReplicaError, WatchlistReplica
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,6 @@ log = logging.getLogger(__name__)
 
 class _RequestFailed(RuntimeError):
     pass
-
-
-def _publish_endpoint(endpoint: str) -> str:
-    base, _, port = endpoint.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"cannot derive the updates endpoint from {endpoint!r}; give it")
-    return f"{base}:{int(port) + 1}"
 
 
 class _Throttle:
@@ -103,7 +97,7 @@ class WatchlistSync:
             replica if isinstance(replica, WatchlistReplica) else WatchlistReplica(replica)
         )
         self.endpoint = endpoint
-        self.updates_endpoint = updates_endpoint or _publish_endpoint(endpoint)
+        self.updates_endpoint = updates_endpoint or default_updates_endpoint(endpoint)
         self.server_public_key = server_public_key
         self.client_keys = client_keys
         self.lists = None if lists is None else sorted(set(lists))
@@ -167,6 +161,8 @@ class WatchlistSync:
         for t in (self._thread, self._rebuilder):
             if t is not None:
                 t.join(30)
+                if t.is_alive():
+                    log.error("watchlists: thread %s did not stop", t.name)
         self._thread = self._rebuilder = None
 
     def wait_synced(self, timeout: float) -> bool:
@@ -194,6 +190,7 @@ class WatchlistSync:
     def _open_dealer(self) -> zmq.Socket:
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.linger = 0
+        dealer.immediate = True  # queue requests only on a connection that is up
         self._secure(dealer)
         dealer.connect(self.endpoint)
         return dealer
@@ -290,7 +287,7 @@ class WatchlistSync:
                 update = parse_update(topic, body)
             except ProtocolError as e:
                 self.counters["refused"] += 1
-                self._throttle("refused", "watchlists: refused an update: %s", e)
+                self._throttle(f"refused {str(e)[:40]}", "watchlists: refused an update: %s", e)
                 continue
             self._last_heard = time.monotonic()
             if self._in_scope(update.list):
@@ -385,10 +382,12 @@ class WatchlistSync:
         assert self._dealer is not None and self._sub is not None
         self._rid += 1
         rid = self._rid
-        self._dealer.send_multipart(seal(topic, {**body, "v": VERSION, "rid": rid}))
+        message = seal(topic, {**body, "v": VERSION, "rid": rid})
         deadline = time.monotonic() + self.request_timeout_s
         poller = zmq.Poller()
-        poller.register(self._dealer, zmq.POLLIN)
+        # A DEALER with no connected collector would block on send: wait until it can
+        # take the request (its connection is up), taking updates meanwhile.
+        poller.register(self._dealer, zmq.POLLIN | zmq.POLLOUT)
         poller.register(self._sub, zmq.POLLIN)
         while not self._stop.is_set():
             left = deadline - time.monotonic()
@@ -397,7 +396,12 @@ class WatchlistSync:
             ready = dict(poller.poll(min(left, 0.2) * 1000))
             if self._sub in ready:
                 self._drain()
-            if self._dealer not in ready:
+            events = ready.get(self._dealer, 0)
+            if message is not None and events & zmq.POLLOUT:
+                self._dealer.send_multipart(message, zmq.NOBLOCK)
+                message = None
+                poller.modify(self._dealer, zmq.POLLIN)
+            if not events & zmq.POLLIN:
                 continue
             frames = self._dealer.recv_multipart()
             try:
@@ -436,11 +440,9 @@ class WatchlistSync:
                 log.warning("watchlists: the collector's store changed (%s -> %s); reloading",
                             self._epoch, epoch)  # fmt: skip
             with self._write_lock:
-                self.replica.reset(epoch)
-                self.matcher.reset()
+                self.replica.new_epoch(epoch)
             self._epoch = epoch
-            self._seqs.clear()
-            self._active.clear()
+            self._seqs = dict.fromkeys(self._seqs, -1)
             self._held.clear()
         gone = [n for n in self._seqs if self._in_scope(n) and n not in lists]
         if gone:
@@ -469,6 +471,8 @@ class WatchlistSync:
 
     def _fetch_list(self, name: str) -> None:
         since = self._seqs.get(name)
+        if since is not None and since < 0:
+            since = None  # from another store: fetch it whole
         cursor: object = None
         staged: list[Entry] | None = []
         first: dict | None = None

@@ -1,0 +1,331 @@
+"""The collector's side of watchlist distribution: publish the log, serve snapshots and catch-up.
+
+A collector component (`start(ctx)` / `stop()`): a PUB socket sends each new row of the
+master store's change log under its list's topic, and every `heartbeat_s` a heartbeat
+with each list's last update number; a ROUTER socket answers catalogue and fetch
+requests (the ZeroMQ guide's Clone pattern; the wire format is `edge.watchlist.protocol`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.watchlist.entry import FieldError, check_list_name
+from edge.watchlist.master import WatchlistStore
+from edge.watchlist.protocol import (
+    CATALOGUE,
+    CHUNK,
+    ERROR,
+    FETCH,
+    HUGZ,
+    LISTS,
+    VERSION,
+    ProtocolError,
+    hugz_body,
+    list_topic,
+    open_message,
+    seal,
+    updates_endpoint,
+)
+
+log = logging.getLogger(__name__)
+
+
+class WatchlistsConfig(BaseModel):
+    """The `watchlists:` section of the collector's YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # ROUTER socket for snapshots and catch-up; edges connect their `endpoint` here.
+    snapshot: str = "tcp://0.0.0.0:5570"
+    # PUB socket for updates and heartbeats; default: the snapshot port + 1.
+    publish: str | None = None
+    # The master store; default data_dir/watchlists.db (relative: to data_dir).
+    database: Path | None = None
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    # How often the log is looked at for changes written by other processes.
+    poll_s: float = Field(0.05, gt=0, le=5)
+    # Expired entries and log rows older than this are purged; an edge away longer
+    # than this gets a full snapshot instead of the updates it missed.
+    retention_days: float = Field(7.0, gt=0, le=3650)
+    chunk_entries: int = Field(5000, ge=100, le=100_000)
+
+
+class WatchlistServer:
+    """The collector component that distributes the master store to the edges.
+
+    `keys` is the collector's CURVE (public, secret) pair, or a function returning it
+    (called at start), or None for plain sockets (tests, a closed network).  The
+    service's authenticator checks edge keys for every socket of the shared context.
+    """
+
+    def __init__(
+        self,
+        database: str | Path,
+        snapshot: str = "tcp://0.0.0.0:5570",
+        publish: str | None = None,
+        *,
+        keys: tuple[bytes, bytes] | Any = None,
+        heartbeat_s: float = 1.0,
+        poll_s: float = 0.05,
+        retention_s: float = 7 * 86400,
+        chunk_entries: int = 5000,
+    ):
+        self.database = Path(database)
+        self.snapshot = snapshot
+        self.publish = publish or updates_endpoint(snapshot)
+        self._keys = keys
+        self.heartbeat_s = heartbeat_s
+        self.poll_s = poll_s
+        self.retention_s = retention_s
+        self.chunk_entries = chunk_entries
+        self.snapshot_endpoint = ""
+        self.publish_endpoint = ""
+        self.counters: dict[str, int] = {}
+        self._ctx: zmq.Context | None = None
+        self._router: zmq.Socket | None = None
+        self._pub: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None, data_dir: Path, keys: Any = None):
+        """From the collector's `watchlists:` section; None when distribution is off."""
+        try:
+            cfg = WatchlistsConfig.model_validate(section or {})
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise ValueError(f"watchlists: {problems}") from None
+        if not cfg.enabled:
+            return None
+        return cls(
+            database_path(cfg, data_dir),
+            cfg.snapshot,
+            cfg.publish,
+            keys=keys,
+            heartbeat_s=cfg.heartbeat_s,
+            poll_s=cfg.poll_s,
+            retention_s=cfg.retention_days * 86400,
+            chunk_entries=cfg.chunk_entries,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, ctx: zmq.Context) -> None:
+        keys = self._keys() if callable(self._keys) else self._keys
+        self._ctx = ctx
+        WatchlistStore(self.database).close()  # create it, or fail here rather than later
+        router = ctx.socket(zmq.ROUTER)
+        pub = ctx.socket(zmq.PUB)
+        for sock in (router, pub):
+            sock.linger = 0
+            if keys is not None:
+                sock.curve_publickey, sock.curve_secretkey = keys
+                sock.curve_server = True
+        router.router_mandatory = True
+        router.sndhwm = 1000
+        pub.sndhwm = 100_000  # an edge that falls this far behind catches up from the log
+        try:
+            router.bind(self.snapshot)
+            pub.bind(self.publish)
+        except zmq.ZMQError as e:
+            router.close()
+            pub.close()
+            raise OSError(f"watchlists: cannot bind {self.snapshot} / {self.publish}: {e}") from e
+        self.snapshot_endpoint = router.last_endpoint.decode()
+        self.publish_endpoint = pub.last_endpoint.decode()
+        self._router, self._pub = router, pub
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="watchlists-server", daemon=True)
+        self._thread.start()
+        log.info(
+            "watchlists: snapshots on %s, updates on %s, store %s",
+            self.snapshot_endpoint,
+            self.publish_endpoint,
+            self.database,
+        )
+
+    def stop(self) -> None:
+        """Stop within `poll_s`; the loop closes its sockets."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            if self._thread.is_alive():
+                log.error("watchlists: server loop did not stop")
+        self._thread = None
+        self._router = self._pub = None
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        router, pub = self._router, self._pub
+        assert router is not None and pub is not None
+        store = WatchlistStore(self.database)
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        last_id = store.last_change()
+        version = store.data_version()
+        now = time.monotonic()
+        next_look, next_hugz, next_purge = now, now, now + 60
+        try:
+            while not self._stop.is_set():
+                timeout = max(0.0, min(next_look, next_hugz) - time.monotonic())
+                ready = dict(poller.poll(timeout * 1000))
+                if router in ready:
+                    for _ in range(100):
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._serve(router, store, frames)
+                now = time.monotonic()
+                if now >= next_look:
+                    next_look = now + self.poll_s
+                    current = store.data_version()
+                    if current != version:
+                        version = current
+                        last_id = self._publish_new(pub, store, last_id)
+                if now >= next_hugz:
+                    next_hugz = now + self.heartbeat_s
+                    seqs = {name: info.seq for name, info in store.lists().items()}
+                    pub.send_multipart(seal(HUGZ, hugz_body(store.epoch, seqs)))
+                if now >= next_purge:
+                    next_purge = now + 3600
+                    purged = store.purge(retention_s=self.retention_s)
+                    if any(purged):
+                        log.info("watchlists: purged %d expired entries, %d log rows", *purged)
+                    last_id = self._publish_new(pub, store, last_id)
+        except zmq.ContextTerminated:
+            log.info("watchlists: context terminated")
+        except Exception:
+            log.exception("watchlists: server loop died")
+            raise
+        finally:
+            store.close()
+            router.close(linger=0)
+            pub.close(linger=0)
+
+    def _publish_new(self, pub: zmq.Socket, store: WatchlistStore, last_id: int) -> int:
+        while rows := store.changes_after(last_id):
+            for change_id, name, body in rows:
+                pub.send_multipart(seal(list_topic(name), json.loads(body)))
+                last_id = change_id
+            self._count("updates_published", len(rows))
+        return last_id
+
+    def _serve(self, router: zmq.Socket, store: WatchlistStore, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            self._count("requests_refused")
+            return
+        ident, message = frames[0], frames[1:]
+        rid: object = None
+        try:
+            topic, body = open_message(message)
+            rid = body.get("rid")
+            if topic == CATALOGUE:
+                reply_topic, reply = LISTS, self._catalogue(store, body)
+            elif topic == FETCH:
+                reply_topic, reply = CHUNK, self._fetch(store, body)
+            else:
+                raise ProtocolError(f"unknown request {topic[:32]!r}")
+            self._count("requests_served")
+        except (ProtocolError, FieldError, KeyError, TypeError, ValueError) as e:
+            log.warning("watchlists: refused a request: %s", e)
+            self._count("requests_refused")
+            reply_topic, reply = ERROR, {"error": str(e)}
+        reply.update(v=VERSION, rid=rid)
+        try:
+            router.send_multipart([ident, *seal(reply_topic, reply)])
+        except zmq.ZMQError as e:  # the edge went away (router_mandatory): nothing to do
+            log.info("watchlists: reply not delivered: %s", e)
+            self._count("replies_lost")
+
+    def _catalogue(self, store: WatchlistStore, body: Mapping[str, Any]) -> dict[str, Any]:
+        names = body.get("lists")
+        if names is not None and not (
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+        ):
+            raise ProtocolError("lists: expected a list of names or null")
+        lists = store.lists(names)
+        return {
+            "epoch": store.epoch,
+            "lists": {
+                name: {"seq": info.seq, "active": info.active, "policy": info.policy.to_json()}
+                for name, info in lists.items()
+            },
+        }
+
+    def _fetch(self, store: WatchlistStore, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = check_list_name(body.get("list"))
+        cursor = body.get("cursor")
+        limit = self.chunk_entries
+        with store.reading():
+            if cursor is None:
+                info = store.lists([name]).get(name)
+                if info is None:
+                    return {"list": name, "mode": "full", "missing": True, "next": None}
+                since = body.get("since")
+                if (
+                    isinstance(since, int)
+                    and body.get("epoch") == store.epoch
+                    and store.can_catch_up(name, since)
+                ):
+                    return self._delta(store, name, since)
+                rows = store.snapshot_chunk(name, 0, limit) if info.active else []
+                return {
+                    "list": name,
+                    "mode": "full",
+                    "epoch": store.epoch,
+                    "seq": info.seq,
+                    "active": info.active,
+                    "policy": info.policy.to_json(),
+                    "entries": rows,
+                    "next": {"after": rows[-1][0]} if len(rows) == limit else None,
+                }
+            if not isinstance(cursor, dict):
+                raise ProtocolError("cursor: expected an object")
+            after = cursor.get("after")
+            if isinstance(after, bool) or not isinstance(after, int):
+                raise ProtocolError("cursor.after: expected an integer")
+            if cursor.get("delta"):
+                return self._delta(store, name, after)
+            rows = store.snapshot_chunk(name, after, limit)
+            return {
+                "list": name,
+                "mode": "full",
+                "entries": rows,
+                "next": {"after": rows[-1][0]} if len(rows) == limit else None,
+            }
+
+    def _delta(self, store: WatchlistStore, name: str, since: int) -> dict[str, Any]:
+        per_chunk = 20  # updates hold up to UPSERT_BATCH entries each
+        bodies = store.list_changes(name, since, per_chunk)
+        updates = [json.loads(b) for b in bodies]
+        last = updates[-1]["seq"] if updates else since
+        return {
+            "list": name,
+            "mode": "delta",
+            "updates": updates,
+            "next": {"after": last, "delta": True} if len(updates) == per_chunk else None,
+        }
+
+
+def database_path(cfg: WatchlistsConfig, data_dir: Path) -> Path:
+    if cfg.database is None:
+        return Path(data_dir) / "watchlists.db"
+    return cfg.database if cfg.database.is_absolute() else Path(data_dir) / cfg.database

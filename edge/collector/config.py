@@ -40,8 +40,10 @@ class CollectorConfig(_Strict):
     # The allow-list: one NAME.key public key per edge; NAME is the edge's node id.
     allowed_keys_dir: Path = Path("/etc/anpr-collector/edges")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    # Messages taken per loop turn; their hits go in one transaction.
+    # Messages the receiver takes at a time.
     max_batch: int = Field(256, ge=1, le=10_000)
+    # ZeroMQ I/O threads (decryption happens there), when the collector makes its context.
+    io_threads: int = Field(1, ge=1, le=16)
     # How often heartbeats (kept in memory) are written to the database.
     heartbeat_flush_s: float = Field(1.0, gt=0, le=600)
     # Serve Prometheus metrics on metrics_host:metrics_port (off when null).

@@ -20,6 +20,7 @@ sockets are checked against the same allow-list.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import logging
@@ -56,6 +57,8 @@ _MAX_QUEUED = 512
 _SEEN_CHUNK = 100
 # Heartbeats waiting to be read, at most (a node sends one every few seconds).
 _MAX_BEATS = 20_000
+# Upper bounds (ms) of the buckets of the receive-to-ack time histogram.
+ACK_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 class Component(Protocol):
@@ -129,7 +132,11 @@ class CollectorService:
         self._started: list[Component] = []
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queued: list[tuple[bytes, HitMessage]] = []  # receiver -> writer
+        # receiver -> writer: (edge, hit, when received)
+        self._queued: list[tuple[bytes, HitMessage, float]] = []
+        # Time from receiving a hit to its ack, in buckets (ms), Prometheus-style.
+        self.ack_hist = [0] * (len(ACK_BUCKETS_MS) + 1)
+        self.ack_sum_s = 0.0
         self._acks: list[tuple[bytes, list[str]]] = []  # writer -> receiver
         self._seen: dict[str, Seen] = {}  # hits since the last flush, by node
         # Heartbeats since the last flush, unread: (node, body, peer address, when).
@@ -159,7 +166,7 @@ class CollectorService:
         self.public_key = public
         _raise_fd_limit()
         if self._ctx is None:
-            self._ctx = zmq.Context()
+            self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
         self._store = HitStore(cfg.db_path)
         self._auth = start_authenticator(self._ctx, cfg.allowed_keys_dir)
@@ -280,7 +287,11 @@ class CollectorService:
 
     def _serve_metrics(self, host: str, port: int) -> None:
         from prometheus_client import start_http_server
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
         from prometheus_client.registry import CollectorRegistry
 
         service = self
@@ -293,8 +304,31 @@ class CollectorService:
                     else:
                         yield CounterMetricFamily(f"anpr_collector_{name}", name, value)
 
+            def describe(self) -> Iterable[Any]:
+                return []
+
+        class _AckTimes:
+            def collect(self) -> Iterable[Any]:
+                with service._lock:
+                    counts, total = list(service.ack_hist), service.ack_sum_s
+                cumulative, buckets = 0, []
+                for bound, n in zip((*ACK_BUCKETS_MS, float("inf")), counts, strict=True):
+                    cumulative += n
+                    buckets.append((str(bound / 1000) if bound != float("inf") else "+Inf",
+                                    cumulative))  # fmt: skip
+                yield HistogramMetricFamily(
+                    "anpr_collector_ack_seconds",
+                    "time from receiving a hit to sending its ack (after the commit)",
+                    buckets=buckets,
+                    sum_value=total,
+                )
+
+            def describe(self) -> Iterable[Any]:
+                return []
+
         registry = CollectorRegistry()
         registry.register(_Stats())
+        registry.register(_AckTimes())
         self._metrics, _ = start_http_server(port, host, registry=registry)
         log.info("metrics on http://%s:%d/metrics", host, port)
 
@@ -339,6 +373,7 @@ class CollectorService:
             wake.close(linger=0)
 
     def _read_batch(self, sock: zmq.Socket) -> None:
+        received = time.monotonic()
         batch = []
         while len(batch) < self.config.max_batch:
             try:
@@ -348,7 +383,7 @@ class CollectorService:
         hits, heartbeats = self._sort(sock, batch)
         if hits:
             with self._cond:
-                self._queued.extend(hits)
+                self._queued.extend((ident, hit, received) for ident, hit in hits)
                 self._cond.notify()
         if heartbeats:  # after the hits are on their way
             now = dt.datetime.now(dt.UTC)
@@ -503,20 +538,21 @@ class CollectorService:
             wake.close(linger=0)
 
     def _commit(
-        self, store: HitStore, hits: list[tuple[bytes, HitMessage]], wake: zmq.Socket
+        self, store: HitStore, hits: list[tuple[bytes, HitMessage, float]], wake: zmq.Socket
     ) -> None:
         t0 = time.perf_counter()
         try:
-            new, dups = store.commit([h for _, h in hits])
+            new, dups = store.commit([h for _, h, _ in hits])
         except Exception as e:  # sqlite3 errors, a full disk: the edges will send again
             self._count("store_errors")
             self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
             time.sleep(0.5)  # a failing disk is not retried in a hot loop
             return
         by_edge: dict[bytes, list[str]] = {}
-        for ident, h in hits:
+        for ident, h, _ in hits:
             by_edge.setdefault(ident, []).append(h.hit_id)
         now = dt.datetime.now(dt.UTC)
+        done = time.monotonic()
         with self._lock:
             self._acks.extend(by_edge.items())
             self.counters["commits"] += 1
@@ -524,7 +560,10 @@ class CollectorService:
             self.counters["stored"] += len(new)
             self.counters["duplicates"] += len(dups)
             self.counters["acked"] += len(hits)
-            for _, h in hits:
+            for _, h, received in hits:
+                waited = done - received
+                self.ack_sum_s += waited
+                self.ack_hist[bisect.bisect_left(ACK_BUCKETS_MS, waited * 1000)] += 1
                 seen = self._seen.get(h.node) or Seen(h.node, now)
                 seen.last_seen = seen.last_hit_at = now
                 seen.cameras.add(h.camera)

@@ -144,14 +144,30 @@ class HitStore:
         ]
         where = self.images.append([data for _, _, data in refs])  # durable before the rows
         with self.db.atomic():
-            # Prepared statements, not insert_all: on this path sqlite-utils would spend
-            # more time building SQL than SQLite spends storing the rows.
-            self.db.conn.executemany(_INSERT_HIT, [_row(h, received) for h in new])
-            self.db.conn.executemany(
-                _INSERT_IMAGE,
+            # Not insert_all: on this path sqlite-utils would spend more time building
+            # SQL than SQLite spends storing the rows.
+            self._insert("hits", list(_HIT_COLUMNS), [_row(h, received) for h in new])
+            self._insert(
+                "hit_images",
+                ["hit_id", "kind", "segment", "offset", "length"],
                 [(hid, kind, *w) for (hid, kind, _), w in zip(refs, where, strict=True)],
             )
         return [h.hit_id for h in new], dups
+
+    def _insert(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """INSERT OR IGNORE many rows, in statements of up to 100 rows each.
+
+        One statement for many rows, rather than `executemany`, which gives up and
+        takes back the GIL for every row: with the receiver thread busy, each of those
+        hand-overs can cost milliseconds.
+        """
+        for i in range(0, len(rows), 100):
+            chunk = rows[i : i + 100]
+            one = "(" + ", ".join("?" * len(columns)) + ")"
+            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES " + ", ".join(
+                [one] * len(chunk)
+            )
+            self.db.conn.execute(sql, [v for row in chunk for v in row])
 
     def _existing(self, ids: list[str]) -> set[str]:
         have: set[str] = set()
@@ -265,16 +281,6 @@ class HitStore:
     def close(self) -> None:
         self.db.close()
         self.images.close()
-
-
-_INSERT_HIT = (
-    f"INSERT OR IGNORE INTO hits ({', '.join(_HIT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_HIT_COLUMNS))})"
-)
-_INSERT_IMAGE = (
-    "INSERT OR IGNORE INTO hit_images (hit_id, kind, segment, offset, length)"
-    " VALUES (?, ?, ?, ?, ?)"
-)
 
 
 def _row(h: HitMessage, received: str) -> tuple[Any, ...]:

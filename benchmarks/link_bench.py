@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import zmq
@@ -46,6 +45,7 @@ from edge.link.protocol import (
     HitPlate,
     WatchlistMatch,
     decode_message,
+    new_hit_id,
 )
 
 ACK_TIMEOUT_S = 5.0
@@ -221,7 +221,7 @@ class _Edges:
             location=CameraLocation(52.52, 13.40, "A4 km 112", "eastbound"),
             crop_jpeg=self.crop,
             scene_jpeg=self.scene,
-            hit_id=str(uuid.uuid4()),
+            hit_id=new_hit_id(),
         )  # fmt: skip
         return hit.encode()
 

@@ -27,6 +27,7 @@ from edge.link.protocol import (
     WatchlistMatch,
     decode,
     decode_message,
+    new_hit_id,
 )
 
 FUZZ = settings(
@@ -47,6 +48,19 @@ def test_v2_round_trip_keeps_every_field():
     assert back.location == CameraLocation(52.52, 13.40, "A4 km 112", "eastbound")
     assert back.plate.formatted == "AB 00007" and back.match.reason == "stolen car"
     assert back.crop_jpeg == hit.crop_jpeg and back.scene_jpeg == hit.scene_jpeg
+
+
+def test_new_hit_ids_are_uuid7_in_time_order():
+    import time
+    import uuid
+
+    first = new_hit_id()
+    time.sleep(0.002)
+    second = new_hit_id()
+    assert uuid.UUID(first).version == 7 and uuid.UUID(first).variant == uuid.RFC_4122
+    assert first < second  # the collector's index grows at its end
+    assert len({new_hit_id() for _ in range(10_000)}) == 10_000
+    assert make_hit(1).__class__(**{**make_hit(1).__dict__, "hit_id": first}).hit_id == first
 
 
 def test_seen_at_is_utc_whatever_zone_it_was_given_in():

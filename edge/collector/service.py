@@ -21,6 +21,7 @@ sockets are checked against the same allow-list.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -173,9 +174,10 @@ class CollectorService:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.router_mandatory = True  # an ack to a gone edge is an error we count, not silence
-        # Messages queued per edge before ZeroMQ stops reading its connection (an edge
-        # keeps 32 in flight): with _MAX_QUEUED this bounds the collector's memory.
-        sock.rcvhwm = 32
+        # Messages queued per edge before ZeroMQ stops reading its connection (the rest
+        # of an edge's window waits in its own queue): with _MAX_QUEUED this bounds the
+        # collector's memory.
+        sock.rcvhwm = 16
         sock.sndhwm = 1000
         # Frames beyond this make ZeroMQ drop the connection before buffering them;
         # below it, our own caps refuse and count them.
@@ -270,6 +272,9 @@ class CollectorService:
             while not done.wait(1.0):
                 if not self.alive():
                     raise RuntimeError("a collector thread died; see the log above")
+                # Hand back to the system what a backlog left free, so the process does
+                # not keep the size of its worst minute.
+                _malloc_trim()
                 if time.monotonic() >= next_stats:
                     log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
                     next_stats = time.monotonic() + 60
@@ -581,6 +586,21 @@ class CollectorService:
         except Exception as e:
             self._count("store_errors")
             self._throttle("seen", "could not record %d nodes heard: %s", len(seen), e)
+
+
+def _malloc_trim() -> None:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc: Any = None
 
 
 def _property(frame: zmq.Frame, name: str) -> str | None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +84,16 @@ DEFAULT_LIMITS = Limits()
 
 
 def new_hit_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID of version 7 (RFC 9562): 48 bits of UNIX milliseconds, then 74 random.
+
+    Unique like a uuid4, but in the order hits were made, so the collector's index
+    of ids grows at its end instead of being rewritten all over at every checkpoint.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & (2**62 - 1))
+    return str(uuid.UUID(int=value))
 
 
 def utc_now() -> dt.datetime:

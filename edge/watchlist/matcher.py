@@ -31,12 +31,9 @@ class _State:
     shadow: frozenset[int]  # base ids replaced or deleted since the base was built
     void: Mapping[str, int]  # list -> change number: its base entries are all out of date
     policies: Mapping[str, ListPolicy]
-    max_limit: float
+    base_limits: list[float | None]  # per list code of the base: see CompactIndex.limits
+    overlay_limits: list[float | None]
     version: int  # changes applied so far
-
-
-def _max_limit(policies: Mapping[str, ListPolicy]) -> float:
-    return max((p.fuzzy_limit for p in policies.values()), default=0.0)
 
 
 class Matcher:
@@ -80,13 +77,9 @@ class Matcher:
         if country is not None:
             country = country.upper() or None
         folded = fold(text)
-        limit = state.max_limit if fuzzy else 0.0
-        policies = state.policies
-        hits = state.base.match(
-            text, folded, country, now, policies, limit, state.shadow, state.void
-        )
+        hits = state.base.match(text, folded, country, now, state.base_limits, fuzzy, state.shadow)
         if state.overlay.size:
-            hits += state.overlay.match(text, folded, country, now, policies, limit)
+            hits += state.overlay.match(text, folded, country, now, state.overlay_limits, fuzzy)
         if len(hits) > 1:
             hits.sort(key=WatchlistHit.sort_key)
         return hits
@@ -173,13 +166,15 @@ class Matcher:
         version: int,
     ) -> _State:
         live = [e for _, e in changes.values() if e is not None and e.list in policies]
+        overlay = CompactIndex.from_entries(live) if live else CompactIndex()
         return _State(
             base=base,
-            overlay=CompactIndex.from_entries(live) if live else CompactIndex(),
+            overlay=overlay,
             changes=changes,
             shadow=frozenset(changes),
             void=void,
             policies=policies,
-            max_limit=_max_limit(policies),
+            base_limits=base.limits(policies, void),
+            overlay_limits=overlay.limits(policies),
             version=version,
         )

@@ -4,13 +4,19 @@ Written by one thread (the sync client), read by others; WAL mode lets a matcher
 rebuild read a consistent snapshot while updates keep landing.  Each list records the
 number of the last update applied to it; `apply` refuses an update that is not the
 next one, so the replica is always the master's state of each list at some number.
+
+An entry is kept as the matcher's index wants it, so that loading a million takes
+seconds: its fixed fields as one packed record (`edge.watchlist.index.STORED`, with
+repeated strings as codes into the `names` table), beside its pattern and reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -18,31 +24,31 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.watchlist.entry import ListPolicy
-from edge.watchlist.index import CompactIndex, Row
+import numpy as np
+
+from edge.watchlist.entry import Entry, ListPolicy
+from edge.watchlist.index import STORED, STORED_STRUCT, CompactIndex, NameCodes, Row
 from edge.watchlist.matcher import Matcher
 from edge.watchlist.protocol import Update
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "id, pattern, list, agency, category, priority, reason, country, valid_from, valid_until, "
-    "added_by"
-)
 _ENTRY_TABLE = """(
-    id INTEGER PRIMARY KEY, pattern TEXT NOT NULL, list TEXT NOT NULL, agency TEXT NOT NULL,
-    category TEXT NOT NULL, priority INTEGER NOT NULL, reason TEXT NOT NULL, country TEXT,
-    valid_from REAL, valid_until REAL, added_by TEXT NOT NULL)"""
+    id INTEGER PRIMARY KEY, list TEXT NOT NULL, pattern TEXT NOT NULL, reason TEXT NOT NULL,
+    valid_until REAL, record BLOB NOT NULL)"""
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lists (
     name TEXT PRIMARY KEY, seq INTEGER NOT NULL, active INTEGER NOT NULL,
     match TEXT NOT NULL, max_distance REAL NOT NULL, description TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS names (
+    kind TEXT NOT NULL, code INTEGER NOT NULL, value TEXT, PRIMARY KEY (kind, code));
 CREATE TABLE IF NOT EXISTS entries {_ENTRY_TABLE};
 CREATE INDEX IF NOT EXISTS entries_by_list ON entries(list);
 CREATE TABLE IF NOT EXISTS staging {_ENTRY_TABLE};
 """
-_INSERT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+_COLUMNS = "id, list, pattern, reason, valid_until, record"
+_SCHEMA_VERSION = "1"
 
 
 class ReplicaError(RuntimeError):
@@ -68,6 +74,21 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc keeps them otherwise).
+
+    A build frees a few hundred megabytes of rows and temporaries; without this the
+    process keeps them resident, and its RSS looks (and is, to the OOM killer) twice
+    the index it holds.  Elsewhere than glibc this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 class WatchlistReplica:
     """Watchlists on disk at `path` (created if missing)."""
 
@@ -75,12 +96,37 @@ class WatchlistReplica:
         self.path = Path(path)
         self._conns: dict[int, sqlite3.Connection] = {}
         self._lock = threading.Lock()
+        self._codes = NameCodes()  # the writer's; reloaded after a rollback
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         with self._write() as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            version = None
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                version = row and row[0]
+            if tables and version != _SCHEMA_VERSION:
+                # A replica is a copy: one of another layout is dropped and fetched again.
+                log.warning("%s: replica of another layout (%s); starting it afresh",
+                            self.path, version)  # fmt: skip
+                for table in ("meta", "lists", "names", "entries", "staging"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+        self._codes = NameCodes(self._names())
+
+    def _names(self) -> dict[str, list]:
+        names: dict[str, list] = {"country": [None]}  # country code 0: none given
+        for kind, code, value in self._db().execute(
+            "SELECT kind, code, value FROM names ORDER BY kind, code"
+        ):
+            values = names.setdefault(kind, [])
+            if code != len(values):
+                raise ReplicaError(f"{self.path}: names of {kind} are not numbered 0, 1, 2...")
+            values.append(value)
+        return names
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection."""
@@ -102,10 +148,19 @@ class WatchlistReplica:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            if self._codes.added:  # names first met in this transaction
+                db.executemany("INSERT INTO names VALUES (?, ?, ?)", self._codes.added)
         except BaseException:
             db.execute("ROLLBACK")
+            self._codes = NameCodes(self._names())
             raise
         db.execute("COMMIT")
+        self._codes.added.clear()
+
+    def _stored_rows(self, rows: Iterable[Row]) -> list[tuple]:
+        """Rows as the entries table keeps them."""
+        stored = self._codes.stored
+        return [(r[0], r[2], r[1], r[6], r[9], stored(r)) for r in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -139,18 +194,51 @@ class WatchlistReplica:
         sql = "SELECT count(*) FROM entries WHERE list = ?"
         return self._db().execute(sql, (list_name,)).fetchone()[0]
 
-    def rows(self, chunk: int = 20_000, now: float | None = None) -> Iterator[list[Row]]:
-        """Entries in force or yet to come at `now` (default the clock), in chunks."""
+    def _stored(
+        self, chunk: int = 20_000, now: float | None = None
+    ) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+        """Records, patterns and reasons of the entries in force or yet to come at `now`."""
         cursor = self._db().execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE valid_until IS NULL OR valid_until > ?",
+            "SELECT record, pattern, reason FROM entries "
+            "WHERE valid_until IS NULL OR valid_until > ?",
             (time.time() if now is None else now,),
         )
         while batch := cursor.fetchmany(chunk):
-            yield batch
+            records, patterns, reasons = zip(*batch, strict=True)
+            yield np.frombuffer(b"".join(records), STORED), patterns, reasons
+
+    def entries(
+        self, list_name: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[Entry]:
+        """Entries (of one list, or with these ids) as `Entry`, for inspection and tests;
+        matching goes through the index."""
+        sql = "SELECT record, pattern, reason FROM entries"
+        args: tuple[object, ...] = ()
+        if list_name is not None:
+            sql, args = sql + " WHERE list = ?", (list_name,)
+        elif ids is not None:
+            sql, args = sql + f" WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+        names = self._names()
+        out = []
+        for record, pattern, reason in self._db().execute(sql + " ORDER BY id", args):
+            eid, vf, vu, lst, agency, category, added_by, country, priority = STORED_STRUCT.unpack(
+                record
+            )
+            out.append(Entry(
+                eid, pattern, names["list"][lst], names["agency"][agency],
+                names["category"][category], priority, reason, names["country"][country],
+                None if vf == -math.inf else vf, None if vu == math.inf else vu,
+                names["added_by"][added_by],
+            ))  # fmt: skip
+        return out
 
     def build_index(self, now: float | None = None) -> CompactIndex:
+        """The matcher's index of the replica (call in a read transaction, as
+        `build_matcher` does, if writes may happen meanwhile)."""
         with _gc_paused():
-            return CompactIndex.build(self.rows(now=now))
+            index = CompactIndex.build_stored(self._stored(now=now), self._names())
+        _release_freed_memory()
+        return index
 
     def build_matcher(self) -> Matcher:
         """A `Matcher` of everything in the replica (seconds for a million entries)."""
@@ -202,8 +290,7 @@ class WatchlistReplica:
                 self._apply_one(db, u)
                 seqs[u.list] = u.seq
 
-    @staticmethod
-    def _apply_one(db: sqlite3.Connection, u: Update) -> None:
+    def _apply_one(self, db: sqlite3.Connection, u: Update) -> None:
         if u.op == "policy":
             assert u.policy is not None
             p = u.policy
@@ -214,7 +301,10 @@ class WatchlistReplica:
             return
         db.execute("UPDATE lists SET seq = ? WHERE name = ?", (u.seq, u.list))
         if u.op == "upsert":
-            db.executemany(_INSERT, u.rows)
+            db.executemany(
+                f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                self._stored_rows(u.rows),
+            )
         elif u.op == "delete":
             db.executemany("DELETE FROM entries WHERE id = ? AND list = ?",
                            [(i, u.list) for i in u.ids])  # fmt: skip
@@ -230,8 +320,8 @@ class WatchlistReplica:
     def stage_rows(self, rows: Iterable[Row]) -> None:
         with self._write() as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO staging ({_COLUMNS}) VALUES ({', '.join('?' * 11)})",
-                rows,
+                f"INSERT OR REPLACE INTO staging ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                self._stored_rows(rows),
             )
 
     def stage_commit(

@@ -54,7 +54,7 @@ class WatchlistsConfig(BaseModel):
     database: Path | None = None
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     # How often the log is looked at for changes written by other processes.
-    poll_s: float = Field(0.05, gt=0, le=5)
+    poll_s: float = Field(0.02, gt=0, le=5)
     # Expired entries and log rows older than this are purged; an edge away longer
     # than this gets a full snapshot instead of the updates it missed.
     retention_days: float = Field(7.0, gt=0, le=3650)
@@ -77,7 +77,7 @@ class WatchlistServer:
         *,
         keys: tuple[bytes, bytes] | Any = None,
         heartbeat_s: float = 1.0,
-        poll_s: float = 0.05,
+        poll_s: float = 0.02,
         retention_s: float = 7 * 86400,
         chunk_entries: int = 5000,
     ):

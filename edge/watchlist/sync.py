@@ -88,7 +88,7 @@ class WatchlistSync:
         matcher: Matcher | None = None,
         heartbeat_s: float = 1.0,
         request_timeout_s: float = 5.0,
-        rebuild_after: int = 20_000,
+        rebuild_after: int = 2_000,
         compact_every_s: float = 3600.0,
     ):
         if (server_public_key is None) != (client_keys is None):
@@ -111,6 +111,8 @@ class WatchlistSync:
         self._thread: threading.Thread | None = None
         self._rebuilder: threading.Thread | None = None
         self._rebuild_wanted = threading.Event()
+        self._rebuild_idle = threading.Event()  # no rebuild asked for or running
+        self._rebuild_idle.set()
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._write_lock = threading.Lock()  # replica writes + matcher.apply vs a rebuild's start
@@ -166,8 +168,12 @@ class WatchlistSync:
         self._thread = self._rebuilder = None
 
     def wait_synced(self, timeout: float) -> bool:
-        """Whether the edge has caught up with the collector at least once (within `timeout`)."""
-        return self._synced.wait(timeout)
+        """Whether the edge has caught up with the collector at least once, and its
+        matcher holds what it fetched (within `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        if not self._synced.wait(timeout):
+            return False
+        return self._rebuild_idle.wait(max(0.0, deadline - time.monotonic()))
 
     def status(self) -> dict[str, object]:
         heard = self._last_heard
@@ -251,7 +257,7 @@ class WatchlistSync:
                     if removed:
                         log.info("watchlists: %d expired entries compacted", removed)
                     self._rebuild_soon()
-                if self.matcher.overlay_size > self.rebuild_after:
+                if self.matcher.overlay_size > self.rebuild_after and self._rebuild_idle.is_set():
                     self._rebuild_soon()
         except zmq.ContextTerminated:
             log.info("watchlists: context terminated")
@@ -571,6 +577,7 @@ class WatchlistSync:
     # ------------------------------------------------------------------ rebuilds
 
     def _rebuild_soon(self) -> None:
+        self._rebuild_idle.clear()
         self._rebuild_wanted.set()
 
     def _rebuilds(self) -> None:
@@ -580,6 +587,8 @@ class WatchlistSync:
                 self._rebuild_wanted.clear()
                 if not self._stop.is_set():
                     self._rebuild()
+                if not self._rebuild_wanted.is_set():
+                    self._rebuild_idle.set()
 
     def _rebuild(self) -> None:
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from edge.watchlist.distance import CONFUSION_COST, fold
 from edge.watchlist.entry import WILDCARD_ANY, WILDCARD_ONE
 
-_KEY_LEN = 3
+_KEY_LENS = (4, 3)  # known characters a starred pattern is filed under: 4 if it has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,10 @@ class _Starred:
     folded: tuple[str, ...]
     anchored_start: bool
     anchored_end: bool
+    # The common shapes (AB*, *1234, AB*12, no '?') are checked with startswith/endswith.
+    simple: bool = False
+    head: str = ""
+    tail: str = ""
 
 
 def _segment_at(segment: str, text: str, at: int) -> bool:
@@ -97,41 +101,71 @@ class WildcardIndex:
             for i in range(length):  # fold '?' into every character's set, once
                 masks[i] = {ch: bits | any_bits[i] for ch, bits in masks[i].items()}
             self._fixed[length] = ([r for r, _ in items], [p for _, p in items], masks, any_bits)
-        self._by_key: dict[str, list[int]] = defaultdict(list)
+        # Starred patterns filed by known characters: at the start, at the end, inside.
+        by: dict[str, dict[str, list[int]]] = {"^": {}, "$": {}, "~": {}}
         self._scan: list[int] = []
-        self._inner_keys = False
         for k, p in enumerate(self._starred):
             key = self._key_for(p)
             if key is None:
                 self._scan.append(k)
             else:
-                self._by_key[key].append(k)
-                self._inner_keys |= key[0] == "~"
-        self._by_key = dict(self._by_key)
+                by[key[0]].setdefault(key[1:], []).append(k)
+        self._by_head, self._by_tail, self._by_inner = by["^"], by["$"], by["~"]
+        self._head_lens = sorted({len(k) for k in self._by_head}, reverse=True)
+        self._tail_lens = sorted({len(k) for k in self._by_tail}, reverse=True)
 
     def _add_starred(self, row: int, pattern: str) -> None:
-        segments = tuple(s for s in pattern.split(WILDCARD_ANY))
-        p = _Starred(
-            row=row,
-            segments=tuple(s for s in segments if s),
-            folded=tuple(fold(s) for s in segments if s),
-            anchored_start=not pattern.startswith(WILDCARD_ANY),
-            anchored_end=not pattern.endswith(WILDCARD_ANY),
+        parts = pattern.split(WILDCARD_ANY)
+        segments = tuple(s for s in parts if s)
+        start, end = not pattern.startswith(WILDCARD_ANY), not pattern.endswith(WILDCARD_ANY)
+        head = parts[0] if start else ""
+        tail = parts[-1] if end else ""
+        simple = (
+            WILDCARD_ONE not in pattern
+            and len(segments) == int(start) + int(end)  # nothing between the ends
         )
+        p = _Starred(row, segments, tuple(map(fold, segments)), start, end, simple, head, tail)
         self._starred.append(p)
 
     @staticmethod
     def _key_for(p: _Starred) -> str | None:
         head, tail = p.folded[0], p.folded[-1]
-        if p.anchored_start and len(head) >= _KEY_LEN and WILDCARD_ONE not in head[:_KEY_LEN]:
-            return "^" + head[:_KEY_LEN]
-        if p.anchored_end and len(tail) >= _KEY_LEN and WILDCARD_ONE not in tail[-_KEY_LEN:]:
-            return "$" + tail[-_KEY_LEN:]
+        for n in _KEY_LENS:
+            if p.anchored_start and len(head) >= n and WILDCARD_ONE not in head[:n]:
+                return "^" + head[:n]
+            if p.anchored_end and len(tail) >= n and WILDCARD_ONE not in tail[-n:]:
+                return "$" + tail[-n:]
         for seg in p.folded:
             for run in seg.split(WILDCARD_ONE):
-                if len(run) >= _KEY_LEN:
-                    return "~" + run[:_KEY_LEN]
+                if len(run) >= _KEY_LENS[-1]:
+                    return "~" + run[: _KEY_LENS[-1]]
         return None
+
+    @staticmethod
+    def _fit_simple(p: _Starred, text: str, folded: str) -> int | None:
+        """Confusions needed for a simple pattern to fit `text`, or None if it cannot."""
+        head, tail = p.head, p.tail
+        if len(text) < len(head) + len(tail):
+            return None
+        if text.startswith(head) and text.endswith(tail):
+            return 0
+        fhead, ftail = fold(head), fold(tail)
+        if not (folded.startswith(fhead) and folded.endswith(ftail)):
+            return None
+        n = sum(a != b for a, b in zip(head, text, strict=False))
+        if tail:
+            n += sum(a != b for a, b in zip(tail, text[-len(tail) :], strict=True))
+        return n
+
+    @staticmethod
+    def _fit(p: _Starred, text: str, folded: str) -> int | None:
+        """Confusions needed for `p` to fit `text` (leftmost placement), or None."""
+        if _place(p, p.segments, text) is not None:
+            return 0
+        where = _place(p, p.folded, folded)
+        if where is None:
+            return None
+        return sum(_confusions(s, text, at) for s, at in zip(p.segments, where, strict=True))
 
     def match(
         self, text: str, folded: str, limit_of: Callable[[int], float | None]
@@ -154,43 +188,40 @@ class WildcardIndex:
                 low = bits & -bits
                 k = low.bit_length() - 1
                 bits ^= low
-                limit = limit_of(rows[k])
-                if limit is None:
-                    continue
                 distance = _confusions(patterns[k], text, 0) * CONFUSION_COST
-                if distance <= limit:
+                limit = limit_of(rows[k])
+                if limit is not None and distance <= limit:
                     out.append((rows[k], distance))
         if self._starred:
             for k in self._starred_candidates(folded):
                 p = self._starred[k]
+                n = self._fit_simple(p, text, folded) if p.simple else self._fit(p, text, folded)
+                if n is None:
+                    continue
                 limit = limit_of(p.row)
-                if limit is None:
-                    continue
-                if _place(p, p.segments, text) is not None:
-                    out.append((p.row, 0.0))
-                    continue
-                if limit <= 0:
-                    continue
-                where = _place(p, p.folded, folded)
-                if where is not None:
-                    placed = zip(p.segments, where, strict=True)
-                    n = sum(_confusions(s, text, at) for s, at in placed)
-                    if n * CONFUSION_COST <= limit:
-                        out.append((p.row, n * CONFUSION_COST))
+                if limit is not None and n * CONFUSION_COST <= limit:
+                    out.append((p.row, n * CONFUSION_COST))
         return out
 
     def _starred_candidates(self, folded: str) -> list[int]:
-        get = self._by_key.get
         found = list(self._scan)
-        for key in ("^" + folded[:_KEY_LEN], "$" + folded[-_KEY_LEN:]):
-            hit = get(key)
+        get = self._by_head.get
+        for n in self._head_lens:
+            hit = get(folded[:n])
             if hit:
-                found.extend(hit)
-        if self._inner_keys:
-            for i in range(len(folded) - _KEY_LEN + 1):
-                hit = get("~" + folded[i : i + _KEY_LEN])
+                found += hit
+        get = self._by_tail.get
+        for n in self._tail_lens:
+            hit = get(folded[-n:])
+            if hit:
+                found += hit
+        if self._by_inner:
+            get = self._by_inner.get
+            n = _KEY_LENS[-1]
+            for i in range(len(folded) - n + 1):
+                hit = get(folded[i : i + n])
                 if hit:
-                    found.extend(hit)
+                    found += hit
         if len(found) > 1:
             found = list(dict.fromkeys(found))
         return found

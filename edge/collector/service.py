@@ -268,13 +268,16 @@ class CollectorService:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         try:
-            next_stats = time.monotonic() + 60
+            next_stats = next_trim = time.monotonic() + 60
             while not done.wait(1.0):
                 if not self.alive():
                     raise RuntimeError("a collector thread died; see the log above")
-                # Hand back to the system what a backlog left free, so the process does
-                # not keep the size of its worst minute.
-                _malloc_trim()
+                if time.monotonic() >= next_trim:
+                    # Hand back to the system what a backlog left free, so the process
+                    # does not keep the size of its worst minute.  (Not more often: the
+                    # pages handed back are soon faulted in again.)
+                    _malloc_trim()
+                    next_trim = time.monotonic() + 30
                 if time.monotonic() >= next_stats:
                     log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
                     next_stats = time.monotonic() + 60

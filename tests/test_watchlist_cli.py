@@ -117,3 +117,65 @@ def test_import_in_another_process_reaches_a_running_edge(tmp_path):
         server.stop()
         edge.replica.close()
         ctx.destroy(linger=0)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_collector_run_serves_watchlists_to_a_curve_edge(tmp_path):
+    """`anpr-collector run` with a watchlists: section, keys and allow-list; lists
+    imported with `anpr-collector watchlist import`; an edge with its key pair syncs."""
+    from edge.keys import generate_keypair, load_public_key
+
+    creds, allowed = tmp_path / "creds", tmp_path / "allowed"
+    generate_keypair(creds, "collector")
+    edge_keys = generate_keypair(tmp_path / "edge-keys", "edge-1")
+    allowed.mkdir()
+    (allowed / "edge-1.key").write_text((tmp_path / "edge-keys" / "edge-1.key").read_text())
+    snapshot = f"tcp://127.0.0.1:{_free_port()}"
+    publish = f"tcp://127.0.0.1:{_free_port()}"
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"listen: tcp://127.0.0.1:{_free_port()}\ndata_dir: {tmp_path / 'data'}\n"
+        f"credentials_dir: {creds}\nallowed_keys_dir: {allowed}\n"
+        f"watchlists: {{snapshot: '{snapshot}', publish: '{publish}', heartbeat_s: 0.2}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CREDENTIALS_DIRECTORY": ""}
+    cli = [sys.executable, "-m", "edge.collector.cli"]
+    done = subprocess.run([*cli, "watchlist", "import", str(EXAMPLE), "--list", "demo",
+                           "--config", str(config)], capture_output=True, text=True, env=env,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    collector = subprocess.Popen(
+        [*cli, "run", "--config", str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    ctx = zmq.Context()
+    edge = WatchlistSync(tmp_path / "edge.db", snapshot, load_public_key(creds / "collector.key"),
+                         edge_keys, ctx=ctx, updates_endpoint=publish)  # fmt: skip
+    edge.start()
+    try:
+        assert edge.wait_synced(20), "edge did not sync"
+        assert edge.matcher.match("WX12345", "PL")
+        done = subprocess.run([*cli, "watchlist", "add", "NEW 777", "--list", "demo",
+                               "--category", "alert", "--agency", "PL-SG", "--config",
+                               str(config)], capture_output=True, text=True, env=env,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 5
+        while not edge.matcher.match("NEW777") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert edge.matcher.match("NEW777")
+    finally:
+        edge.stop()
+        edge.replica.close()
+        ctx.destroy(linger=0)
+        collector.terminate()
+        out, _ = collector.communicate(timeout=20)
+    assert collector.returncode == 0, out
+    assert "watchlists: snapshots on" in out

@@ -186,6 +186,32 @@ def test_store_keeps_each_hit_once_and_tells_duplicates(tmp_path):
     store.close()
 
 
+def test_tail_waits_for_a_database_the_collector_has_not_set_up_yet(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "hits.db"
+    sqlite3.connect(path).close()  # the file exists, its tables not yet
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.collector.cli", "tail", "--db", str(path),
+         "--interval", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+    )  # fmt: skip
+    lines: list[str] = []
+    errors: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True).start()
+    try:
+        wait_for(lambda: any("waiting for" in e for e in errors), 20, "tail to wait")
+        store = HitStore(path)
+        store.commit([make_hit(1)])
+        wait_for(lambda: lines, 20, "the hit")
+        assert "AB 00001" in lines[0]
+        store.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_hits_command_on_missing_db_is_a_clear_error(tmp_path, capsys):
     assert main(["hits", "--db", str(tmp_path / "none.db"), "--since", "1h"]) == 2
     assert "no collector database" in capsys.readouterr().err

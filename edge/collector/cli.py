@@ -91,24 +91,34 @@ def _components(config: CollectorConfig) -> list[Any]:
     return [] if comp is None else [comp]
 
 
-def _open_store(path: Path, wait: bool) -> Any:
+def _open_store(path: Path, wait: bool = False, interval: float = 1.0) -> Any:
     from edge.collector.store import HitStore
 
+    said = False
     while True:
         try:
             return HitStore(path, readonly=True)
         except FileNotFoundError:
             if not wait:
                 raise
-            time.sleep(1.0)
+            if not said:
+                print(f"waiting for the collector's database {path} ...", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                said = True
+            time.sleep(interval)
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
+    from edge.collector.store import HitStore
+
     path = _db_path(args)
-    if not path.exists():
-        print(f"waiting for {path} ...", file=sys.stderr, flush=True)
-    store = _open_store(path, wait=True)
-    last = max(store.last_rowid() - args.last, 0)
+    try:
+        store = HitStore(path, readonly=True)
+        last = max(store.last_rowid() - args.last, 0)
+    except FileNotFoundError:
+        # Not there yet: every hit it will hold arrives after this tail started.
+        store = _open_store(path, wait=True, interval=args.interval)
+        last = 0
     try:
         while True:
             rows = store.hits_after(last)

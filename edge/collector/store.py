@@ -80,6 +80,9 @@ class HitStore:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             conn.execute("PRAGMA busy_timeout=5000")
             self.db = sqlite_utils.Database(conn)
+            if "hits" not in self.db.table_names():  # made, but not yet set up
+                self.close()
+                raise FileNotFoundError(f"{self.path}: not a collector database (yet)")
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by whoever starts the collector, used by its writer thread alone.

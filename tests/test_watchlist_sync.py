@@ -415,3 +415,28 @@ def test_a_large_snapshot_is_loaded_by_a_rebuild(ctx, collector, edges):
     assert edge.status()["rebuilds"] >= 1 and edge.matcher.overlay_size == 0
     collector.store.import_entries("stolen", [entry("AB99999")])
     eventually(lambda: edge.matcher.match("AB99999"), 1.0, "update after the rebuild")
+
+
+def test_a_store_put_back_to_an_older_state_is_fetched_again(ctx, tmp_path, edges):
+    import shutil
+
+    first = Collector(ctx, tmp_path / "m.db")
+    first.store.import_entries("stolen", [entry("AB123CD")])
+    snapshot, publish = first.server.snapshot_endpoint, first.server.publish_endpoint
+    first.stop()
+    shutil.copy(tmp_path / "m.db", tmp_path / "backup.db")  # at update 2
+    first = Collector(ctx, tmp_path / "m.db", snapshot, publish)
+    first.store.import_entries("stolen", [entry("LATER99")])  # update 3
+    edge = edges("e", first)
+    assert edge.wait_synced(5) and edge.matcher.match("LATER99")
+    first.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"m.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", tmp_path / "m.db")
+    restored = Collector(ctx, tmp_path / "m.db", snapshot, publish)
+    try:
+        eventually(lambda: not edge.matcher.match("LATER99"), 5, "the restored state")
+        assert ids(edge.matcher, "AB123CD") == [1]
+        assert edge.replica.lists()["stolen"].seq == 2
+    finally:
+        restored.stop()

@@ -10,6 +10,7 @@ reads a record back; `Entry` objects are made only for hits.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,9 @@ from edge.watchlist.wildcard import WildcardIndex
 
 MIN_FUZZY_LEN = 4  # shorter reads and plates match exactly or not at all
 _ENTRY_CACHE = 4096
+# Named tuples made straight from a tuple, skipping their Python-level __new__.
+_new_entry = functools.partial(tuple.__new__, Entry)
+_new_hit = functools.partial(tuple.__new__, WatchlistHit)
 _U32_MAX = 0xFFFFFFFF
 
 Row = tuple  # (id, pattern, list, agency, category, priority, reason, country,
@@ -333,7 +337,7 @@ class CompactIndex:
         (eid, vf, vu, list_code, agency, category, added_by, country, priority, pattern_at,
          reason_at, pattern_len, reason_len) = self._record(row)  # fmt: skip
         names = self._names
-        made = Entry(
+        made = _new_entry((
             eid,
             self._patterns[pattern_at : pattern_at + pattern_len].decode("ascii"),
             names["list"][list_code],
@@ -345,7 +349,7 @@ class CompactIndex:
             None if vf == -math.inf else vf,
             None if vu == math.inf else vu,
             names["added_by"][added_by],
-        )
+        ))  # fmt: skip
         if len(self._entries) >= _ENTRY_CACHE:
             self._entries.clear()
         self._entries[row] = made
@@ -415,10 +419,11 @@ class CompactIndex:
             row = self._exact_rows.item(i)
             if self.pattern(row) == text and limit_of(row) is not None:
                 found.add(row)
-                hits.append(WatchlistHit(self.entry(row), "exact", 0.0, text))
+                hits.append(_new_hit((self.entry(row), "exact", 0.0, text)))
         if self._wild.size:
-            for row, distance in self._wild.match(text, folded, limit_of):
-                hits.append(WatchlistHit(self.entry(row), "wildcard", distance, text))
+            confusions = fuzzy and any(limits)
+            for row, distance in self._wild.match(text, folded, limit_of, confusions):
+                hits.append(_new_hit((self.entry(row), "wildcard", distance, text)))
         fuzzy_length = MIN_FUZZY_LEN <= len(text) <= MAX_PLATE_LEN + 1
         if fuzzy and fuzzy_length and len(self._fuzzy_keys) and any(limits):
             hits.extend(self._fuzzy(text, folded, limit_of, found))
@@ -445,5 +450,5 @@ class CompactIndex:
                 continue
             distance = plate_distance(text, self.pattern(row), limit)
             if distance:  # 0 is an exact hit, found above
-                hits.append(WatchlistHit(self.entry(row), "fuzzy", distance, text))
+                hits.append(_new_hit((self.entry(row), "fuzzy", distance, text)))
         return hits

@@ -13,6 +13,7 @@ A message that fails any check is refused with a logged reason and changes nothi
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter, defaultdict
@@ -128,6 +129,7 @@ class WatchlistSync:
         self._need: set[str] = set()  # lists to fetch
         self._need_catalogue = True
         self._fetching: str | None = None
+        self._fetched_at: dict[str, float] = {}
         self._last_heard = 0.0
 
     # ------------------------------------------------------------------ outside
@@ -303,11 +305,19 @@ class WatchlistSync:
         if epoch != self._epoch:
             self._need_catalogue = True
             return
+        now = time.monotonic()
         for name, seq in seqs.items():
-            if self._in_scope(name) and seq > self._seqs.get(name, 0) and name != self._fetching:
+            if not self._in_scope(name) or name == self._fetching:
+                continue
+            here = self._seqs.get(name, 0)
+            # Behind: fetch.  Ahead: the store was put back to an older state (a restored
+            # backup) -- unless a fetch just overtook this heartbeat on the other socket.
+            recent = now - self._fetched_at.get(name, -math.inf) < 2 * self.heartbeat_s
+            if seq > here or (seq < here and not recent):
                 if name not in self._need:
-                    log.info("watchlists: %s is at %d here, %d at the collector", name,
-                             self._seqs.get(name, 0), seq)  # fmt: skip
+                    log.info("watchlists: %s is at %d here, %d at the collector", name, here, seq)
+                if seq < here:
+                    self._seqs[name] = -1  # fetch it whole
                 self._need.add(name)
         if any(name not in seqs for name in self._active):
             self._need_catalogue = True
@@ -474,6 +484,7 @@ class WatchlistSync:
             self._fetch_list(name)
         finally:
             self._fetching = None
+            self._fetched_at[name] = time.monotonic()
 
     def _fetch_list(self, name: str) -> None:
         since = self._seqs.get(name)

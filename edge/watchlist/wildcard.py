@@ -30,6 +30,8 @@ class _Starred:
     simple: bool = False
     head: str = ""
     tail: str = ""
+    folded_head: str = ""
+    folded_tail: str = ""
 
 
 def _segment_at(segment: str, text: str, at: int) -> bool:
@@ -87,8 +89,8 @@ class WildcardIndex:
             else:
                 fixed[len(pattern)].append((row, pattern))
         self.size = sum(map(len, fixed.values())) + len(self._starred)
-        # length -> (rows, patterns, per position: folded char -> bits, bits of '?')
-        self._fixed: dict[int, tuple[list[int], list[str], list[dict[str, int]], list[int]]] = {}
+        # length -> (rows, patterns, per position (folded char -> bits, bits of '?'))
+        self._fixed: dict[int, tuple[list[int], list[str], list[tuple[dict[str, int], int]]]] = {}
         for length, items in fixed.items():
             masks: list[dict[str, int]] = [defaultdict(int) for _ in range(length)]
             any_bits = [0] * length
@@ -100,19 +102,12 @@ class WildcardIndex:
                         masks[i][ch] |= 1 << bit
             for i in range(length):  # fold '?' into every character's set, once
                 masks[i] = {ch: bits | any_bits[i] for ch, bits in masks[i].items()}
-            self._fixed[length] = ([r for r, _ in items], [p for _, p in items], masks, any_bits)
-        # Starred patterns filed by known characters: at the start, at the end, inside.
-        by: dict[str, dict[str, list[int]]] = {"^": {}, "$": {}, "~": {}}
-        self._scan: list[int] = []
-        for k, p in enumerate(self._starred):
-            key = self._key_for(p)
-            if key is None:
-                self._scan.append(k)
-            else:
-                by[key[0]].setdefault(key[1:], []).append(k)
-        self._by_head, self._by_tail, self._by_inner = by["^"], by["$"], by["~"]
-        self._head_lens = sorted({len(k) for k in self._by_head}, reverse=True)
-        self._tail_lens = sorted({len(k) for k in self._by_tail}, reverse=True)
+            positions = list(zip(masks, any_bits, strict=True))
+            self._fixed[length] = ([r for r, _ in items], [p for _, p in items], positions)
+        # Starred patterns filed by known characters, folded (for lists that take
+        # confusions) and as written (fewer candidates when none may hit).
+        self._folded_files = _Files(self._starred, folded=True)
+        self._exact_files = _Files(self._starred, folded=False)
 
     def _add_starred(self, row: int, pattern: str) -> None:
         parts = pattern.split(WILDCARD_ANY)
@@ -124,22 +119,11 @@ class WildcardIndex:
             WILDCARD_ONE not in pattern
             and len(segments) == int(start) + int(end)  # nothing between the ends
         )
-        p = _Starred(row, segments, tuple(map(fold, segments)), start, end, simple, head, tail)
+        p = _Starred(
+            row, segments, tuple(map(fold, segments)), start, end, simple, head, tail,
+            fold(head), fold(tail),
+        )  # fmt: skip
         self._starred.append(p)
-
-    @staticmethod
-    def _key_for(p: _Starred) -> str | None:
-        head, tail = p.folded[0], p.folded[-1]
-        for n in _KEY_LENS:
-            if p.anchored_start and len(head) >= n and WILDCARD_ONE not in head[:n]:
-                return "^" + head[:n]
-            if p.anchored_end and len(tail) >= n and WILDCARD_ONE not in tail[-n:]:
-                return "$" + tail[-n:]
-        for seg in p.folded:
-            for run in seg.split(WILDCARD_ONE):
-                if len(run) >= _KEY_LENS[-1]:
-                    return "~" + run[: _KEY_LENS[-1]]
-        return None
 
     @staticmethod
     def _fit_simple(p: _Starred, text: str, folded: str) -> int | None:
@@ -149,8 +133,7 @@ class WildcardIndex:
             return None
         if text.startswith(head) and text.endswith(tail):
             return 0
-        fhead, ftail = fold(head), fold(tail)
-        if not (folded.startswith(fhead) and folded.endswith(ftail)):
+        if not (folded.startswith(p.folded_head) and folded.endswith(p.folded_tail)):
             return None
         n = sum(a != b for a, b in zip(head, text, strict=False))
         if tail:
@@ -168,20 +151,25 @@ class WildcardIndex:
         return sum(_confusions(s, text, at) for s, at in zip(p.segments, where, strict=True))
 
     def match(
-        self, text: str, folded: str, limit_of: Callable[[int], float | None]
+        self,
+        text: str,
+        folded: str,
+        limit_of: Callable[[int], float | None],
+        confusions: bool = True,
     ) -> list[tuple[int, float]]:
         """(row, distance) of each pattern `text` fits with at most its list's distance.
 
         `limit_of(row)` gives the largest distance the row's list allows (0 for an exact
         list), or None to skip the row (list gone, wrong country, out of date...).
+        With `confusions` False no list takes any, and fewer candidates are looked at.
         """
         out: list[tuple[int, float]] = []
         group = self._fixed.get(len(text))
         if group is not None:
-            rows, patterns, masks, any_bits = group
+            rows, patterns, positions = group
             bits = -1
-            for i, ch in enumerate(folded):
-                bits &= masks[i].get(ch, any_bits[i])
+            for (mask, any_bits), ch in zip(positions, folded, strict=True):
+                bits &= mask.get(ch, any_bits)
                 if not bits:
                     break
             while bits > 0:
@@ -193,7 +181,8 @@ class WildcardIndex:
                 if limit is not None and distance <= limit:
                     out.append((rows[k], distance))
         if self._starred:
-            for k in self._starred_candidates(folded):
+            files = self._folded_files if confusions else self._exact_files
+            for k in files.candidates(folded if confusions else text):
                 p = self._starred[k]
                 n = self._fit_simple(p, text, folded) if p.simple else self._fit(p, text, folded)
                 if n is None:
@@ -203,23 +192,57 @@ class WildcardIndex:
                     out.append((p.row, n * CONFUSION_COST))
         return out
 
-    def _starred_candidates(self, folded: str) -> list[int]:
-        found = list(self._scan)
-        get = self._by_head.get
-        for n in self._head_lens:
-            hit = get(folded[:n])
+
+class _Files:
+    """Starred patterns filed under known characters: at the start, at the end, inside;
+    patterns with no run of known characters long enough are looked at every time."""
+
+    def __init__(self, starred: list[_Starred], folded: bool):
+        by: dict[str, dict[str, list[int]]] = {"^": {}, "$": {}, "~": {}}
+        self.scan: list[int] = []
+        for k, p in enumerate(starred):
+            key = self._key_for(
+                p.anchored_start, p.anchored_end, p.folded if folded else p.segments
+            )
+            if key is None:
+                self.scan.append(k)
+            else:
+                by[key[0]].setdefault(key[1:], []).append(k)
+        self.by_head, self.by_tail, self.by_inner = by["^"], by["$"], by["~"]
+        self.head_lens = sorted({len(k) for k in self.by_head}, reverse=True)
+        self.tail_lens = sorted({len(k) for k in self.by_tail}, reverse=True)
+
+    @staticmethod
+    def _key_for(start: bool, end: bool, segments: tuple[str, ...]) -> str | None:
+        head, tail = segments[0], segments[-1]
+        for n in _KEY_LENS:
+            if start and len(head) >= n and WILDCARD_ONE not in head[:n]:
+                return "^" + head[:n]
+            if end and len(tail) >= n and WILDCARD_ONE not in tail[-n:]:
+                return "$" + tail[-n:]
+        for seg in segments:
+            for run in seg.split(WILDCARD_ONE):
+                if len(run) >= _KEY_LENS[-1]:
+                    return "~" + run[: _KEY_LENS[-1]]
+        return None
+
+    def candidates(self, text: str) -> list[int]:
+        found = list(self.scan)
+        get = self.by_head.get
+        for n in self.head_lens:
+            hit = get(text[:n])
             if hit:
                 found += hit
-        get = self._by_tail.get
-        for n in self._tail_lens:
-            hit = get(folded[-n:])
+        get = self.by_tail.get
+        for n in self.tail_lens:
+            hit = get(text[-n:])
             if hit:
                 found += hit
-        if self._by_inner:
-            get = self._by_inner.get
+        if self.by_inner:
+            get = self.by_inner.get
             n = _KEY_LENS[-1]
-            for i in range(len(folded) - n + 1):
-                hit = get(folded[i : i + n])
+            for i in range(len(text) - n + 1):
+                hit = get(text[i : i + n])
                 if hit:
                     found += hit
         if len(found) > 1:

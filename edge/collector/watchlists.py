@@ -138,7 +138,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if info is None or not info.active:
             raise WatchlistCommandError(f"no list {args.list!r}")
         if args.file == "-":
-            n = write_entries(sys.stdout, store.entries(args.list), fmt)
+            try:
+                n = write_entries(sys.stdout, store.entries(args.list), fmt)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head`: the reader has had enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
         else:
             tmp = Path(f"{args.file}.part")
             with open(tmp, "w", encoding="utf-8", newline="") as out:

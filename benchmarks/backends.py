@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks import plots, results
 from benchmarks.datasets import load_folder, resolve, videos
 from benchmarks.engines import engines, pipeline_config
-from benchmarks.replay_bench import bench_video
+from benchmarks.replay_bench import replay_run, video_source
 from benchmarks.stills import DEFAULT_DATA, StillsBench
 from edge.config import PipelineConfig
 from edge.models import ModelError, load_manifest
@@ -165,25 +165,43 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                            config=config.model_dump(mode="json"))
     result["inputs"] = {"stills": str(dataset.path), "videos": [str(c) for c in clips]}
     figures: dict[str, Any] = {}
+    ready: dict[str, tuple[Engines, PipelineConfig, StillsBench]] = {}
     for backend in rows(args, config):
-        entry: dict[str, Any] = {"detector": backend.detector, "ocr": backend.ocr}
+        figures[backend.name] = {"detector": backend.detector, "ocr": backend.ocr}
         try:
             row = build(backend, config, threads)
         except (Skipped, ModelError) as exc:
-            entry["skipped"] = str(exc)
-            figures[backend.name] = entry
+            figures[backend.name]["skipped"] = str(exc)
             continue
         row_config = config.model_copy(deep=True)
         row_config.ocr.model = backend.ocr
         bench = StillsBench(StillReader(row, row_config), dataset,
                             show_progress=not args.no_progress)
-        entry["stills"], _ = bench.run(args.repeat)
-        entry["replay"] = {}
+        figures[backend.name]["stills"], _ = bench.accuracy_pass()  # and the warm-up
         for clip in clips:
-            done = bench_video(row, row_config, clip, repeat=args.repeat, paced=False,
-                               warmup_s=2.0, show_progress=not args.no_progress)
-            entry["replay"][clip.stem] = done["figures"]["fast"]
-        figures[backend.name] = entry
+            replay_run(row, row_config, video_source(clip, "warm-up", until_s=2.0,
+                                                     show_progress=not args.no_progress),
+                       realtime=False)
+        ready[backend.name] = (row, row_config, bench)
+    # Timed runs round-robin, each round starting one backend later: a machine whose load
+    # changes during the run then slows every backend alike, not whichever ran last.
+    names = list(ready)
+    replays: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in names}
+    for k in range(args.repeat if names else 0):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            row, row_config, bench = ready[name]
+            bench.timing_pass(f"{name} timing {k + 1}/{args.repeat}")
+            for clip in clips:
+                source = video_source(clip, f"{name} {k + 1}/{args.repeat}",
+                                      show_progress=not args.no_progress)
+                run_figures, _ = replay_run(row, row_config, source, realtime=False)
+                replays[name].setdefault(clip.stem, []).append(run_figures)
+    for name in names:
+        bench = ready[name][2]
+        figures[name]["stills"]["speed"] = bench.speed()
+        figures[name]["stills"]["deterministic"] = bench.same
+        figures[name]["replay"] = {clip: {**results.median_of(runs), "runs": len(runs)}
+                                   for clip, runs in replays[name].items()}
     result["figures"] = figures
     result["targets"] = []
     ran = {n: f for n, f in figures.items() if "skipped" not in f}
@@ -220,7 +238,7 @@ def _markdown(figures: dict[str, Any], data: str, clips: Sequence[Path], repeat:
                                r["frame_ms"]["median"], r["frame_ms"]["p95"], r["events"]))
     lines = [f"## Stills: {data}", "",
              "Accuracy from one pass (deterministic); ms are the median of "
-             f"{repeat} timed passes.", "",
+             f"{repeat} timed passes, taken round-robin over the backends after a warm-up.", "",
              results.md_table(["backend", "recall", "exact", "exact O=0", "char acc",
                                "ms a photo", "OCR ms a photo"], acc_rows)]
     if speed_rows:

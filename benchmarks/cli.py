@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     own, passed = argv, []
-    if argv and argv[0] in EXTERNAL and "--" in argv:
+    suite = next((a for a in argv if not a.startswith("-")), None)
+    if suite in EXTERNAL and "--" in argv:
         cut = argv.index("--")
         own, passed = argv[:cut], argv[cut + 1:]
     args, unknown = parser.parse_known_args(own)
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_comparison(args.a, args.b, match=args.match)
         result = _suite(args.suite).run(args, argv)
     except (DatasetError, ConfigError, ModelError, SourceError, ValueError) as exc:
+        if args.verbose:
+            raise
         print(f"benchmarks {args.suite}: {exc}", file=sys.stderr)
         return 2
     output = Path(result["output"])

@@ -6,6 +6,8 @@ import argparse
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
 from edge.config import EdgeConfig, PipelineConfig, load_config
 from edge.pipeline import Engines
 
@@ -20,6 +22,10 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         "the config's ocr.model)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the "
                         "config's, else the cores, at most 4)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any pipeline setting by its dotted name, e.g. "
+                        "detect.still_tiles=0 or track.max_age_s=1.5 (the value is YAML; "
+                        "repeatable; applied last)")
 
 
 def pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, int | None]:
@@ -33,8 +39,26 @@ def pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, int | Non
         config.detect.tiles = args.tiles
     if getattr(args, "ocr_model", None):
         config.ocr.model = args.ocr_model
+    for item in getattr(args, "set", None) or []:
+        config = with_setting(config, item)
     threads = getattr(args, "threads", None) or edge.threads or None
     return config, threads
+
+
+def with_setting(config: PipelineConfig, item: str) -> PipelineConfig:
+    """`config` with one `dotted.key=value` changed, validated like the config file."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set takes KEY=VALUE (e.g. detect.tiles=2), got {item!r}")
+    data = config.model_dump()
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ValueError(f"--set {key}: {part!r} is not a section of the pipeline config")
+        node = node[part]
+    node[parts[-1]] = yaml.safe_load(raw)
+    return PipelineConfig.model_validate(data)
 
 
 @lru_cache(maxsize=4)

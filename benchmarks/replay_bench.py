@@ -139,17 +139,24 @@ def frame_count(path: Path) -> int | None:
     return n or None
 
 
+def video_source(path: Path, label: str, *, until_s: float | None = None,
+                 total: int | None = None, show_progress: bool = True) -> WatchedSource:
+    """A fresh decoder on `path`, with a progress bar labelled `label`."""
+    src = open_source(path)
+    bar = progress(total=total, desc=f"{path.stem}: {label}", unit="frame",
+                   enabled=show_progress)
+    return WatchedSource(src, source_id=src.source_id, nominal_fps=src.nominal_fps,
+                         until_s=until_s, bar=bar, close=src.close)
+
+
 def bench_video(engines: Engines, config: PipelineConfig, path: Path, *, repeat: int,
                 paced: bool, warmup_s: float, show_progress: bool) -> dict[str, Any]:
     """Warm-up, then `repeat` unpaced and (if `paced`) `repeat` paced runs of one video."""
     total = frame_count(path)
 
     def source(label: str, until_s: float | None = None) -> WatchedSource:
-        src = open_source(path)
-        bar = progress(total=total, desc=f"{path.stem}: {label}", unit="frame",
-                       enabled=show_progress)
-        return WatchedSource(src, source_id=src.source_id, nominal_fps=src.nominal_fps,
-                             until_s=until_s, bar=bar, close=src.close)
+        return video_source(path, label, until_s=until_s, total=total,
+                            show_progress=show_progress)
 
     if warmup_s > 0:
         replay_run(engines, config, source("warm-up", warmup_s), realtime=False)

@@ -19,6 +19,7 @@ from conftest import data_dir
 from benchmarks import cli, external, plots, results
 from benchmarks.datasets import DatasetError, Label, load_folder, resolve
 from benchmarks.driveby import VehicleWindow, approach_frames, assign, outcome, score
+from benchmarks.engines import with_setting
 from benchmarks.scoring import (
     MISSING,
     best_read,
@@ -126,6 +127,17 @@ def test_spread_median_of_runs_and_flatten():
             {"fps": 20.0, "n": 5, "name": "c", "x": {"y": 2.0}}]
     assert results.median_of(runs) == {"fps": 20.0, "n": 3, "name": "a", "x": {"y": 2.0}}
     assert results.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "d": None}
+
+
+def test_set_changes_one_pipeline_setting_and_refuses_unknown_ones():
+    from edge.config import PipelineConfig
+
+    config = with_setting(PipelineConfig(), "track.max_age_s=1.5")
+    assert config.track.max_age_s == 1.5 and config.detect == PipelineConfig().detect
+    with pytest.raises(ValueError, match="nope"):
+        with_setting(PipelineConfig(), "detect.nope=1")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        with_setting(PipelineConfig(), "detect.tiles")
 
 
 # --------------------------------------------------------------------------- data

@@ -234,8 +234,9 @@ def _cmd_expire(args: argparse.Namespace) -> int:
             raise WatchlistCommandError(e.args[0]) from None
     finally:
         store.close()
-    for e in changed:
-        print(f"entry {e.id}: {e.pattern} on {e.list} valid until {format_time(e.valid_until)}")
+    for done in changed:
+        until = format_time(done.valid_until)
+        print(f"entry {done.id}: {done.pattern} on {done.list} valid until {until}")
     return 0
 
 

@@ -273,7 +273,7 @@ class CompactIndex:
             return self
         self._records = np.concatenate(records)
         del records
-        self._record_bytes = memoryview(self._records).cast("B")
+        self._record_bytes = self._records.data.cast("B")
         self._patterns = b"".join(patterns)
         self._reasons = b"".join(reasons)
         keys = np.concatenate(exact_keys)

@@ -274,14 +274,16 @@ class WatchlistStore:
         now = time.time()
         with self._write() as db:
             self._ensure_list(db, name, policy, create)
+            existing: dict[tuple[str, str | None], Entry] = {}
             if replace_all or len(entries) > 1000:
                 existing = {(e.pattern, e.country): e for e in self._list_entries(db, name)}
-                old_of = existing.get
-            else:  # a few entries: look each up rather than read the whole list
 
-                def old_of(key: tuple[str, str | None]) -> Entry | None:
-                    found = self._find(db, name, key[0], key[1], any_country=False)
-                    return found[0] if found else None
+            def old_of(key: tuple[str, str | None]) -> Entry | None:
+                if replace_all or len(entries) > 1000:
+                    return existing.get(key)
+                # a few entries: look each up rather than read the whole list
+                found = self._find(db, name, key[0], key[1], any_country=False)
+                return found[0] if found else None
 
             changed: list[Entry] = []
             added = unchanged = 0
@@ -290,6 +292,7 @@ class WatchlistStore:
                 old = old_of((entry.pattern, entry.country))
                 if old is None:
                     cursor = db.execute(_INSERT, (*_row(entry)[1:], now, now))
+                    assert cursor.lastrowid is not None
                     changed.append(entry._replace(id=cursor.lastrowid))
                     added += 1
                     continue

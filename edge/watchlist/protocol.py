@@ -18,7 +18,7 @@ import re
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edge.watchlist.distance import MAX_PLATE_LEN
 from edge.watchlist.entry import FieldError, ListPolicy, check_list_name
@@ -116,20 +116,6 @@ class Update:
     policy: ListPolicy | None = None
     rows: tuple[Row, ...] = ()
     ids: tuple[int, ...] = ()
-    body: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
-
-    def to_body(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "v": VERSION, "epoch": self.epoch, "list": self.list, "seq": self.seq, "op": self.op
-        }  # fmt: skip
-        if self.op == "policy":
-            assert self.policy is not None
-            body["policy"] = self.policy.to_json()
-        elif self.op == "upsert":
-            body["entries"] = [row_to_wire(r) for r in self.rows]
-        elif self.op == "delete":
-            body["ids"] = list(self.ids)
-        return body
 
 
 def _int(value: object, what: str, lo: int = 0, hi: int = 2**62) -> int:
@@ -217,7 +203,7 @@ def parse_update(topic: bytes, body: Mapping[str, object]) -> Update:
         if not isinstance(items, list):
             raise ProtocolError("ids: expected a list")
         ids = tuple(_int(i, "id", 1) for i in items)
-    return Update(epoch, name, seq, op, policy, rows, ids, body)
+    return Update(epoch, name, seq, op, policy, rows, ids)
 
 
 def hugz_body(epoch: str, seqs: Mapping[str, int]) -> dict[str, object]:

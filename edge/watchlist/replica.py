@@ -196,7 +196,7 @@ class WatchlistReplica:
 
     def _stored(
         self, chunk: int = 20_000, now: float | None = None
-    ) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+    ) -> Iterator[tuple[np.ndarray, Sequence[str], Sequence[str]]]:
         """Records, patterns and reasons of the entries in force or yet to come at `now`."""
         cursor = self._db().execute(
             "SELECT record, pattern, reason FROM entries "

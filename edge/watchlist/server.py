@@ -99,7 +99,9 @@ class WatchlistServer:
         self._stop = threading.Event()
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None, data_dir: Path, keys: Any = None):
+    def from_config(
+        cls, section: Mapping[str, Any] | None, data_dir: Path, keys: Any = None
+    ) -> WatchlistServer | None:
         """From the collector's `watchlists:` section; None when distribution is off."""
         try:
             cfg = WatchlistsConfig.model_validate(section or {})
@@ -185,7 +187,7 @@ class WatchlistServer:
         try:
             while not self._stop.is_set():
                 timeout = max(0.0, min(next_look, next_hugz) - time.monotonic())
-                ready = dict(poller.poll(timeout * 1000))
+                ready = dict(poller.poll(int(timeout * 1000)))
                 if router in ready:
                     for _ in range(100):
                         try:

@@ -398,7 +398,7 @@ class WatchlistSync:
         assert self._dealer is not None and self._sub is not None
         self._rid += 1
         rid = self._rid
-        message = seal(topic, {**body, "v": VERSION, "rid": rid})
+        message: list[bytes] | None = seal(topic, {**body, "v": VERSION, "rid": rid})
         deadline = time.monotonic() + self.request_timeout_s
         poller = zmq.Poller()
         # A DEALER with no connected collector would block on send: wait until it can
@@ -409,7 +409,7 @@ class WatchlistSync:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            ready = dict(poller.poll(min(left, 0.2) * 1000))
+            ready = dict(poller.poll(int(min(left, 0.2) * 1000)))
             if self._sub in ready:
                 self._drain()
             events = ready.get(self._dealer, 0)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from edge import models
 from edge.config import ConfigError, EdgeConfig, PipelineConfig, load_config
+from edge.keys import KeyFileError
+from edge.logs import setup_logging
 
 log = logging.getLogger("edge")
 
@@ -85,28 +87,62 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import faulthandler
     import signal
+    import threading
 
-    from edge.service import EdgeService, install_log_scrubbing
+    from edge.health import LoopWatch
+    from edge.notify import Notifier, watchdog_period
+    from edge.service import EdgeService
 
-    install_log_scrubbing()
+    # systemd's watchdog kills a hung node with SIGABRT: every thread's stack goes to the log
+    faulthandler.enable()
+    notifier = Notifier.from_env()
     config = load_config(args.config)
     if not config.cameras:
         raise ConfigError(f"{args.config}: no cameras configured")
-    service = EdgeService(config)
+    stopping = threading.Event()
+    services: list[EdgeService] = []
 
     def stop(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            log.info("signal %s: already stopping", signal.Signals(signum).name)
+            return
         log.info("signal %s: stopping", signal.Signals(signum).name)
-        service.stop_event.set()
+        stopping.set()
+        for service in services:
+            service.stop_event.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service.start()
+    notifier.status("loading models")
+    service = EdgeService(config, events_out=sys.stdout if args.events == "stdout" else None)
+    services.append(service)
+    failed = False
     try:
-        service.wait()
+        if stopping.is_set():
+            return 0
+        service.start()
+        watch = LoopWatch(notifier, service.loops, period_s=watchdog_period(),
+                          stall_s=config.health.stall_s, faults=service.faults,
+                          status=service.status_line)
+        notifier.ready(service.status_line())
+        watch.start()
+        try:
+            failed = service.wait()
+        finally:
+            watch.stop()  # no ping may follow STOPPING
     finally:
-        service.stop()
-    return 0
+        notifier.stopping("stopping: finishing the passes in flight")
+        service.stop(timeout=args.stop_timeout)
+        notifier.close()
+    return 1 if failed else 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edge.check_config import check_config
+
+    return check_config(args.file, offline=args.offline, timeout_s=args.timeout, out=sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the cameras a config names (the unattended node)")
     p.add_argument("--config", type=Path, required=True, help="edge YAML config")
+    p.add_argument("--events", choices=["stdout", "none"], default="stdout",
+                   help="one JSON line per pass on stdout, or none (under systemd: the "
+                   "journal would keep every plate read past the store's retention)")
+    p.add_argument("--stop-timeout", type=float, default=20.0,
+                   help="seconds to finish and flush after SIGTERM (below the unit's "
+                   "TimeoutStopSec)")
     p.set_defaults(func=_run)
+
+    from edge.check_config import __doc__ as check_doc
+
+    p = sub.add_parser("check-config", help="check a node's config, models, keys and collector",
+                       description=check_doc,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", type=Path, help="edge YAML config")
+    p.add_argument("--offline", action="store_true", help="do not try the collector")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the collector's handshake")
+    p.set_defaults(func=_check_config)
 
     p = sub.add_parser("demo", help="make a drive-by clip in code (day and night), replay it "
                        "through the real pipeline and show what was read against what was there")
@@ -156,14 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, models.ModelError) as exc:
+    except (ConfigError, models.ModelError, KeyFileError) as exc:
         log.error("%s", exc)
         return 2
 

@@ -135,6 +135,25 @@ class WatchlistConfig(Strict):
     lists: list[str] | None = Field(None, description="only these lists (default: all)")
 
 
+class HealthConfig(Strict):
+    """How the node watches itself and shows it."""
+
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus "
+                                     "metrics on metrics_host:metrics_port; null: off")
+    metrics_host: str = Field("127.0.0.1", description="localhost unless a firewall "
+                              "guards the port")
+    stall_s: float = Field(20.0, ge=2, le=600, description="a camera loop that has not gone "
+                           "round this long is hung: systemd's watchdog pings stop and "
+                           "systemd restarts the node")
+    min_fps_fraction: float = Field(0.5, ge=0, le=1, description="a live camera delivering "
+                                    "less than this share of its nominal frame rate is slow; "
+                                    "0: never")
+    slow_after_s: float = Field(30.0, gt=0, description="slow this long: reported and "
+                                "reconnected, with back-off")
+    recover_s: float = Field(60.0, ge=0, description="a camera that froze, went black, died "
+                             "or was slow is reported so until live again this long")
+
+
 class EdgeConfig(PipelineConfig):
     node_id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     state_dir: Path = Path("var/edge")
@@ -144,6 +163,7 @@ class EdgeConfig(PipelineConfig):
     link: LinkConfig = LinkConfig()
     store: StoreConfig = StoreConfig()
     watchlists: WatchlistConfig = WatchlistConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _cameras_inherit(self) -> EdgeConfig:

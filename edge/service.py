@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
-import sys
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,14 +18,22 @@ import cv2
 import zmq
 
 from edge import keys
-from edge.config import CameraConfig, EdgeConfig, config_hash
+from edge.config import CameraConfig, EdgeConfig, HealthConfig, config_hash
+from edge.health import CameraHealth, Loop
 from edge.link.outbox import Outbox
 from edge.link.protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.link.sender import HitSender
 from edge.models import load_manifest
 from edge.pipeline import Engines, VideoPipeline
-from edge.sources import ScrubbingFilter, Source, SourceError, open_source, scrub_url
-from edge.types import PlateEvent
+from edge.sources import (
+    Backoff,
+    ScrubbingFilter,
+    Source,
+    SourceError,
+    open_source,
+    scrub_url,
+)
+from edge.types import Frame, PlateEvent
 from edge.watchlist.matcher import Matcher
 from edge.watchlist.replica import WatchlistReplica
 from edge.watchlist.sync import WatchlistSync
@@ -34,91 +43,183 @@ log = logging.getLogger(__name__)
 MAX_HITS_PER_EVENT = 3  # one read may be on several lists; each list's operators hear of it
 CROP_MAX_WIDTH = 400
 SCENE_MAX_WIDTH = 960
+# A live source is asked for a frame at least this often, so that a camera loop goes
+# round (and shows it is not hung) while its camera is away and being reconnected.
+POLL_S = 0.5
+OPEN_WAIT_S = 30.0  # start() waits this long at most for every camera's first open
+STORE_FULL = 0.9  # share of the disk budget at which the node calls itself unhealthy
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("anpr-edge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
 class CameraStatus:
+    """A camera's counters, written by its own thread and read by anyone."""
+
     camera: str
-    state: str = "starting"
     fps: float = 0.0
     frames: int = 0
     processed: int = 0
     events: int = 0
     hits: int = 0
     errors: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    lag_ms: float = 0.0
     last_error: str = ""
-    last_loop: float = field(default_factory=time.monotonic)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "fps": round(self.fps, 2), "frames": self.frames,
-                "processed": self.processed, "events": self.events, "hits": self.hits,
-                "errors": self.errors, "last_error": self.last_error}
+    last_loop: float = field(default_factory=time.monotonic)  # each turn of the loop
 
 
 class CameraWorker:
-    """One camera: its source, its pipeline, its thread. A broken frame or a dead stream
-    is reported and survived; the node's other cameras go on."""
+    """One camera: its source, its pipeline, its thread. A broken frame or a dead, frozen,
+    black or slow stream is reported and survived; the node's other cameras go on.
+
+    The loop goes round for every frame, and every POLL_S while a live camera is
+    away, and stamps `status.last_loop` each time: the watchdog's sign of progress.
+    """
 
     def __init__(self, camera: CameraConfig, engines: Engines,
                  on_event: Callable[[CameraConfig, PlateEvent, float], None],
-                 stop: threading.Event, *, reopen_s: float = 5.0,
-                 source_factory: Callable[[CameraConfig], Source] | None = None):
+                 stop: threading.Event, *, health: HealthConfig | None = None,
+                 source_factory: Callable[[CameraConfig], Source] | None = None,
+                 backoff: Backoff | None = None):
         self.camera = camera
         self.engines = engines
         self.on_event = on_event
         self.stop = stop
-        self.reopen_s = reopen_s
+        h = health or HealthConfig()
+        self.health = CameraHealth(camera.id, min_fps_fraction=h.min_fps_fraction,
+                                   slow_after_s=h.slow_after_s, recover_s=h.recover_s)
+        self.backoff = backoff or Backoff(1.0, 60.0)
         self.status = CameraStatus(camera.id)
         self.source: Source | None = None
+        self.opened = threading.Event()  # the first attempt to open the source is over
         self._open = source_factory or (lambda c: open_source(c.source, source_id=c.id,
                                                               fps=c.fps))
+        self._clock_ref: tuple[float, float] | None = None  # (wall, pts) of the last frame
+        self._source_reconnects = 0  # the open source's own count, already added in
         self.thread = threading.Thread(target=self._run, name=f"camera-{camera.id}",
                                        daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
+    @property
+    def failed(self) -> bool:
+        return self.health.state == "failed"
+
+    def loop(self) -> Loop | None:
+        """This camera's loop for the watchdog, while it runs."""
+        if not self.thread.is_alive():
+            return None
+        return Loop(f"camera {self.camera.id}", self.status.last_loop, self.thread.ident)
+
+    def to_json(self) -> dict[str, Any]:
+        s, h = self.status, self.health
+        return {"state": h.state, "ok": h.ok, "detail": scrub_url(h.detail),
+                "since": dt.datetime.fromtimestamp(h.since, dt.UTC).isoformat(timespec="seconds"),
+                "fps": round(s.fps, 2), "frames": s.frames, "processed": s.processed,
+                "events": s.events, "hits": s.hits, "errors": s.errors, "dropped": s.dropped,
+                "reconnects": s.reconnects, "lag_ms": round(s.lag_ms, 1),
+                "last_error": s.last_error}
+
+    # ------------------------------------------------------------------ the loop
+
+    def _beat(self) -> None:
+        self.status.last_loop = time.monotonic()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # a bug, not a bad stream: the node should restart
+            self.health.set("failed", scrub_url(repr(exc)))
+            log.exception("camera %s: the camera loop failed", self.camera.id)
+        finally:
+            self.opened.set()
+
+    def _serve(self) -> None:
         assert self.camera.pipeline is not None
         pipeline = VideoPipeline(self.engines, self.camera.pipeline, self.camera.id,
                                  scene_width=SCENE_MAX_WIDTH)
-        wait = 1.0
-        while not self.stop.is_set():
-            try:
-                self.source = self._open(self.camera)
-            except SourceError as exc:
-                self._failed(f"cannot open source: {exc}")
-                self.stop.wait(wait)
-                wait = min(wait * 2, 60.0)
-                continue
-            wait = 1.0
-            self.status.state = "live"
-            self._consume(self.source, pipeline)
-            if self.source.live or self.stop.is_set():
-                break
-            # a file or folder ran out: the camera is done (replays end; live ones reconnect)
-            self.status.state = "ended"
-            break
-        for event in pipeline.finish():
-            self._emit(event, time.time())
-        if self.status.state != "ended":
-            self.status.state = "stopped"
+        try:
+            while not self.stop.is_set():
+                source = self._open_source()
+                if source is None:
+                    continue
+                try:
+                    outcome = self._consume(source, pipeline)
+                finally:
+                    self.source = None
+                    source.close()
+                if outcome != "slow":
+                    break
+                self.status.reconnects += 1
+                self._pause(self.backoff.next_delay())
+        finally:
+            # the passes still open are emitted: a vehicle in view at shutdown is not lost
+            flushed = pipeline.finish()
+            for event in flushed:
+                self._emit(event, self._wall_of(event))
+            if self.health.state != "ended":
+                self.health.set("stopped")
+            log.info("camera %s: %s after %d frames; %d pass(es) in flight flushed",
+                     self.camera.id, self.health.state, self.status.frames, len(flushed))
 
-    def _consume(self, source: Source, pipeline: VideoPipeline) -> None:
-        started, count = time.monotonic(), 0
-        for frame in source:
-            self.status.last_loop = time.monotonic()
+    def _open_source(self) -> Source | None:
+        try:
+            source = self._open(self.camera)
+        except SourceError as exc:
+            self._failed(f"cannot open source: {exc}")
+            self.health.set("dead", scrub_url(str(exc)))
+            self.opened.set()
+            self._pause(self.backoff.next_delay())
+            return None
+        self.opened.set()
+        self.source = source
+        self._source_reconnects = 0
+        return source
+
+    def _pause(self, seconds: float) -> None:
+        """Wait, going round all the while: waiting to retry is not being hung."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set():
+            self._beat()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(POLL_S, left))
+
+    def _frames(self, source: Source) -> Iterator[Frame | None]:
+        """The source's frames; None now and then while a live source has none to give."""
+        read = getattr(source, "read", None)
+        if not (source.live and callable(read)):
+            yield from source
+            return
+        while True:
+            frame = read(timeout=POLL_S)
+            if frame is None and source.health().state == "ended":
+                return  # closed
+            yield frame
+
+    def _consume(self, source: Source, pipeline: VideoPipeline) -> str:
+        """Run frames through the pipeline: 'ended' (a file ran out), 'stopped', or 'slow'
+        (a live camera to reopen)."""
+        for frame in self._frames(source):
+            self._beat()
             if self.stop.is_set():
-                break
+                return "stopped"
+            if self._observe(source):
+                return "slow"
+            if frame is None:
+                continue
             self.status.frames += 1
-            count += 1
-            elapsed = time.monotonic() - started
-            if elapsed >= 5.0:
-                self.status.fps, started, count = count / elapsed, time.monotonic(), 0
+            self.status.lag_ms = max(0.0, (time.time() - frame.wall) * 1000)
+            self._clock_ref = (frame.wall, frame.pts)
             if not pipeline.wants(frame.pts):
                 continue
             try:
@@ -129,8 +230,34 @@ class CameraWorker:
                 continue
             self.status.processed += result.processed
             for event in result.events:
-                # the frame's wall clock, less how long ago the vehicle was last seen
-                self._emit(event, frame.wall - (frame.pts - event.last_seen))
+                self._emit(event, self._wall_of(event))
+        if source.live:
+            return "stopped"
+        self._observe(source)
+        self.health.set("ended")
+        return "ended"
+
+    def _observe(self, source: Source) -> bool:
+        """Take the source's health; True when it should be reopened."""
+        h = source.health()
+        self.status.fps = h.fps
+        self.status.dropped = h.dropped
+        if h.reconnects > self._source_reconnects:
+            self.status.reconnects += h.reconnects - self._source_reconnects
+            self._source_reconnects = h.reconnects
+        if h.last_error:
+            self.status.last_error = scrub_url(h.last_error)
+        reopen = self.health.observe(h, source.nominal_fps if source.live else None)
+        if self.health.state == "live":
+            self.backoff.reset()  # well for `recover_s`: the next trouble starts afresh
+        return reopen
+
+    def _wall_of(self, event: PlateEvent) -> float:
+        """When the vehicle was last seen: the frame's wall clock, less how long before it."""
+        if self._clock_ref is None:
+            return time.time()
+        wall, pts = self._clock_ref
+        return wall - (pts - event.last_seen)
 
     def _emit(self, event: PlateEvent, seen_wall: float) -> None:
         self.status.events += 1
@@ -138,8 +265,8 @@ class CameraWorker:
             self.on_event(self.camera, event, seen_wall)
         except Exception:
             self.status.errors += 1
-            log.exception("camera %s: handling the event for %s failed", self.camera.id,
-                          event.text)
+            log.exception("camera %s: handling the event of track %d failed", self.camera.id,
+                          event.track_id)
 
     def _failed(self, message: str) -> None:
         message = scrub_url(message)
@@ -148,18 +275,26 @@ class CameraWorker:
 
 
 class EdgeService:
-    """All of a node: models, cameras, watchlist replica, outbox and the link."""
+    """All of a node: models, cameras, watchlist replica, outbox and the link.
 
-    def __init__(self, config: EdgeConfig, *, out: TextIO | None = None,
-                 engines: Engines | None = None):
+    `events_out`, when given, gets one JSON line for each pass, written after the
+    pass is stored (a line seen there is a pass that survives a power cut).
+    """
+
+    def __init__(self, config: EdgeConfig, *, events_out: TextIO | None = None,
+                 engines: Engines | None = None,
+                 source_factory: Callable[[CameraConfig], Source] | None = None):
         self.config = config
-        self.out = out or sys.stdout
+        self.events_out = events_out
         self.stop_event = threading.Event()
+        self.started = time.monotonic()
         self.ctx: zmq.Context | None = None
-        state = Path(config.state_dir)
-        state.mkdir(parents=True, exist_ok=True)
+        self.version = _version()
+        self.config_hash = config_hash(config)
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         store = config.store
-        self.outbox = Outbox(state / "outbox.db", retention_s=store.retention_h * 3600,
+        self.outbox = Outbox(self.state_dir / "outbox.db", retention_s=store.retention_h * 3600,
                              disk_budget_bytes=int(store.disk_budget_mb * 1024**2))
         self.engines = engines or Engines(
             load_manifest(config.models_dir),
@@ -167,17 +302,21 @@ class EdgeService:
             vehicles=any(c.pipeline and c.pipeline.detect.mode != "full"
                          for c in config.cameras),
             threads=config.threads or None)
-        self.replica = WatchlistReplica(state / "watchlists.db")
+        self.replica = WatchlistReplica(self.state_dir / "watchlists.db")
         self.sync: WatchlistSync | None = None
         self.sender: HitSender | None = None
+        self.metrics: Any = None
         self._matcher: Matcher | None = None
-        self.workers = [CameraWorker(c, self.engines, self.handle_event, self.stop_event)
+        self.workers = [CameraWorker(c, self.engines, self.handle_event, self.stop_event,
+                                     health=config.health, source_factory=source_factory)
                         for c in config.cameras]
         self._lock = threading.Lock()
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Open the link and the cameras; returns once every camera has tried its source."""
         self.ctx = zmq.Context()
         wl, link = self.config.watchlists, self.config.link
         if link.collector or wl.collector:
@@ -196,31 +335,58 @@ class EdgeService:
             self.sender.start()
         for worker in self.workers:
             worker.start()
+        deadline = time.monotonic() + OPEN_WAIT_S
+        for worker in self.workers:
+            if not worker.opened.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("camera %s: source not open after %.0f s; going on",
+                            worker.camera.id, OPEN_WAIT_S)
+        health = self.config.health
+        if health.metrics_port is not None:
+            from edge.metrics import MetricsServer
+
+            try:
+                self.metrics = MetricsServer(self.status, health.metrics_host, health.metrics_port)
+            except OSError as exc:  # the node reads plates without its metrics
+                log.error("metrics: cannot listen on %s:%d: %s", health.metrics_host,
+                          health.metrics_port, exc)
         log.info("node %s: %d camera(s) started; models %s; config %s", self.config.node_id,
-                 len(self.workers), self.engines.versions(), config_hash(self.config))
+                 len(self.workers), self.engines.versions(), self.config_hash)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop taking frames, finish the events in flight, flush, close sockets."""
+        if self._closed:
+            return
         self.stop_event.set()
-        for worker in self.workers:
-            worker.close()
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            worker.thread.join(max(0.1, deadline - time.monotonic()))
+            if worker.thread.ident is None:
+                continue  # never started (stopped while loading, or start() failed)
+            worker.thread.join(max(0.1, deadline - time.monotonic() - 2.0))
+            if worker.thread.is_alive():
+                log.error("camera %s: did not stop within %.0f s; its passes in flight are "
+                          "lost", worker.camera.id, timeout)
+        if self.metrics is not None:
+            self.metrics.close()
         if self.sender is not None:
-            self.sender.stop(timeout=max(0.5, deadline - time.monotonic()))
+            self.sender.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
         if self.sync is not None:
             self.sync.stop()
-        self.outbox.close()
+        with self._lock:
+            self._closed = True
+            self.outbox.close()
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
+        log.info("node %s: stopped", self.config.node_id)
 
-    def wait(self) -> None:
-        """Until every camera has ended (replays) or stop() is called."""
-        while not self.stop_event.is_set():
+    def wait(self) -> bool:
+        """Until every camera has ended (replays), stop() is called or a camera loop failed
+        (then True: the process should exit and be restarted)."""
+        while not self.stop_event.wait(0.5):
+            if any(w.failed for w in self.workers):
+                return True
             if all(not w.thread.is_alive() for w in self.workers):
-                return
-            self.stop_event.wait(0.5)
+                return False
+        return False
 
     # ------------------------------------------------------------------ events
 
@@ -235,18 +401,23 @@ class EdgeService:
     def handle_event(self, camera: CameraConfig, event: PlateEvent, seen_wall: float) -> None:
         seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
         hits = self.matcher.match(event.text, event.country, now=seen_wall)
-        line = event.to_json() | {"camera": camera.id, "seen_at": seen_at.isoformat(),
-                                  "hits": [h.entry.list for h in hits[:MAX_HITS_PER_EVENT]]}
-        with self._lock:
-            print(json.dumps(line), file=self.out, flush=True)
         crop = _jpeg(event.best_crop, CROP_MAX_WIDTH)
-        if not hits:
+        if hits:
+            self._store_hits(camera, event, hits, seen_at, crop)
+        else:
             self.outbox.record_read(camera.id, event.text, seen_at=seen_at,
                                     confidence=event.confidence, crop_jpeg=crop,
                                     details={"formatted": event.formatted,
                                              "country": event.country,
                                              "direction": event.direction})
-            return
+        if self.events_out is not None:
+            line = event.to_json() | {"camera": camera.id, "seen_at": seen_at.isoformat(),
+                                      "hits": [h.entry.list for h in hits[:MAX_HITS_PER_EVENT]]}
+            with self._lock:
+                print(json.dumps(line), file=self.events_out, flush=True)
+
+    def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Any],
+                    seen_at: dt.datetime, crop: bytes) -> None:
         loc = camera.location
         location = CameraLocation(lat=loc.lat, lon=loc.lon, road=loc.road or "",
                                   direction=loc.direction or event.direction)
@@ -266,24 +437,75 @@ class EdgeService:
             message = HitMessage(node=self.config.node_id, camera=camera.id, seen_at=seen_at,
                                  plate=plate, match=match, location=location,
                                  crop_jpeg=crop, scene_jpeg=event.scene_jpeg or b"")
-            self.outbox.add_hit(message)
-            log.warning("camera %s: HIT %s on list %s (%s, %s %.1f): %s", camera.id,
-                        event.formatted, entry.list, entry.category, hit.kind, hit.distance,
-                        entry.reason)
+            hit_id = self.outbox.add_hit(message)
+            # neither plate nor reason: the journal outlives the outbox, and a cabinet
+            # beside the road is no place to learn who is wanted for what
+            log.warning("camera %s: HIT %s on list %s (entry %s, %s match)", camera.id, hit_id,
+                        entry.list, entry.id, hit.kind)
             for worker in self.workers:
                 if worker.camera.id == camera.id:
                     worker.status.hits += 1
 
     # ------------------------------------------------------------------ health
 
+    def loops(self) -> list[Loop]:
+        """The camera loops running now, for the watchdog."""
+        return [loop for w in self.workers if (loop := w.loop()) is not None]
+
+    def faults(self) -> list[str]:
+        """What is broken beyond a camera's own stream: the watchdog stops pinging for it."""
+        found = [f"camera {w.camera.id}: loop failed ({w.health.detail})"
+                 for w in self.workers if w.failed]
+        if self.sender is not None and self.sender.error is not None:
+            found.append(f"hit sender died: {self.sender.error!r}")
+        return found
+
     def status(self) -> dict[str, Any]:
-        """What a heartbeat carries about this node."""
+        """What a heartbeat carries about this node (and what the metrics show)."""
+        cameras = {w.camera.id: w.to_json() for w in self.workers}
+        outbox = self.outbox.stats()
+        budget = outbox["budget_bytes"]
+        disk = {"used_bytes": outbox["used_bytes"], "budget_bytes": budget,
+                "used_fraction": round(outbox["used_bytes"] / budget, 4) if budget else 0.0,
+                "free_bytes": shutil.disk_usage(self.state_dir).free}
+        link = None
+        if self.sender is not None:
+            st = self.sender.stats
+            link = {"up": st.link_up, "sent": st.sent, "acked": st.acked, "resent": st.resent,
+                    "rejected": st.rejected, "heartbeats": st.heartbeats}
+        problems = [f"camera {c}: {s['state']}" + (f" ({s['detail']})" if s["detail"] else "")
+                    for c, s in cameras.items() if not s["ok"]]
+        problems += self.faults()
+        stall_s = self.config.health.stall_s
+        now = time.monotonic()
+        problems += [f"{loop.name}: no progress for {now - loop.last:.0f} s"
+                     for loop in self.loops() if now - loop.last >= stall_s]
+        if disk["used_fraction"] >= STORE_FULL:
+            problems.append(f"store at {disk['used_fraction']:.0%} of its disk budget")
         return {
-            "cameras": {w.camera.id: w.status.to_json() for w in self.workers},
+            "node": self.config.node_id,
+            "version": self.version,
+            "uptime_s": round(now - self.started, 1),
+            "heartbeat_s": self.config.link.heartbeat_s,
+            "health": {"ok": not problems, "problems": problems},
+            "cameras": cameras,
+            "queue": {"hits_waiting": outbox["backlog"], "hits_held": outbox["held"]},
+            "outbox": outbox,
+            "disk": disk,
+            "link": link,
             "models": self.engines.versions(),
-            "config": config_hash(self.config),
+            "config": self.config_hash,
             "watchlists": self.sync.status() if self.sync is not None else None,
         }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (`systemctl status`)."""
+        parts = []
+        for w in self.workers:
+            s = w.health.state
+            parts.append(f"{w.camera.id} {s} {w.status.fps:.1f} fps" if s == "live"
+                         else f"{w.camera.id} {s}")
+        return f"{len(self.workers)} camera(s): " + ", ".join(parts)
 
 
 def _jpeg(image: Any, max_width: int) -> bytes:

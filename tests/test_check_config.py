@@ -1,0 +1,157 @@
+"""`anpr-edge check-config FILE`: each check's line, and an exit status that says which failed.
+
+Models are small stand-in files under a manifest of their own (the check is about
+presence and hashes, not about what the files hold); the collector is a real one on
+127.0.0.1, with real CURVE keys and an allow-list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import zmq
+from test_link_support import free_port, make_keys, start_collector
+
+from edge.check_config import EXIT_COLLECTOR, EXIT_CONFIG, EXIT_KEYS, EXIT_MODELS, EXIT_OK
+from edge.cli import main
+
+FILES = {"plates": ("plates.onnx", b"a plate detector"),
+         "ocr-ppocrv6-small": ("ocr.onnx", b"a text recogniser")}
+
+
+def fake_models(root: Path) -> Path:
+    """A manifest naming two small files, with their hashes; the plates one 'exported'."""
+    models = root / "models"
+    models.mkdir()
+    manifest, prepared = [], {}
+    for name, (file, body) in FILES.items():
+        (models / file).write_bytes(body)
+        digest = hashlib.sha256(body).hexdigest()
+        export = 'export = "ultralytics-onnx"\n' if name == "plates" else ""
+        manifest.append(
+            f'[models.{name}]\ndescription = "test"\npackage = "p"\nversion = "1"\n'
+            f'member = "m"\nsha256 = "{digest}"\nfile = "{file}"\nlicence = "x"\n'
+            f'kind = "k"\ninput_size = 1\n{export}')
+        prepared[file] = {"model": name, "sha256": digest}
+    (models / "manifest.toml").write_text("\n".join(manifest))
+    (models / "prepared.json").write_text(json.dumps({"files": prepared}))
+    return models
+
+
+def write_config(root: Path, extra: str = "") -> Path:
+    path = root / "edge.yaml"
+    path.write_text(
+        f"node_id: edge-7\nstate_dir: {root / 'state'}\nmodels_dir: {root / 'models'}\n"
+        "cameras:\n  - id: north\n    source: rtsp://cam.example/s\n" + extra)
+    return path
+
+
+def check(capsys, path: Path, *args: str) -> tuple[int, dict[str, str]]:
+    code = main(["check-config", str(path), *args])
+    lines = capsys.readouterr().out.splitlines()
+    return code, {line.split()[0]: line for line in lines if line and not line[0].isspace()}
+
+
+@pytest.fixture
+def node(tmp_path):
+    fake_models(tmp_path)
+    return tmp_path
+
+
+def test_a_good_config_without_a_collector_passes(node, capsys):
+    code, lines = check(capsys, write_config(node))
+    assert code == EXIT_OK
+    assert "ok" in lines["config"] and "edge-7" in lines["config"] and "north" in lines["config"]
+    assert lines["models"].split()[1] == "ok" and "plates" in lines["models"]
+    assert lines["keys"].split()[1] == "skip" and lines["collector"].split()[1] == "skip"
+
+
+def test_an_unknown_key_is_an_error_that_names_it(node, capsys):
+    path = write_config(node, "health:\n  metrics_prot: 9100\n")
+    code, lines = check(capsys, path)
+    assert code == EXIT_CONFIG == 2
+    assert "FAIL" in lines["config"] and "health.metrics_prot" in lines["config"]
+    assert "Extra inputs are not permitted" in lines["config"]
+    assert all(lines[n].split()[1] == "skip" for n in ("models", "keys", "collector"))
+
+
+def test_a_model_that_fails_its_hash_is_named_with_the_fix(node, capsys):
+    (node / "models" / "ocr.onnx").write_bytes(b"replaced")
+    code, lines = check(capsys, write_config(node))
+    assert code == EXIT_MODELS == 3
+    assert "ocr-ppocrv6-small" in lines["models"] and "fails its hash" in lines["models"]
+    assert "prepare-models" in lines["models"]
+    (node / "models" / "plates.onnx").unlink()
+    code, lines = check(capsys, write_config(node))
+    assert code == EXIT_MODELS and "missing" in lines["models"]
+
+
+def collector_config(node: Path, creds: Path, endpoint: str, key: str = "collector") -> Path:
+    return write_config(node, f"link:\n  collector: {endpoint}\n  credentials_dir: {creds}\n"
+                        f"  collector_key: {key}\n")
+
+
+def test_missing_or_unreadable_keys_fail_the_keys_check(node, capsys):
+    creds = node / "creds"
+    creds.mkdir()
+    code, lines = check(capsys, collector_config(node, creds, "tcp://127.0.0.1:9"))
+    assert code == EXIT_KEYS == 4
+    assert "edge-7.key_secret" in lines["keys"] and "not found" in lines["keys"]
+    assert lines["collector"].split()[1] == "skip"
+    (creds / "edge-7.key_secret").write_text("not a certificate\n")
+    code, lines = check(capsys, collector_config(node, creds, "tcp://127.0.0.1:9"))
+    assert code == EXIT_KEYS and "CURVE" in lines["keys"]
+
+
+@pytest.fixture
+def collector(tmp_path):
+    keys = make_keys(tmp_path / "pki")
+    ctx = zmq.Context()
+    service = start_collector(tmp_path / "pki", keys, ctx)
+    yield keys, service
+    service.stop()
+    ctx.term()
+
+
+def edge_creds(node: Path, keys, *, allowed: bool = True) -> Path:
+    """The node's credentials directory: its own pair and the collector's public key."""
+    keys.edge("edge-7", allowed=allowed)
+    creds = keys.edge_dir("edge-7")
+    shutil.copy(keys.collector_dir / "collector.key", creds / "collector.key")
+    return creds
+
+
+def test_the_collector_answers(node, collector, capsys):
+    keys, service = collector
+    path = collector_config(node, edge_creds(node, keys), service.endpoint)
+    code, lines = check(capsys, path)
+    assert code == EXIT_OK, lines
+    assert lines["keys"].split()[1] == "ok"
+    assert "answered" in lines["collector"] and service.endpoint in lines["collector"]
+    code, lines = check(capsys, path, "--offline")
+    assert code == EXIT_OK and "--offline" in lines["collector"]
+
+
+def test_a_collector_that_refuses_this_node_says_so(node, collector, capsys):
+    keys, service = collector
+    path = collector_config(node, edge_creds(node, keys, allowed=False), service.endpoint)
+    code, lines = check(capsys, path)
+    assert code == EXIT_COLLECTOR == 5
+    assert "refused this node's key" in lines["collector"] and "edge-7" in lines["collector"]
+
+
+def test_a_wrong_collector_key_or_no_collector_fails_the_collector_check(node, collector,
+                                                                        capsys):
+    keys, service = collector
+    creds = edge_creds(node, keys)
+    shutil.copy(creds / "edge-7.key", creds / "impostor.key")  # a key, not the collector's
+    code, lines = check(capsys, collector_config(node, creds, service.endpoint, "impostor"),
+                        "--timeout", "1")
+    assert code == EXIT_COLLECTOR and "collector.key" in lines["collector"]
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    code, lines = check(capsys, collector_config(node, creds, nobody), "--timeout", "0.3")
+    assert code == EXIT_COLLECTOR and "no answer within 0.3 s" in lines["collector"]

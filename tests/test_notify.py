@@ -213,3 +213,33 @@ def test_node_says_ready_pings_while_its_camera_is_away_and_says_stopping(tmp_pa
     assert "gate" in ready_msg["STATUS"]
     text = (tmp_path / "edge.log").read_text()
     assert "camera=gate" in text and "signal SIGTERM: stopping" in text
+
+
+def test_collector_says_ready_pings_and_says_stopping(tmp_path):
+    from test_link_support import collector_config, make_keys
+
+    keys = make_keys(tmp_path / "pki")
+    cfg = collector_config(tmp_path / "pki", keys, f"tcp://127.0.0.1:{free_port()}")
+    config = tmp_path / "collector.yaml"
+    config.write_text(f"listen: {cfg.listen}\ndata_dir: {cfg.data_dir}\n"
+                      f"credentials_dir: {cfg.credentials_dir}\n"
+                      f"allowed_keys_dir: {cfg.allowed_keys_dir}\n")
+    listener = NotifySocket(tmp_path)
+    env = child_env() | {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "400000"}
+    log = (tmp_path / "collector.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "edge.collector.cli", "run", "--config",
+                             str(config)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        listener.wait_for(lambda k: k.count("WATCHDOG") >= 3, "READY and three pings", 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        listener.close()
+    kinds = listener.kinds()
+    assert kinds[0] == "READY" and kinds[-1] == "STOPPING"
+    assert set(kinds[1:-1]) == {"WATCHDOG"}
+    assert cfg.listen in listener.messages[0]["STATUS"]

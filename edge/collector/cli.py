@@ -150,25 +150,71 @@ def _cmd_hits(args: argparse.Namespace) -> int:
     return 0
 
 
+LATE_BEATS = 3  # heartbeats a node may miss before it is late
+MIN_LATE_S = 30.0
+
+
+def judge_node(n: dict[str, Any], now: dt.datetime,
+               late_after_s: float | None = None) -> tuple[str, list[str]]:
+    """'ok', 'late' or 'unhealthy', and why: late when no heartbeat came for
+    `late_after_s` (default: three of the node's own heartbeat intervals, at least 30 s);
+    unhealthy when its last status says something is wrong (a camera frozen, black,
+    dead or slow, a hung loop, a store near its budget)."""
+    status = n.get("status") or {}
+    health = status.get("health")
+    problems = []
+    if isinstance(health, dict) and not health.get("ok", True):
+        problems = [str(p) for p in health.get("problems") or []] or ["unhealthy"]
+    if not n.get("last_seen"):
+        return "late", ["never heard"]
+    age = (now - dt.datetime.fromisoformat(n["last_seen"])).total_seconds()
+    beat = status.get("heartbeat_s")
+    limit = late_after_s or max(MIN_LATE_S, LATE_BEATS * float(
+        beat if isinstance(beat, int | float) else 10.0))
+    if age > limit:
+        return "late", [f"not heard for {age:.0f} s (late after {limit:.0f} s)", *problems]
+    return ("unhealthy" if problems else "ok"), problems
+
+
 def _cmd_nodes(args: argparse.Namespace) -> int:
     store = _open_store(_db_path(args), wait=False)
     try:
         nodes = store.nodes()
     finally:
         store.close()
-    if args.json:
-        print(json.dumps(nodes))
-        return 0
     now = dt.datetime.now(dt.UTC)
     for n in nodes:
+        n["verdict"], n["problems"] = judge_node(n, now, args.late)
+    if args.problems:
+        nodes = [n for n in nodes if n["verdict"] != "ok"]
+    if args.json:
+        print(json.dumps(nodes))
+        return 1 if args.problems and nodes else 0
+    for n in nodes:
+        status = n.get("status") or {}
         age = now - dt.datetime.fromisoformat(n["last_seen"]) if n["last_seen"] else None
-        backlog = ((n.get("status") or {}).get("outbox") or {}).get("backlog", "?")
+        backlog = (status.get("outbox") or {}).get("backlog", "?")
+        disk = (status.get("disk") or {}).get("used_fraction")
+        states = status.get("cameras") or {}
         cams = ", ".join(
-            f"{c['camera']} {_ago(now, c['last_seen'])}" for c in n["cameras"]
+            f"{c['camera']} {_camera_state(states.get(c['camera']))}{_ago(now, c['last_seen'])}"
+            for c in n["cameras"]
         )  # fmt: skip
         seen = "never" if age is None else f"{age.total_seconds():.0f} s ago"
-        print(f"{n['node']:<20} heard {seen:<12} backlog {backlog:<6} {n['address'] or ''}  {cams}")
-    return 0
+        used = "?" if not isinstance(disk, int | float) else f"{disk:.0%}"
+        print(f"{n['node']:<20} {n['verdict'].upper():<10} heard {seen:<12} backlog "
+              f"{backlog:<6} disk {used:<5} {n['address'] or ''}  {cams}")
+        for problem in n["problems"]:
+            print(f"{'':<20} ! {problem}")
+    return 1 if args.problems and nodes else 0
+
+
+def _camera_state(state: dict[str, Any] | None) -> str:
+    if not isinstance(state, dict) or "state" not in state:
+        return ""
+    if state["state"] == "live":
+        return f"live {state.get('fps', 0):.1f} fps, "
+    return f"{str(state['state']).upper()}, "
 
 
 def _ago(now: dt.datetime, when: str | None) -> str:
@@ -216,9 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object a line")
     sp.set_defaults(func=_cmd_hits)
 
-    sp = sub.add_parser("nodes", help="when each node and camera was last heard")
+    sp = sub.add_parser("nodes", help="each node: late or unhealthy, when it and its cameras "
+                        "were last heard, backlog and disk")
     with_config(sp)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--late", type=float, metavar="SECONDS",
+                    help="late after this long unheard (default: three heartbeats, >= 30 s)")
+    sp.add_argument("--problems", action="store_true",
+                    help="only nodes late or unhealthy; exit status 1 if there are any")
     sp.set_defaults(func=_cmd_nodes)
 
     sp = sub.add_parser("keygen", help="make a CURVE key pair NAME.key / NAME.key_secret")

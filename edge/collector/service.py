@@ -47,6 +47,7 @@ from edge.link.protocol import (
     Reject,
     decode_message,
 )
+from edge.notify import Notifier, watchdog_period
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,11 @@ class CollectorService:
     def alive(self) -> bool:
         return all(t is not None and t.is_alive() for t in (self._writer, self._receiver))
 
-    def run_forever(self) -> None:
-        """Start, then run until SIGTERM or SIGINT."""
+    def run_forever(self, notifier: Notifier | None = None) -> None:
+        """Start, then run until SIGTERM or SIGINT.  Under systemd (Type=notify) say READY
+        once listening, ping the watchdog while both threads live, and say STOPPING."""
+        notifier = notifier or Notifier.from_env()
+        period = watchdog_period()
         done = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -267,11 +271,16 @@ class CollectorService:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
+        notifier.ready(f"listening on {self.endpoint}")
         try:
             next_stats = next_trim = time.monotonic() + 60
-            while not done.wait(1.0):
+            next_ping = 0.0
+            while not done.wait(min(1.0, period or 1.0)):
                 if not self.alive():
                     raise RuntimeError("a collector thread died; see the log above")
+                if period and time.monotonic() >= next_ping:
+                    notifier.watchdog()
+                    next_ping = time.monotonic() + period
                 if time.monotonic() >= next_trim:
                     # Hand back to the system what a backlog left free, so the process
                     # does not keep the size of its worst minute.  (Not more often: the
@@ -282,6 +291,7 @@ class CollectorService:
                     log.info("stats %s", json.dumps(self.stats(), sort_keys=True))
                     next_stats = time.monotonic() + 60
         finally:
+            notifier.stopping()
             self.stop()
 
     def stats(self) -> dict[str, Any]:

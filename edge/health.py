@@ -60,7 +60,8 @@ class CameraHealth:
         """Take the source's latest health; True when the camera should be reopened."""
         now = self._clock()
         reopen = False
-        source = health.state
+        source: str = health.state
+        state: str
         # A connection that froze and was reopened may be live again before this loop
         # looks: its trouble shows in the count of reconnects and the reason it gave.
         lost = health.reconnects > self._reconnects

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.console.config import ConsoleConfig
 from edge.link.protocol import Limits
 
 
@@ -51,6 +52,8 @@ class CollectorConfig(_Strict):
     metrics_host: str = "127.0.0.1"
     # Watchlist distribution's own section, read by edge.collector.watchlists.
     watchlists: dict[str, Any] | None = None
+    # The operators' web console (edge.console); off when absent.
+    console: ConsoleConfig | None = None
 
     @field_validator("listen")
     @classmethod
@@ -94,4 +97,7 @@ def load_config(path: str | Path) -> CollectorConfig:
             updates[name] = base / value
     if config.credentials_dir and not Path(config.credentials_dir).is_absolute():
         updates["credentials_dir"] = str(base / config.credentials_dir)
+    console = config.console
+    if console and console.region and not console.region.is_absolute():
+        updates["console"] = console.model_copy(update={"region": base / console.region})
     return config.model_copy(update=updates)

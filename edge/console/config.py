@@ -1,0 +1,84 @@
+"""The `console:` section of the collector's YAML: where the operators' page listens, and how."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"  # node and camera ids, as the link allows them
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraPlace(_Strict):
+    """Where a camera stands, for the map, when its hits do not say (or say it wrongly)."""
+
+    node: str = Field(pattern=_NAME)
+    camera: str = Field(pattern=_NAME)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    label: str = Field("", max_length=200)
+
+
+class ConsoleConfig(_Strict):
+    """The operators' console, served by the collector (off unless the section is there)."""
+
+    enabled: bool = True
+    # Localhost by default: put a TLS reverse proxy in front (see the README).
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)  # 0 picks a free port (tests)
+    # Users, sessions and the audit trail; default data_dir/console.db (relative: to data_dir).
+    database: Path | None = None
+    # A session ends after this long without a request, and after max_hours in any case.
+    session_idle_minutes: float = Field(30.0, ge=1, le=24 * 60)
+    session_max_hours: float = Field(12.0, ge=0.1, le=7 * 24)
+    # Cookies marked Secure: null = when the request came over HTTPS (the proxy says so).
+    cookie_secure: bool | None = None
+    # Hits of the last live_hours are on the live board until acknowledged.
+    live_hours: float = Field(24.0, gt=0, le=24 * 31)
+    # How often the hits database is looked at for new hits (seconds).
+    poll_s: float = Field(0.2, gt=0, le=5)
+    # A camera is late after this long unheard; default: as `anpr-collector nodes` judges.
+    late_after_s: float | None = Field(None, gt=0)
+    # A tile server a site has, e.g. https://tiles.example.org/{z}/{x}/{y}.png; without
+    # one the map is drawn offline from the region's outline.
+    tile_url: str | None = None
+    tile_attribution: str = Field("", max_length=200)
+    # A GeoJSON outline of the region instead of the shipped one (relative: to the config).
+    region: Path | None = None
+    # Camera positions that override or add to those the hits carry.
+    cameras: list[CameraPlace] = Field(default_factory=list)
+    max_export_rows: int = Field(10_000, ge=1, le=1_000_000)
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tiles(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("tile_url must be an http(s) URL")
+        missing = [k for k in ("{z}", "{x}", "{y}") if k not in v]
+        if missing:
+            raise ValueError(f"tile_url lacks {', '.join(missing)}")
+        if re.search(r"[\"'<>\s]", v):
+            raise ValueError("tile_url contains quotes, brackets or spaces")
+        return v
+
+    @property
+    def tile_origin(self) -> str | None:
+        """scheme://host[:port] of the tile server, for the page's Content-Security-Policy."""
+        if not self.tile_url:
+            return None
+        parts = urlsplit(self.tile_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def database_path(self, data_dir: Path) -> Path:
+        if self.database is None:
+            return Path(data_dir) / "console.db"
+        return self.database if self.database.is_absolute() else Path(data_dir) / self.database

@@ -103,6 +103,7 @@ class CameraWorker:
                                                               fps=c.fps))
         self._clock_ref: tuple[float, float] | None = None  # (wall, pts) of the last frame
         self._source_reconnects = 0  # the open source's own count, already added in
+        self._dropped_before = 0  # frames dropped by the sources before this one
         self.thread = threading.Thread(target=self._run, name=f"camera-{camera.id}",
                                        daemon=True)
 
@@ -182,6 +183,7 @@ class CameraWorker:
         self.opened.set()
         self.source = source
         self._source_reconnects = 0
+        self._dropped_before = self.status.dropped
         return source
 
     def _pause(self, seconds: float) -> None:
@@ -241,7 +243,7 @@ class CameraWorker:
         """Take the source's health; True when it should be reopened."""
         h = source.health()
         self.status.fps = h.fps
-        self.status.dropped = h.dropped
+        self.status.dropped = self._dropped_before + h.dropped
         if h.reconnects > self._source_reconnects:
             self.status.reconnects += h.reconnects - self._source_reconnects
             self._source_reconnects = h.reconnects

@@ -60,10 +60,12 @@ _CODE_LIMIT = {"list": 65535, "agency": 65535, "category": 65535, "added_by": 2*
                "country": 65535}  # fmt: skip
 # What the index keeps per entry: the stored fields, then where its texts are.
 _RECORD = np.dtype(
-    STORED.descr
-    + [("pattern_at", "<u4"), ("reason_at", "<u8"), ("pattern_len", "u1"), ("reason_len", "<u2")]
+    STORED.descr + [("text_at", "<u8"), ("pattern_len", "u1"), ("reason_len", "<u2")]
 )
-_RECORD_STRUCT = struct.Struct(STORED_STRUCT.format + "IQBH")
+_RECORD_STRUCT = struct.Struct(STORED_STRUCT.format + "QBH")
+# The exact-lookup table: open addressing, (Python str hash, row); row -1 is empty.
+_SLOT = np.dtype([("key", "<i8"), ("row", "<i4")])
+_SLOT_STRUCT = struct.Struct("<qi")
 assert _RECORD_STRUCT.size == _RECORD.itemsize and STORED_STRUCT.size == STORED.itemsize
 
 
@@ -172,16 +174,12 @@ class CompactIndex:
         self.size = 0
         self._records = np.zeros(0, _RECORD)
         self._record_bytes = memoryview(b"")
-        self._patterns = b""
-        self._reasons = b""
+        self._texts = b""  # each entry's pattern, then its reason (one cache line, mostly)
         self._names: dict[str, list] = {"list": [], "agency": [], "category": [], "added_by": []}
         self._countries: list[str | None] = [None]
-        # Exact lookup: a hash table in three arrays, bucket = hash & mask; bucket b's
-        # keys (Python's str hash) and rows sit at [starts[b], starts[b + 1]).
         self._exact_mask = 0
-        self._exact_starts = np.zeros(2, np.int32)
-        self._exact_keys = np.zeros(0, np.int64)
-        self._exact_rows = np.zeros(0, np.int32)
+        self._exact = np.zeros(0, _SLOT)
+        self._exact_bytes = memoryview(b"")
         self._fuzzy_keys = np.zeros(0, np.uint32)
         self._fuzzy_rows = np.zeros(0, np.int32)
         self._wild = WildcardIndex(())
@@ -215,13 +213,12 @@ class CompactIndex:
         Python objects are freed once converted."""
         self = cls()
         records: list[np.ndarray] = []
-        patterns: list[bytes] = []
-        reasons: list[bytes] = []
+        texts: list[bytes] = []
         exact_keys: list[np.ndarray] = []
         exact_rows: list[np.ndarray] = []
         fuzzy: list[np.ndarray] = []
         wild: list[tuple[int, str]] = []
-        offset = pattern_at = reason_at = 0
+        offset = text_at = 0
         for stored, pats, reasons_ in chunks:
             n = len(stored)
             if not n:
@@ -233,20 +230,19 @@ class CompactIndex:
             blob = "".join(pats).encode("ascii")
             lengths = np.fromiter(map(len, pats), np.int64, n)
             rec["pattern_len"] = lengths
-            rec["pattern_at"][1:] = np.cumsum(lengths[:-1])
-            rec["pattern_at"] += pattern_at
-            pattern_at += len(blob)
-            patterns.append(blob)
-            # Reasons hold no control characters (checked on entry), so NUL can end each
-            # one: one encode for the chunk, and the NULs say where each ends.
-            joined = np.frombuffer("\0".join(reasons_).encode("utf-8") + b"\0", np.uint8)
-            ends = np.flatnonzero(joined == 0)
-            starts = np.zeros(n, np.int64)
-            starts[1:] = ends[:-1] + 1
-            rec["reason_len"] = ends - starts
-            rec["reason_at"] = starts + reason_at
-            reason_at += len(joined)
-            reasons.append(joined.tobytes())
+            joined = "".join(reasons_)
+            if joined.isascii():
+                reason_lengths = np.fromiter(map(len, reasons_), np.int64, n)
+            else:
+                reason_lengths = np.fromiter((len(r.encode()) for r in reasons_), np.int64, n)
+            rec["reason_len"] = reason_lengths
+            sizes = lengths + reason_lengths
+            rec["text_at"][1:] = np.cumsum(sizes[:-1])
+            rec["text_at"] += text_at
+            text_at += int(sizes.sum())
+            interleaved: list[str] = [""] * (2 * n)
+            interleaved[::2], interleaved[1::2] = pats, reasons_
+            texts.append("".join(interleaved).encode())
             records.append(rec)
             rows = np.arange(offset, offset + n, dtype=np.int64)
             flat = np.frombuffer(blob, np.uint8)
@@ -274,19 +270,8 @@ class CompactIndex:
         self._records = np.concatenate(records)
         del records
         self._record_bytes = self._records.data.cast("B")
-        self._patterns = b"".join(patterns)
-        self._reasons = b"".join(reasons)
-        keys = np.concatenate(exact_keys)
-        buckets = 1 << max(1, (len(keys) - 1).bit_length())
-        self._exact_mask = buckets - 1
-        bucket = keys & self._exact_mask
-        order = np.argsort(bucket, kind="stable")
-        self._exact_keys = keys[order]
-        self._exact_rows = np.concatenate(exact_rows)[order].astype(np.int32)
-        self._exact_starts = np.searchsorted(
-            bucket[order], np.arange(buckets + 1, dtype=np.int64)
-        ).astype(np.int32)
-        del keys, order, bucket
+        self._texts = b"".join(texts)
+        self._build_exact(np.concatenate(exact_keys), np.concatenate(exact_rows))
         if fuzzy:
             combined = np.concatenate(fuzzy)
             del fuzzy
@@ -296,6 +281,24 @@ class CompactIndex:
             del combined
         self._wild = WildcardIndex(wild)
         return self
+
+    def _build_exact(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """The open-addressing table: a key's home slot is `key & mask`; keys sharing
+        one go to the next free slots (placed sorted by home, so a cumulative maximum
+        finds each one's slot), and a lookup reads on from home to the first empty."""
+        slots = 1 << max(1, (2 * len(keys) - 1).bit_length())  # at most half full
+        self._exact_mask = slots - 1
+        home = keys & self._exact_mask
+        order = np.argsort(home, kind="stable")
+        home = home[order]
+        step = np.arange(len(home), dtype=np.int64)
+        at = step + np.maximum.accumulate(home - step) if len(home) else home
+        table = np.zeros(max(slots, int(at[-1]) + 2 if len(at) else slots), _SLOT)
+        table["row"] = -1
+        table["key"][at] = keys[order]
+        table["row"][at] = rows[order]
+        self._exact = table
+        self._exact_bytes = table.data.cast("B")
 
     @classmethod
     def from_entries(cls, entries: Iterable[Entry], chunk: int = 20_000) -> CompactIndex:
@@ -315,7 +318,7 @@ class CompactIndex:
     @property
     def nbytes(self) -> int:
         arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
-        return sum(a.nbytes for a in arrays) + len(self._patterns) + len(self._reasons)
+        return sum(a.nbytes for a in arrays) + len(self._texts)
 
     @property
     def wildcards(self) -> int:
@@ -326,25 +329,27 @@ class CompactIndex:
 
     def pattern(self, row: int) -> str:
         r = self._record(row)
-        return self._patterns[r[9] : r[9] + r[11]].decode("ascii")
+        return self._texts[r[9] : r[9] + r[10]].decode("ascii")
 
-    def entry(self, row: int) -> Entry:
-        """The entry at `row`; the same plate is read again and again, so entries made
-        are kept (a bounded cache, safe without a lock: dict calls are atomic)."""
+    def entry(self, row: int, record: tuple | None = None) -> Entry:
+        """The entry at `row` (whose record the caller may have read already); the same
+        plate is read again and again, so entries made are kept (a bounded cache, safe
+        without a lock: dict calls are atomic)."""
         cached = self._entries.get(row)
         if cached is not None:
             return cached
-        (eid, vf, vu, list_code, agency, category, added_by, country, priority, pattern_at,
-         reason_at, pattern_len, reason_len) = self._record(row)  # fmt: skip
+        (eid, vf, vu, list_code, agency, category, added_by, country, priority, text_at,
+         pattern_len, reason_len) = record or self._record(row)  # fmt: skip
+        reason_at = text_at + pattern_len
         names = self._names
         made = _new_entry((
             eid,
-            self._patterns[pattern_at : pattern_at + pattern_len].decode("ascii"),
+            self._texts[text_at:reason_at].decode("ascii"),
             names["list"][list_code],
             names["agency"][agency],
             names["category"][category],
             priority,
-            self._reasons[reason_at : reason_at + reason_len].decode("utf-8"),
+            self._texts[reason_at : reason_at + reason_len].decode("utf-8"),
             self._countries[country],
             None if vf == -math.inf else vf,
             None if vu == math.inf else vu,
@@ -396,8 +401,8 @@ class CompactIndex:
         unpack, buf, size = _RECORD_STRUCT.unpack_from, self._record_bytes, _RECORD.itemsize
         countries = self._countries
 
-        def limit_of(row: int) -> float | None:
-            r = unpack(buf, row * size)
+        def limit_of(row: int, r: tuple | None = None) -> float | None:
+            r = r or unpack(buf, row * size)
             limit = limits[r[3]]
             if limit is None or not r[1] <= now < r[2]:
                 return None
@@ -411,15 +416,21 @@ class CompactIndex:
         hits: list[WatchlistHit] = []
         found: set[int] = set()
         h = hash(text)
-        bucket = h & self._exact_mask
-        key_at = self._exact_keys.item
-        for i in range(self._exact_starts.item(bucket), self._exact_starts.item(bucket + 1)):
-            if key_at(i) != h:
+        slot = (h & self._exact_mask) * _SLOT.itemsize
+        slot_at, table = _SLOT_STRUCT.unpack_from, self._exact_bytes
+        encoded = b""
+        while slot < len(table):
+            key, row = slot_at(table, slot)
+            if row < 0:
+                break
+            slot += _SLOT.itemsize
+            if key != h:
                 continue
-            row = self._exact_rows.item(i)
-            if self.pattern(row) == text and limit_of(row) is not None:
+            r = unpack(buf, row * size)  # one read of the record serves every check
+            encoded = encoded or text.encode("ascii")
+            if self._texts[r[9] : r[9] + r[10]] == encoded and limit_of(row, r) is not None:
                 found.add(row)
-                hits.append(_new_hit((self.entry(row), "exact", 0.0, text)))
+                hits.append(_new_hit((self.entry(row, r), "exact", 0.0, text)))
         if self._wild.size:
             confusions = fuzzy and any(limits)
             for row, distance in self._wild.match(text, folded, limit_of, confusions):

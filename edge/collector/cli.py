@@ -79,7 +79,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _components(config: CollectorConfig) -> list[Any]:
-    """Parts other modules add to the collector process (watchlist distribution)."""
+    """Parts other modules add to the collector process (watchlist distribution, console)."""
+    from edge.console.server import make_component as make_console
+
+    console = make_console(config)
+    return _watchlist_components(config) + ([] if console is None else [console])
+
+
+def _watchlist_components(config: CollectorConfig) -> list[Any]:
     try:
         from edge.collector import watchlists
     except ImportError:
@@ -280,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     if add_watchlist_commands is not None:
         add_watchlist_commands(sub)
+    from edge.console.cli import add_user_commands
+
+    add_user_commands(sub)
     return p
 
 

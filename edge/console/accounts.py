@@ -1,0 +1,338 @@
+"""The console's own database: users (argon2 hashes), sessions, acknowledgements, audit trail.
+
+It lives beside the hits (`data_dir/console.db`), apart from `hits.db` so that a
+console write never holds up a commit of hits.  Acknowledgements and audit rows are
+only ever added: triggers make SQLite refuse to change or delete them, whoever asks.
+A session is known by the SHA-256 of its token; the token itself is only in the
+operator's cookie.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ROLES = ("operator", "admin")
+MIN_PASSWORD = 10
+MAX_NOTE = 1000
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_TOUCH_EVERY_S = 30.0  # a session's last_seen is written at most this often
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, display_name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'admin')),
+    password_hash TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
+    created_at REAL NOT NULL, last_seen REAL NOT NULL, address TEXT);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
+CREATE TABLE IF NOT EXISTS acks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, hit_id TEXT NOT NULL, user TEXT NOT NULL,
+    display_name TEXT NOT NULL, note TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS acks_by_hit ON acks(hit_id, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user TEXT NOT NULL,
+    action TEXT NOT NULL, detail TEXT NOT NULL, address TEXT);
+CREATE TRIGGER IF NOT EXISTS acks_no_update BEFORE UPDATE ON acks
+    BEGIN SELECT RAISE(ABORT, 'acknowledgements are kept as written'); END;
+CREATE TRIGGER IF NOT EXISTS acks_no_delete BEFORE DELETE ON acks
+    BEGIN SELECT RAISE(ABORT, 'acknowledgements are kept as written'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is kept as written'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is kept as written'); END;
+"""
+
+
+class AccountError(ValueError):
+    """A user, password or role that cannot be taken (the message says why)."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    display_name: str
+    role: str
+    active: bool = True
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "display_name": self.display_name, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Someone said they are dealing with a hit."""
+
+    id: int
+    hit_id: str
+    user: str
+    display_name: str
+    note: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "hit_id": self.hit_id, "user": self.user,
+                "display_name": self.display_name, "note": self.note,
+                "at": iso(self.at)}  # fmt: skip
+
+
+def iso(t: float) -> str:
+    """UNIX seconds as ISO 8601 UTC with a Z, as the hits' times are written."""
+    s = dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+    return s.replace("+00:00", "Z")
+
+
+def check_user_name(name: str) -> str:
+    if not isinstance(name, str) or not _USER_NAME.match(name):
+        raise AccountError("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
+    return name
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise AccountError("a password of more than 1024 characters")
+    return password
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ConsoleDB:
+    """The console's SQLite database at `path`; safe to share between threads."""
+
+    def __init__(self, path: str | Path, *, hasher: PasswordHasher | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._hasher = hasher or PasswordHasher()
+        # For unknown users: verify against this, so that a name's existence does not
+        # show in how long a refusal takes.
+        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledgement survives a power cut
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _change(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run a statement that writes; returns the rows it changed."""
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # ------------------------------------------------------------ users
+
+    def add_user(
+        self, name: str, password: str, role: str, display_name: str = "", *, replace: bool = False
+    ) -> User:
+        check_user_name(name)
+        check_password(password)
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        display_name = (display_name or name).strip()[:200]
+        digest = self._hasher.hash(password)
+        now = time.time()
+        with self._lock:
+            exists = self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise AccountError(f"user {name!r} exists (replace it with --force)")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO users VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                    " display_name = excluded.display_name, role = excluded.role,"
+                    " password_hash = excluded.password_hash, active = 1,"
+                    " updated_at = excluded.updated_at",
+                    (name, display_name, role, digest, now, now),
+                )
+                self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return User(name, display_name, role)
+
+    def set_password(self, name: str, password: str) -> None:
+        check_password(password)
+        digest = self._hasher.hash(password)
+        changed = self._change(
+            "UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?",
+            (digest, time.time(), name),
+        )
+        if changed == 0:
+            raise AccountError(f"no user {name!r}")
+        self.end_sessions(name)
+
+    def set_active(self, name: str, active: bool) -> None:
+        changed = self._change(
+            "UPDATE users SET active = ?, updated_at = ? WHERE name = ?",
+            (int(active), time.time(), name),
+        )
+        if changed == 0:
+            raise AccountError(f"no user {name!r}")
+        if not active:
+            self.end_sessions(name)
+
+    def users(self) -> list[User]:
+        rows = self._all("SELECT name, display_name, role, active FROM users ORDER BY name")
+        return [User(n, d, r, bool(a)) for n, d, r, a in rows]
+
+    def user(self, name: str) -> User | None:
+        row = self._one(
+            "SELECT name, display_name, role, active FROM users WHERE name = ?", (name,)
+        )
+        return None if row is None else User(row[0], row[1], row[2], bool(row[3]))
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user, if `password` is theirs and they are active; None otherwise."""
+        row = self._one("SELECT password_hash, active FROM users WHERE name = ?", (name,))
+        digest = row[0] if row else self._dummy_hash
+        try:
+            self._hasher.verify(digest, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None or not row[1]:
+            return None
+        if self._hasher.check_needs_rehash(digest):  # the library's parameters moved on
+            self._change("UPDATE users SET password_hash = ? WHERE name = ?",
+                      (self._hasher.hash(password), name))  # fmt: skip
+        return self.user(name)
+
+    # ------------------------------------------------------------ sessions
+
+    def new_session(self, user: User, address: str | None = None) -> str:
+        """A new session for `user`; returns the token for the cookie."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        self._change(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            (_token_hash(token), user.name, now, now, address),
+        )
+        return token
+
+    def session_user(self, token: str, idle_s: float, max_s: float) -> User | None:
+        """The signed-in user of `token`, or None when it is unknown, expired or disabled.
+
+        An expired session is deleted; a live one is noted as used (now and then).
+        """
+        if not token or len(token) > 200:
+            return None
+        key = _token_hash(token)
+        row = self._one(
+            "SELECT s.created_at, s.last_seen, u.name, u.display_name, u.role, u.active"
+            " FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+            (key,),
+        )
+        if row is None:
+            return None
+        created, last_seen, name, display, role, active = row
+        now = time.time()
+        if not active or now - last_seen > idle_s or now - created > max_s:
+            self._change("DELETE FROM sessions WHERE token_hash = ?", (key,))
+            return None
+        if now - last_seen > _TOUCH_EVERY_S:
+            self._change("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, key))
+        return User(name, display, role)
+
+    def end_session(self, token: str) -> None:
+        self._change("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
+
+    def end_sessions(self, name: str) -> None:
+        self._change("DELETE FROM sessions WHERE user = ?", (name,))
+
+    def purge_sessions(self, idle_s: float, max_s: float) -> int:
+        now = time.time()
+        return self._change(
+            "DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
+            (now - idle_s, now - max_s),
+        )
+
+    # ------------------------------------------------------------ acknowledgements, audit
+
+    def acknowledge(self, hit_id: str, user: User, note: str = "",
+                    address: str | None = None) -> Ack:  # fmt: skip
+        note = " ".join(note.split())[:MAX_NOTE]  # one line, no control characters
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO acks (hit_id, user, display_name, note, at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (hit_id, user.name, user.display_name, note, now),
+                )
+                self._db.execute(
+                    "INSERT INTO audit (at, user, action, detail, address) VALUES (?, ?, ?, ?, ?)",
+                    (now, user.name, "acknowledge", f"hit {hit_id}: {note}".rstrip(": "), address),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        assert cur.lastrowid is not None
+        return Ack(cur.lastrowid, hit_id, user.name, user.display_name, note, now)
+
+    def acks_for(self, hit_ids: list[str]) -> dict[str, list[Ack]]:
+        """Every acknowledgement of each of `hit_ids`, oldest first."""
+        out: dict[str, list[Ack]] = {}
+        for i in range(0, len(hit_ids), 500):
+            chunk = hit_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._all(
+                "SELECT id, hit_id, user, display_name, note, at FROM acks"
+                f" WHERE hit_id IN ({marks}) ORDER BY id",
+                tuple(chunk),
+            )
+            for r in rows:
+                out.setdefault(r[1], []).append(Ack(*r))
+        return out
+
+    def audit(self, user: str, action: str, detail: str = "", address: str | None = None) -> None:
+        self._change(
+            "INSERT INTO audit (at, user, action, detail, address) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), user, action, detail[:2000], address),
+        )
+
+    def audit_trail(self, before_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Audit rows, newest first (before `before_id`, to page back)."""
+        rows = self._all(
+            "SELECT id, at, user, action, detail, address FROM audit WHERE id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (before_id if before_id is not None else 2**62, limit),
+        )
+        return [{"id": i, "at": iso(at), "user": u, "action": a, "detail": d, "address": addr}
+                for i, at, u, a, d, addr in rows]  # fmt: skip

@@ -1,0 +1,37 @@
+// Sign-in: post the name and password as JSON; on success the server sets the session cookie.
+"use strict";
+(function () {
+  const form = document.getElementById("login-form");
+  const error = document.getElementById("login-error");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const body = {
+      name: document.getElementById("login-name").value,
+      password: document.getElementById("login-password").value,
+    };
+    let res;
+    try {
+      res = await fetch("/api/login", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+      });
+    } catch (e) {
+      error.textContent = "The console cannot be reached.";
+      error.hidden = false;
+      return;
+    }
+    if (res.ok) {
+      window.location.assign("/");
+      return;
+    }
+    let message = "Sign-in failed.";
+    try {
+      message = (await res.json()).error || message;
+    } catch (e) { /* not JSON */ }
+    error.textContent = message;
+    error.hidden = false;
+  });
+})();

@@ -1,11 +1,12 @@
 """An immutable index of many watchlist entries in compact numpy arrays.
 
 A million entries as Python objects would take most of a gigabyte; here an entry costs
-about 150 bytes: its fixed fields in one packed 52-byte record (repeated strings
-interned to small codes, texts in two blobs), a bucketed 64-bit hash for exact lookup,
-and the 32-bit keys of its confusion-folded one-deletion neighbourhood
-(`edge.watchlist.distance.deletion_keys`) for fuzzy lookup.  One `struct` unpack
-reads a record back; `Entry` objects are made only for hits.
+about 160 bytes: its fixed fields in one packed 48-byte record (repeated strings as
+small codes), its pattern and reason side by side in one blob, a slot in an
+open-addressing table of 64-bit hashes for exact lookup, and the 32-bit keys of its
+confusion-folded one-deletion neighbourhood (`edge.watchlist.distance.deletion_keys`)
+for fuzzy lookup.  One `struct` unpack reads a record back; `Entry` objects are made
+only for hits.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ also hits when the OCR mixed up a known character; the hit's distance counts tho
 
 from __future__ import annotations
 
+import functools
+import operator
+import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from edge.watchlist.distance import CONFUSION_COST, fold
 from edge.watchlist.entry import WILDCARD_ANY, WILDCARD_ONE
 
 _KEY_LENS = (4, 3)  # known characters a starred pattern is filed under: 4 if it has them
+_READ_CHARS = frozenset(string.ascii_uppercase + string.digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +93,9 @@ class WildcardIndex:
             else:
                 fixed[len(pattern)].append((row, pattern))
         self.size = sum(map(len, fixed.values())) + len(self._starred)
-        # length -> (rows, patterns, per position (folded char -> bits, bits of '?'))
-        self._fixed: dict[int, tuple[list[int], list[str], list[tuple[dict[str, int], int]]]] = {}
+        # length -> (rows, patterns, per position: folded character -> bits of the
+        # patterns that accept it there, for every character a read can have)
+        self._fixed: dict[int, tuple[list[int], list[str], list[dict[str, int]]]] = {}
         for length, items in fixed.items():
             masks: list[dict[str, int]] = [defaultdict(int) for _ in range(length)]
             any_bits = [0] * length
@@ -101,9 +106,8 @@ class WildcardIndex:
                     else:
                         masks[i][ch] |= 1 << bit
             for i in range(length):  # fold '?' into every character's set, once
-                masks[i] = {ch: bits | any_bits[i] for ch, bits in masks[i].items()}
-            positions = list(zip(masks, any_bits, strict=True))
-            self._fixed[length] = ([r for r, _ in items], [p for _, p in items], positions)
+                masks[i] = {ch: masks[i].get(ch, 0) | any_bits[i] for ch in _READ_CHARS}
+            self._fixed[length] = ([r for r, _ in items], [p for _, p in items], masks)
         # Starred patterns filed by known characters, folded (for lists that take
         # confusions) and as written (fewer candidates when none may hit).
         self._folded_files = _Files(self._starred, folded=True)
@@ -166,12 +170,12 @@ class WildcardIndex:
         out: list[tuple[int, float]] = []
         group = self._fixed.get(len(text))
         if group is not None:
-            rows, patterns, positions = group
-            bits = -1
-            for (mask, any_bits), ch in zip(positions, folded, strict=True):
-                bits &= mask.get(ch, any_bits)
-                if not bits:
-                    break
+            rows, patterns, masks = group
+            # One AND per position, all in C (a read holds only A-Z0-9, each in the masks).
+            try:
+                bits = functools.reduce(operator.and_, map(dict.__getitem__, masks, folded), -1)
+            except KeyError:  # not a normalised read: no partial plate takes it
+                bits = 0
             while bits > 0:
                 low = bits & -bits
                 k = low.bit_length() - 1

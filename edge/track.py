@@ -311,7 +311,13 @@ class PlateTracker:
             near = math.hypot(
                 first.cx - recent.where.cx, first.cy - recent.where.cy
             ) <= NEAR_WIDTHS * max(first.w, recent.where.w)
-            if text == recent.text or (near and similar(text, recent.text)):
+            # A plate lost and found again reads the same, or one character off, and
+            # comes back soon; two cars in a row may have plates two characters apart
+            # (RK906AJ, RK026AJ) at the same place a few seconds apart.
+            soon = track.first_seen - recent.last_seen <= 2 * self.max_age_s
+            if text == recent.text or (
+                near and soon and edit_distance(text, recent.text) <= 1
+            ):
                 log.debug(
                     "track %d read %s again: merged into track %d's event",
                     track.id,

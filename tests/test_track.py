@@ -208,3 +208,16 @@ def test_memory_stays_bounded_for_a_parked_car() -> None:
     (event,) = tracker.flush()
     assert event.direction == "stationary"
     assert (event.first_seen, event.last_seen) == (0.0, pytest.approx(999.9))
+
+
+def test_two_cars_in_a_row_with_plates_two_characters_apart_are_two_events() -> None:
+    tracker = PlateTracker(max_age_s=0.5, min_reads=2)
+    events = []
+    for i in range(10):  # the first car, then a gap of 1.5 s, then the second at the same place
+        events += tracker.update([make_read("RK906AJ", (100, 100 + i, 180, 120 + i), i * 0.1)],
+                                 i * 0.1)
+    for i in range(10):
+        pts = 2.5 + i * 0.1
+        events += tracker.update([make_read("RK026AJ", (100, 100 + i, 180, 120 + i), pts)], pts)
+    events += tracker.flush()
+    assert [e.text for e in events] == ["RK906AJ", "RK026AJ"]

@@ -187,7 +187,7 @@ def test_away_past_the_log_gets_a_full_snapshot(collector, edges):
     assert back.status()["snapshots"] == 1
 
 
-def test_expired_entries_stop_matching_without_a_message(ctx, tmp_path, edges):
+def test_expired_entries_stop_matching_without_a_message(ctx, tmp_path, edges, caplog):
     c = Collector(ctx, tmp_path / "m.db")
     c.store.import_entries("stolen", [entry("AB123CD", valid_until=time.time() + 0.5)])
     edge = edges("e", c)
@@ -195,6 +195,7 @@ def test_expired_entries_stop_matching_without_a_message(ctx, tmp_path, edges):
     assert ids(edge.matcher, "AB123CD") == [1]
     c.stop()  # the centre goes silent
     eventually(lambda: not edge.matcher.match("AB123CD"), 2.0, "expiry")
+    eventually(lambda: "collector silent" in caplog.text, 2.0, "silence noticed")
 
 
 def test_expire_and_drop_from_the_centre(collector, edges):

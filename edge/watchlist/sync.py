@@ -244,14 +244,17 @@ class WatchlistSync:
                         backoff = min(backoff * 2, 30.0)
                     if not (self._need_catalogue or self._need):
                         self._synced.set()
-                if self._sub.poll(100):
+                waiting = self._sub.poll(100)
+                if waiting:
                     self._drain()
                 self._flush()
-                if self._last_heard and now - self._last_heard > 3 * self.heartbeat_s:
+                now = time.monotonic()
+                silent = now - self._last_heard if self._last_heard else 0.0
+                if not waiting and silent > 3 * self.heartbeat_s:  # nothing queued, either
                     self._throttle(
                         "silent",
                         "watchlists: collector silent for %.0f s; matching from the replica",
-                        now - self._last_heard,
+                        silent,
                     )
                 if now >= next_compact:
                     next_compact = now + self.compact_every_s

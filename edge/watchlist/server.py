@@ -195,6 +195,10 @@ class WatchlistServer:
                         except zmq.Again:
                             break
                         self._serve(router, store, frames)
+                        # Updates and heartbeats before more snapshots: fifty edges
+                        # fetching at once must not hold up a change, or look silent.
+                        if time.monotonic() >= min(next_look, next_hugz):
+                            break
                 now = time.monotonic()
                 if now >= next_look:
                     next_look = now + self.poll_s

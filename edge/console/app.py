@@ -51,8 +51,9 @@ COOKIE = "anpr_console"
 # Served without a session: the sign-in page and what it needs.
 PUBLIC = frozenset({"/login", "/api/login", "/static/login.js", "/static/console.css"})
 KEEPALIVE_S = 15.0
-# Sign-in: this many failures for a name or an address within the window lock it out.
-MAX_FAILURES = 5
+# Sign-in: this many failures for a name (or, more, from one address: a control room
+# behind one proxy shares it) within the window lock it out for a minute.
+MAX_FAILURES = {"user": 5, "addr": 20}
 FAILURE_WINDOW_S = 600.0
 LOCKOUT_S = 60.0
 
@@ -90,7 +91,7 @@ class Console:
                 continue
             while times and now - times[0] > FAILURE_WINDOW_S:
                 times.popleft()
-            if len(times) >= MAX_FAILURES:
+            if len(times) >= MAX_FAILURES[key.split(":", 1)[0]]:
                 wait = max(wait, times[-1] + LOCKOUT_S - now)
         return max(0.0, wait)
 
@@ -98,7 +99,8 @@ class Console:
         if len(self.failures) > 10_000:
             self.failures.clear()
         for key in keys:
-            self.failures.setdefault(key, deque(maxlen=MAX_FAILURES * 2)).append(now)
+            limit = MAX_FAILURES[key.split(":", 1)[0]]
+            self.failures.setdefault(key, deque(maxlen=limit * 2)).append(now)
 
 
 # ---------------------------------------------------------------- the guard
@@ -321,6 +323,8 @@ async def search(request: Request) -> Response:
 async def export(request: Request) -> Response:
     console: Console = request.app.state.console
     fmt = request.path_params["fmt"]
+    if fmt not in ("csv", "json"):
+        raise HTTPException(404, "export as .csv or .json")
     s = _search(request, console.config.max_export_rows)
     user = _user(request)
     try:

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -23,7 +24,8 @@ from typing import Any
 from edge.collector.images import ImageLog
 from edge.console.config import CameraPlace
 from edge.link.protocol import format_time
-from edge.watchlist.entry import Entry, FieldError, parse_pattern
+from edge.plates import normalise
+from edge.watchlist.entry import Entry
 from edge.watchlist.files import entry_record
 from edge.watchlist.master import _ENTRY_COLUMNS
 
@@ -117,10 +119,7 @@ class Search:
         clauses: list[str] = []
         args: list[Any] = []
         if self.plate.strip():
-            try:
-                pattern = parse_pattern(self.plate.strip())
-            except FieldError as e:
-                raise QueryError(e.message) from None
+            pattern = search_pattern(self.plate)
             if "?" in pattern or "*" in pattern:
                 clauses.append("plate_text GLOB ?")  # only A-Z0-9 ? * are left: no escaping
             else:
@@ -142,6 +141,20 @@ class Search:
             clauses.append("watchlist = ?")
             args.append(self.watchlist.strip())
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def search_pattern(raw: str) -> str:
+    """A plate to search for as people type it ("wx 123*"): literal parts normalised as
+    reads are (edge.plates), `?` one character and `*` any run kept; at least one
+    letter or digit.  (Looser than a watchlist entry: a search also has a time and place.)"""
+    parts = re.split(r"([?*])", raw.strip())
+    out = "".join(p if p in ("?", "*") else normalise(p) for p in parts)
+    out = re.sub(r"\*+", "*", out)
+    if not any(c.isalnum() for c in out):
+        raise QueryError(f"{raw!r}: a plate to search for needs a letter or digit")
+    if len(out) > 32:
+        raise QueryError(f"{raw!r}: longer than a plate")
+    return out
 
 
 def _parse_time(value: str, what: str) -> dt.datetime:

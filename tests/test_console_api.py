@@ -379,3 +379,49 @@ def test_admin_watchlist_changes_reach_an_edge(stack):
     actions = [r["action"] for r in _audit_rows(stack)]
     assert actions.count("watchlist import") == 1
     assert "watchlist add" in actions and "watchlist expire" in actions
+
+
+def test_collector_run_serves_the_console_and_stops_on_sigterm(tmp_path):
+    """`anpr-collector run` with a console: section; a user made with `anpr-collector user`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_link_support import child_env, free_port, make_keys
+
+    keys = make_keys(tmp_path)
+    port = free_port()
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"listen: tcp://127.0.0.1:{free_port()}\ndata_dir: {tmp_path / 'data'}\n"
+        f"credentials_dir: {keys.collector_dir}\nallowed_keys_dir: {keys.allowed_dir}\n"
+        f"console: {{port: {port}}}\n"
+    )
+    cli = [sys.executable, "-m", "edge.collector.cli"]
+    env = child_env()
+    added = subprocess.run([*cli, "user", "add", "olga", "--role", "operator", "--config",
+                            str(config), "--password-stdin"], input="operator password 1\n",
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    log = tmp_path / "collector.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cli, "run", "--config", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        wait_for(lambda: "collector listening on" in log.read_text() or proc.poll() is not None,
+                 30, "the collector to start")  # fmt: skip
+        assert proc.poll() is None, log.read_text()
+        assert f"console on http://127.0.0.1:{port}" in log.read_text()
+        c = Client(f"http://127.0.0.1:{port}")
+        assert c.get("/api/live")[0] == 401
+        c.sign_in("olga", "operator password 1")
+        assert c.get("/api/live") == (200, {"hits": [], "last_rowid": 0})
+        events = EventStream(c.url, c.token)  # an open stream must not hold up the stop
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+        events.close()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -22,7 +22,7 @@ class CameraPlace(_Strict):
     camera: str = Field(pattern=_NAME)
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    label: str = Field("", max_length=200)
+    label: str = Field(default="", max_length=200)
 
 
 class ConsoleConfig(_Strict):
@@ -31,29 +31,29 @@ class ConsoleConfig(_Strict):
     enabled: bool = True
     # Localhost by default: put a TLS reverse proxy in front (see the README).
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)  # 0 picks a free port (tests)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port (tests)
     # Users, sessions and the audit trail; default data_dir/console.db (relative: to data_dir).
     database: Path | None = None
     # A session ends after this long without a request, and after max_hours in any case.
-    session_idle_minutes: float = Field(30.0, ge=1, le=24 * 60)
-    session_max_hours: float = Field(12.0, ge=0.1, le=7 * 24)
+    session_idle_minutes: float = Field(default=30.0, ge=1, le=24 * 60)
+    session_max_hours: float = Field(default=12.0, ge=0.1, le=7 * 24)
     # Cookies marked Secure: null = when the request came over HTTPS (the proxy says so).
     cookie_secure: bool | None = None
     # Hits of the last live_hours are on the live board until acknowledged.
-    live_hours: float = Field(24.0, gt=0, le=24 * 31)
+    live_hours: float = Field(default=24.0, gt=0, le=24 * 31)
     # How often the hits database is looked at for new hits (seconds).
-    poll_s: float = Field(0.2, gt=0, le=5)
+    poll_s: float = Field(default=0.2, gt=0, le=5)
     # A camera is late after this long unheard; default: as `anpr-collector nodes` judges.
-    late_after_s: float | None = Field(None, gt=0)
+    late_after_s: float | None = Field(default=None, gt=0)
     # A tile server a site has, e.g. https://tiles.example.org/{z}/{x}/{y}.png; without
     # one the map is drawn offline from the region's outline.
     tile_url: str | None = None
-    tile_attribution: str = Field("", max_length=200)
+    tile_attribution: str = Field(default="", max_length=200)
     # A GeoJSON outline of the region instead of the shipped one (relative: to the config).
     region: Path | None = None
     # Camera positions that override or add to those the hits carry.
     cameras: list[CameraPlace] = Field(default_factory=list)
-    max_export_rows: int = Field(10_000, ge=1, le=1_000_000)
+    max_export_rows: int = Field(default=10_000, ge=1, le=1_000_000)
 
     @field_validator("tile_url")
     @classmethod

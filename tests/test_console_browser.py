@@ -171,6 +171,7 @@ def test_sign_in_live_hit_acknowledge_search_and_map(stack, browser):
         By.CSS_SELECTOR, f'#done-hits article.hit[data-hit="{hit.hit_id}"]'))  # fmt: skip
     done = card(browser, hit.hit_id)
     assert "Acknowledged by Olga Operator" in done.text and "unit 7 en route" in done.text
+    assert not browser.find_element(By.ID, "flash").is_displayed()  # someone has it now
     shot(browser, "03-acknowledged")
     (row,) = [h for h in admin.get(f"/api/hits?plate={hit.plate.text}")[1]["hits"]]
     assert [(a["user"], a["note"]) for a in row["acks"]] == [("olga", "unit 7 en route")]

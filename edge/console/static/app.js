@@ -297,6 +297,7 @@
       flash.textContent = `P${h.priority} ${plateText(h)} ${h.country || ""} \u2014 ${h.watchlist}: ${h.reason || ""} (${h.node}/${h.camera})`;
       flash.className = `flash ${level(h.priority)}`;
       flash.hidden = false;
+      state.flashHit = h.hit_id;
       clearTimeout(state.flashTimer);
       state.flashTimer = setTimeout(() => { flash.hidden = true; }, 15000);
     }
@@ -306,6 +307,7 @@
     const h = state.hits.get(ack.hit_id);
     if (!h) return;
     if (!h.acks.some((a) => a.id === ack.id)) h.acks.push(ack);
+    if (state.flashHit === ack.hit_id) $("flash").hidden = true; // someone has it
     renderBoard();
   }
 

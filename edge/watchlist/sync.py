@@ -428,6 +428,7 @@ class WatchlistSync:
             except ProtocolError as e:
                 self.counters["refused"] += 1
                 raise _RequestFailed(f"bad reply: {e}") from None
+            self._last_heard = time.monotonic()
             if reply.get("rid") != rid:
                 continue  # the late answer to a request we gave up on
             if reply_topic == ERROR:

@@ -120,6 +120,8 @@ class LinkConfig(Strict):
     node_key: str | None = Field(None, description="key pair name; default: the node id")
     collector_key: str = "collector"
     heartbeat_s: float = Field(10.0, gt=0, le=3600)
+    drain_s: float = Field(5.0, ge=0, le=60, description="on stop, how long to wait for "
+                           "the collector to take the hits still in the outbox")
 
 
 class StoreConfig(Strict):
@@ -133,6 +135,9 @@ class WatchlistConfig(Strict):
     collector: str | None = Field(None, description="the collector's watchlist snapshot "
                                   "endpoint, e.g. tcp://collector.example:5570")
     lists: list[str] | None = Field(None, description="only these lists (default: all)")
+    startup_wait_s: float = Field(10.0, ge=0, le=600, description="a node with no lists "
+                                  "on disk waits this long for the first snapshot before "
+                                  "its cameras start")
 
 
 class HealthConfig(Strict):

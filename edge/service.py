@@ -329,6 +329,12 @@ class EdgeService:
             self.sync = WatchlistSync(self.replica, wl.collector, server, (public, secret),
                                       lists=wl.lists, ctx=self.ctx)
             self.sync.start()
+            if not self.replica.lists() and wl.startup_wait_s > 0:
+                # a fresh node: cameras that start before the first snapshot read plates
+                # no list can match yet; a node with a replica on disk starts at once
+                if not self.sync.wait_synced(wl.startup_wait_s):
+                    log.warning("watchlists: no snapshot from %s within %.0f s; starting "
+                                "the cameras without lists", wl.collector, wl.startup_wait_s)
         if link.collector:
             self.sender = HitSender(self.outbox, link.collector, node_id=self.config.node_id,
                                     public_key=public, secret_key=secret, server_key=server,
@@ -370,6 +376,11 @@ class EdgeService:
         if self.metrics is not None:
             self.metrics.close()
         if self.sender is not None:
+            # hits of the last passes go now if the collector is there; what is left
+            # waits in the outbox for the next start
+            drain_until = min(deadline - 2.0, time.monotonic() + self.config.link.drain_s)
+            while self.outbox.backlog() and time.monotonic() < drain_until:
+                time.sleep(0.05)
             self.sender.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
         if self.sync is not None:
             self.sync.stop()

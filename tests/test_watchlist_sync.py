@@ -61,7 +61,17 @@ class Collector:
     def __init__(self, ctx, path, snapshot="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", **kw):
         self.store = WatchlistStore(path)
         self.server = WatchlistServer(path, snapshot, publish, **{**FAST, "poll_s": 0.01, **kw})
-        self.server.start(ctx)
+        # A port given again (a restart) may still be held by the last socket's close,
+        # which ZeroMQ finishes in its own thread.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.server.start(ctx)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def stop(self):
         self.server.stop()

@@ -297,3 +297,55 @@ def test_an_operator_sees_no_admin_controls(stack, browser):
     browser.find_element(By.CSS_SELECTOR, 'a[data-tab="watchlists"]').click()
     assert not browser.find_element(By.ID, "import-form").is_displayed()
     assert not browser.find_element(By.ID, "add-form").is_displayed()
+
+
+def test_a_sites_tile_server_is_drawn_under_the_outline(tmp_path, browser):
+    """With `tile_url` set, the map asks the site's tile server (here one on loopback) for
+    its tiles, which the page's Content-Security-Policy lets in, and nothing else."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from edge.console.config import CameraPlace, ConsoleConfig
+
+    asked: list[str] = []
+    import cv2
+    import numpy as np
+
+    tile = np.full((256, 256, 3), (200, 220, 235), np.uint8)
+    cv2.line(tile, (0, 0), (255, 255), (90, 90, 90), 2)
+    png = cv2.imencode(".png", tile)[1].tobytes()
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    tiles = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=tiles.serve_forever, daemon=True).start()
+    tile_url = f"http://127.0.0.1:{tiles.server_address[1]}/tiles/{{z}}/{{x}}/{{y}}.png"
+    config = ConsoleConfig(port=0, tile_url=tile_url, tile_attribution="test tiles",
+                           cameras=[CameraPlace(node="edge-z", camera="gate", lat=41.7,
+                                                lon=26.5, label="Kapikule")])  # fmt: skip
+    try:
+        for s in running_stack(tmp_path, config):
+            sign_in(browser, s.url, OPERATOR)
+            browser.find_element(By.CSS_SELECTOR, 'a[data-tab="cameras"]').click()
+            wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#map image"))
+            wait_for(lambda: asked, 10, "the browser to ask for a tile")
+            assert all(p.startswith("/tiles/") and p.endswith(".png") for p in asked)
+            hrefs = [i.get_attribute("href")
+                     for i in browser.find_elements(By.CSS_SELECTOR, "#map image")]  # fmt: skip
+            assert all(h.startswith(tile_url.split("{")[0]) for h in hrefs)
+            assert "test tiles" in browser.find_element(By.ID, "map-note").text
+            assert browser.find_elements(By.CSS_SELECTOR, 'circle[data-camera="edge-z/gate"]')
+            shot(browser, "08-map-with-tiles")
+    finally:
+        tiles.shutdown()
+        tiles.server_close()

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test models checks clean
+.PHONY: demo test models browser checks clean
 
 $(BIN)/anpr-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ models: $(BIN)/anpr-edge
 demo: models
 	$(BIN)/anpr-edge demo
 
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's chromium; they skip, saying why, without it.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || { command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || echo "chromium/chromedriver not installed: the console's browser tests will skip"
 
 checks: $(BIN)/anpr-edge
 	$(BIN)/pip install -q ruff mypy

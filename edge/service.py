@@ -446,7 +446,7 @@ class EdgeService:
             entry = hit.entry
             match = WatchlistMatch(watchlist=entry.list, entry_id=str(entry.id), kind=hit.kind,
                                    entry_plate=entry.pattern, priority=entry.priority,
-                                   reason=entry.reason, distance=int(round(hit.distance)))
+                                   reason=entry.reason, distance=float(hit.distance))
             message = HitMessage(node=self.config.node_id, camera=camera.id, seen_at=seen_at,
                                  plate=plate, match=match, location=location,
                                  crop_jpeg=crop, scene_jpeg=event.scene_jpeg or b"")

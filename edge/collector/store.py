@@ -42,7 +42,7 @@ _HIT_COLUMNS = {
     "entry_id": str,
     "entry_plate": str,
     "match_kind": str,
-    "match_distance": int,
+    "match_distance": float,
     "priority": int,
     "reason": str,
     "version": int,

@@ -224,7 +224,7 @@ class WatchlistMatch:
     entry_plate: str = ""  # the plate (or pattern) as listed
     priority: int = 5
     reason: str = ""  # why the plate is listed, e.g. "stolen vehicle"
-    distance: int = 0  # characters that differ, for a fuzzy match
+    distance: float = 0.0  # the watchlist's OCR-aware edit cost, for a fuzzy match
 
     def __post_init__(self) -> None:
         _check_text(self.watchlist, "watchlist", max_len=64, empty=False)
@@ -234,7 +234,7 @@ class WatchlistMatch:
         _clean_text(self, "entry_plate", "entry plate", 64)
         _check_int(self.priority, "priority", 0, 1000)
         _clean_text(self, "reason", "reason", _MAX_REASON)
-        _check_int(self.distance, "distance", 0, 32)
+        object.__setattr__(self, "distance", _check_number(self.distance, "distance", 0, 32))
 
 
 @dataclass(frozen=True)

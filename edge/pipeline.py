@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge.boxes import iou
 from edge.config import DetectConfig, PipelineConfig
 from edge.detect.yolo import YoloDetector, nms
 from edge.models import Manifest, load_manifest
@@ -266,7 +267,7 @@ class SettledReads:
     def _match(self, box: np.ndarray, pts: float) -> _Settled | None:
         best, best_iou = None, self.iou
         for entry in self.entries:
-            overlap = _iou(box, entry.predict(pts))
+            overlap = iou(box, entry.predict(pts))
             if overlap >= best_iou:
                 best, best_iou = entry, overlap
         return best
@@ -310,14 +311,6 @@ class SettledReads:
 
 def _plate_like(plate: PlateText) -> bool:
     return len(plate.text) >= 4 and plate.confidence >= 0.5
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
-    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
-    inter = w * h
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class VideoPipeline:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from edge.boxes import iou
 from edge.types import PlateEvent, PlateRead
 from edge.vote import Vote, edit_distance, read_text, similar, vote
 
@@ -233,7 +234,7 @@ class PlateTracker:
         ratio = seen.w / predicted.w
         if not 1 / MAX_SCALE <= ratio <= MAX_SCALE:
             return None
-        overlap = _iou(predicted.box, seen.box)
+        overlap = iou(predicted.box, seen.box)
         distance = math.hypot(seen.cx - predicted.cx, seen.cy - predicted.cy)
         distance /= (seen.w + predicted.w) / 2
         label = track.label
@@ -372,13 +373,3 @@ def _velocity(points: Sequence[Point]) -> tuple[float, float, float, float]:
         mean = sum(getattr(p, attr) for p in points) / len(points)
         rates.append(sum((p.pts - t0) * (getattr(p, attr) - mean) for p in points) / var)
     return (rates[0], rates[1], rates[2], rates[3])
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

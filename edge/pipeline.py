@@ -195,7 +195,8 @@ class StillReader:
         crops = config.ocr.video_crops if video else config.ocr.still_crops
         geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
                                 straighten=config.ocr.straighten,
-                                alternatives=tuple(tuple(c) for c in crops))
+                                alternatives=tuple(tuple(c) for c in crops),
+                                adaptive=video)
         self.reader = PlateReader(engines.ocr, geometry=geometry, countries=config.countries)
 
     def read(self, image: np.ndarray, timer: StageTimer | None = None,

@@ -29,6 +29,7 @@ class CropGeometry:
     # more crops of one plate, each (widen, trim), read too; the most plausible reading
     # wins. Plates differ in how much frame, state name or slogan their box holds.
     alternatives: tuple[tuple[float, float], ...] = ()
+    adaptive: bool = False  # read the alternatives only where the main crop reads doubtfully
     two_line_aspect: float = 1.6  # below this width/height, a plate is read as two lines
     straighten: bool = True
     max_skew_deg: float = 25.0
@@ -99,32 +100,36 @@ class PlateReader:
         self.geometry = geometry or CropGeometry()
         self.countries = list(countries) if countries else None
 
-    def layouts(self, image: np.ndarray, box: Sequence[float],
-                night: bool) -> list[list[np.ndarray]]:
-        """Ways to read one plate, each a list of line images.
+    def layouts(self, image: np.ndarray, box: Sequence[float], night: bool, *,
+                main: bool = True, more: bool = True) -> list[list[np.ndarray]]:
+        """Ways to read one plate, each a list of line images: with `main`, the main crop
+        (and for a squarish plate its two lines); with `more`, the alternative crops.
 
         A wide plate is one line. A squarish one may be two lines (motorcycles, square
         EU and TR plates) or one line seen at an angle or with a tall frame (many US
         plates): both readings are tried and the more confident one is kept.
         """
         geometry = self.geometry
-        squarish = (box[2] - box[0]) / max(1e-6, box[3] - box[1]) < geometry.two_line_aspect
         out = []
-        one_line = self._crop(image, box, geometry, night)
-        if one_line is None:
-            return []
-        out.append([one_line])
-        for widen, trim in geometry.alternatives:
-            other = self._crop(image, box, replace(geometry, widen=widen, trim=trim), night)
-            if other is not None:
-                out.append([other])
-        if squarish:  # the trim that cleans a one-line plate would cut two lines' characters
-            whole = self._crop(image, box, replace(geometry, trim=min(geometry.trim, 0.03)),
-                               night)
-            if whole is not None:
-                h = whole.shape[0]
-                cut = int(h * 0.45)
-                out.append([whole[: cut + h // 20], whole[cut - h // 20:]])
+        if main:
+            one_line = self._crop(image, box, geometry, night)
+            if one_line is None:
+                return []
+            out.append([one_line])
+            squarish = (box[2] - box[0]) / max(1e-6, box[3] - box[1]) < geometry.two_line_aspect
+            if squarish:  # the trim that cleans one line would cut two lines' characters
+                whole = self._crop(image, box,
+                                   replace(geometry, trim=min(geometry.trim, 0.03)), night)
+                if whole is not None:
+                    h = whole.shape[0]
+                    cut = int(h * 0.45)
+                    out.append([whole[: cut + h // 20], whole[cut - h // 20:]])
+        if more:
+            for widen, trim in geometry.alternatives:
+                other = self._crop(image, box, replace(geometry, widen=widen, trim=trim),
+                                   night)
+                if other is not None:
+                    out.append([other])
         return out
 
     def _crop(self, image: np.ndarray, box: Sequence[float], geometry: CropGeometry,
@@ -140,22 +145,29 @@ class PlateReader:
 
     def read(self, image: np.ndarray, boxes: Sequence[Sequence[float]], *,
              night: bool = False) -> list[tuple[PlateText, np.ndarray | None]]:
-        """One (plate text, crop) per box, in the boxes' order; empty text where unreadable."""
-        lines: list[np.ndarray] = []
-        shapes: list[list[int]] = []  # per box: the number of lines of each layout
-        crops: list[np.ndarray | None] = []
-        for box in boxes:
-            layouts = self.layouts(image, box, night)
-            crops.append(crop_plate(image, box, self.geometry) if layouts else None)
-            shapes.append([len(layout) for layout in layouts])
-            for layout in layouts:
-                lines.extend(layout)
+        """One (plate text, crop) per box, in the boxes' order; empty text where unreadable.
+
+        With `geometry.adaptive`, the alternative crops are read only for plates whose
+        main reading is doubtful; otherwise every crop is read, in one batch.
+        """
+        adaptive = self.geometry.adaptive
+        first = [self.layouts(image, box, night, more=not adaptive) for box in boxes]
+        candidates = self._recognise(first)
+        if adaptive and self.geometry.alternatives:
+            doubtful = [i for i, c in enumerate(candidates) if c and not _sure(_agree(c))]
+            more = self._recognise([self.layouts(image, boxes[i], night, main=False)
+                                    for i in doubtful])
+            for i, extra in zip(doubtful, more, strict=True):
+                candidates[i].extend(extra)
+        return [(_agree(c), crop_plate(image, box, self.geometry) if c else None)
+                for c, box in zip(candidates, boxes, strict=True)]
+
+    def _recognise(self, per_box: list[list[list[np.ndarray]]]) -> list[list[PlateText]]:
+        """Every layout of every box read in one recogniser batch."""
+        lines = [line for layouts in per_box for layout in layouts for line in layout]
         results = iter(self.recognize(lines) if lines else [])
-        out = []
-        for counts, crop in zip(shapes, crops, strict=True):
-            candidates = [self._to_plate([next(results) for _ in range(n)]) for n in counts]
-            out.append((_agree(candidates), crop))
-        return out
+        return [[self._to_plate([next(results) for _ in layout]) for layout in layouts]
+                for layouts in per_box]
 
     def _to_plate(self, parts: list[OcrResult]) -> PlateText:
         raw = "".join(p.text for p in parts)
@@ -178,6 +190,13 @@ def _agree(candidates: list[PlateText]) -> PlateText:
         support[c.text] = support.get(c.text, 0.0) + _plausibility(c)
     text = max(support, key=support.__getitem__)
     return max((c for c in candidates if c.text == text), key=_plausibility)
+
+
+def _sure(plate: PlateText) -> bool:
+    """A reading that needs no second look: it fits a known format, every character
+    read with confidence."""
+    return (plate.country is not None and plate.confidence >= 0.9
+            and min(plate.char_confidence, default=0.0) >= 0.6)
 
 
 def _plausibility(plate: PlateText) -> float:

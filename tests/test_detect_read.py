@@ -168,3 +168,21 @@ def test_a_box_inside_a_larger_one_is_the_same_plate():
     xyxy = np.array([[100, 100, 300, 150], [110, 105, 200, 148], [400, 100, 600, 150]],
                     np.float32)
     assert nested(xyxy).tolist() == [False, True, False]
+
+
+def test_adaptive_reader_looks_again_only_at_doubtful_plates():
+    calls: list[int] = []
+
+    def fake_ocr(lines):
+        calls.append(len(lines))
+        # a sure Lithuanian read on the first pass, a doubtful one for the second plate
+        first = [OcrResult("ABC123", 0.99, (0.99,) * 6), OcrResult("X7Q", 0.5, (0.5,) * 3)]
+        return first[: len(lines)] if len(calls) == 1 else [
+            OcrResult("AB1234", 0.95, (0.95,) * 6)] * len(lines)
+
+    geometry = CropGeometry(straighten=False, alternatives=((0.05, 0.18),), adaptive=True)
+    reader = PlateReader(fake_ocr, geometry=geometry, countries=["LT"])
+    image = np.full((200, 600, 3), 200, np.uint8)
+    (sure, _), (doubtful, _) = reader.read(image, [(10, 10, 210, 50), (300, 10, 500, 50)])
+    assert calls == [2, 1]  # both main crops, then one more crop of the doubtful plate
+    assert sure.text == "ABC123" and doubtful.text == "AB1234"

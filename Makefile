@@ -12,7 +12,7 @@ $(BIN)/anpr-edge: pyproject.toml
 	touch $@
 
 models: $(BIN)/anpr-edge
-	$(BIN)/anpr-edge prepare-models
+	$(BIN)/anpr-edge prepare-models --all
 
 demo: models
 	$(BIN)/anpr-edge demo

@@ -57,6 +57,9 @@ class TrackConfig(Strict):
     dedupe_s: float = Field(5.0, ge=0)
     min_confidence: float = Field(0.3, ge=0, le=1, description="a pass whose agreed read "
                                   "is less sure than this is not reported")
+    settle_after: int = Field(3, ge=0, le=100, description="a plate read the same with "
+                              "confidence this many times in a row is followed, not read "
+                              "on every frame; 0 reads every plate on every frame")
 
 
 class MotionConfig(Strict):

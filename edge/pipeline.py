@@ -330,7 +330,7 @@ class VideoPipeline:
                                     max_history=t.max_history, countries=config.countries,
                                     camera=camera, single_read_confidence=t.single_read_confidence,
                                     dedupe_s=t.dedupe_s)
-        self.settled = SettledReads()
+        self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9
 
@@ -351,9 +351,10 @@ class VideoPipeline:
         if result.processed:
             self.last_processed = frame.pts
             plates, vehicles = self.still.find(frame.image, timer, night)
-            known = self.settled.known(plates, frame.pts)
+            known = self.settled.known(plates, frame.pts) if self.settled else {}
             reads = self.still.read_boxes(frame.image, plates, vehicles, timer, night, known)
-            self.settled.update(reads, frame.pts, (id(p) for p in known.values()))
+            if self.settled:
+                self.settled.update(reads, frame.pts, (id(p) for p in known.values()))
             min_conf = self.config.ocr.min_confidence
             for read in reads:
                 read.pts, read.frame_index = frame.pts, frame.index

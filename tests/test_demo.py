@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from edge.config import DetectConfig, PipelineConfig
+from edge.config import DetectConfig, OcrConfig, PipelineConfig, TrackConfig
 from edge.demo import PassResult, match_event, run_demo, score, table
 from edge.synthetic import Camera, SyntheticDriveBy, TruthPass, compact
 from edge.types import Detections, OcrResult, PlateEvent
@@ -114,7 +114,9 @@ def test_run_demo_prints_events_table_and_summary() -> None:
         [("ABC 123", "LT", False), ("WX 12345", "PL", False), ("CA 1234 AB", "BG", True)],
         camera=Camera(640, 360, focal=1100.0),
     )
-    config = PipelineConfig(detect=DetectConfig(min_plate_height=0))
+    # the oracle reads every crop it is given: every plate, every frame, one crop
+    config = PipelineConfig(detect=DetectConfig(min_plate_height=0),
+                            track=TrackConfig(settle_after=0), ocr=OcrConfig(video_crops=[]))
     out = io.StringIO()
     assert run_demo(OracleEngines(clip), config, out, clip=clip) == 0  # type: ignore[arg-type]
     lines = out.getvalue().splitlines()

@@ -319,6 +319,11 @@ class ConsoleData:
         with self._hits.connection() as db:
             nodes = {r["node"]: dict(r) for r in db.execute("SELECT * FROM nodes")}
             cams = [dict(r) for r in db.execute("SELECT * FROM cameras ORDER BY node, camera")]
+            # places from hits the live stream has not polled yet
+            fresh = db.execute(
+                "SELECT rowid, node, camera, lat, lon, road, direction FROM hits"
+                " WHERE rowid > ? ORDER BY rowid", (self._seen_rowid,)).fetchall()
+        self._note_places([dict(r) for r in fresh])
         for n in nodes.values():
             n["status"] = json.loads(n["status"]) if n["status"] else None
             n["cameras"] = []

@@ -31,8 +31,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 def pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, int | None]:
     """The settings as `anpr-edge` would use them, and the onnxruntime thread count."""
     edge = load_config(args.config) if getattr(args, "config", None) else EdgeConfig()
-    config = PipelineConfig.model_validate(
-        edge.model_dump(include=set(PipelineConfig.model_fields)))
+    config = edge.global_pipeline()
     if getattr(args, "mode", None):
         config.detect.mode = args.mode
     if getattr(args, "tiles", None) is not None:

@@ -18,8 +18,7 @@ log = logging.getLogger("edge")
 
 def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConfig]:
     config = load_config(args.config) if args.config else EdgeConfig()
-    pipeline = PipelineConfig.model_validate(
-        config.model_dump(include=set(PipelineConfig.model_fields)))
+    pipeline = config.global_pipeline()
     if getattr(args, "mode", None):
         pipeline.detect.mode = args.mode
     if getattr(args, "tiles", None) is not None:

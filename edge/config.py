@@ -179,12 +179,16 @@ class EdgeConfig(PipelineConfig):
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError(f"camera ids must be unique, got {ids}")
-        base = PipelineConfig.model_validate(
-            self.model_dump(include=set(PipelineConfig.model_fields))
-        ).model_dump()
+        base = self.global_pipeline().model_dump()
         for cam in self.cameras:
             cam.pipeline = PipelineConfig.model_validate(_deep_merge(base, cam.overrides))
         return self
+
+
+    def global_pipeline(self) -> PipelineConfig:
+        """The node-wide pipeline settings, before any camera's overrides."""
+        return PipelineConfig.model_validate(
+            self.model_dump(include=set(PipelineConfig.model_fields)))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -391,7 +391,7 @@ def encode_jpeg(image: np.ndarray, max_width: int, quality: int = 70) -> bytes:
     """A JPEG of `image`, shrunk to `max_width` if wider."""
     h, w = image.shape[:2]
     if w > max_width:
-        image = cv2.resize(image, (max_width, round(h * max_width / w)),
+        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))),
                            interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
 import zmq
 
 from edge import keys
@@ -24,7 +23,7 @@ from edge.link.outbox import Outbox
 from edge.link.protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.link.sender import HitSender
 from edge.models import load_manifest
-from edge.pipeline import Engines, VideoPipeline
+from edge.pipeline import Engines, VideoPipeline, encode_jpeg
 from edge.sources import (
     Backoff,
     ScrubbingFilter,
@@ -522,14 +521,13 @@ class EdgeService:
 
 
 def _jpeg(image: Any, max_width: int) -> bytes:
+    """A plate crop as evidence; nothing where there is no crop or it cannot be encoded."""
     if image is None or getattr(image, "size", 0) == 0:
         return b""
-    h, w = image.shape[:2]
-    if w > max_width:
-        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))),
-                           interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return data.tobytes() if ok else b""
+    try:
+        return encode_jpeg(image, max_width, quality=85)
+    except ValueError:
+        return b""
 
 
 def install_log_scrubbing() -> None:

@@ -106,7 +106,12 @@ class PipelineConfig(Strict):
 class CameraConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     source: str
-    fps: float | None = Field(None, gt=0, description="for image folders")
+    fps: float | None = Field(None, gt=0, description="the camera's frame rate: an image "
+                              "folder's, a file's override, what a USB camera is asked for; "
+                              "for every live camera, the rate it is judged slow against "
+                              "(default: the rate it has been seen to deliver, never the "
+                              "stream's announced rate, which variable-rate cameras do not "
+                              "keep)")
     location: Location = Location()
     overrides: dict[str, Any] = Field(default_factory=dict, description="pipeline settings "
                                       "for this camera alone, same keys as the global ones")
@@ -161,6 +166,10 @@ class HealthConfig(Strict):
                                 "reconnected, with back-off")
     recover_s: float = Field(60.0, ge=0, description="a camera that froze, went black, died "
                              "or was slow is reported so until live again this long")
+    blind_after_s: float = Field(5.0, gt=0, le=600, description="a camera whose frames "
+                                 "arrive while none is analysed this long is blind: "
+                                 "reported at once, and as long as stall_s ends the "
+                                 "watchdog's pings (systemd restarts the node)")
 
 
 class EdgeConfig(PipelineConfig):

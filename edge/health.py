@@ -7,7 +7,9 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
+from statistics import median
 from typing import NamedTuple
 
 from edge.notify import Notifier
@@ -19,6 +21,37 @@ TROUBLE = ("frozen", "black", "dead")  # what a live source reports when its pic
 GOOD = ("live", "ended", "stopped")
 
 
+class DeliveredRate:
+    """The frame rate a camera has shown it delivers: the median of one sample a second
+    over the last `window_s`, once `min_s` of samples are in.
+
+    Streams announce rates they do not keep (FFmpeg read 60 fps off a variable-rate
+    camera delivering 18), so a camera is judged against what it has delivered, or
+    against the rate its configuration states. A median over minutes shrugs off a
+    variable rate's swings and a slow spell of under half the window; a camera whose
+    rate really changes for good is judged by its new rate once that fills the window.
+    """
+
+    def __init__(self, *, window_s: float = 300.0, min_s: float = 10.0,
+                 every_s: float = 1.0) -> None:
+        self.window_s, self.min_s, self.every_s = window_s, min_s, every_s
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, fps: float) -> None:
+        """Note the rate measured now (0, a source delivering nothing, is not a rate)."""
+        if fps <= 0 or (self._samples and now - self._samples[-1][0] < self.every_s):
+            return
+        self._samples.append((now, fps))
+        while now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+
+    def expected(self) -> float | None:
+        """The rate to judge by, or None while too little has been seen."""
+        if len(self._samples) * self.every_s < self.min_s:
+            return None
+        return median(fps for _, fps in self._samples)
+
+
 class CameraHealth:
     """One camera judged from its source's health, observed on every turn of its loop.
 
@@ -26,18 +59,25 @@ class CameraHealth:
     black or died is reported so until it has been live again for `recover_s`: a
     frozen camera reconnects, looks live for a while and freezes again, and
     should not look well for most of that cycle. A live camera delivering less
-    than `min_fps_fraction` of its nominal frame rate for `slow_after_s` is slow,
-    and `observe` asks for it to be reopened.
+    than `min_fps_fraction` of its expected frame rate (the configured one, else
+    what it has delivered: `DeliveredRate`) for `slow_after_s` is slow, and
+    `observe` asks for it to be reopened. A live camera whose frames arrive while
+    none has been analysed for `blind_after_s` is blind: the node sees nothing and
+    must not say it is fine.
     """
 
     def __init__(self, camera: str, *, min_fps_fraction: float = 0.5,
                  slow_after_s: float = 30.0, recover_s: float = 60.0, grace_s: float = 30.0,
+                 blind_after_s: float = 5.0, rate: DeliveredRate | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.camera = camera
         self.min_fps_fraction = min_fps_fraction
         self.slow_after_s = slow_after_s
         self.recover_s = recover_s
         self.grace_s = grace_s
+        self.blind_after_s = blind_after_s
+        self.rate = rate or DeliveredRate()
+        self.expected_fps: float | None = None  # what the last look judged the rate by
         self._clock = clock
         self.started = clock()
         self.state = "starting"
@@ -47,6 +87,8 @@ class CameraHealth:
         self._problem_detail = ""
         self._problem_at = 0.0
         self._slow_since: float | None = None
+        self._live_since: float | None = None  # this stretch of frames arriving began
+        self._blind_since: float | None = None
         self._reconnects = 0  # the source's count when last observed
 
     @property
@@ -56,8 +98,15 @@ class CameraHealth:
         return self.state in ("starting", "connecting") and (
             self._clock() - self.started < self.grace_s)
 
-    def observe(self, health: SourceHealth, nominal_fps: float | None) -> bool:
-        """Take the source's latest health; True when the camera should be reopened."""
+    def observe(self, health: SourceHealth, configured_fps: float | None = None, *,
+                live: bool = True, analysed_at: float | None = None) -> bool:
+        """Take the source's latest health; True when the camera should be reopened.
+
+        `configured_fps`: the rate the camera's configuration states, if any. `live`:
+        False for a file, whose rate is the replay's and is not judged. `analysed_at`:
+        when (on this object's clock) the pipeline last analysed one of its frames; None
+        (nothing analysed yet, or a caller that does not say) judges no blindness.
+        """
         now = self._clock()
         reopen = False
         source: str = health.state
@@ -70,6 +119,11 @@ class CameraHealth:
             self._problem, self._problem_at = trouble_of(health.last_error), now
             self._problem_detail = health.last_error or ""
             self._slow_since = None
+        arriving = source == "live" and health.fps > 0
+        if not arriving:
+            self._live_since = self._blind_since = None
+        elif self._live_since is None or lost:
+            self._live_since = now
         if source in TROUBLE:
             self._problem, self._problem_at = source, now
             self._problem_detail = health.last_error or ""
@@ -77,19 +131,12 @@ class CameraHealth:
             state, detail = source, self._problem_detail
         elif source == "live":
             state, detail = "live", ""
-            floor = self.min_fps_fraction * (nominal_fps or 0.0)
-            if floor > 0 and health.fps < floor:
-                if self._slow_since is None:
-                    self._slow_since = now
-                elif now - self._slow_since >= self.slow_after_s:
-                    self._problem, self._problem_at = "slow", now
-                    self._problem_detail = (f"{health.fps:.1f} fps for {now - self._slow_since:.0f}"
-                                            f" s, expected {nominal_fps:g}")
-                    self._slow_since = None
-                    reopen = True
-            else:
-                self._slow_since = None
-            if self._problem is not None:
+            reopen = live and self._judge_rate(now, health.fps, configured_fps)
+            blind = (self._blind(now, health.fps, analysed_at)
+                     if arriving and analysed_at is not None else None)
+            if blind is not None:
+                state, detail = "blind", blind
+            elif self._problem is not None:
                 if now - self._problem_at < self.recover_s:
                     state, detail = self._problem, f"recovering: {self._problem_detail}"
                 else:
@@ -103,6 +150,45 @@ class CameraHealth:
         self._set(state, detail)
         return reopen
 
+    def _judge_rate(self, now: float, fps: float, configured_fps: float | None) -> bool:
+        """Slow for `slow_after_s` against the expected rate: True, once, to reopen."""
+        self.rate.add(now, fps)
+        expected = configured_fps or self.rate.expected()
+        self.expected_fps = expected
+        floor = self.min_fps_fraction * (expected or 0.0)
+        if not (floor > 0 and fps < floor):
+            self._slow_since = None
+            return False
+        if self._slow_since is None:
+            self._slow_since = now
+            return False
+        if now - self._slow_since < self.slow_after_s:
+            return False
+        origin = "configured" if configured_fps else "as delivered"
+        self._problem, self._problem_at = "slow", now
+        self._problem_detail = (f"{fps:.1f} fps for {now - self._slow_since:.0f} s, "
+                                f"expected {expected:.3g} ({origin})")
+        self._slow_since = None
+        return True
+
+    def _blind(self, now: float, fps: float, analysed_at: float) -> str | None:
+        """Why the camera is blind (frames arriving, none analysed for long), or None."""
+        assert self._live_since is not None
+        since = max(self._live_since, analysed_at)
+        if now - since < self.blind_after_s:
+            self._blind_since = None
+            return None
+        self._blind_since = since
+        return (f"processing nothing: frames arrive at {fps:.1f} fps, none analysed for "
+                f"{now - since:.0f} s")
+
+    def blind_for(self) -> float:
+        """How long the camera has been blind, counted from its last analysed frame (0: it
+        is not blind)."""
+        if self.state != "blind" or self._blind_since is None:
+            return 0.0
+        return self._clock() - self._blind_since
+
     def set(self, state: str, detail: str = "") -> None:
         """A state the loop knows better than the source (starting, stopped, failed)."""
         self._set(state, detail)
@@ -112,9 +198,9 @@ class CameraHealth:
         if state == self.state:
             return
         previous, self.state, self.since = self.state, state, time.time()
-        if state in TROUBLE or state in ("slow", "failed"):
+        if state in TROUBLE or state in ("slow", "failed", "blind"):
             log.warning("camera %s: %s (%s)", self.camera, state, detail or "no detail")
-        elif state == "live" and previous in (*TROUBLE, "slow"):
+        elif state == "live" and previous in (*TROUBLE, "slow", "blind"):
             log.info("camera %s: live again after being %s", self.camera, previous)
         else:
             log.debug("camera %s: %s -> %s", self.camera, previous, state)

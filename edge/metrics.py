@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-CAMERA_STATES = ("starting", "connecting", "live", "slow", "frozen", "black", "dead", "ended",
-                 "stopped", "failed")
+CAMERA_STATES = ("starting", "connecting", "live", "slow", "blind", "frozen", "black", "dead",
+                 "ended", "stopped", "failed")
 _CAMERA_COUNTERS = {  # status key -> (metric, help)
     "frames": ("frames", "frames taken from the source"),
     "processed": ("processed_frames", "frames past the motion gate and analysed"),

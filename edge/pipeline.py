@@ -335,11 +335,23 @@ class VideoPipeline:
         self.last_sampled = -1e9
 
     def wants(self, pts: float) -> bool:
-        """Whether a frame at `pts` is due for analysis at the configured rate."""
-        return pts - self.last_sampled >= 1.0 / self.config.analysis_fps - 1e-6
+        """Whether a frame at `pts` is due for analysis at the configured rate. A clock
+        that went back (a source reopened on its own clock) is a new one: due at once."""
+        return (pts < self.last_sampled
+                or pts - self.last_sampled >= 1.0 / self.config.analysis_fps - 1e-6)
 
     def process(self, frame: Frame) -> FrameResult:
         timer = StageTimer()
+        restarted: list[PlateEvent] = []
+        if frame.pts < self.last_sampled:
+            # Whatever was in view belongs to the old clock: those passes end now, and
+            # the rate, the motion keep-alive and the settled plates start again.
+            log.warning("camera %s: frame clock went back from %.2f s to %.2f s; passes in "
+                        "flight ended", self.camera, self.last_sampled, frame.pts)
+            restarted = self.finish()
+            self.last_processed = -1e9
+            if self.settled:
+                self.settled.entries = []
         self.last_sampled = frame.pts
         with timer.stage("gate"):
             motion = self.gate.moving(frame.image) if self.config.motion.enabled else True
@@ -365,7 +377,8 @@ class VideoPipeline:
                 for read in result.reads:
                     read.scene_jpeg = scene
         with timer.stage("track"):
-            result.events = self._confident(self.tracker.update(result.reads, frame.pts))
+            result.events = restarted + self._confident(self.tracker.update(result.reads,
+                                                                            frame.pts))
         result.ms = timer.ms
         return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -25,6 +26,7 @@ from edge.link.sender import HitSender
 from edge.models import load_manifest
 from edge.pipeline import Engines, VideoPipeline, encode_jpeg
 from edge.sources import (
+    RECONNECT_MAX_S,
     Backoff,
     ScrubbingFilter,
     Source,
@@ -63,7 +65,8 @@ class CameraStatus:
     camera: str
     fps: float = 0.0
     frames: int = 0
-    processed: int = 0
+    analysed: int = 0  # frames the pipeline looked at
+    processed: int = 0  # of those, frames past the motion gate
     events: int = 0
     hits: int = 0
     errors: int = 0
@@ -93,14 +96,22 @@ class CameraWorker:
         self.stop = stop
         h = health or HealthConfig()
         self.health = CameraHealth(camera.id, min_fps_fraction=h.min_fps_fraction,
-                                   slow_after_s=h.slow_after_s, recover_s=h.recover_s)
-        self.backoff = backoff or Backoff(1.0, 60.0)
+                                   slow_after_s=h.slow_after_s, recover_s=h.recover_s,
+                                   blind_after_s=h.blind_after_s)
+        # capped low: a camera back from a power cut is read again within seconds
+        self.backoff = backoff or Backoff(1.0, RECONNECT_MAX_S)
         self.status = CameraStatus(camera.id)
         self.source: Source | None = None
         self.opened = threading.Event()  # the first attempt to open the source is over
         self._open = source_factory or (lambda c: open_source(c.source, source_id=c.id,
                                                               fps=c.fps))
         self._clock_ref: tuple[float, float] | None = None  # (wall, pts) of the last frame
+        # Every source this worker opens is put on one camera clock that never goes back:
+        # a reopened stream counts from 0 again, and the pipeline's rate, tracks and
+        # settled reads all run on pts.
+        self._pts_shift: float | None = None  # for the open source; None until its 1st frame
+        self._last_pts: tuple[float, float] | None = None  # (camera pts, monotonic) last seen
+        self._analysed_at: float | None = None  # monotonic time of the last analysed frame
         self._source_reconnects = 0  # the open source's own count, already added in
         self._dropped_before = 0  # frames dropped by the sources before this one
         self.thread = threading.Thread(target=self._run, name=f"camera-{camera.id}",
@@ -121,9 +132,16 @@ class CameraWorker:
 
     def to_json(self) -> dict[str, Any]:
         s, h = self.status, self.health
+        source = self.source
+        claimed = source.nominal_fps if source is not None and source.live else None
         return {"state": h.state, "ok": h.ok, "detail": scrub_url(h.detail),
                 "since": dt.datetime.fromtimestamp(h.since, dt.UTC).isoformat(timespec="seconds"),
-                "fps": round(s.fps, 2), "frames": s.frames, "processed": s.processed,
+                "fps": round(s.fps, 2),
+                # what the camera is judged by (configured, else as delivered), and what
+                # its stream announces, which a variable-rate camera does not keep
+                "expected_fps": round(h.expected_fps, 2) if h.expected_fps else None,
+                "claimed_fps": round(claimed, 2) if claimed else None,
+                "frames": s.frames, "analysed": s.analysed, "processed": s.processed,
                 "events": s.events, "hits": s.hits, "errors": s.errors, "dropped": s.dropped,
                 "reconnects": s.reconnects, "lag_ms": round(s.lag_ms, 1),
                 "last_error": s.last_error}
@@ -181,6 +199,7 @@ class CameraWorker:
             return None
         self.opened.set()
         self.source = source
+        self._pts_shift = None
         self._source_reconnects = 0
         self._dropped_before = self.status.dropped
         return source
@@ -218,17 +237,21 @@ class CameraWorker:
                 return "slow"
             if frame is None:
                 continue
+            frame = self._on_camera_clock(frame)
             self.status.frames += 1
             self.status.lag_ms = max(0.0, (time.time() - frame.wall) * 1000)
             self._clock_ref = (frame.wall, frame.pts)
             if not pipeline.wants(frame.pts):
                 continue
+            self.status.analysed += 1
             try:
                 result = pipeline.process(frame)
             except Exception as exc:  # one bad frame must not stop the camera
                 self.status.errors += 1
                 self._failed(f"frame {frame.index} failed: {exc!r}")
                 continue
+            finally:
+                self._analysed_at = time.monotonic()
             self.status.processed += result.processed
             for event in result.events:
                 self._emit(event, self._wall_of(event))
@@ -237,6 +260,21 @@ class CameraWorker:
         self._observe(source)
         self.health.set("ended")
         return "ended"
+
+    def _on_camera_clock(self, frame: Frame) -> Frame:
+        """`frame` with its pts on the camera's clock: the first source's own, and each
+        reopened source's carried on from where the last one stopped, plus the time the
+        camera was away."""
+        now = time.monotonic()
+        if self._pts_shift is None:
+            if self._last_pts is None:
+                self._pts_shift = 0.0
+            else:
+                last, seen = self._last_pts
+                self._pts_shift = last + max(now - seen, 1e-3) - frame.pts
+        pts = frame.pts + self._pts_shift
+        self._last_pts = (pts, now)
+        return frame if self._pts_shift == 0.0 else dataclasses.replace(frame, pts=pts)
 
     def _observe(self, source: Source) -> bool:
         """Take the source's health; True when it should be reopened."""
@@ -248,7 +286,8 @@ class CameraWorker:
             self._source_reconnects = h.reconnects
         if h.last_error:
             self.status.last_error = scrub_url(h.last_error)
-        reopen = self.health.observe(h, source.nominal_fps if source.live else None)
+        reopen = self.health.observe(h, self.camera.fps, live=source.live,
+                                     analysed_at=self._analysed_at)
         if self.health.state == "live":
             self.backoff.reset()  # well for `recover_s`: the next trouble starts afresh
         return reopen
@@ -468,6 +507,11 @@ class EdgeService:
         """What is broken beyond a camera's own stream: the watchdog stops pinging for it."""
         found = [f"camera {w.camera.id}: loop failed ({w.health.detail})"
                  for w in self.workers if w.failed]
+        # frames arriving and none analysed, for as long as a hung loop: a restart cures
+        # what nothing else has
+        stall_s = self.config.health.stall_s
+        found += [f"camera {w.camera.id}: blind for {w.health.blind_for():.0f} s"
+                  for w in self.workers if w.health.blind_for() >= stall_s]
         if self.sender is not None and self.sender.error is not None:
             found.append(f"hit sender died: {self.sender.error!r}")
         return found

@@ -93,7 +93,7 @@ def test_a_camera_below_its_frame_rate_for_long_is_slow_and_reopened_once():
     clock.now += 1
     assert cam.observe(health("live", fps=10), 25)  # reopen
     assert (cam.state, cam.ok) == ("slow", False)
-    assert "10.0 fps" in cam.detail and "expected 25" in cam.detail
+    assert "10.0 fps" in cam.detail and "expected 25 (configured)" in cam.detail
     clock.now += 1
     assert not cam.observe(health("live", fps=24), 25)  # reopened and fine, recovering
     assert cam.state == "slow"
@@ -110,7 +110,49 @@ def test_a_short_dip_or_an_unknown_rate_is_not_slow():
     cam.observe(health("live", fps=25), 25)  # the dip ends
     clock.now += 20
     assert not cam.observe(health("live", fps=5), 25)
-    assert not cam.observe(health("live", fps=1), None)  # no nominal rate: nothing to judge by
+    fresh = CameraHealth("b", slow_after_s=30, clock=clock)
+    # nothing configured and nothing seen yet: nothing to judge by
+    assert not fresh.observe(health("live", fps=1), None)
+    assert fresh.state == "live" and fresh.expected_fps is None
+
+
+def test_a_variable_rate_camera_is_judged_by_what_it_delivers_not_what_it_announces():
+    """FFmpeg read 60 fps off a camera that delivers 14-22 (18 on average): against 60 it
+    was slow for ever and reopened every half minute. Its own rate is the measure."""
+    clock = Clock()
+    cam = CameraHealth("vfr", min_fps_fraction=0.5, slow_after_s=30, clock=clock)
+    swings = itertools.cycle([14.0, 22.0, 18.0, 16.0, 20.0])
+    for _ in range(600):  # ten minutes, a look every second
+        assert not cam.observe(health("live", fps=next(swings)), None)
+        clock.now += 1
+    assert (cam.state, cam.ok) == ("live", True)
+    assert cam.expected_fps == 18.0
+    # the same camera really slowing down, to 3 fps, is slow after 30 s and reopened
+    reopened = [cam.observe(health("live", fps=3.0), None) for _ in range(31)
+                if not setattr(clock, "now", clock.now + 1)]
+    assert reopened.count(True) == 1 and cam.state == "slow"
+    assert "3.0 fps" in cam.detail and "expected 18 (as delivered)" in cam.detail
+
+
+def test_frames_arriving_with_none_analysed_is_blind_and_not_ok():
+    clock = Clock()
+    cam = CameraHealth("a", blind_after_s=5, clock=clock)
+    cam.observe(health("live"), None, analysed_at=0.0)
+    assert cam.state == "live"
+    clock.now += 4
+    cam.observe(health("live"), None, analysed_at=3.5)
+    assert (cam.state, cam.blind_for()) == ("live", 0.0)
+    clock.now += 6  # frames come in, the last one analysed at 3.5
+    cam.observe(health("live", fps=18.5), None, analysed_at=3.5)
+    assert (cam.state, cam.ok) == ("blind", False)
+    assert cam.detail == ("processing nothing: frames arrive at 18.5 fps, none analysed "
+                          "for 6 s")
+    assert cam.blind_for() == 6.5
+    cam.observe(health("live"), None, analysed_at=clock.now)  # analysing again
+    assert (cam.state, cam.ok, cam.blind_for()) == ("live", True, 0.0)
+    # a camera delivering nothing is dead or connecting, never blind
+    clock.now += 60
+    cam.observe(health("live", fps=0.0), None, analysed_at=clock.now - 60)
     assert cam.state == "live"
 
 
@@ -238,8 +280,10 @@ def test_frozen_and_black_cameras_are_reported_and_the_other_goes_on(tmp_path, e
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
-def worker(camera_id: str, engines, factory, stop: threading.Event, **health) -> CameraWorker:
-    config = EdgeConfig.model_validate({"cameras": [{"id": camera_id, "source": "x"}]})
+def worker(camera_id: str, engines, factory, stop: threading.Event, fps: float | None = None,
+           **health) -> CameraWorker:
+    config = EdgeConfig.model_validate({"cameras": [{"id": camera_id, "source": "x",
+                                                     "fps": fps}]})
     return CameraWorker(config.cameras[0], engines, lambda *a: None, stop,
                         health=HealthConfig(**health), source_factory=factory,
                         backoff=Backoff(0.05, 0.1, jitter=0.0))
@@ -249,13 +293,13 @@ def worker(camera_id: str, engines, factory, stop: threading.Event, **health) ->
 def test_a_camera_whose_frame_rate_drops_is_reported_slow_and_reopened(engines):
     opens: list[float] = []
     stop = threading.Event()
-    # nominal 25 fps, delivering about 10
-    w = worker("slow", engines, camera_factory(alive, opens, pace=0.1, nominal_fps=25), stop,
+    # configured 25 fps, delivering about 10
+    w = worker("slow", engines, camera_factory(alive, opens, pace=0.1), stop, fps=25,
                slow_after_s=0.5, recover_s=30)
     w.start()
     try:
         wait_for(lambda: w.health.state == "slow" and len(opens) >= 2, WAIT, "slow, reopened")
-        assert "expected 25" in w.health.detail and w.status.reconnects >= 1
+        assert "expected 25 (configured)" in w.health.detail and w.status.reconnects >= 1
     finally:
         stop.set()
         w.thread.join(WAIT)
@@ -312,3 +356,106 @@ def test_a_hung_loop_stops_the_pings_a_camera_being_reconnected_does_not(engines
         hung.release.set()
         for w in workers:
             w.thread.join(WAIT)
+
+
+class ReopenedCamera:
+    """A live camera on its own clock, as a stream reopened by the node is: its frames'
+    pts start at `pts0` and go up by `step` a frame; health() says live at `fps`."""
+
+    live = True
+    nominal_fps = None
+
+    def __init__(self, camera: str, pts0: float, fps: float, step: float = 0.04) -> None:
+        self.source_id = camera
+        self.pts, self.fps, self.step = pts0, fps, step
+        self.index = 0
+        self.closed = False
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        if self.closed:
+            return None
+        self.index += 1
+        self.pts += self.step
+        return Frame(still_scene(self.index), self.index, self.pts, time.time(), self.source_id)
+
+    def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - the worker calls read()
+        raise NotImplementedError
+
+    def health(self) -> SourceHealth:
+        return health("ended" if self.closed else "live", fps=self.fps)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.models
+def test_a_reopened_camera_whose_clock_starts_again_is_analysed_at_once(engines):
+    """A node up for hours judges its camera slow and reopens it; the new stream's clock
+    starts at 0. Analysis must go on at once, not when the new clock passes the old one
+    (a node up for a week was blind for a week)."""
+    stop = threading.Event()
+    opened: list[ReopenedCamera] = []
+
+    def reopen(camera: CameraConfig) -> ReopenedCamera:
+        # first a camera up 10,000 s delivering 10 fps of the 25 configured, then a good one
+        source = (ReopenedCamera(camera.id, 10_000.0, fps=10.0) if not opened
+                  else ReopenedCamera(camera.id, 0.0, fps=25.0))
+        opened.append(source)
+        return source
+
+    w = worker("cam", engines, reopen, stop, fps=25, slow_after_s=0.3, recover_s=0.1)
+    w.start()
+    try:
+        wait_for(lambda: len(opened) == 2 and opened[1].index > 0, WAIT, "the reopen")
+        analysed = w.status.analysed
+        wait_for(lambda: w.status.analysed >= analysed + 5, WAIT,
+                 "frames of the reopened camera analysed")
+        assert w.health.state != "blind"
+        assert len(opened) == 2  # the good camera is not judged slow
+    finally:
+        stop.set()
+        w.thread.join(WAIT)
+
+
+@pytest.mark.models
+def test_a_camera_whose_frames_all_go_unanalysed_is_reported_blind(engines, monkeypatch,
+                                                                   tmp_path):
+    """Whatever the cause, frames coming in and none analysed is said, not hidden behind
+    'live 18.5 fps', and lasting as long as a hung loop it ends the watchdog's pings."""
+    import edge.service
+
+    monkeypatch.setattr(edge.service.VideoPipeline, "wants",
+                        lambda self, pts: self.last_sampled < 0)  # the first frame only
+    opens: list[float] = []
+    config = node_config(tmp_path, "cam", blind_after_s=0.3, stall_s=2)
+    service = EdgeService(config, engines=engines,
+                          source_factory=camera_factory(alive, opens, pace=0.02))
+    try:
+        service.start()
+        wait_for(lambda: service.status()["cameras"]["cam"]["state"] == "blind", WAIT,
+                 "blind")
+        status = service.status()
+        cam = status["cameras"]["cam"]
+        assert not cam["ok"] and cam["analysed"] == 1 and cam["frames"] > 1
+        assert not status["health"]["ok"]
+        assert any(p.startswith("camera cam: blind (processing nothing: frames arrive at")
+                   for p in status["health"]["problems"])
+        wait_for(lambda: service.faults(), WAIT, "blind long enough to be a fault")
+        assert service.faults()[0].startswith("camera cam: blind for")
+    finally:
+        service.stop()
+
+
+def test_cameras_are_probed_every_few_seconds_however_long_they_are_away():
+    from edge.sources import RECONNECT_MAX_S
+
+    source = LiveSource(lambda: FakeStream(opened=False), source_id="away",
+                        backoff_jitter=0.0, open_timeout=60)
+    try:
+        delays = [source._backoff.next_delay() for _ in range(20)]
+    finally:
+        source.close()
+    assert RECONNECT_MAX_S <= 5 and max(delays) == RECONNECT_MAX_S
+    w = CameraWorker(EdgeConfig.model_validate({"cameras": [{"id": "c", "source": "x"}]})
+                     .cameras[0], None, lambda *a: None, threading.Event())  # type: ignore[arg-type]
+    assert max(w.backoff.next_delay() for _ in range(20)) <= RECONNECT_MAX_S * 1.2

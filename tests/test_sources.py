@@ -327,7 +327,8 @@ class _NeverOpens:
 
 @pytest.mark.parametrize("spec", ["usb:0", "/dev/video0", "rtsp://cam.local/main"])
 def test_live_specs_make_live_sources(spec):
-    src = open_source(spec, capture_factory=_NeverOpens, backoff_initial=60, fps=25)
+    src = open_source(spec, capture_factory=_NeverOpens, backoff_initial=60, backoff_max=60,
+                      fps=25)
     try:
         assert isinstance(src, LiveSource) and isinstance(src, Source)
         assert (src.live, src.nominal_fps, src.source_id) == (True, 25, spec)

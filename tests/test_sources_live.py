@@ -351,7 +351,8 @@ def test_real_backend_failure_leaks_no_credentials(caplog, capfd, monkeypatch):
     monkeypatch.delenv(FFMPEG_OPTIONS_ENV, raising=False)
     url = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
     with caplog.at_level(logging.DEBUG):
-        src = open_source(url, open_timeout=2, stall_timeout=2, backoff_initial=30)
+        src = open_source(url, open_timeout=2, stall_timeout=2, backoff_initial=30,
+                          backoff_max=30)
         try:
             assert src.wait_for_state("dead", timeout=WAIT)
             health = src.health()

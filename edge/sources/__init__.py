@@ -11,11 +11,18 @@ from typing import Any
 from .base import Capture, CaptureFactory, Source, SourceError, SourceHealth, SourceState
 from .capture import stream_capture_factory, usb_capture_factory
 from .folder import ImageFolderSource
-from .live import DEFAULT_OPEN_TIMEOUT, DEFAULT_STALL_TIMEOUT, Backoff, LiveSource
+from .live import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT,
+    RECONNECT_MAX_S,
+    Backoff,
+    LiveSource,
+)
 from .scrub import ScrubbingFilter, scrub_url
 from .video import VideoFileSource
 
 __all__ = [
+    "RECONNECT_MAX_S",
     "Backoff",
     "Capture",
     "CaptureFactory",

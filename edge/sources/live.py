@@ -23,6 +23,10 @@ log.addFilter(ScrubbingFilter())
 
 DEFAULT_OPEN_TIMEOUT = 15.0
 DEFAULT_STALL_TIMEOUT = 10.0
+# Reconnection back-off stops growing here: a camera is probed every few seconds for as
+# long as it is away, so that the node reads again within seconds of its return (at a
+# 60 s cap a node stayed blind 34 s after its camera was back).
+RECONNECT_MAX_S = 5.0
 
 
 class Backoff:
@@ -158,7 +162,7 @@ class LiveSource(SourceBase):
         black_after: float | None = 30.0,
         black_level: float = 3.0,
         backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
+        backoff_max: float = RECONNECT_MAX_S,
         backoff_jitter: float = 0.2,
         healthy_after: float = 30.0,
         check_interval: float | None = None,

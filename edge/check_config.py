@@ -1,10 +1,13 @@
-"""`anpr-edge check-config FILE`: is this node ready to run? Config, models, keys, collector.
+"""`anpr-edge check-config FILE`: is this node ready to run? Config, models, keys, collector,
+cameras.
 
-Each check prints one line (ok, FAIL or skip and why). The exit status is that of
-the first check to fail, in this order, so a script or an installer can tell them
-apart: 0 all well, 2 the config is invalid (the message names the key), 3 a model
-is missing or fails its hash, 4 a key is missing or unreadable, 5 the collector
-did not answer (or refused this node's key).
+Each check prints one line (ok, FAIL or skip and why); the cameras get a line each
+after theirs. The exit status is that of the first check to fail, in this order, so a
+script or an installer can tell them apart: 0 all well, 2 the config is invalid (the
+message names the key), 3 a model is missing or fails its hash, 4 a key is missing or
+unreadable, 5 the collector did not answer (or refused this node's key), 6 a camera
+did not give a picture (its line says why: address, password, path). `--offline`
+tries neither the collector nor network cameras.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from edge import keys
-from edge.config import ConfigError, EdgeConfig, config_hash, load_config
+from edge.config import CameraConfig, ConfigError, EdgeConfig, config_hash, load_config
 from edge.models import ModelError, load_manifest
+from edge.sources import Source, SourceError, open_source, scrub_url
+from edge.sources.credentials import camera_url, readable_by_others
+from edge.sources.rtsp_probe import probe
+from edge.types import Frame
 
-EXIT_OK, EXIT_CONFIG, EXIT_MODELS, EXIT_KEYS, EXIT_COLLECTOR = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_CONFIG, EXIT_MODELS, EXIT_KEYS, EXIT_COLLECTOR, EXIT_CAMERAS = 0, 2, 3, 4, 5, 6
 
 _EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
@@ -52,13 +59,13 @@ def check_config(path: Path, *, offline: bool = False, timeout_s: float = 5.0,
     except ConfigError as exc:
         report(Outcome("config", EXIT_CONFIG, False, str(exc)))
         for name, code in (("models", EXIT_MODELS), ("keys", EXIT_KEYS),
-                           ("collector", EXIT_COLLECTOR)):
+                           ("collector", EXIT_COLLECTOR), ("cameras", EXIT_CAMERAS)):
             report(Outcome(name, code, None, "the config must be valid first"))
         return EXIT_CONFIG
     cameras = ", ".join(c.id for c in config.cameras) or "none"
     report(Outcome("config", EXIT_CONFIG, True, f"{path}: node {config.node_id}, cameras "
                    f"{cameras}, hash {config_hash(config)}"))
-    for warning in _local_sources(config):
+    for warning in _local_sources(config) + _exposed_secrets(path, config):
         print(f"{'':<10} warn  {warning}", file=out)
     report(check_models(config))
     keypair = report(check_keys(config))
@@ -70,6 +77,19 @@ def check_config(path: Path, *, offline: bool = False, timeout_s: float = 5.0,
         report(Outcome("collector", EXIT_COLLECTOR, None, "no keys to talk to it with"))
     else:
         report(check_collector(config, timeout_s))
+    cameras_checked = [check_camera(config, camera, offline=offline, timeout_s=timeout_s)
+                       for camera in config.cameras]
+    if not cameras_checked:
+        report(Outcome("cameras", EXIT_CAMERAS, None, "none configured"))
+    else:
+        bad = [c for c in cameras_checked if c.ok is False]
+        ok = None if all(c.ok is None for c in cameras_checked) else not bad
+        report(Outcome("cameras", EXIT_CAMERAS, ok,
+                       f"{len(cameras_checked) - len(bad)} of {len(cameras_checked)} "
+                       "gave a picture" if ok is not None else "--offline"))
+        for camera in cameras_checked:
+            word = {True: "ok", False: "FAIL", None: "skip"}[camera.ok]
+            print(f"{'':<10} {word:<4}  {camera.name}: {camera.detail}", file=out, flush=True)
     failed = [r.code for r in results if r.ok is False]
     return failed[0] if failed else EXIT_OK
 
@@ -173,6 +193,60 @@ def handshake(endpoint: str, public: bytes, secret: bytes, server: bytes, timeou
         ctx.term()
 
 
+def check_camera(config: EdgeConfig, camera: CameraConfig, *, offline: bool,
+                 timeout_s: float) -> Outcome:
+    """Open the camera as the node would and take one picture from it."""
+    name = f"camera {camera.id}"
+    spec = camera.source.strip()
+    network = "://" in spec
+    if offline and network:
+        return Outcome(name, EXIT_CAMERAS, None, "network camera, --offline")
+    try:
+        creds = None
+        if camera.credentials is not None:
+            creds = keys.credentials_dir(config.link.credentials_dir)
+        url = camera_url(spec, camera.credentials, creds)
+    except (SourceError, ValueError) as exc:
+        return Outcome(name, EXIT_CAMERAS, False, scrub_url(str(exc)))
+    found = probe(url, timeout=timeout_s) if network else None
+    if found is not None and not found.ok:
+        return Outcome(name, EXIT_CAMERAS, False, found.reason)
+    started = time.monotonic()
+    try:
+        # one attempt: the back-off outlasts the check
+        once = {"open_timeout": timeout_s, "backoff_initial": 3600.0, "backoff_max": 3600.0}
+        live = network or spec.lower().startswith(("usb:", "/dev/video", "/dev/v4l/"))
+        source = open_source(url, source_id=camera.id, fps=camera.fps, **(once if live else {}))
+    except (SourceError, OSError, ValueError) as exc:
+        return Outcome(name, EXIT_CAMERAS, False, scrub_url(str(exc)))
+    try:
+        frame = _first_frame(source, timeout_s + 1.0)
+        health = source.health()
+    finally:
+        source.close()
+    if frame is None:
+        why = health.last_error or f"no picture within {timeout_s + 1.0:g} s"
+        return Outcome(name, EXIT_CAMERAS, False, scrub_url(why))
+    h, w = frame.image.shape[:2]
+    claimed = f", announces {source.nominal_fps:g} fps" if source.nominal_fps else ""
+    return Outcome(name, EXIT_CAMERAS, True, f"{w}x{h} picture in "
+                   f"{(time.monotonic() - started) * 1000:.0f} ms{claimed}")
+
+
+def _first_frame(source: Source, timeout_s: float) -> Frame | None:
+    read = getattr(source, "read", None)
+    if not (source.live and callable(read)):
+        return next(iter(source), None)
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        frame: Frame | None = read(timeout=min(0.1, left))
+        if frame is not None:
+            return frame
+        if source.health().state in ("dead", "frozen", "black"):
+            return None  # it said why; the back-off outlasts the check
+    return None
+
+
 def _local_sources(config: EdgeConfig) -> list[str]:
     """Files and devices the cameras name that are not there now (warnings: a USB camera
     may be plugged in later, and the node retries)."""
@@ -184,3 +258,29 @@ def _local_sources(config: EdgeConfig) -> list[str]:
         if not Path(spec).exists():
             found.append(f"camera {camera.id}: {spec} is not there now")
     return found
+
+
+def _exposed_secrets(path: Path, config: EdgeConfig) -> list[str]:
+    """Camera passwords where others can read them."""
+    found = []
+    inline = [c.id for c in config.cameras if _has_password(c.source)]
+    if inline:
+        where = " (and anyone on this machine may read the file)" \
+            if readable_by_others(path) else ""
+        found.append(f"camera(s) {', '.join(inline)}: a password in the URL{where}; put "
+                     "'user:password' in a credentials file and name it with credentials:")
+    for camera in config.cameras:
+        if camera.credentials is None:
+            continue
+        try:
+            creds = keys.credentials_dir(config.link.credentials_dir)
+        except ValueError:
+            continue  # the camera's own check says so
+        if readable_by_others(creds / camera.credentials):
+            found.append(f"camera {camera.id}: {creds / camera.credentials} is readable by "
+                         "anyone on this machine (chmod 600)")
+    return found
+
+
+def _has_password(source: str) -> bool:
+    return "://" in source and scrub_url(source) != source

@@ -11,7 +11,7 @@ from pathlib import Path
 from edge import models
 from edge.config import ConfigError, EdgeConfig, PipelineConfig, load_config
 from edge.keys import KeyFileError
-from edge.logs import setup_logging
+from edge.logs import route_native_stderr, setup_logging
 
 log = logging.getLogger("edge")
 
@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description=check_doc,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="edge YAML config")
-    p.add_argument("--offline", action="store_true", help="do not try the collector")
+    p.add_argument("--offline", action="store_true",
+                   help="try neither the collector nor network cameras")
     p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds to wait for the collector's handshake")
+                   help="seconds to wait for the collector's handshake and each camera")
     p.set_defaults(func=_check_config)
 
     p = sub.add_parser("demo", help="make a drive-by clip in code (day and night), replay it "
@@ -208,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("run", "check-config") and argv is None:
+        # a process of its own (not a caller's, such as a test's): FFmpeg's and OpenCV's
+        # lines are logged with time, level and camera, not printed bare
+        route_native_stderr()
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)

@@ -112,6 +112,10 @@ class CameraConfig(Strict):
                               "(default: the rate it has been seen to deliver, never the "
                               "stream's announced rate, which variable-rate cameras do not "
                               "keep)")
+    credentials: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description=
+                                    "a file in the credentials directory holding the "
+                                    "camera's 'user:password' (systemd: LoadCredential=); "
+                                    "keeps the password out of this file")
     location: Location = Location()
     overrides: dict[str, Any] = Field(default_factory=dict, description="pipeline settings "
                                       "for this camera alone, same keys as the global ones")

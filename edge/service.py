@@ -34,6 +34,7 @@ from edge.sources import (
     open_source,
     scrub_url,
 )
+from edge.sources.credentials import camera_url
 from edge.types import Frame, PlateEvent
 from edge.watchlist.matcher import Matcher
 from edge.watchlist.replica import WatchlistReplica
@@ -103,8 +104,7 @@ class CameraWorker:
         self.status = CameraStatus(camera.id)
         self.source: Source | None = None
         self.opened = threading.Event()  # the first attempt to open the source is over
-        self._open = source_factory or (lambda c: open_source(c.source, source_id=c.id,
-                                                              fps=c.fps))
+        self._open = source_factory or (lambda c: open_camera(c, None))
         self._clock_ref: tuple[float, float] | None = None  # (wall, pts) of the last frame
         # Every source this worker opens is put on one camera clock that never goes back:
         # a reopened stream counts from 0 again, and the pipeline's rate, tracks and
@@ -348,10 +348,22 @@ class EdgeService:
         self.metrics: Any = None
         self._matcher: Matcher | None = None
         self.workers = [CameraWorker(c, self.engines, self.handle_event, self.stop_event,
-                                     health=config.health, source_factory=source_factory)
+                                     health=config.health,
+                                     source_factory=source_factory or self.open_camera)
                         for c in config.cameras]
         self._lock = threading.Lock()
         self._closed = False
+
+    def open_camera(self, camera: CameraConfig) -> Source:
+        """Open a camera's source, with the password of its credentials file if it has one
+        (read at every open: a changed password is taken up at the next reconnect)."""
+        creds = None
+        if camera.credentials is not None:
+            try:
+                creds = keys.credentials_dir(self.config.link.credentials_dir)
+            except ValueError as exc:
+                raise SourceError(f"camera {camera.id}: {exc}") from None
+        return open_camera(camera, creds)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -562,6 +574,12 @@ class EdgeService:
             parts.append(f"{w.camera.id} {s} {w.status.fps:.1f} fps" if s == "live"
                          else f"{w.camera.id} {s}")
         return f"{len(self.workers)} camera(s): " + ", ".join(parts)
+
+
+def open_camera(camera: CameraConfig, credentials_dir: Path | None) -> Source:
+    """Open `camera`'s source as the node does."""
+    url = camera_url(camera.source, camera.credentials, credentials_dir)
+    return open_source(url, source_id=camera.id, fps=camera.fps)
 
 
 def _jpeg(image: Any, max_width: int) -> bytes:

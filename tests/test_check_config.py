@@ -12,6 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import zmq
 from test_link_support import free_port, make_keys, start_collector
@@ -42,18 +44,28 @@ def fake_models(root: Path) -> Path:
     return models
 
 
-def write_config(root: Path, extra: str = "") -> Path:
+def write_config(root: Path, extra: str = "", source: str | None = None) -> Path:
+    """A node with one camera: a folder holding one picture, unless `source` says."""
+    if source is None:
+        pictures = root / "pictures"
+        pictures.mkdir(exist_ok=True)
+        cv2.imwrite(str(pictures / "0001.png"), np.full((48, 64, 3), 128, np.uint8))
+        source = str(pictures)
     path = root / "edge.yaml"
     path.write_text(
         f"node_id: edge-7\nstate_dir: {root / 'state'}\nmodels_dir: {root / 'models'}\n"
-        "cameras:\n  - id: north\n    source: rtsp://cam.example/s\n" + extra)
+        f"cameras:\n  - id: north\n    source: {source}\n" + extra)
     return path
 
 
 def check(capsys, path: Path, *args: str) -> tuple[int, dict[str, str]]:
     code = main(["check-config", str(path), *args])
     lines = capsys.readouterr().out.splitlines()
-    return code, {line.split()[0]: line for line in lines if line and not line[0].isspace()}
+    found = {line.split()[0]: line for line in lines if line and not line[0].isspace()}
+    # a camera's own line, indented under `cameras`: "camera ID" -> line
+    found |= {" ".join(line.split()[1:3]).rstrip(":"): line for line in lines
+              if line.startswith(" ") and line.split()[1:2] == ["camera"]}
+    return code, found
 
 
 @pytest.fixture
@@ -68,6 +80,8 @@ def test_a_good_config_without_a_collector_passes(node, capsys):
     assert "ok" in lines["config"] and "edge-7" in lines["config"] and "north" in lines["config"]
     assert lines["models"].split()[1] == "ok" and "plates" in lines["models"]
     assert lines["keys"].split()[1] == "skip" and lines["collector"].split()[1] == "skip"
+    assert lines["cameras"].split()[1] == "ok" and "1 of 1 gave a picture" in lines["cameras"]
+    assert "ok" in lines["camera north"] and "64x48 picture" in lines["camera north"]
 
 
 def test_an_unknown_key_is_an_error_that_names_it(node, capsys):
@@ -76,7 +90,8 @@ def test_an_unknown_key_is_an_error_that_names_it(node, capsys):
     assert code == EXIT_CONFIG == 2
     assert "FAIL" in lines["config"] and "health.metrics_prot" in lines["config"]
     assert "Extra inputs are not permitted" in lines["config"]
-    assert all(lines[n].split()[1] == "skip" for n in ("models", "keys", "collector"))
+    assert all(lines[n].split()[1] == "skip" for n in ("models", "keys", "collector",
+                                                       "cameras"))
 
 
 def test_a_model_that_fails_its_hash_is_named_with_the_fix(node, capsys):
@@ -155,3 +170,91 @@ def test_a_wrong_collector_key_or_no_collector_fails_the_collector_check(node, c
     nobody = f"tcp://127.0.0.1:{free_port()}"
     code, lines = check(capsys, collector_config(node, creds, nobody), "--timeout", "0.3")
     assert code == EXIT_COLLECTOR and "no answer within 0.3 s" in lines["collector"]
+
+
+# -- cameras: opened as the node opens them ------------------------------------------------
+
+
+def test_a_camera_that_gives_no_picture_fails_with_its_own_exit_status(node, capsys):
+    from edge.check_config import EXIT_CAMERAS
+
+    code, lines = check(capsys, write_config(node, source=str(node / "nowhere.mp4")))
+    assert code == EXIT_CAMERAS == 6
+    assert lines["cameras"].split()[1] == "FAIL" and "0 of 1" in lines["cameras"]
+    assert "FAIL" in lines["camera north"] and "nowhere.mp4" in lines["camera north"]
+
+
+def test_a_wrong_camera_password_fails_and_never_shows_the_password(node, capsys):
+    from helpers.rtsp_fake import FakeRtspServer
+
+    from edge.check_config import EXIT_CAMERAS
+
+    creds = node / "creds"
+    creds.mkdir()
+    (creds / "north-cam").write_text("admin:not-the-password\n")
+    with FakeRtspServer(user="admin", password="s3cret", scheme="digest") as server:
+        path = write_config(node, f"    credentials: north-cam\nlink:\n  credentials_dir: "
+                            f"{creds}\n", source=server.url("/main"))
+        code, lines = check(capsys, path)
+        assert code == EXIT_CAMERAS
+        assert "refused the user and password (401 Unauthorized)" in lines["camera north"]
+        assert server.authorizations and "not-the-password" not in " ".join(lines.values())
+        # a password in the YAML: warned of, and refused the same way, never printed
+        path = write_config(node, source=server.url("/main", "admin:wrong-one"))
+        main(["check-config", str(path)])
+        out = capsys.readouterr().out
+        assert "a password in the URL" in out and "credentials file" in out
+        assert "wrong-one" not in out and "401" in out
+        # the right password gets as far as the stream itself (the fake serves none)
+        (creds / "north-cam").write_text("admin:s3cret\n")
+        path = write_config(node, f"    credentials: north-cam\nlink:\n  credentials_dir: "
+                            f"{creds}\n", source=server.url("/main"))
+        code, lines = check(capsys, path, "--timeout", "1")
+        assert "401" not in lines["camera north"] and "s3cret" not in lines["camera north"]
+
+
+def test_network_cameras_are_skipped_offline_and_nothing_listening_is_named(node, capsys):
+    path = write_config(node, source=f"rtsp://127.0.0.1:{free_port()}/main")
+    code, lines = check(capsys, path, "--offline")
+    assert code == EXIT_OK and lines["camera north"].split()[0] == "skip"
+    code, lines = check(capsys, path, "--timeout", "1")
+    assert code == 6 and "nothing listens at 127.0.0.1" in lines["camera north"]
+
+
+NATIVE = """
+import sys
+from edge.logs import route_native_stderr, setup_logging
+from edge.sources import open_source
+route_native_stderr()
+setup_logging()
+source = open_source(sys.argv[1], source_id="north", open_timeout=3, backoff_initial=60,
+                     backoff_max=60)
+assert source.wait_for_state("dead", timeout=20)
+print(source.health().last_error)
+source.close()
+"""
+
+
+def test_ffmpeg_and_opencv_lines_are_logged_with_time_level_and_camera():
+    """A real FFmpeg refused by a camera prints its 401 straight to descriptor 2; the node
+    logs it as one of its own lines, scrubbed, naming the camera."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from helpers.rtsp_fake import FakeRtspServer
+
+    with FakeRtspServer(user="admin", password="right") as server:
+        env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run([sys.executable, "-c", NATIVE,
+                               server.url("/main", "admin:Wr0ngPa55")],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Wr0ngPa55" not in done.stdout + done.stderr
+    assert "refused the user and password (401 Unauthorized)" in done.stdout
+    lines = done.stderr.splitlines()
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ camera=\S+ \S+: ")
+    assert all(stamped.match(line) for line in lines), lines
+    ffmpeg = [line for line in lines if " native.ffmpeg." in line]
+    assert any("401" in line and "camera=north" in line for line in ffmpeg), lines

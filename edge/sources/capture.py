@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import cv2
 
 from .base import Capture, CaptureFactory
+from .rtsp_probe import probe
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
@@ -36,28 +37,83 @@ def _set_ffmpeg_env(value: str) -> None:
         _env_we_set = value
 
 
-def stream_capture_factory(
-    url: str, *, open_timeout: float = 15.0, read_timeout: float = 10.0
-) -> CaptureFactory:
-    """Open `url` (rtsp, rtsps, http, https) with FFmpeg, with bounded open and read.
+class StreamCapture:
+    """Opens `url` (rtsp, rtsps, http, https) with FFmpeg, with bounded open and read, and
+    says why it did not open where an RTSP probe can tell (`diagnose`).
 
-    The URL lives only inside the returned closure, never on a source object.
+    The URL lives only here, never on a source object.
     """
 
-    def open_stream() -> Capture:
+    def __init__(self, url: str, *, open_timeout: float = 15.0,
+                 read_timeout: float = 10.0) -> None:
+        self._url = url
+        self._open_timeout, self._read_timeout = open_timeout, read_timeout
+
+    def __call__(self) -> Capture:
         # OpenCV reads the variable when the capture opens. It is process-wide, so
         # sources opening at once may see each other's value; all differ at most
         # in the timeout, and the per-capture timeouts below are exact anyway.
-        _set_ffmpeg_env(ffmpeg_options(url, read_timeout))
+        _set_ffmpeg_env(ffmpeg_options(self._url, self._read_timeout))
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            int(open_timeout * 1000),
+            int(self._open_timeout * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(read_timeout * 1000),
+            int(self._read_timeout * 1000),
         ]
-        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        return cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
 
-    return open_stream
+    def diagnose(self) -> str | None:
+        """Why the stream does not open, in words, or None where a probe cannot tell."""
+        result = probe(self._url, timeout=min(5.0, self._open_timeout))
+        if result is None:
+            return None
+        if result.ok:
+            return ("the camera answers and describes its stream, but the stream could not "
+                    "be played (codec, transport, or a firewall on the media ports)")
+        return result.reason
+
+    def __repr__(self) -> str:
+        return "StreamCapture(<url hidden>)"
+
+
+def stream_capture_factory(
+    url: str, *, open_timeout: float = 15.0, read_timeout: float = 10.0
+) -> CaptureFactory:
+    """Open `url` with FFmpeg: a `StreamCapture`."""
+    return StreamCapture(url, open_timeout=open_timeout, read_timeout=read_timeout)
+
+
+class UsbCapture:
+    """Opens a V4L2 camera by index (0) or device path ("/dev/video0")."""
+
+    def __init__(self, device: int | str, *, width: int | None = None,
+                 height: int | None = None, fps: float | None = None,
+                 fourcc: str | None = None) -> None:
+        self.device = device
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+
+    def __call__(self) -> Capture:
+        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if cap.isOpened():
+            # Format before size: many UVC cameras offer large sizes only as MJPG.
+            if self.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+            if self.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            if self.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+        return cap
+
+    def diagnose(self) -> str:
+        """Why the camera does not open, as far as the device node tells."""
+        path = self.device if isinstance(self.device, str) else f"/dev/video{self.device}"
+        if not os.path.exists(path):
+            return f"{path} does not exist (camera unplugged, or not this index)"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path}: no permission (the node's user needs the video group)"
+        return f"{path} exists but does not open as a V4L2 capture device (busy, or not a camera)"
 
 
 def usb_capture_factory(
@@ -68,20 +124,5 @@ def usb_capture_factory(
     fps: float | None = None,
     fourcc: str | None = None,
 ) -> CaptureFactory:
-    """Open a V4L2 camera by index (0) or device path ("/dev/video0")."""
-
-    def open_camera() -> Capture:
-        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
-        if cap.isOpened():
-            # Format before size: many UVC cameras offer large sizes only as MJPG.
-            if fourcc:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
-            if width:
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-            if height:
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-            if fps:
-                cap.set(cv2.CAP_PROP_FPS, fps)
-        return cap
-
-    return open_camera
+    """Open a V4L2 camera: a `UsbCapture`."""
+    return UsbCapture(device, width=width, height=height, fps=fps, fourcc=fourcc)

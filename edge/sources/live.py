@@ -29,6 +29,22 @@ DEFAULT_STALL_TIMEOUT = 10.0
 RECONNECT_MAX_S = 5.0
 
 
+_opening: dict[str, int] = {}  # source id -> its readers inside the backend's open now
+_opened_at: dict[str, float] = {}  # source id -> when its last open returned
+_opening_lock = threading.Lock()
+# What a library printed while opening reaches its reader a moment after the open returns.
+_OPENING_TAIL_S = 0.5
+
+
+def cameras_opening() -> list[str]:
+    """The sources whose streams are being opened now, or were a moment ago (to tell whose
+    lines FFmpeg prints)."""
+    now = time.monotonic()
+    with _opening_lock:
+        recent = {s for s, t in _opened_at.items() if now - t < _OPENING_TAIL_S}
+        return sorted(set(_opening) | recent)
+
+
 class Backoff:
     """Delays between reconnection attempts: `initial`, doubling up to `maximum`, each
     spread by +/- `jitter` (a fraction) so that many cameras behind one failed
@@ -115,6 +131,7 @@ class _Connection:
         self.first_frame_at: float | None = None
         self.last_frame_at: float | None = None
         self.ended = threading.Event()
+        self.reader: threading.Thread | None = None
         self.state: SourceState = "dead"
         self.reason = ""
         self._lock = threading.Lock()
@@ -233,7 +250,13 @@ class LiveSource(SourceBase):
         if conn is not None:
             conn.end("ended", "closed")
         if threading.current_thread() is not self._supervisor:
+            deadline = time.monotonic() + timeout
             self._supervisor.join(timeout)
+            # A reader releasing its capture is given the rest of the time: a process that
+            # exits while a thread is inside the backend aborts ("terminate called ...").
+            reader = conn.reader if conn is not None else None
+            if reader is not None and reader is not threading.current_thread():
+                reader.join(max(0.0, deadline - time.monotonic()))
         self._health.set_state("ended")
         log.info("%s: closed", self.source_id)
 
@@ -249,12 +272,13 @@ class LiveSource(SourceBase):
             self._conn = conn
             if self._closing.is_set():
                 return  # close() ran before it could see this connection
-            threading.Thread(
+            conn.reader = threading.Thread(
                 target=self._read_stream,
                 args=(conn,),
                 name=f"source-{self.source_id}-reader",
                 daemon=True,
-            ).start()
+            )
+            conn.reader.start()
             self._watch(conn)
             if self._closing.is_set():
                 return
@@ -292,16 +316,25 @@ class LiveSource(SourceBase):
     # -- reader thread ---------------------------------------------------------------
 
     def _read_stream(self, conn: _Connection) -> None:
+        with _opening_lock:
+            _opening[self.source_id] = _opening.get(self.source_id, 0) + 1
         try:
             cap = self._factory()
         except Exception as exc:  # any backend failure to open is a dead stream, retried
             conn.end("dead", f"could not open: {scrub_url(_describe(exc))}")
             return
+        finally:
+            with _opening_lock:
+                _opened_at[self.source_id] = time.monotonic()
+                if _opening[self.source_id] > 1:
+                    _opening[self.source_id] -= 1
+                else:
+                    del _opening[self.source_id]
         try:
             if not conn.active:
                 return
             if not cap.isOpened():
-                conn.end("dead", "could not open the stream (address, credentials or network)")
+                conn.end("dead", f"could not open the stream: {self._why_not_open()}")
                 return
             conn.opened_at = self._clock()
             if self.nominal_fps is None:
@@ -314,6 +347,16 @@ class LiveSource(SourceBase):
                 cap.release()
             except Exception as exc:
                 log.debug("%s: release failed: %s", self.source_id, scrub_url(_describe(exc)))
+
+    def _why_not_open(self) -> str:
+        diagnose = getattr(self._factory, "diagnose", None)
+        why = None
+        if callable(diagnose):
+            try:
+                why = diagnose()
+            except Exception as exc:  # a diagnosis must never cost the reconnect
+                log.debug("%s: diagnosis failed: %s", self.source_id, _describe(exc))
+        return scrub_url(why) if why else "address, credentials or network"  # nothing said
 
     def _pump(self, cap: Capture, conn: _Connection) -> None:
         watch = PictureWatch(self._frozen_after, self._black_after, self._black_level)

@@ -146,6 +146,12 @@ _FORMATS: tuple[PlateFormat, ...] = (
         letters="ABCDEFGHIJKLMNOPRSTUVYZ",
         codes=_TR_PROVINCES,
     ),
+    # Vietnam: province 11-99, a series of one or two characters, four or five digits,
+    # "51G-123.45" (shown "51G-12345").  Not a country of ours, but of the clips engineers
+    # replay: known so that its plates are not named Turkish, whose "DD L DDDD[D]" shape
+    # they share (a tie between the two names no country).
+    PlateFormat("VN", ("DDL-DDDD[D]", "DDLL-DDDDD", "DDLN-DDDDD"),
+                codes=frozenset(f"{i}" for i in range(11, 100))),
     # Ukraine, since 2004: "AA 1234 BB", the twelve letters alike in Cyrillic and Latin.
     PlateFormat("UA", ("LL DDDD LL",), letters="ABCEHIKMOPTX"),
     # Belarus, since 2004: "1234 AB-7", the last digit the region.

@@ -76,6 +76,9 @@ VALID = [
     ("A123BC 777", "RU"),
     ("7ABC123", "US"),
     ("ABC-1234", "US"),
+    ("51G-12345", "VN"),
+    ("29A1-12345", "VN"),
+    ("51LD-12345", "VN"),
 ]
 
 
@@ -341,3 +344,13 @@ def test_emblem_or_band_letters_at_the_edge_are_dropped_when_the_rest_fits():
     assert (band.text, band.country) == ("123ABC", "EE")
     # an unsure edge character of a read that fits nothing even without it stays
     assert parse("6M5XSX", 0.9, [0.43, 1.0, 1.0, 1.0, 1.0, 1.0]).text == "6M5XSX"
+
+
+def test_vietnamese_plates_are_not_named_turkish():
+    """The tollbooth clip engineers replay is Vietnamese: its plates share Turkey's
+    'DD L DDDD[D]' shape, and were all named TR."""
+    assert parse("29A112345").country == "VN"  # a series of two: Vietnamese only
+    assert parse("99A12345").country == "VN"  # no Turkish province 99
+    assert parse("51G12345").country is None  # both shapes fit: no country is named
+    assert parse("51G12345", countries=["VN"]).country == "VN"
+    assert parse("34ABC123").country == "TR"

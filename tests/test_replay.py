@@ -98,3 +98,24 @@ def test_replay_stats_count_frames(engines, tmp_path):
     source = open_source(clip)
     list(replay_events(source, VideoPipeline(engines, PipelineConfig()), stats=stats))
     assert stats.frames == n and 0 < stats.analysed <= n and stats.wall_s > 0
+
+
+@pytest.mark.models
+def test_a_clock_that_goes_back_ends_the_passes_in_view_and_analysis_goes_on(engines):
+    """A source reopened on its own clock starts again at 0: the pipeline must not wait
+    for the new clock to pass the old one (a node was blind for as long as it had run)."""
+    from dataclasses import replace
+
+    from edge.synthetic import SyntheticDriveBy, compact
+
+    clip = SyntheticDriveBy.default(0, vehicles=1, night=0, fps=10.0)
+    frames = list(clip)
+    clip.close()
+    pipeline = VideoPipeline(engines, PipelineConfig(), camera="reopened")
+    half = len(frames) // 2
+    before = [pipeline.process(replace(f, pts=10_000 + f.pts)) for f in frames[:half]]
+    assert not any(r.events for r in before)  # the car is still in view
+    assert pipeline.wants(frames[half].pts)  # the clock went back: due at once
+    after = pipeline.process(frames[half])
+    assert after.processed
+    assert [e.text for e in after.events] == [compact(clip.truth[0].text)]  # its pass ended

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -119,3 +120,31 @@ def test_the_floor_and_the_memory_queue_come_from_the_store_config(tmp_path):
         assert service.outbox.waiting.max_bytes == 2 * MB
     finally:
         service.stop()
+
+
+class RefusingReads:
+    """The outbox's connection on a disk that refuses the next read's insert."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+    def execute(self, sql: str, *args):
+        if sql.startswith("INSERT INTO reads"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+
+def test_a_failed_write_with_nothing_waiting_still_makes_the_node_unwell(node):
+    real = node.outbox._db
+    node.outbox._db = RefusingReads(real)
+    node.handle_event(CAMERA, event("ZZ999ZZ", 1.0), 1_900_000_001.0)  # on no list
+    problems = node.status()["health"]["problems"]
+    assert any(p.startswith("store: the last write failed") for p in problems), problems
+    assert "DISK FULL: the last write failed" in node.status_line()
+    node.outbox._db = real  # room again
+    node.handle_event(CAMERA, event("ZZ998ZZ", 2.0), 1_900_000_002.0)
+    assert node.status()["health"] == {"ok": True, "problems": []}
+    assert [line["stored"] for line in lines(node)] == [False, True]

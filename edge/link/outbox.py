@@ -282,12 +282,14 @@ class Outbox:
         """A store failed: note why; raise unless it was the disk refusing to take more."""
         self._rollback()
         reason = f"{type(exc).__name__}: {exc}"
+        if not disk_full(exc):
+            self.store_error = reason
+            log.error("a write to the store failed (%s); hits wait in memory", reason)
+            raise exc
         if self.store_error is None:
             log.error("the disk refused a write (%s): hits wait in memory until it takes "
                       "them; reads are not kept", reason)
         self.store_error = reason
-        if not disk_full(exc):
-            raise exc
 
     def _stored_again(self) -> None:
         if self.store_error is not None:
@@ -387,8 +389,13 @@ class Outbox:
     def backlog(self) -> int:
         """Committed hits not yet delivered (and not held); not those waiting in memory."""
         with self._lock:
-            n = self._db.execute("SELECT count(*) FROM hits WHERE held IS NULL").fetchone()[0]
-            return max(0, n - len(self._acked))
+            return self._backlog()
+
+    def _backlog(self) -> int:
+        marks = ",".join("?" * len(self._acked))
+        sql = "SELECT count(*) FROM hits WHERE held IS NULL" + (
+            f" AND hit_id NOT IN ({marks})" if self._acked else "")
+        return self._db.execute(sql, list(self._acked)).fetchone()[0]
 
     # ------------------------------------------------------------ reads
 
@@ -615,14 +622,15 @@ class Outbox:
     def stats(self) -> dict[str, Any]:
         """Backlog, disk use and what waits in memory, for the heartbeat and the health."""
         with self._lock:
-            backlog, held, hit_bytes = self._db.execute(
-                "SELECT count(*) - count(held), count(held), coalesce(sum(bytes), 0) FROM hits"
+            held, hit_bytes = self._db.execute(
+                "SELECT count(held), coalesce(sum(bytes), 0) FROM hits"
             ).fetchone()
+            backlog = self._backlog()
             reads = self._db.execute("SELECT count(*) FROM reads").fetchone()[0]
             used = self._used_bytes()
             free = self.free_space(self.path.parent)
             return {
-                "backlog": max(0, backlog - len(self._acked)),
+                "backlog": backlog,
                 "held": held,
                 "hit_bytes": hit_bytes,
                 "reads": reads,

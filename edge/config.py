@@ -142,6 +142,16 @@ class StoreConfig(Strict):
                                "stays on the node; 0 keeps none")
     disk_budget_mb: float = Field(2048.0, ge=16, description="the node's store never grows "
                                   "past this; the oldest non-hit data goes first")
+    min_free_mb: float = Field(64.0, ge=0, description="under this much free on the state "
+                               "dir's filesystem, hits are stored without their scene picture "
+                               "(the plate crop is kept) and reads that matched nothing are "
+                               "not kept")
+    memory_hits: int = Field(1000, ge=1, le=1_000_000, description="hits kept in memory at "
+                             "most while the disk refuses them; past it scenes go first")
+    memory_mb: float = Field(64.0, gt=0, le=4096, description="bytes (MiB) those hits may "
+                             "take in memory at most")
+    retry_s: float = Field(5.0, gt=0, le=600, description="how often hits waiting in memory "
+                           "are offered to the disk again (and at every new hit or read)")
 
 
 class WatchlistConfig(Strict):

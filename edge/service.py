@@ -7,7 +7,6 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -335,7 +334,13 @@ class EdgeService:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         store = config.store
         self.outbox = Outbox(self.state_dir / "outbox.db", retention_s=store.retention_h * 3600,
-                             disk_budget_bytes=int(store.disk_budget_mb * 1024**2))
+                             disk_budget_bytes=int(store.disk_budget_mb * 1024**2),
+                             min_free_bytes=int(store.min_free_mb * 1024**2),
+                             max_waiting_hits=store.memory_hits,
+                             max_waiting_bytes=int(store.memory_mb * 1024**2))
+        # hits a full disk refused wait in memory; this offers them to it again
+        self._store_retry = threading.Thread(target=self._retry_store, name="store-retry",
+                                             daemon=True)
         self.engines = engines or Engines(
             load_manifest(config.models_dir),
             ocr_model=config.ocr.model,
@@ -391,6 +396,7 @@ class EdgeService:
                                     ctx=self.ctx, status=self.status,
                                     heartbeat_s=link.heartbeat_s)
             self.sender.start()
+        self._store_retry.start()
         for worker in self.workers:
             worker.start()
         deadline = time.monotonic() + OPEN_WAIT_S
@@ -434,9 +440,11 @@ class EdgeService:
             self.sender.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
         if self.sync is not None:
             self.sync.stop()
+        if self._store_retry.ident is not None:
+            self._store_retry.join(max(0.5, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
-            self.outbox.close()
+            self.outbox.close()  # a last try for the hits still waiting in memory
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
         log.info("node %s: stopped", self.config.node_id)
@@ -466,27 +474,33 @@ class EdgeService:
         hits = self.matcher.match(event.text, event.country, now=seen_wall)
         crop = _jpeg(event.best_crop, CROP_MAX_WIDTH)
         if hits:
-            self._store_hits(camera, event, hits, seen_at, crop)
+            stored = self._store_hits(camera, event, hits, seen_at, crop)
         else:
-            self.outbox.record_read(camera.id, event.text, seen_at=seen_at,
-                                    confidence=event.confidence, crop_jpeg=crop,
-                                    details={"formatted": event.formatted,
-                                             "country": event.country,
-                                             "direction": event.direction})
+            stored = self.outbox.record_read(camera.id, event.text, seen_at=seen_at,
+                                             confidence=event.confidence, crop_jpeg=crop,
+                                             details={"formatted": event.formatted,
+                                                      "country": event.country,
+                                                      "direction": event.direction}) is not None
         if self.events_out is not None:
+            # "stored": false is a pass a power cut now would lose: a hit waiting in
+            # memory for room on the disk, or a read the disk had no room for
             line = event.to_json() | {"camera": camera.id, "seen_at": seen_at.isoformat(),
-                                      "hits": [h.entry.list for h in hits[:MAX_HITS_PER_EVENT]]}
+                                      "hits": [h.entry.list for h in hits[:MAX_HITS_PER_EVENT]],
+                                      "stored": stored}
             with self._lock:
                 print(json.dumps(line), file=self.events_out, flush=True)
 
     def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Any],
-                    seen_at: dt.datetime, crop: bytes) -> None:
+                    seen_at: dt.datetime, crop: bytes) -> bool:
+        """Hand each list's hit to the outbox; True when all of them are on disk (a full
+        disk leaves them waiting in the outbox's memory, to be stored when it has room)."""
         loc = camera.location
         location = CameraLocation(lat=loc.lat, lon=loc.lon, road=loc.road or "",
                                   direction=loc.direction or event.direction)
         plate = HitPlate(text=event.text, raw=event.raw, formatted=event.formatted,
                          country=event.country, confidence=min(1.0, max(0.0, event.confidence)))
         seen_lists: set[str] = set()
+        stored = True
         for hit in hits:
             if hit.entry.list in seen_lists:
                 continue
@@ -501,13 +515,25 @@ class EdgeService:
                                  plate=plate, match=match, location=location,
                                  crop_jpeg=crop, scene_jpeg=event.scene_jpeg or b"")
             hit_id = self.outbox.add_hit(message)
+            waiting = self.outbox.is_waiting(hit_id)
+            stored = stored and not waiting
             # neither plate nor reason: the journal outlives the outbox, and a cabinet
             # beside the road is no place to learn who is wanted for what
-            log.warning("camera %s: HIT %s on list %s (entry %s, %s match)", camera.id, hit_id,
-                        entry.list, entry.id, hit.kind)
+            log.warning("camera %s: HIT %s on list %s (entry %s, %s match)%s", camera.id, hit_id,
+                        entry.list, entry.id, hit.kind,
+                        " waits in memory: the disk is full" if waiting else "")
             for worker in self.workers:
                 if worker.camera.id == camera.id:
                     worker.status.hits += 1
+        return stored
+
+    def _retry_store(self) -> None:
+        """Offer the hits waiting in memory to the disk again, every `store.retry_s`."""
+        while not self.stop_event.wait(self.config.store.retry_s):
+            try:
+                self.outbox.retry()
+            except Exception:  # not a full disk: said in the log and in the health
+                log.exception("storing the hits waiting in memory failed")
 
     # ------------------------------------------------------------------ health
 
@@ -535,7 +561,8 @@ class EdgeService:
         budget = outbox["budget_bytes"]
         disk = {"used_bytes": outbox["used_bytes"], "budget_bytes": budget,
                 "used_fraction": round(outbox["used_bytes"] / budget, 4) if budget else 0.0,
-                "free_bytes": shutil.disk_usage(self.state_dir).free}
+                "free_bytes": outbox["free_bytes"], "min_free_bytes": outbox["min_free_bytes"],
+                "low_disk": outbox["low_disk"]}
         link = None
         if self.sender is not None:
             st = self.sender.stats
@@ -550,6 +577,7 @@ class EdgeService:
                      for loop in self.loops() if now - loop.last >= stall_s]
         if disk["used_fraction"] >= STORE_FULL:
             problems.append(f"store at {disk['used_fraction']:.0%} of its disk budget")
+        problems += store_problems(outbox)
         return {
             "node": self.config.node_id,
             "version": self.version,
@@ -573,7 +601,28 @@ class EdgeService:
             s = w.health.state
             parts.append(f"{w.camera.id} {s} {w.status.fps:.1f} fps" if s == "live"
                          else f"{w.camera.id} {s}")
-        return f"{len(self.workers)} camera(s): " + ", ".join(parts)
+        line = f"{len(self.workers)} camera(s): " + ", ".join(parts)
+        waiting = len(self.outbox.waiting)
+        if waiting:
+            line += f"; DISK FULL: {waiting} hit(s) waiting in memory"
+        elif self.outbox.store_error is not None:
+            line += "; DISK FULL: the last write failed"
+        return line
+
+
+def store_problems(outbox: dict[str, Any]) -> list[str]:
+    """What the outbox's own figures say is wrong with the node's store."""
+    problems = []
+    if outbox["waiting_hits"]:
+        problems.append(f"store: {outbox['waiting_hits']} hit(s) waiting in memory, not yet "
+                        f"on disk ({outbox['store_error'] or 'the disk refused them'})")
+    elif outbox["store_error"] is not None:
+        problems.append(f"store: the last write failed ({outbox['store_error']})")
+    if outbox["low_disk"]:
+        problems.append(f"store: low disk, {outbox['free_bytes'] / 1024**2:.0f} MiB free "
+                        f"(under {outbox['min_free_bytes'] / 1024**2:.0f} MiB): hits are "
+                        "stored without their scene, reads not kept")
+    return problems
 
 
 def open_camera(camera: CameraConfig, credentials_dir: Path | None) -> Source:

@@ -16,6 +16,10 @@ and counted, and the loops carry on.
 Other parts of the collector (watchlist distribution) run in the same process as
 `components`: each gets the one `zmq.Context` in `start(ctx)`; its CURVE server
 sockets are checked against the same allow-list.
+
+ZAP judges a key once, when it connects; the receiver judges each message again by its
+key as the allow-list is now (`edge.keys.PeerCheck`), so a key taken off the list is
+refused, neither stored nor answered, and its connection cut at once.
 """
 
 from __future__ import annotations

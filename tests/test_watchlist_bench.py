@@ -22,5 +22,6 @@ def test_tiny_benchmark_run():
                 "propagation_p99_ms"):  # fmt: skip
         assert isinstance(figures[key], int | float), key
     assert figures["entries"] == 3000 and figures["wildcards"] > 0
+    assert 0 <= figures["wildcard_checks_max"] < figures["wildcards"]
     assert figures["edges"] == 3 and figures["edges_synced"] and figures["propagation_missed"] == 0
     assert figures["hits_fuzzy"]["confused"] > figures["hits_exact_only"].get("confused", 0)

@@ -16,6 +16,10 @@ and counted, and the loops carry on.
 Other parts of the collector (watchlist distribution) run in the same process as
 `components`: each gets the one `zmq.Context` in `start(ctx)`; its CURVE server
 sockets are checked against the same allow-list.
+
+ZAP judges a key once, when it connects; the receiver judges each message again by its
+key as the allow-list is now (`edge.keys.PeerCheck`), so a key taken off the list is
+refused, neither stored nor answered, and its connection cut at once.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ import zmq
 
 from edge.collector.config import CollectorConfig
 from edge.collector.store import HitStore, Seen
-from edge.keys import credentials_dir, load_keypair, make_curve_server, start_authenticator
+from edge.keys import (
+    PeerCheck,
+    credentials_dir,
+    load_keypair,
+    make_curve_server,
+    start_authenticator,
+)
 from edge.link.protocol import (
     TAG_HEARTBEAT,
     Ack,
@@ -127,6 +137,7 @@ class CollectorService:
         self._sock: zmq.Socket | None = None
         self._wake: zmq.Socket | None = None
         self._auth: Any = None
+        self._peers: PeerCheck | None = None
         self._store: HitStore | None = None
         self._receiver: threading.Thread | None = None
         self._writer: threading.Thread | None = None
@@ -192,6 +203,9 @@ class CollectorService:
             self._store.close()
             raise OSError(f"cannot listen on {cfg.listen}: {e}") from e
         self.endpoint = sock.last_endpoint.decode()
+        # ZAP judged each edge's key when it connected; this judges each message, so a
+        # key taken off the allow-list is refused from its next message on.
+        self._peers = PeerCheck(self._auth.allow_list, "hits", self.endpoint)
         self._sock = sock
         self._wake = self._ctx.socket(zmq.PAIR)
         self._wake.linger = 0
@@ -301,6 +315,8 @@ class CollectorService:
             out["queued"] = len(self._queued)
         if self._auth is not None:
             out["connections_refused"] = self._auth.allow_list.denied
+        if self._peers is not None:
+            out["connections_cut"] = self._peers.cut
         return out
 
     def _serve_metrics(self, host: str, port: int) -> None:
@@ -422,6 +438,15 @@ class CollectorService:
             node = _property(payload[0], "User-Id")
             if not node or node == "?":
                 self._refuse("unauthenticated", "?", "message without a known key")
+                continue
+            assert self._peers is not None
+            if self._peers.sender(payload[0], ident) is None:
+                # Its key left the allow-list: neither stored nor answered (a refusal
+                # would make the edge put the hit aside); it stays in the edge's outbox
+                # and comes again if the key is put back.  Logged once by PeerCheck.
+                with self._lock:
+                    self.counters["refused"] += 1
+                    self.counters["refused_revoked"] += 1
                 continue
             if payload[0].bytes == TAG_HEARTBEAT:
                 heartbeats.append((node, payload))

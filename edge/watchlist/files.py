@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from edge.watchlist.entry import Entry, FieldError, format_time, parse_entry
+from edge.watchlist.wildcard import crowded
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = (
@@ -128,6 +129,10 @@ def parse_entries(
             continue
         seen[key] = line
         entries.append(entry)
+    # Too many partial plates under the same known characters would each be checked
+    # on every read that holds them.
+    starred = ((seen[(e.pattern, e.country)], e.pattern) for e in entries)
+    problems.extend((line, "plate", message) for line, message in crowded(starred))
     if not problems and not entries:
         problems.append((0, None, "no entries"))
     if problems:

@@ -25,6 +25,7 @@ from edge.watchlist.distance import (
     HASH_POW,
     MAX_PLATE_LEN,
     deletion_keys,
+    fold,
     plate_distance,
 )
 from edge.watchlist.entry import WILDCARD_ANY, WILDCARD_ONE, Entry, ListPolicy, WatchlistHit
@@ -324,6 +325,10 @@ class CompactIndex:
     @property
     def wildcards(self) -> int:
         return self._wild.size
+
+    def wildcards_examined(self, text: str, fuzzy: bool = True) -> int:
+        """Patterns with '*' a read of `text` checks one by one: the work it costs here."""
+        return self._wild.examined(text, fold(text), fuzzy)
 
     def _record(self, row: int) -> tuple:
         return _RECORD_STRUCT.unpack_from(self._record_bytes, row * _RECORD.itemsize)

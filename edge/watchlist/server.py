@@ -4,6 +4,11 @@ A collector component (`start(ctx)` / `stop()`): a PUB socket sends each new row
 master store's change log under its list's topic, and every `heartbeat_s` a heartbeat
 with each list's last update number; a ROUTER socket answers catalogue and fetch
 requests (the ZeroMQ guide's Clone pattern; the wire format is `edge.watchlist.protocol`).
+
+With CURVE, each request is judged by its sender's key as the context's allow-list is
+now (`edge.keys.PeerCheck`): a key taken off it gets no more answers and its connection
+is cut, and so are its subscriptions to updates (the PUB socket is an XPUB, whose
+subscription messages tell who subscribed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.keys import PeerCheck, allow_list_of
 from edge.watchlist.entry import FieldError, check_list_name
 from edge.watchlist.master import WatchlistStore
 from edge.watchlist.protocol import (
@@ -97,6 +103,8 @@ class WatchlistServer:
         self._pub: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._requests_check: PeerCheck | None = None
+        self._updates_check: PeerCheck | None = None
 
     @classmethod
     def from_config(
@@ -130,7 +138,8 @@ class WatchlistServer:
         self._ctx = ctx
         WatchlistStore(self.database).close()  # create it, or fail here rather than later
         router = ctx.socket(zmq.ROUTER)
-        pub = ctx.socket(zmq.PUB)
+        pub = ctx.socket(zmq.XPUB)
+        pub.xpub_verbose = True  # every edge's subscriptions, not only a topic's first
         for sock in (router, pub):
             sock.linger = 0
             if keys is not None:
@@ -149,6 +158,12 @@ class WatchlistServer:
         self.snapshot_endpoint = router.last_endpoint.decode()
         self.publish_endpoint = pub.last_endpoint.decode()
         self._router, self._pub = router, pub
+        allowed = allow_list_of(ctx) if keys is not None else None
+        if allowed is not None:
+            self._requests_check = PeerCheck(allowed, "watchlist requests", self.snapshot_endpoint)
+            self._updates_check = PeerCheck(allowed, "watchlist updates", self.publish_endpoint)
+        elif keys is not None:
+            log.warning("watchlists: no authenticator on this context; any CURVE key is let in")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="watchlists-server", daemon=True)
         self._thread.start()
@@ -180,6 +195,7 @@ class WatchlistServer:
         store = WatchlistStore(self.database)
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)  # subscriptions
         last_id = store.last_change()
         version = store.data_version()
         now = time.monotonic()
@@ -188,13 +204,16 @@ class WatchlistServer:
             while not self._stop.is_set():
                 timeout = max(0.0, min(next_look, next_hugz) - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
+                if pub in ready:
+                    self._subscriptions(pub)
                 if router in ready:
                     for _ in range(100):
                         try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
+                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._serve(router, store, frames)
+                        if self._admitted(router, frames):
+                            self._serve(router, store, [f.bytes for f in frames])
                         # Updates and heartbeats before more snapshots: fifty edges
                         # fetching at once must not hold up a change, or look silent.
                         if time.monotonic() >= min(next_look, next_hugz):
@@ -202,6 +221,8 @@ class WatchlistServer:
                 now = time.monotonic()
                 if now >= next_look:
                     next_look = now + self.poll_s
+                    if self._updates_check is not None and self._updates_check.sweep():
+                        self._count("subscribers_cut")
                     current = store.data_version()
                     if current != version:
                         version = current
@@ -233,6 +254,36 @@ class WatchlistServer:
                 last_id = change_id
             self._count("updates_published", len(rows))
         return last_id
+
+    def _subscriptions(self, pub: zmq.Socket) -> None:
+        """Take the subscriptions waiting on the XPUB socket, noting who made them."""
+        for _ in range(1000):
+            try:
+                frame = pub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if self._updates_check is not None:
+                self._updates_check.subscribed(frame)
+
+    def _admitted(self, router: zmq.Socket, frames: list[zmq.Frame]) -> bool:
+        """Whether the request's sender is still on the allow-list; if not, say so
+        (the answer may not get out before its connection is cut) and count it."""
+        check = self._requests_check
+        if check is None or len(frames) < 2 or check.sender(frames[1], frames[0].bytes):
+            return True
+        self._count("requests_revoked")
+        rid: object = None
+        try:
+            rid = open_message([f.bytes for f in frames[1:]])[1].get("rid")
+        except ProtocolError:
+            pass
+        reply = {"error": "this node's key is not on the collector's allow-list", "v": VERSION,
+                 "rid": rid}  # fmt: skip
+        try:
+            router.send_multipart([frames[0].bytes, *seal(ERROR, reply)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._count("replies_lost")
+        return False
 
     def _serve(self, router: zmq.Socket, store: WatchlistStore, frames: list[bytes]) -> None:
         if len(frames) < 2:

@@ -2,9 +2,16 @@
 
 Patterns without `*` have a fixed length: per length, each position keeps a bit set of
 the patterns that accept each character there, and a read ANDs one set per character.
-Patterns with `*` are filed under three known characters (the start, the end, or a run
-inside) and checked one by one.  Both work on confusion-folded text, so a fuzzy list
-also hits when the OCR mixed up a known character; the hit's distance counts those.
+Patterns with `*` are filed under three or four known characters (at the start, at the
+end, split between the two, or a run inside), and a read checks one by one only the
+patterns filed under what it holds there: a handful of look-ups per read, each giving
+the patterns of one key.  Imports refuse a pattern with too few known characters to be
+filed (`entry.MIN_STARRED_KEY`: "*A*B*C*" would be checked against every read) and a
+file crowding more than `MAX_PER_KEY` patterns under one key, so a read checks at most
+its look-ups times the largest file (`examined` counts, `examined_at_most` bounds).
+Patterns stored before that rule are still found, checked on every read.  Both work on
+confusion-folded text, so a fuzzy list also hits when the OCR mixed up a known
+character; the hit's distance counts those.
 """
 
 from __future__ import annotations
@@ -17,9 +24,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from edge.watchlist.distance import CONFUSION_COST, fold
-from edge.watchlist.entry import WILDCARD_ANY, WILDCARD_ONE
+from edge.watchlist.entry import MIN_STARRED_KEY, WILDCARD_ANY, WILDCARD_ONE
 
-_KEY_LENS = (4, 3)  # known characters a starred pattern is filed under: 4 if it has them
+_KEY_LENS = (4, MIN_STARRED_KEY)  # known characters a starred pattern is filed under
+# (known characters at the start, at the end) of the keys split between the two
+_SPLITS = {4: ((2, 2), (3, 1), (1, 3)), 3: ((2, 1), (1, 2))}
+# Patterns with `*` one file may put under one key, at most: each read that holds the
+# key checks them all.
+MAX_PER_KEY = 50
 _READ_CHARS = frozenset(string.ascii_uppercase + string.digits)
 
 
@@ -154,6 +166,19 @@ class WildcardIndex:
             return None
         return sum(_confusions(s, text, at) for s, at in zip(p.segments, where, strict=True))
 
+    def examined(self, text: str, folded: str, confusions: bool = True) -> int:
+        """How many starred patterns a read of `text` checks one by one (the work it costs)."""
+        if not self._starred:
+            return 0
+        files = self._folded_files if confusions else self._exact_files
+        return len(files.candidates(folded if confusions else text))
+
+    def examined_at_most(self, length: int, confusions: bool = True) -> int:
+        """The most starred patterns a read of `length` characters can check: its look-ups
+        times the largest file, and the patterns without a key."""
+        files = self._folded_files if confusions else self._exact_files
+        return files.probes(length) * files.largest() + len(files.scan)
+
     def match(
         self,
         text: str,
@@ -198,37 +223,35 @@ class WildcardIndex:
 
 
 class _Files:
-    """Starred patterns filed under known characters: at the start, at the end, inside;
-    patterns with no run of known characters long enough are looked at every time."""
+    """Starred patterns filed under known characters: at the start, at the end, split
+    between both, inside; patterns with no key (stored before imports refused them)
+    are looked at every time."""
 
     def __init__(self, starred: list[_Starred], folded: bool):
-        by: dict[str, dict[str, list[int]]] = {"^": {}, "$": {}, "~": {}}
+        by: dict[str, dict[str, list[int]]] = {"^": {}, "$": {}, "&": {}, "~": {}}
         self.scan: list[int] = []
         for k, p in enumerate(starred):
-            key = self._key_for(
-                p.anchored_start, p.anchored_end, p.folded if folded else p.segments
-            )
+            key = file_key(p.anchored_start, p.anchored_end, p.folded if folded else p.segments)
             if key is None:
                 self.scan.append(k)
             else:
                 by[key[0]].setdefault(key[1:], []).append(k)
         self.by_head, self.by_tail, self.by_inner = by["^"], by["$"], by["~"]
+        self.by_ends = by["&"]
         self.head_lens = sorted({len(k) for k in self.by_head}, reverse=True)
         self.tail_lens = sorted({len(k) for k in self.by_tail}, reverse=True)
+        self.end_lens = sorted({(k.index("|"), len(k) - k.index("|") - 1) for k in self.by_ends})
 
-    @staticmethod
-    def _key_for(start: bool, end: bool, segments: tuple[str, ...]) -> str | None:
-        head, tail = segments[0], segments[-1]
-        for n in _KEY_LENS:
-            if start and len(head) >= n and WILDCARD_ONE not in head[:n]:
-                return "^" + head[:n]
-            if end and len(tail) >= n and WILDCARD_ONE not in tail[-n:]:
-                return "$" + tail[-n:]
-        for seg in segments:
-            for run in seg.split(WILDCARD_ONE):
-                if len(run) >= _KEY_LENS[-1]:
-                    return "~" + run[: _KEY_LENS[-1]]
-        return None
+    def probes(self, length: int) -> int:
+        """Look-ups a read of `length` characters makes (each gives one key's patterns)."""
+        inner = max(0, length - _KEY_LENS[-1] + 1) if self.by_inner else 0
+        return len(self.head_lens) + len(self.tail_lens) + len(self.end_lens) + inner
+
+    def largest(self) -> int:
+        """The most patterns filed under one key."""
+        files = (*self.by_head.values(), *self.by_tail.values(), *self.by_ends.values(),
+                 *self.by_inner.values())  # fmt: skip
+        return max(map(len, files), default=0)
 
     def candidates(self, text: str) -> list[int]:
         found = list(self.scan)
@@ -242,6 +265,12 @@ class _Files:
             hit = get(text[-n:])
             if hit:
                 found += hit
+        get = self.by_ends.get
+        for a, b in self.end_lens:
+            if len(text) >= a + b:
+                hit = get(f"{text[:a]}|{text[-b:]}")
+                if hit:
+                    found += hit
         if self.by_inner:
             get = self.by_inner.get
             n = _KEY_LENS[-1]
@@ -252,3 +281,68 @@ class _Files:
         if len(found) > 1:
             found = list(dict.fromkeys(found))
         return found
+
+
+def file_key(start: bool, end: bool, segments: tuple[str, ...]) -> str | None:
+    """The key a starred pattern (split on '*', anchored at its start and/or end) is
+    filed under: the most known characters first; None if it has too few."""
+    head, tail = segments[0], segments[-1]
+    lead = len(head.split(WILDCARD_ONE, 1)[0]) if start else 0
+    trail = len(tail.rsplit(WILDCARD_ONE, 1)[-1]) if end else 0
+    for n in _KEY_LENS:
+        if lead >= n:
+            return "^" + head[:n]
+        if trail >= n:
+            return "$" + tail[-n:]
+        if start and end:
+            for a, b in _SPLITS[n]:
+                if lead >= a and trail >= b:
+                    return f"&{head[:a]}|{tail[-b:]}"
+    for seg in segments:
+        for run in seg.split(WILDCARD_ONE):
+            if len(run) >= _KEY_LENS[-1]:
+                return "~" + run[: _KEY_LENS[-1]]
+    return None
+
+
+def pattern_key(pattern: str, folded: bool = True) -> str | None:
+    """`file_key` of a pattern as entries keep it (None also for one without '*')."""
+    if WILDCARD_ANY not in pattern:
+        return None
+    segments = tuple(s for s in pattern.split(WILDCARD_ANY) if s)
+    if folded:
+        segments = tuple(map(fold, segments))
+    return file_key(not pattern.startswith(WILDCARD_ANY), not pattern.endswith(WILDCARD_ANY),
+                    segments)  # fmt: skip
+
+
+def crowded(patterns: Iterable[tuple[int, str]], limit: int = MAX_PER_KEY) -> list[tuple[int, str]]:
+    """(line, message) for each pattern beyond the `limit`-th filed under one key, of
+    (line, pattern) pairs; a fuzzy list's patterns are filed folded, so those count."""
+    by_key: dict[str, list[int]] = defaultdict(list)
+    out: list[tuple[int, str]] = []
+    for line, pattern in patterns:
+        key = pattern_key(pattern)
+        if key is None:
+            continue
+        lines = by_key[key]
+        lines.append(line)
+        if len(lines) > limit:
+            shared = _describe(pattern_key(pattern, folded=False) or key)
+            out.append((line, f"{pattern!r}: more than {limit} partial plates share the known "
+                        f"characters {shared} (or look-alikes such as 0/O; line {lines[0]} is "
+                        "the first); each read holding them would check them all: make them "
+                        "more specific"))  # fmt: skip
+    return out
+
+
+def _describe(key: str) -> str:
+    kind, chars = key[0], key[1:]
+    if kind == "^":
+        return f"{chars!r} at the start"
+    if kind == "$":
+        return f"{chars!r} at the end"
+    if kind == "&":
+        head, tail = chars.split("|")
+        return f"{head!r} at the start and {tail!r} at the end"
+    return f"{chars!r}"

@@ -186,7 +186,7 @@ class HitStore:
         if "segments" not in db.table_names():
             # The segment files this database wrote; others it never cuts or deletes.
             with db.atomic():
-                db["segments"].create({"segment": int, "created_at": str}, pk="segment")
+                db.execute("CREATE TABLE segments (segment INTEGER PRIMARY KEY, created_at TEXT)")
                 db.execute(
                     "INSERT INTO segments SELECT x, ? FROM ("
                     + _DISTINCT.format(col="segment", table="hit_images")
@@ -194,7 +194,7 @@ class HitStore:
                     (format_time(dt.datetime.now(dt.UTC)),),
                 )
         if "collector_status" not in db.table_names():
-            db["collector_status"].create({"key": str, "value": str, "at": str}, pk="key")
+            db.execute("CREATE TABLE collector_status (key TEXT PRIMARY KEY, value TEXT, at TEXT)")
 
     # ------------------------------------------------------------ the pictures' check
 
@@ -340,26 +340,26 @@ class HitStore:
             have.update(r[0] for r in self.db.execute(sql, chunk))
         return have
 
-    def record_seen(self, seen: Iterable[Seen]) -> int:
+    def record_seen(self, seen: Iterable[Seen]) -> dict[str, int]:
         """Write when each node and camera was last heard (and last sent a hit), and status.
 
         A node keeps at most `max_cameras_per_node` cameras: rows for more are not
-        written.  Returns how many cameras were refused so.
+        written.  Returns how many cameras of each node were refused so.
         """
         seen = list(seen)
+        refused: dict[str, int] = {}
         if not seen:
-            return 0
+            return refused
         t = format_time
         camera_rows: list[tuple[Any, ...]] = []
         added: dict[str, set[str]] = {}
-        refused = 0
         for s in seen:
             have = self._cameras.get(s.node, set())
             new = added.setdefault(s.node, set())
             for c in sorted(s.cameras):
                 if c not in have and c not in new:
                     if len(have) + len(new) >= self.max_cameras_per_node:
-                        refused += 1
+                        refused[s.node] = refused.get(s.node, 0) + 1
                         continue
                     new.add(c)
                 camera_rows.append((s.node, c, t(s.last_seen),
@@ -479,6 +479,12 @@ class HitStore:
                 (first[0], first[1], segment)).fetchone() is not None)  # fmt: skip
             raise
         return total
+
+    def roll_segment(self) -> int:
+        """Send new pictures to a new segment (so the current one can be compacted)."""
+        segment = max([*self.images.sizes(), *self.known_segments(), self.images.segment]) + 1
+        self.images.open_for_append(segment)
+        return segment
 
     def drop_segment(self, segment: int) -> int:
         """Delete a segment of ours no stored picture is in; returns the bytes freed."""

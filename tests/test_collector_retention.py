@@ -144,8 +144,9 @@ def test_a_node_keeps_so_many_camera_rows_and_no_more(tmp_path):
     refused = store.record_seen([Seen("n", NOW, cameras={f"c{i}" for i in range(10)})])
     assert refused == {"n": 6}
     assert store.record_seen([Seen("n", NOW, cameras={"c0", "c1"})]) == {}  # known ones
-    assert store.record_seen([Seen("n", NOW, cameras={"c9"}), Seen("m", NOW, cameras={"x"})]) \
-        == {"n": 1}
+    assert store.record_seen([Seen("n", NOW, cameras={"c9"}), Seen("m", NOW, cameras={"x"})]) == {
+        "n": 1
+    }
     store.close()
     store = HitStore(tmp_path / "hits.db", max_cameras_per_node=4)  # counted from the rows
     assert store.record_seen([Seen("n", NOW, cameras={"c8"})]) == {"n": 1}
@@ -266,7 +267,9 @@ def test_expired_sessions_and_audit_rows_past_their_days_are_purged(tmp_path, co
     assert console_db.session_user(live, 1800, 3600) is not None
     assert console_db.session_user(idle, 1e9, 1e9) is None
     assert [d for d in audit_rows(tmp_path / "console.db") if "days old" in d] == [
-        "300 days old", "10 days old"]
+        "300 days old",
+        "10 days old",
+    ]
 
 
 def test_the_audit_trail_refuses_to_lose_a_younger_row_whoever_asks(tmp_path, console_db):

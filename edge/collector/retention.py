@@ -28,8 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
+
 from edge.collector.config import CollectorConfig
 from edge.collector.store import HitStore
+from edge.console.accounts import ConsoleDB
 from edge.console.config import ConsoleConfig
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,8 @@ Clock = Callable[[], dt.datetime]
 MiB = 1024**2
 # Work per slice: hits deleted, picture bytes moved, pages vacuumed.
 _HITS_PER_SLICE = 500
-_MOVE_PER_SLICE = 8 * MiB
-_PAGES_PER_SLICE = 2048
+_MOVE_PER_SLICE = 2 * MiB
+_PAGES_PER_SLICE = 512
 # A segment is compacted when less than this share of it is still pictures...
 _COMPACT_BELOW = 0.5
 # ...and it has at least this many bytes to give back.
@@ -193,10 +196,6 @@ class Maintenance:
         path = console.database_path(self.config.data_dir)
         if not path.exists():
             return
-        from argon2 import PasswordHasher
-
-        from edge.console.accounts import ConsoleDB
-
         # Nothing here checks a password: a cheap hasher spares the writer a 64 MiB hash.
         db = ConsoleDB(path, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         try:

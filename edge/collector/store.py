@@ -212,8 +212,7 @@ class HitStore:
     def _segment_end(self, segment: int) -> int:
         """Where the last stored picture of `segment` ends (0 if it holds none)."""
         row = self.db.execute(
-            "SELECT offset + length FROM hit_images WHERE segment = ? ORDER BY offset DESC "
-            "LIMIT 1",
+            "SELECT offset + length FROM hit_images WHERE segment = ? ORDER BY offset DESC LIMIT 1",
             (segment,),
         ).fetchone()
         return row[0] if row else 0
@@ -429,7 +428,8 @@ class HitStore:
             freed: dict[int, int] = {}
             for segment, length in self.db.execute(
                 f"SELECT segment, sum(length) FROM hit_images WHERE hit_id IN ({marks}) "
-                "GROUP BY segment", ids
+                "GROUP BY segment",
+                ids,
             ):
                 freed[segment] = length
             self.db.execute(f"DELETE FROM hit_images WHERE hit_id IN ({marks})", ids)

@@ -13,10 +13,12 @@ import sys
 import textwrap
 
 import pytest
-from test_link_support import REPO, child_env, make_hit
+import zmq
+from test_link_support import REPO, child_env, make_hit, make_keys, start_collector, wait_for
 
 from edge.collector.store import HitStore
-from edge.link.protocol import JPEG_MAGIC, HitMessage
+from edge.keys import make_curve_client
+from edge.link.protocol import JPEG_MAGIC, Ack, HitMessage, decode_message
 
 
 def picture(n: int, kind: str, size: int) -> bytes:
@@ -109,6 +111,36 @@ def test_a_full_disk_leaves_the_segment_as_it_was_and_later_pictures_are_right(
     again.commit(more)
     assert_pictures(again, before + after + more)
     again.close()
+
+
+def test_a_hit_that_cannot_be_stored_is_acknowledged_only_once_it_is(tmp_path, monkeypatch):
+    keys = make_keys(tmp_path)
+    public, secret = keys.edge("edge1")
+    ctx = zmq.Context()
+    service = start_collector(tmp_path, keys, ctx)
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    make_curve_client(sock, public, secret, keys.server_public)
+    sock.connect(service.endpoint)
+    try:
+        FullDisk(monkeypatch, room=5000)
+        h = hit(1)
+        sock.send_multipart(h.encode())
+        wait_for(lambda: service.stats().get("store_errors", 0) >= 1, 10, "the failed commit")
+        assert not sock.poll(0)  # acks go out only after a commit, and none succeeded
+        monkeypatch.undo()
+        sock.send_multipart(h.encode())  # sent again, as an edge's sender does
+        assert sock.poll(10_000)
+        msg = decode_message(sock.recv_multipart())
+        assert isinstance(msg, Ack) and h.hit_id in msg.ids
+    finally:
+        sock.close()
+        service.stop()
+        ctx.term()
+    store = HitStore(service.config.db_path)
+    assert_pictures(store, [h])
+    assert store.count() == 1 and not store.mended
+    store.close()
 
 
 def test_a_full_database_takes_the_batchs_pictures_back(tmp_path):

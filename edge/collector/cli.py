@@ -187,6 +187,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     store = _open_store(_db_path(args), wait=False)
     try:
         nodes = store.nodes()
+        disk = store.status("disk")  # the collector's own, from its maintenance
     finally:
         store.close()
     now = dt.datetime.now(dt.UTC)
@@ -194,9 +195,14 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         n["verdict"], n["problems"] = judge_node(n, now, args.late)
     if args.problems:
         nodes = [n for n in nodes if n["verdict"] != "ok"]
+    alarm = bool(disk and disk.get("alarm"))
+    if alarm:
+        assert disk is not None
+        print(f"collector: DISK ALARM: {disk.get('reason')} (at {disk.get('at')})",
+              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
     if args.json:
         print(json.dumps(nodes))
-        return 1 if args.problems and nodes else 0
+        return 1 if args.problems and (nodes or alarm) else 0
     for n in nodes:
         status = n.get("status") or {}
         age = now - dt.datetime.fromisoformat(n["last_seen"]) if n["last_seen"] else None
@@ -213,7 +219,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
               f"{backlog:<6} disk {used:<5} {n['address'] or ''}  {cams}")
         for problem in n["problems"]:
             print(f"{'':<20} ! {problem}")
-    return 1 if args.problems and nodes else 0
+    return 1 if args.problems and (nodes or alarm) else 0
 
 
 def _camera_state(state: dict[str, Any] | None) -> str:

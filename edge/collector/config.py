@@ -8,8 +8,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.console.accounts import AUDIT_MIN_DAYS
 from edge.console.config import ConsoleConfig
 from edge.link.protocol import Limits
+from edge.watchlist.entry import FieldError, check_list_name
 
 
 class _Strict(BaseModel):
@@ -26,6 +28,59 @@ class LimitsConfig(_Strict):
 
     def to_limits(self) -> Limits:
         return Limits(**self.model_dump())
+
+
+class RetentionConfig(_Strict):
+    """How long the collector keeps what it stores; its maintenance deletes what is older."""
+
+    # Hits (and their pictures) are deleted this many days after they were received...
+    hits_days: float = Field(default=90.0, gt=0, le=36_500)
+    # ...or, for the hits of these lists, after their own number of days.
+    lists: dict[str, float] = Field(default_factory=dict)
+    # Nodes and cameras not heard for this many days are forgotten.
+    nodes_days: float = Field(default=30.0, gt=0, le=36_500)
+    # The console's audit trail; its database refuses to delete younger rows, whoever asks.
+    audit_days: float = Field(default=400.0, ge=AUDIT_MIN_DAYS, le=36_500)
+    # How often the maintenance runs (minutes).
+    every_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
+
+    @field_validator("lists")
+    @classmethod
+    def _lists(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, days in v.items():
+            try:
+                check_list_name(name)
+            except FieldError as e:
+                raise ValueError(str(e)) from None
+            if not 0 < days <= 36_500:
+                raise ValueError(f"{name}: days must be more than 0 and at most 36500")
+        return v
+
+    def hits_days_of(self, watchlist: str | None) -> float:
+        return self.lists.get(watchlist or "", self.hits_days)
+
+
+class DiskConfig(_Strict):
+    """The disk budget of data_dir, and when to raise the alarm (logged as an error, in the
+    collector's stats and metrics, and shown by `anpr-collector nodes`)."""
+
+    # data_dir may hold this many MiB (null: no budget of its own; free space still counts).
+    budget_mb: float | None = Field(default=None, gt=0)
+    # The alarm goes off when data_dir holds this share of the budget...
+    alarm_at: float = Field(default=0.9, gt=0, le=1)
+    # ...or when the file system has less than this many MiB free.
+    min_free_mb: float = Field(default=1024.0, ge=0)
+    # How often the disk is looked at (seconds).
+    check_every_s: float = Field(default=60.0, gt=0, le=3600)
+
+
+class NodeLimitsConfig(_Strict):
+    """What one node may make the collector keep about it."""
+
+    # Cameras a heartbeat may name; those beyond are refused and counted.
+    max_cameras_per_heartbeat: int = Field(default=64, ge=1, le=256)
+    # Camera rows kept per node; heartbeats or hits naming more are refused and counted.
+    max_cameras_per_node: int = Field(default=128, ge=1, le=10_000)
 
 
 class CollectorConfig(_Strict):
@@ -54,6 +109,9 @@ class CollectorConfig(_Strict):
     watchlists: dict[str, Any] | None = None
     # The operators' web console (edge.console); off when absent.
     console: ConsoleConfig | None = None
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    disk: DiskConfig = Field(default_factory=DiskConfig)
+    nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)
 
     @field_validator("listen")
     @classmethod

@@ -10,8 +10,9 @@ takes all that arrived meanwhile: the slower the disk, the bigger the batch.  A 
 already stored is acknowledged again and not stored twice.  Heartbeats are noted in
 memory by the receiver (a few microseconds each), then read and written by the
 writer about once a second, a hundred at a time between commits of hits, so a storm
-of them does not hold up a hit.  Anything malformed is refused
-and counted, and the loops carry on.
+of them does not hold up a hit; a node may name so many cameras and no more.  Anything
+malformed is refused and counted, and the loops carry on.  Between commits the writer
+also runs the maintenance (`retention.py`) a slice at a time, and watches the disk.
 
 Other parts of the collector (watchlist distribution) run in the same process as
 `components`: each gets the one `zmq.Context` in `start(ctx)`; its CURVE server
@@ -34,12 +35,14 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import zmq
 
 from edge.collector.config import CollectorConfig
+from edge.collector.retention import Clock, Maintenance, utc_now
 from edge.collector.store import HitStore, Seen
 from edge.keys import (
     PeerCheck,
@@ -69,6 +72,8 @@ _MAX_QUEUED = 512
 _SEEN_CHUNK = 100
 # Heartbeats waiting to be read, at most (a node sends one every few seconds).
 _MAX_BEATS = 20_000
+# Stats that are a level now, not a count since the start.
+_GAUGES = ("nodes_heard", "queued", "disk_alarm", "disk_used_bytes", "disk_free_bytes")
 # Upper bounds (ms) of the buckets of the receive-to-ack time histogram.
 ACK_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
@@ -119,7 +124,8 @@ class CollectorService:
     """Receive, store and acknowledge hits; note heartbeats.
 
     `start()` binds and returns; `stop()` stops it.  `ctx` is the process's one
-    ZeroMQ context (made here, and terminated at stop, when not given).
+    ZeroMQ context (made here, and terminated at stop, when not given).  `clock` gives
+    the time hits are received at, and the maintenance's time.
     """
 
     def __init__(
@@ -128,8 +134,11 @@ class CollectorService:
         *,
         components: Iterable[Component] = (),
         ctx: zmq.Context | None = None,
+        clock: Clock = utc_now,
     ):
         self.config = config
+        self.clock = clock
+        self.maintenance = Maintenance(config, clock=clock)
         self.components = list(components)
         self.limits = config.limits.to_limits()
         self._own_ctx = ctx is None
@@ -181,7 +190,11 @@ class CollectorService:
         if self._ctx is None:
             self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
-        self._store = HitStore(cfg.db_path)
+        self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node)
+        mended = self._store.mended
+        if mended:
+            self._count("image_tail_bytes_cut", mended.tail_bytes)
+            self._count("pictures_lost", mended.lost_pictures)
         self._auth = start_authenticator(self._ctx, cfg.allowed_keys_dir)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -313,6 +326,11 @@ class CollectorService:
             out: dict[str, Any] = dict(self.counters)
             out["nodes_heard"] = len(self._nodes_heard)
             out["queued"] = len(self._queued)
+        disk = self.maintenance.disk
+        if disk is not None:
+            out["disk_alarm"] = int(disk.alarm)
+            out["disk_used_bytes"] = disk.used_bytes
+            out["disk_free_bytes"] = disk.free_bytes
         if self._auth is not None:
             out["connections_refused"] = self._auth.allow_list.denied
         if self._peers is not None:
@@ -333,7 +351,7 @@ class CollectorService:
         class _Stats:
             def collect(self) -> Iterable[Any]:
                 for name, value in sorted(service.stats().items()):
-                    if name in ("nodes_heard", "queued"):
+                    if name in _GAUGES:
                         yield GaugeMetricFamily(f"anpr_collector_{name}", name, value)
                     else:
                         yield CounterMetricFamily(f"anpr_collector_{name}", name, value)
@@ -420,7 +438,7 @@ class CollectorService:
                 self._queued.extend((ident, hit, received) for ident, hit in hits)
                 self._cond.notify()
         if heartbeats:  # after the hits are on their way
-            now = dt.datetime.now(dt.UTC)
+            now = self.clock()
             for node, payload in heartbeats:
                 self._note_beat(node, payload, now)
 
@@ -493,6 +511,7 @@ class CollectorService:
         """Heartbeats as what was heard from each node; bad ones refused and counted."""
         seen: dict[str, Seen] = {}
         ok = 0
+        most = self.config.nodes.max_cameras_per_heartbeat
         for node, body, address, when in beats:
             try:
                 msg = decode_message([TAG_HEARTBEAT, body], self.limits)
@@ -508,10 +527,20 @@ class CollectorService:
             s.last_seen = max(s.last_seen, when)
             s.address = address or s.address
             s.status = msg.status
-            s.cameras.update(msg.cameras)
+            cameras = msg.cameras
+            if len(cameras) > most:
+                self._refuse_cameras(node, len(cameras) - most, f"a heartbeat names "
+                                     f"{len(cameras)} cameras, more than {most}")  # fmt: skip
+                cameras = cameras[:most]
+            s.cameras.update(cameras)
             seen[node] = s
         self._count("heartbeats", ok)
         return list(seen.values())
+
+    def _refuse_cameras(self, node: str, n: int, detail: str) -> None:
+        with self._lock:
+            self.counters["cameras_refused"] += n
+        self._throttle(f"cameras:{node}", "refused %d cameras of %s: %s", n, node, detail)
 
     def _send_acks(self, sock: zmq.Socket) -> None:
         with self._lock:
@@ -549,10 +578,11 @@ class CollectorService:
         next_flush = time.monotonic() + flush_s
         beats: list[tuple[str, bytes, str | None, dt.datetime]] = []
         from_hits: list[Seen] = []
+        job: Generator[None, None, None] | None = None  # a run of the maintenance, under way
         try:
             while True:
                 with self._cond:
-                    idle = not (beats or from_hits)
+                    idle = not (beats or from_hits or job)
                     if not self._queued and not self._stop.is_set() and idle:
                         self._cond.wait(max(0.0, next_flush - time.monotonic()))
                     hits, self._queued = self._queued, []
@@ -572,20 +602,55 @@ class CollectorService:
                 elif beats:
                     chunk_b, beats = beats[:_SEEN_CHUNK], beats[_SEEN_CHUNK:]
                     self._record_seen(store, self._read_beats(chunk_b))
+                if not stopping:
+                    job = self._maintain(store, job)
                 if stopping and not hits and not beats and not from_hits:
                     break
         except Exception:
             log.exception("writer died")
             raise
         finally:
+            if job is not None:
+                job.close()
             wake.close(linger=0)
+
+    def _maintain(
+        self, store: HitStore, job: Generator[None, None, None] | None
+    ) -> Generator[None, None, None] | None:
+        """Look at the disk when due, and do one slice of the maintenance's run."""
+        maintenance = self.maintenance
+        if maintenance.disk_due():
+            try:
+                maintenance.check_disk(store)
+            except OSError as e:
+                self._throttle("disk", "could not measure the disk: %s", e)
+        if job is None and maintenance.due():
+            job = maintenance.steps(store)
+        if job is None:
+            return None
+        try:
+            next(job)
+            return job
+        except StopIteration:
+            pass
+        except Exception:
+            log.exception("maintenance failed")
+        report = maintenance.last
+        if report is not None:
+            with self._lock:
+                self.counters["maintenance_runs"] += 1
+                self.counters["maintenance_errors"] += len(report.errors)
+                for key, value in asdict(report).items():
+                    if key != "errors" and value:
+                        self.counters[f"expired_{key}"] += value
+        return None
 
     def _commit(
         self, store: HitStore, hits: list[tuple[bytes, HitMessage, float]], wake: zmq.Socket
     ) -> None:
         t0 = time.perf_counter()
         try:
-            new, dups = store.commit([h for _, h, _ in hits])
+            new, dups = store.commit([h for _, h, _ in hits], self.clock())
         except Exception as e:  # sqlite3 errors, a full disk: the edges will send again
             self._count("store_errors")
             self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
@@ -594,7 +659,7 @@ class CollectorService:
         by_edge: dict[bytes, list[str]] = {}
         for ident, h, _ in hits:
             by_edge.setdefault(ident, []).append(h.hit_id)
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         done = time.monotonic()
         with self._lock:
             self._acks.extend(by_edge.items())
@@ -620,10 +685,14 @@ class CollectorService:
 
     def _record_seen(self, store: HitStore, seen: list[Seen]) -> None:
         try:
-            store.record_seen(seen)
+            refused = store.record_seen(seen)
         except Exception as e:
             self._count("store_errors")
             self._throttle("seen", "could not record %d nodes heard: %s", len(seen), e)
+            return
+        for node, n in refused.items():
+            self._refuse_cameras(node, n, f"a node keeps at most {store.max_cameras_per_node} "
+                                 "cameras")  # fmt: skip
 
 
 def _malloc_trim() -> None:

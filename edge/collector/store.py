@@ -5,13 +5,23 @@ stored twice.  `commit` first makes a batch's pictures durable in the image log
 (`images.py`), then writes the batch's rows in one transaction with
 `synchronous=FULL`; once it returns, the batch survives a power cut and may be
 acknowledged.  Heartbeats and hits update `nodes` and `cameras` in memory first
-and are written by `record_seen` about once a second.
+and are written by `record_seen` about once a second; a node keeps at most
+`max_cameras_per_node` camera rows.
+
+Opened for writing, the store first checks its pictures against the segment files
+(`_mend_images`): bytes past the last stored picture are cut off, and a picture
+whose bytes are not there any more is forgotten, so that no picture ever reads
+another's bytes.  A segment file the database has no record of writing is left
+alone.  The retention methods (`delete_hits`, `move_pictures`, `drop_segment`,
+`forget_nodes`, `vacuum`) are called by the collector's maintenance
+(`edge.collector.retention`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +30,21 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.collector.images import ImageLog
+from edge.collector.images import SEGMENT_BYTES, ImageLog
 from edge.link.protocol import HitMessage, format_time
+
+log = logging.getLogger(__name__)
+
+MAX_CAMERAS_PER_NODE = 128
+# No picture is longer than this (the link caps them at 16 MiB): pictures that may end
+# past a point start less than this before it.
+_MAX_PICTURE = 64 * 1024**2
+# The distinct values of an indexed column, one index look-up each (a "skip scan").
+_DISTINCT = (
+    "WITH RECURSIVE v(x) AS (SELECT min({col}) FROM {table} UNION ALL "
+    "SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v WHERE v.x IS NOT NULL) "
+    "SELECT x FROM v WHERE x IS NOT NULL"
+)
 
 _HIT_COLUMNS = {
     "hit_id": str,
@@ -52,6 +75,18 @@ _HIT_COLUMNS = {
 
 
 @dataclass
+class Mended:
+    """What the start-up check of the pictures found and repaired."""
+
+    tail_bytes: int = 0  # bytes past the last stored picture, cut off
+    lost_pictures: int = 0  # pictures whose bytes were not there, forgotten
+    segment: int = 0  # where new pictures go
+
+    def __bool__(self) -> bool:
+        return bool(self.tail_bytes or self.lost_pictures)
+
+
+@dataclass
 class Seen:
     """What the collector last heard from one node (kept in memory, flushed now and then)."""
 
@@ -70,10 +105,26 @@ class HitStore:
     Pictures go to `images_dir` (default: `images/` beside the database).
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False, images_dir: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        images_dir: Path | None = None,
+        max_cameras_per_node: int = MAX_CAMERAS_PER_NODE,
+        segment_bytes: int = SEGMENT_BYTES,
+    ):
         self.path = Path(path)
+        self.max_cameras_per_node = max_cameras_per_node
         self._status_written: dict[str, dict[str, Any]] = {}
-        self.images = ImageLog(images_dir or self.path.parent / "images", readonly=readonly)
+        self._cameras: dict[str, set[str]] = {}  # camera rows kept, by node
+        self.images = ImageLog(
+            images_dir or self.path.parent / "images",
+            readonly=readonly,
+            segment_bytes=segment_bytes,
+            on_new_segment=None if readonly else self._new_segment,
+        )
+        self.mended = Mended()
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(f"{self.path}: no collector database here")
@@ -88,6 +139,10 @@ class HitStore:
         # Opened by whoever starts the collector, used by its writer thread alone.
         conn = sqlite3.connect(self.path, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
+        if not self.db.table_names():
+            # Freed pages can then be given back to the system (`vacuum`); this can only
+            # be chosen before the first table is made.
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=FULL")
         # Small checkpoints (1 MiB of WAL): each runs inside a commit, so its length is
@@ -96,6 +151,9 @@ class HitStore:
         self.db.execute(f"PRAGMA journal_size_limit={8 * 1024**2}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._create()
+        for node, camera in self.db.execute("SELECT node, camera FROM cameras"):
+            self._cameras.setdefault(node, set()).add(camera)
+        self.mended = self._mend_images()
 
     def _create(self) -> None:
         db = self.db
@@ -120,6 +178,87 @@ class HitStore:
                 {"node": str, "camera": str, "last_seen": str, "last_hit_at": str},
                 pk=("node", "camera"),
             )
+        # For the retention: hits of a list by age, pictures by segment and place.
+        db.execute("CREATE INDEX IF NOT EXISTS hits_by_list ON hits(watchlist, received_at)")
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS hit_images_by_place ON hit_images(segment, offset, length)"
+        )
+        if "segments" not in db.table_names():
+            # The segment files this database wrote; others it never cuts or deletes.
+            with db.atomic():
+                db.execute("CREATE TABLE segments (segment INTEGER PRIMARY KEY, created_at TEXT)")
+                db.execute(
+                    "INSERT INTO segments SELECT x, ? FROM ("
+                    + _DISTINCT.format(col="segment", table="hit_images")
+                    + ")",
+                    (format_time(dt.datetime.now(dt.UTC)),),
+                )
+        if "collector_status" not in db.table_names():
+            db.execute("CREATE TABLE collector_status (key TEXT PRIMARY KEY, value TEXT, at TEXT)")
+
+    # ------------------------------------------------------------ the pictures' check
+
+    def _new_segment(self, segment: int) -> None:
+        """Note that this database writes `segment` (before its first byte is written)."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR IGNORE INTO segments VALUES (?, ?)",
+                (segment, format_time(dt.datetime.now(dt.UTC))),
+            )
+
+    def known_segments(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT segment FROM segments ORDER BY segment")]
+
+    def _segment_end(self, segment: int) -> int:
+        """Where the last stored picture of `segment` ends (0 if it holds none)."""
+        row = self.db.execute(
+            "SELECT offset + length FROM hit_images WHERE segment = ? ORDER BY offset DESC LIMIT 1",
+            (segment,),
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _mend_images(self) -> Mended:
+        """Cut torn tails off the segments, forget pictures whose bytes are gone, and
+        choose the segment new pictures go to."""
+        mended = Mended()
+        files = self.images.sizes()
+        known = set(self.known_segments())
+        referenced = [r[0] for r in self.db.execute(
+            _DISTINCT.format(col="segment", table="hit_images"))]  # fmt: skip
+        for segment in referenced:
+            size = files.get(segment, 0)
+            with self.db.atomic():
+                lost = self.db.execute(
+                    "DELETE FROM hit_images WHERE segment = ? AND offset > ? "
+                    "AND offset + length > ?",
+                    (segment, size - _MAX_PICTURE, size),
+                ).rowcount
+            if lost:
+                mended.lost_pictures += lost
+                log.error(
+                    "%s: %d pictures pointed past its end (%d bytes): forgotten, their "
+                    "bytes are gone", self.images.path(segment), lost, size,
+                )  # fmt: skip
+        for segment in sorted(known & files.keys()):
+            end = self._segment_end(segment)
+            if files[segment] > end:
+                log.warning(
+                    "%s: %d bytes past the last stored picture (a failed or torn write) "
+                    "cut off", self.images.path(segment), files[segment] - end,
+                )  # fmt: skip
+                self.images.cut(segment, end)
+                mended.tail_bytes += files[segment] - end
+        own = known & files.keys()
+        top = max(files, default=-1)
+        if own and max(own) == top:
+            mended.segment = top
+        else:  # after every file, ours or not, and every number used before
+            mended.segment = max(top, max(known, default=-1)) + 1
+            if files and not own:
+                log.warning("%s: segment files this database did not write; new pictures "
+                            "go to segment %d", self.images.directory, mended.segment)  # fmt: skip
+        self.images.open_for_append(mended.segment)
+        return mended
 
     # ------------------------------------------------------------ writing
 
@@ -150,16 +289,31 @@ class HitStore:
             if data
         ]
         where = self.images.append([data for _, _, data in refs])  # durable before the rows
-        with self.db.atomic():
-            # Not insert_all: on this path sqlite-utils would spend more time building
-            # SQL than SQLite spends storing the rows.
-            self._insert("hits", list(_HIT_COLUMNS), [_row(h, received) for h in new])
-            self._insert(
-                "hit_images",
-                ["hit_id", "kind", "segment", "offset", "length"],
-                [(hid, kind, *w) for (hid, kind, _), w in zip(refs, where, strict=True)],
-            )
+        try:
+            with self.db.atomic():
+                # Not insert_all: on this path sqlite-utils would spend more time building
+                # SQL than SQLite spends storing the rows.
+                self._insert("hits", list(_HIT_COLUMNS), [_row(h, received) for h in new])
+                self._insert(
+                    "hit_images",
+                    ["hit_id", "kind", "segment", "offset", "length"],
+                    [(hid, kind, *w) for (hid, kind, _), w in zip(refs, where, strict=True)],
+                )
+        except sqlite3.Error as e:
+            self._take_back(where, e, lambda: not self._existing([new[0].hit_id]))
+            raise
         return [h.hit_id for h in new], dups
+
+    def _take_back(
+        self, where: Sequence[tuple[int, int, int]], e: sqlite3.Error, not_stored: Any
+    ) -> None:
+        """After rows failed to commit, cut their pictures off again, so a full disk
+        does not fill up further with every retry.  Only when SQLite said the disk is
+        full (it then wrote no commit) and the rows are indeed not there: after an I/O
+        error a commit may still come back from the log, and its pictures must stay."""
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if where and code == sqlite3.SQLITE_FULL and not_stored():
+            self.images.undo(where)
 
     def _insert(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         """INSERT OR IGNORE many rows, in statements of up to 100 rows each.
@@ -185,19 +339,37 @@ class HitStore:
             have.update(r[0] for r in self.db.execute(sql, chunk))
         return have
 
-    def record_seen(self, seen: Iterable[Seen]) -> None:
-        """Write when each node and camera was last heard (and last sent a hit), and status."""
+    def record_seen(self, seen: Iterable[Seen]) -> dict[str, int]:
+        """Write when each node and camera was last heard (and last sent a hit), and status.
+
+        A node keeps at most `max_cameras_per_node` cameras: rows for more are not
+        written.  Returns how many cameras of each node were refused so.
+        """
         seen = list(seen)
+        refused: dict[str, int] = {}
         if not seen:
-            return
+            return refused
         t = format_time
-        statuses = []
+        camera_rows: list[tuple[Any, ...]] = []
+        added: dict[str, set[str]] = {}
+        for s in seen:
+            have = self._cameras.get(s.node, set())
+            new = added.setdefault(s.node, set())
+            for c in sorted(s.cameras):
+                if c not in have and c not in new:
+                    if len(have) + len(new) >= self.max_cameras_per_node:
+                        refused[s.node] = refused.get(s.node, 0) + 1
+                        continue
+                    new.add(c)
+                camera_rows.append((s.node, c, t(s.last_seen),
+                                    t(s.last_hit_at) if s.last_hit_at and c in s.hit_cameras
+                                    else None))  # fmt: skip
+        statuses: list[str | None] = []
         for s in seen:  # a status as last written is not written again
             if s.status is None or self._status_written.get(s.node) == s.status:
                 statuses.append(None)
             else:
                 statuses.append(json.dumps(s.status))
-                self._status_written[s.node] = s.status
         with self.db.atomic():
             self.db.conn.executemany(
                 "INSERT INTO nodes (node, last_seen, address, status, last_hit_at)"
@@ -217,13 +389,148 @@ class HitStore:
                 " ON CONFLICT(node, camera) DO UPDATE SET"
                 " last_seen = max(coalesce(last_seen, ''), excluded.last_seen),"
                 " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
-                [
-                    (s.node, c, t(s.last_seen),
-                     t(s.last_hit_at) if s.last_hit_at and c in s.hit_cameras else None)
-                    for s in seen
-                    for c in sorted(s.cameras)
-                ],
-            )  # fmt: skip
+                camera_rows,
+            )
+        for s, status in zip(seen, statuses, strict=True):
+            if status is not None and s.status is not None:
+                self._status_written[s.node] = s.status
+        for node, cams in added.items():
+            if cams:
+                self._cameras.setdefault(node, set()).update(cams)
+        return refused
+
+    # ------------------------------------------------------------ retention
+
+    def hit_lists(self) -> list[str | None]:
+        """The watchlists the stored hits are of (None: hits that name none)."""
+        names: list[str | None] = [
+            r[0] for r in self.db.execute(_DISTINCT.format(col="watchlist", table="hits"))
+        ]
+        if self.db.execute("SELECT 1 FROM hits WHERE watchlist IS NULL LIMIT 1").fetchone():
+            names.append(None)
+        return names
+
+    def delete_hits(
+        self, watchlist: str | None, before: dt.datetime, limit: int = 500
+    ) -> tuple[int, dict[int, int]]:
+        """Delete up to `limit` hits of `watchlist` received before `before`, and their
+        pictures' rows; returns (hits deleted, picture bytes given up in each segment)."""
+        op = "IS" if watchlist is None else "="
+        with self.db.atomic():
+            ids = [r[0] for r in self.db.execute(
+                f"SELECT hit_id FROM hits WHERE watchlist {op} ? AND received_at < ? "
+                "ORDER BY received_at LIMIT ?",
+                (watchlist, format_time(before), limit),
+            )]  # fmt: skip
+            if not ids:
+                return 0, {}
+            marks = ",".join("?" * len(ids))
+            freed: dict[int, int] = {}
+            for segment, length in self.db.execute(
+                f"SELECT segment, sum(length) FROM hit_images WHERE hit_id IN ({marks}) "
+                "GROUP BY segment",
+                ids,
+            ):
+                freed[segment] = length
+            self.db.execute(f"DELETE FROM hit_images WHERE hit_id IN ({marks})", ids)
+            self.db.execute(f"DELETE FROM hits WHERE hit_id IN ({marks})", ids)
+        return len(ids), freed
+
+    def live_bytes(self, segment: int) -> int:
+        """Bytes of `segment` that stored pictures are in."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(length), 0) FROM hit_images WHERE segment = ?", (segment,)
+        ).fetchone()
+        return row[0]
+
+    def move_pictures(self, segment: int, max_bytes: int) -> int:
+        """Copy up to `max_bytes` of the pictures of `segment` to the end of the current
+        one (durably, then the rows in one transaction); returns the bytes moved, 0 when
+        none are left there.  The segment is then deleted by `drop_segment`."""
+        if segment == self.images.segment:
+            raise ValueError(f"segment {segment} is being written")
+        rows: list[tuple[str, str, int, int]] = []
+        total = 0
+        for hid, kind, offset, length in self.db.execute(
+            "SELECT hit_id, kind, offset, length FROM hit_images WHERE segment = ? "
+            "ORDER BY offset LIMIT 1000",
+            (segment,),
+        ):
+            if rows and total + length > max_bytes:
+                break
+            rows.append((hid, kind, offset, length))
+            total += length
+        if not rows:
+            return 0
+        blobs = [self.images.read(segment, offset, length) for _, _, offset, length in rows]
+        where = self.images.append(blobs)
+        try:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "UPDATE hit_images SET segment = ?, offset = ? "
+                    "WHERE hit_id = ? AND kind = ? AND segment = ? AND offset = ?",
+                    [(w[0], w[1], hid, kind, segment, offset)
+                     for (hid, kind, offset, _), w in zip(rows, where, strict=True)],
+                )  # fmt: skip
+        except sqlite3.Error as e:
+            first = rows[0]
+            self._take_back(where, e, lambda: self.db.execute(
+                "SELECT 1 FROM hit_images WHERE hit_id = ? AND kind = ? AND segment = ?",
+                (first[0], first[1], segment)).fetchone() is not None)  # fmt: skip
+            raise
+        return total
+
+    def roll_segment(self) -> int:
+        """Send new pictures to a new segment (so the current one can be compacted)."""
+        segment = max([*self.images.sizes(), *self.known_segments(), self.images.segment]) + 1
+        self.images.open_for_append(segment)
+        return segment
+
+    def drop_segment(self, segment: int) -> int:
+        """Delete a segment of ours no stored picture is in; returns the bytes freed."""
+        if self.db.execute(
+            "SELECT 1 FROM hit_images WHERE segment = ? LIMIT 1", (segment,)
+        ).fetchone():
+            raise ValueError(f"segment {segment} still holds pictures")
+        freed = self.images.delete(segment)
+        with self.db.atomic():
+            self.db.execute("DELETE FROM segments WHERE segment = ?", (segment,))
+        return freed
+
+    def forget_nodes(self, before: dt.datetime) -> tuple[int, int]:
+        """Delete nodes and cameras last heard before `before`; returns (nodes, cameras)."""
+        when = format_time(before)
+        stale = "coalesce(last_seen, '') < ?"
+        cams_where = f"{stale} OR node IN (SELECT node FROM nodes WHERE {stale})"
+        with self.db.atomic():
+            nodes = [r[0] for r in self.db.execute(f"SELECT node FROM nodes WHERE {stale}",
+                                                   (when,))]  # fmt: skip
+            cams = self.db.execute(
+                f"SELECT node, camera FROM cameras WHERE {cams_where}", (when, when)
+            ).fetchall()
+            self.db.execute(f"DELETE FROM cameras WHERE {cams_where}", (when, when))
+            self.db.execute(f"DELETE FROM nodes WHERE {stale}", (when,))
+        for node, camera in cams:
+            self._cameras.get(node, set()).discard(camera)
+        for node in nodes:
+            self._cameras.pop(node, None)
+            self._status_written.pop(node, None)
+        return len(nodes), len(cams)
+
+    def vacuum(self, pages: int = 2048) -> int:
+        """Give up to `pages` free pages back to the system; returns how many are left."""
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # made before it was set
+            return 0
+        self.db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        return self.db.execute("PRAGMA freelist_count").fetchone()[0]
+
+    def write_status(self, key: str, value: dict[str, Any]) -> None:
+        """Keep the collector's own state (its disk) where the operators' tools read it."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO collector_status VALUES (?, ?, ?)",
+                (key, json.dumps(value), format_time(dt.datetime.now(dt.UTC))),
+            )
 
     # ------------------------------------------------------------ reading
 
@@ -274,6 +581,16 @@ class HitStore:
             (hit_id, kind),
         ).fetchone()
         return None if row is None else self.images.read(*row)
+
+    def status(self, key: str) -> dict[str, Any] | None:
+        """What the collector last wrote about itself under `key` (see `write_status`)."""
+        try:
+            row = self.db.execute(
+                "SELECT value, at FROM collector_status WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a database of an older collector
+            return None
+        return None if row is None else {**json.loads(row[0]), "at": row[1]}
 
     def nodes(self) -> list[dict[str, Any]]:
         nodes = list(self.db.query("SELECT * FROM nodes ORDER BY node"))

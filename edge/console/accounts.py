@@ -28,6 +28,8 @@ MIN_PASSWORD = 10
 MAX_NOTE = 1000
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _TOUCH_EVERY_S = 30.0  # a session's last_seen is written at most this often
+# Audit rows younger than this are never deleted: the trigger below refuses, whoever asks.
+AUDIT_MIN_DAYS = 365
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -52,9 +54,11 @@ CREATE TRIGGER IF NOT EXISTS acks_no_delete BEFORE DELETE ON acks
     BEGIN SELECT RAISE(ABORT, 'acknowledgements are kept as written'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is kept as written'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+DROP TRIGGER IF EXISTS audit_no_delete;
+CREATE TRIGGER IF NOT EXISTS audit_delete_only_old BEFORE DELETE ON audit
+    WHEN old.at > CAST(strftime('%s', 'now') AS REAL) - {AUDIT_MIN_DAYS} * 86400
     BEGIN SELECT RAISE(ABORT, 'the audit trail is kept as written'); END;
-"""
+""".replace("{AUDIT_MIN_DAYS}", str(AUDIT_MIN_DAYS))
 
 
 class AccountError(ValueError):
@@ -134,8 +138,8 @@ class ConsoleDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledgement survives a power cut
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        with self._lock:  # in one transaction: never a moment without the audit's triggers
+            self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -274,8 +278,9 @@ class ConsoleDB:
     def end_sessions(self, name: str) -> None:
         self._change("DELETE FROM sessions WHERE user = ?", (name,))
 
-    def purge_sessions(self, idle_s: float, max_s: float) -> int:
-        now = time.time()
+    def purge_sessions(self, idle_s: float, max_s: float, now: float | None = None) -> int:
+        """Delete the sessions expired at `now`; returns how many."""
+        now = time.time() if now is None else now
         return self._change(
             "DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
             (now - idle_s, now - max_s),
@@ -326,6 +331,16 @@ class ConsoleDB:
             "INSERT INTO audit (at, user, action, detail, address) VALUES (?, ?, ?, ?, ?)",
             (time.time(), user, action, detail[:2000], address),
         )
+
+    def purge_audit(self, keep_days: float, now: float | None = None) -> int:
+        """Delete audit rows older than `keep_days` (at least AUDIT_MIN_DAYS); returns how many.
+
+        The database's trigger refuses younger ones, whatever clock `now` comes from.
+        """
+        if keep_days < AUDIT_MIN_DAYS:
+            raise AccountError(f"the audit trail is kept at least {AUDIT_MIN_DAYS} days")
+        now = time.time() if now is None else now
+        return self._change("DELETE FROM audit WHERE at < ?", (now - keep_days * 86400,))
 
     def audit_trail(self, before_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Audit rows, newest first (before `before_id`, to page back)."""

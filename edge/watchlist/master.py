@@ -172,6 +172,13 @@ class WatchlistStore:
         )
         return [r[0] for r in rows]
 
+    def list_changes_with_ids(self, name: str, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """(log id, body JSON) of the updates of `name` after number `after_seq`."""
+        return self._db.execute(
+            "SELECT id, body FROM changes WHERE list = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (name, after_seq, limit),
+        ).fetchall()
+
     def can_catch_up(self, name: str, since: int) -> bool:
         """Whether the log still holds every update of `name` after number `since`."""
         row = self._db.execute("SELECT seq FROM lists WHERE name = ?", (name,)).fetchone()

@@ -18,6 +18,7 @@ import gc
 import logging
 import math
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -276,6 +277,13 @@ class WatchlistReplica:
         """Apply updates in one transaction: all of them or, on `ReplicaError`, none."""
         if not updates:
             return
+        try:
+            self._apply(updates)
+        except (sqlite3.IntegrityError, struct.error, OverflowError) as e:
+            # An update the replica cannot hold: the caller fetches the list whole.
+            raise ReplicaError(f"update of {updates[0].list} cannot be stored: {e}") from e
+
+    def _apply(self, updates: Sequence[Update]) -> None:
         with self._write() as db:
             epoch = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
             seqs = dict(db.execute("SELECT name, seq FROM lists"))

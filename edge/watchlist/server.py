@@ -9,6 +9,11 @@ With CURVE, each request is judged by its sender's key as the context's allow-li
 now (`edge.keys.PeerCheck`): a key taken off it gets no more answers and its connection
 is cut, and so are its subscriptions to updates (the PUB socket is an XPUB, whose
 subscription messages tell who subscribed).
+
+Any process may write the master store, so a row of its change log is checked as an edge
+would check it before it goes out: a bad one (not JSON, out of line, an entry no edge
+can take) is never published nor served as a change; an edge that needs it is answered
+with a snapshot of the list instead, which is made from the entries themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import json
 import logging
 import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,11 +46,14 @@ from edge.watchlist.protocol import (
     hugz_body,
     list_topic,
     open_message,
+    parse_update,
     seal,
     updates_endpoint,
 )
 
 log = logging.getLogger(__name__)
+
+_CHECKED_ROWS = 100_000  # log rows remembered as checked (by id and checksum)
 
 
 class WatchlistsConfig(BaseModel):
@@ -105,6 +115,8 @@ class WatchlistServer:
         self._stop = threading.Event()
         self._requests_check: PeerCheck | None = None
         self._updates_check: PeerCheck | None = None
+        self._checked: OrderedDict[int, int] = OrderedDict()  # change id -> crc of its body
+        self._bad_logged: set[int] = set()
 
     @classmethod
     def from_config(
@@ -249,10 +261,14 @@ class WatchlistServer:
 
     def _publish_new(self, pub: zmq.Socket, store: WatchlistStore, last_id: int) -> int:
         while rows := store.changes_after(last_id):
+            sent = 0
             for change_id, name, body in rows:
-                pub.send_multipart(seal(list_topic(name), json.loads(body)))
                 last_id = change_id
-            self._count("updates_published", len(rows))
+                update = self._checked_row(store, change_id, name, body)
+                if update is not None:  # a bad one is left out: edges see the gap and fetch
+                    pub.send_multipart(seal(list_topic(name), update))
+                    sent += 1
+            self._count("updates_published", sent)
         return last_id
 
     def _subscriptions(self, pub: zmq.Socket) -> None:
@@ -284,6 +300,35 @@ class WatchlistServer:
         except zmq.ZMQError:
             self._count("replies_lost")
         return False
+
+    def _checked_row(
+        self, store: WatchlistStore, change_id: int, name: str, body: str, seq: int | None = None
+    ) -> dict[str, Any] | None:
+        """The update of a log row, if an edge can take it (and it is update `seq`)."""
+        crc = zlib.crc32(body.encode("utf-8", "surrogatepass"))
+        try:
+            update = json.loads(body)
+            if not isinstance(update, dict) or update.get("v") != VERSION:
+                raise ProtocolError("not an update of this protocol version")
+            if self._checked.get(change_id) != crc:
+                parsed = parse_update(b"", update)
+                if parsed.list != name or parsed.epoch != store.epoch:
+                    raise ProtocolError(f"an update of {parsed.list} in {parsed.epoch}")
+                self._checked[change_id] = crc
+                while len(self._checked) > _CHECKED_ROWS:
+                    self._checked.popitem(last=False)
+            if seq is not None and update.get("seq") != seq:
+                raise ProtocolError(f"update {update.get('seq')!r} where {seq} was due")
+        except (ValueError, TypeError) as e:  # JSON and protocol errors are ValueErrors
+            self._count("bad_log_rows")
+            if change_id not in self._bad_logged and len(self._bad_logged) < 10_000:
+                self._bad_logged.add(change_id)
+                log.error(
+                    "watchlists: change %d of list %s in %s is bad (%s); edges that need it "
+                    "get a snapshot of the list", change_id, name, store.path, e,
+                )  # fmt: skip
+            return None
+        return update
 
     def _serve(self, router: zmq.Socket, store: WatchlistStore, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -343,17 +388,7 @@ class WatchlistServer:
                     and store.can_catch_up(name, since)
                 ):
                     return self._delta(store, name, since)
-                rows = store.snapshot_chunk(name, 0, limit) if info.active else []
-                return {
-                    "list": name,
-                    "mode": "full",
-                    "epoch": store.epoch,
-                    "seq": info.seq,
-                    "active": info.active,
-                    "policy": info.policy.to_json(),
-                    "entries": rows,
-                    "next": {"after": rows[-1][0]} if len(rows) == limit else None,
-                }
+                return self._snapshot(store, name)
             if not isinstance(cursor, dict):
                 raise ProtocolError("cursor: expected an object")
             after = cursor.get("after")
@@ -369,10 +404,35 @@ class WatchlistServer:
                 "next": {"after": rows[-1][0]} if len(rows) == limit else None,
             }
 
+    def _snapshot(self, store: WatchlistStore, name: str) -> dict[str, Any]:
+        """The first chunk of a full snapshot of list `name` (in a read transaction)."""
+        info = store.lists([name]).get(name)
+        if info is None:
+            return {"list": name, "mode": "full", "missing": True, "next": None}
+        limit = self.chunk_entries
+        rows = store.snapshot_chunk(name, 0, limit) if info.active else []
+        return {
+            "list": name,
+            "mode": "full",
+            "epoch": store.epoch,
+            "seq": info.seq,
+            "active": info.active,
+            "policy": info.policy.to_json(),
+            "entries": rows,
+            "next": {"after": rows[-1][0]} if len(rows) == limit else None,
+        }
+
     def _delta(self, store: WatchlistStore, name: str, since: int) -> dict[str, Any]:
+        """The updates of `name` after number `since`, or, if one of them is bad, a
+        snapshot of the list (an edge mid-way through a catch-up takes either)."""
         per_chunk = 20  # updates hold up to UPSERT_BATCH entries each
-        bodies = store.list_changes(name, since, per_chunk)
-        updates = [json.loads(b) for b in bodies]
+        updates: list[dict[str, Any]] = []
+        for change_id, body in store.list_changes_with_ids(name, since, per_chunk):
+            update = self._checked_row(store, change_id, name, body, since + len(updates) + 1)
+            if update is None:
+                self._count("snapshots_for_bad_rows")
+                return self._snapshot(store, name)
+            updates.append(update)
         last = updates[-1]["seq"] if updates else since
         return {
             "list": name,

@@ -8,6 +8,8 @@ a gap sends the list back to fetching.  The heartbeat carries every list's last
 number, so an edge that missed the last update of a quiet list still notices, and
 its silence tells that the collector is gone (matching goes on from the replica).
 A message that fails any check is refused with a logged reason and changes nothing.
+An update this edge cannot apply (refused, or refused by the replica) sends its list
+to a full snapshot, and until one is applied the status says `synced: false` and why.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 
 class _RequestFailed(RuntimeError):
     pass
+
+
+class _CannotApply(RuntimeError):
+    """Updates from the collector that this edge cannot apply: fetch the list whole."""
 
 
 class _Throttle:
@@ -130,6 +136,8 @@ class WatchlistSync:
         self._need_catalogue = True
         self._fetching: str | None = None
         self._fetched_at: dict[str, float] = {}
+        self._whole: set[str] = set()  # lists to fetch as a full snapshot, not a catch-up
+        self._unsynced: dict[str, str] = {}  # list -> why it is not the collector's
         self._last_heard = 0.0
 
     # ------------------------------------------------------------------ outside
@@ -178,15 +186,21 @@ class WatchlistSync:
         return self._rebuild_idle.wait(max(0.0, deadline - time.monotonic()))
 
     def status(self) -> dict[str, object]:
+        """`synced` is false until the first catch-up, and while a list could not be
+        brought up to the collector's (`unsynced` says which, and why)."""
         heard = self._last_heard
-        return {
+        unsynced = dict(self._unsynced)
+        out: dict[str, object] = {
             "epoch": self._epoch,
             "lists": dict(self._seqs),
             "heard_s_ago": None if not heard else round(time.monotonic() - heard, 1),
-            "synced": self._synced.is_set(),
+            "synced": self._synced.is_set() and not unsynced,
             "overlay": self.matcher.overlay_size if self._matcher is not None else 0,
             **self.counters,
         }
+        if unsynced:
+            out["unsynced"] = unsynced
+        return out
 
     # ------------------------------------------------------------------ sockets
 
@@ -352,21 +366,22 @@ class WatchlistSync:
                 self._held[u.list].append(u)
         self._apply(ready)
 
-    def _apply(self, updates: Sequence[Update]) -> None:
+    def _apply(self, updates: Sequence[Update]) -> bool:
+        """Apply updates to the replica and the matcher; False (and their lists to be
+        fetched whole) when the replica refuses them."""
         if not updates:
-            return
+            return True
         upserts: dict[int, Entry] = {}
         deletes: set[int] = set()
         void: set[str] = set()
         lists_changed = False
+        refused: ReplicaError | None = None
         with self._write_lock:
             try:
                 self.replica.apply(updates)
             except ReplicaError as e:
-                log.warning("watchlists: updates not applied: %s", e)
-                self._need.update(u.list for u in updates)
-                return
-            for u in updates:
+                refused = e
+            for u in updates if refused is None else ():
                 self._seqs[u.list] = u.seq
                 if u.op == "policy":
                     assert u.policy is not None
@@ -386,13 +401,30 @@ class WatchlistSync:
                     for entry_id in u.ids:
                         upserts.pop(entry_id, None)
                         deletes.add(entry_id)
-            self.matcher.apply(
-                upserts.values(),
-                deletes,
-                lists=dict(self._active) if lists_changed else None,
-                void=void,
-            )
+            if refused is None:
+                self.matcher.apply(
+                    upserts.values(),
+                    deletes,
+                    lists=dict(self._active) if lists_changed else None,
+                    void=void,
+                )
+        if refused is not None:
+            names = list(dict.fromkeys(u.list for u in updates))
+            if len(names) > 1:  # one list's bad update must not cost the others a snapshot
+                return all([self._apply([u for u in updates if u.list == n]) for n in names])
+            self._cannot_apply(names[0], f"updates not applied: {refused}")
+            self._need.add(names[0])
+            return False
         self.counters["applied"] += len(updates)
+        return True
+
+    def _cannot_apply(self, name: str, why: str) -> None:
+        """Fetch `name` whole from now on, and say it is not in sync until then."""
+        if name not in self._whole:
+            log.warning("watchlists: %s: %s; fetching a full snapshot", name, why)
+            self.counters["fallbacks"] += 1
+        self._whole.add(name)
+        self._unsynced[name] = why
 
     # ------------------------------------------------------------------ catching up
 
@@ -485,15 +517,23 @@ class WatchlistSync:
     def _fetch(self, name: str) -> None:
         self._fetching = name
         try:
-            self._fetch_list(name)
+            try:
+                self._fetch_list(name)
+            except _CannotApply as e:  # not the updates, then: the list as it is
+                self._cannot_apply(name, str(e))
+                self._fetch_list(name)
+        except _RequestFailed as e:
+            if name in self._whole:
+                self._unsynced[name] = str(e)
+            raise
         finally:
             self._fetching = None
             self._fetched_at[name] = time.monotonic()
 
     def _fetch_list(self, name: str) -> None:
         since = self._seqs.get(name)
-        if since is not None and since < 0:
-            since = None  # from another store: fetch it whole
+        if (since is not None and since < 0) or name in self._whole:
+            since = None  # from another store, or updates that did not apply: fetch it whole
         cursor: object = None
         staged: list[Entry] | None = []
         first: dict | None = None
@@ -507,8 +547,16 @@ class WatchlistSync:
                 raise _RequestFailed("reply for another list")
             try:
                 if reply.get("mode") == "delta":
-                    self._fetched_delta(name, reply)
+                    if since is None:
+                        raise ProtocolError("a catch-up where a snapshot was asked for")
+                    try:
+                        self._fetched_delta(name, reply)
+                    except (ProtocolError, TypeError, ValueError) as e:
+                        self.counters["refused"] += 1
+                        raise _CannotApply(f"catch-up refused: {e}") from None
                 elif reply.get("missing"):
+                    self._whole.discard(name)
+                    self._unsynced.pop(name, None)
                     if name in self._seqs:
                         with self._write_lock:
                             self.replica.forget([name])
@@ -554,7 +602,8 @@ class WatchlistSync:
                 raise ProtocolError(f"catch-up update {u.seq} of {u.list} out of line")
             last = u.seq
             parsed.append(u)
-        self._apply(parsed)
+        if not self._apply(parsed):
+            raise _CannotApply(self._unsynced.get(name, "updates not applied"))
         self.counters["caught_up"] += len(parsed)
 
     def _commit_snapshot(self, name: str, first: dict, staged: list[Entry] | None) -> None:
@@ -567,6 +616,8 @@ class WatchlistSync:
         assert self._epoch is not None
         with self._write_lock:
             self.replica.stage_commit(self._epoch, name, policy, seq, active)
+            self._whole.discard(name)
+            self._unsynced.pop(name, None)
             self._seqs[name] = seq
             if active:
                 self._active[name] = policy

@@ -34,6 +34,15 @@ _OUTBOX_GAUGES = {
     "reads": ("outbox_reads", "non-hit reads kept for the retention"),
     "used_bytes": ("outbox_used_bytes", "bytes the store takes on disk"),
     "budget_bytes": ("outbox_budget_bytes", "the store's disk budget"),
+    "waiting_hits": ("outbox_hits_in_memory", "hits a full disk refused, waiting in memory"),
+    "low_disk": ("outbox_low_disk", "1 while free space is under store.min_free_mb"),
+}
+_OUTBOX_COUNTERS = {
+    "dropped_hits": ("outbox_dropped_hits", "hits lost: the memory queue overflowed"),
+    "dropped_scenes": ("outbox_dropped_scenes", "scene pictures dropped from waiting hits"),
+    "low_disk_hits": ("outbox_low_disk_hits", "hits stored without their scene: low disk"),
+    "evicted_reads": ("outbox_evicted_reads", "reads evicted to make room"),
+    "refused_reads": ("outbox_refused_reads", "reads not stored: low disk"),
 }
 
 
@@ -63,7 +72,9 @@ class EdgeMetrics(Collector):
                                 value=1 if s["health"]["ok"] else 0)
         yield from _cameras(s["cameras"])
         for key, (name, text) in _OUTBOX_GAUGES.items():
-            yield GaugeMetricFamily(f"anpr_edge_{name}", text, value=s["outbox"][key])
+            yield GaugeMetricFamily(f"anpr_edge_{name}", text, value=float(s["outbox"][key]))
+        for key, (name, text) in _OUTBOX_COUNTERS.items():
+            yield CounterMetricFamily(f"anpr_edge_{name}", text, value=s["outbox"][key])
         yield GaugeMetricFamily("anpr_edge_disk_free_bytes", "free space where the store is",
                                 value=s["disk"]["free_bytes"])
         link = s.get("link")

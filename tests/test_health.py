@@ -272,6 +272,8 @@ def test_frozen_and_black_cameras_are_reported_and_the_other_goes_on(tmp_path, e
         assert 'anpr_edge_camera_ok{camera="good"} 1.0' in text
         assert 'anpr_edge_camera_reconnects_total{camera="frozen"}' in text
         assert "anpr_edge_healthy 0.0" in text and "anpr_edge_outbox_budget_bytes" in text
+        assert "anpr_edge_outbox_hits_in_memory 0.0" in text
+        assert "anpr_edge_outbox_dropped_hits_total 0.0" in text
         assert f'config="{service.config_hash}"' in text
     finally:
         service.stop()

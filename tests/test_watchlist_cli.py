@@ -42,7 +42,7 @@ def test_import_list_export(db, tmp_path, capsys):
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["plate"] for r in rows] == ["WX12345", "KR5OO1A", "BXY999", "LV?12?", "*7781"]
     assert run("export", "-", "--list", "demo", "--db", db) == 0
-    assert capsys.readouterr().out.startswith("id,list,plate,")
+    assert capsys.readouterr().out.startswith('"id","list","plate",')  # every cell quoted
 
 
 def test_a_bad_file_names_line_and_field_and_imports_nothing(db, tmp_path, capsys):

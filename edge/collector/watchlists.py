@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edge.csvsafe import SEPARATORS
 from edge.watchlist.entry import (
     FieldError,
     ListPolicy,
@@ -139,7 +140,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise WatchlistCommandError(f"no list {args.list!r}")
         if args.file == "-":
             try:
-                n = write_entries(sys.stdout, store.entries(args.list), fmt)
+                n = write_entries(sys.stdout, store.entries(args.list), fmt, args.sep)
                 sys.stdout.flush()
             except BrokenPipeError:  # `| head`: the reader has had enough
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -147,7 +148,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             tmp = Path(f"{args.file}.part")
             with open(tmp, "w", encoding="utf-8", newline="") as out:
-                n = write_entries(out, store.entries(args.list), fmt)
+                n = write_entries(out, store.entries(args.list), fmt, args.sep)
             tmp.replace(args.file)
     finally:
         store.close()
@@ -288,6 +289,8 @@ def add_watchlist_commands(subparsers: Any) -> None:
     sp.add_argument("file", help="the file ('-' for standard output)")
     sp.add_argument("--list", required=True)
     sp.add_argument("--format", choices=FORMATS, help="default: from the file name")
+    sp.add_argument("--sep", choices=SEPARATORS, default=",",
+                    help="CSV separator: ',' or ';' (spreadsheets in much of Europe)")
     sp.set_defaults(func=_cmd_export)
 
     sp = sub.add_parser("list", help="the lists, their matching and sizes")

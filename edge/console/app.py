@@ -9,13 +9,12 @@ and come from the page's own origin; the session cookie is HttpOnly and SameSite
 from __future__ import annotations
 
 import asyncio
-import csv
 import io
 import json
 import logging
+import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge import csvsafe
 from edge.console.accounts import ConsoleDB, User
 from edge.console.config import ConsoleConfig
 from edge.console.data import HIT_FIELDS, ConsoleData, QueryError, Search
+from edge.console.limits import BodyLimits
 from edge.console.live import LiveHub
+from edge.console.throttle import AuditRow, HashGate, RefusalLog, SignInThrottle
+from edge.console.upload import FileRefused, Upload, UploadError, read_upload, text_field
 from edge.watchlist.entry import FieldError, parse_entry
-from edge.watchlist.files import FORMATS, WatchlistFileError, parse_entries
+from edge.watchlist.files import WatchlistFileError
 from edge.watchlist.master import WatchlistStore
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,8 @@ COOKIE = "anpr_console"
 # Served without a session: the sign-in page and what it needs.
 PUBLIC = frozenset({"/login", "/api/login", "/static/login.js", "/static/console.css"})
 KEEPALIVE_S = 15.0
-# Sign-in: this many failures for a name (or, more, from one address: a control room
-# behind one proxy shares it) within the window lock it out for a minute.
-MAX_FAILURES = {"user": 5, "addr": 20}
-FAILURE_WINDOW_S = 600.0
-LOCKOUT_S = 60.0
+RECHECK_S = 1.0  # an open event stream looks at its session this often (revocation)
+MAX_ID = 2**63 - 1  # ids SQLite can hold
 
 
 @dataclass
@@ -68,7 +68,14 @@ class Console:
     hub: LiveHub
     watchlists_db: Path
     region: Path = STATIC / "region.geojson"
-    failures: dict[str, deque[float]] = field(default_factory=dict)
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    refusals: RefusalLog = field(default_factory=RefusalLog)
+    hashing: HashGate = field(init=False)
+    streams: dict[str, int] = field(default_factory=dict)  # open event streams per session
+
+    def __post_init__(self) -> None:
+        self.hashing = HashGate(self.config.login_concurrency, self.config.login_queue)
+        self._streams_lock = threading.Lock()
 
     @property
     def idle_s(self) -> float:
@@ -81,26 +88,28 @@ class Console:
     def session_user(self, token: str | None) -> User | None:
         return self.db.session_user(token, self.idle_s, self.max_s) if token else None
 
-    # Sign-in throttling: in memory (a restart forgets, which is fine for a lock of a minute).
-    def locked(self, keys: Sequence[str], now: float) -> float:
-        """Seconds until `keys` may try again (0: now)."""
-        wait = 0.0
-        for key in keys:
-            times = self.failures.get(key)
-            if not times:
-                continue
-            while times and now - times[0] > FAILURE_WINDOW_S:
-                times.popleft()
-            if len(times) >= MAX_FAILURES[key.split(":", 1)[0]]:
-                wait = max(wait, times[-1] + LOCKOUT_S - now)
-        return max(0.0, wait)
+    def write_audit(self, rows: list[AuditRow]) -> None:
+        for user, action, detail, address in rows:
+            self.db.audit(user, action, detail, address)
 
-    def failed(self, keys: Sequence[str], now: float) -> None:
-        if len(self.failures) > 10_000:
-            self.failures.clear()
-        for key in keys:
-            limit = MAX_FAILURES[key.split(":", 1)[0]]
-            self.failures.setdefault(key, deque(maxlen=limit * 2)).append(now)
+    def flush_refusals(self, everything: bool = True) -> None:
+        """Append the counts of refused sign-ins (of ended windows, or all) to the audit."""
+        self.write_audit(self.refusals.drain() if everything else self.refusals.due())
+
+    def open_stream(self, token: str) -> bool:
+        """Count a new event stream of session `token`; False when it has its share open."""
+        with self._streams_lock:
+            n = self.streams.get(token, 0)
+            if n >= self.config.max_streams_per_session:
+                return False
+            self.streams[token] = n + 1
+            return True
+
+    def close_stream(self, token: str) -> None:
+        with self._streams_lock:
+            n = self.streams.pop(token, 0) - 1
+            if n > 0:
+                self.streams[token] = n
 
 
 # ---------------------------------------------------------------- the guard
@@ -199,19 +208,19 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 def _text(body: dict[str, Any], key: str, limit: int = 1000) -> str:
-    value = body.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise HTTPException(400, f"{key} must be text")
-    value = str(value)
-    if len(value) > limit:
-        raise HTTPException(400, f"{key} longer than {limit} characters")
-    return value
+    try:
+        return text_field(body, key, limit)
+    except UploadError as e:
+        raise HTTPException(400, str(e)) from None
 
 
 def _run(fn: Callable[..., Any], *args: Any) -> Any:
     return anyio.to_thread.run_sync(fn, *args)
+
+
+async def _append(console: Console, rows: list[AuditRow]) -> None:
+    if rows:
+        await _run(console.write_audit, rows)
 
 
 # ---------------------------------------------------------------- pages and sign-in
@@ -228,23 +237,46 @@ async def index_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
+    """Sign in.  The attempt is counted before the password is checked (so guesses sent at
+    once get no more checks than guesses sent in turn), and checked only when a place to
+    hash is free; refusals are summed in the audit trail, not written one by one."""
     console: Console = request.app.state.console
     body = await _json_body(request)
     name, password = _text(body, "name", 64).strip(), _text(body, "password", 1024)
     address = _address(request) or "?"
-    keys = [f"user:{name.lower()}", f"addr:{address}"]
-    now = time.monotonic()
-    wait = console.locked(keys, now)
-    if wait > 0:
-        await _run(console.db.audit, name or "?", "sign-in refused", "too many failures", address)
-        return JSONResponse({"error": f"too many failed sign-ins; try again in {wait:.0f} s"},
-                            429, headers={"retry-after": str(int(wait) + 1)})  # fmt: skip
-    user = await _run(console.db.authenticate, name, password)
+    await _append(console, console.refusals.due())
+    verdict = console.throttle.begin(name, address)
+    if verdict.attempt is None:
+        await _append(console, console.refusals.note(name or "?", address, verdict.reason))
+        wait = verdict.wait_s
+        return JSONResponse({"error": f"{verdict.reason} to sign in; try again in "
+                             f"{max(1, round(wait))} s"}, 429,
+                            headers={"retry-after": str(int(wait) + 1)})  # fmt: skip
+    attempt = verdict.attempt
+    if not console.hashing.try_enter():
+        console.throttle.cancel(attempt)
+        await _append(console, console.refusals.note(name or "?", address, "busy"))
+        return JSONResponse({"error": "too many sign-ins at once; try again in a moment"}, 503,
+                            headers={"retry-after": "1"})  # fmt: skip
+    started = False
+
+    def check() -> User | None:
+        nonlocal started
+        started = True  # from here the hashing thread frees its place itself
+        return console.hashing.run(console.db.authenticate, name, password)
+
+    try:
+        user = await _run(check)
+    except BaseException:
+        if not started:
+            console.hashing.leave()
+        console.throttle.cancel(attempt)
+        raise
     if user is None:
-        console.failed(keys, now)
+        console.throttle.failed(attempt)
         await _run(console.db.audit, name or "?", "sign-in failed", "", address)
         return JSONResponse({"error": "wrong name or password"}, 401)
-    console.failures.pop(keys[0], None)
+    console.throttle.succeeded(attempt)
     token = await _run(console.db.new_session, user, address)
     await _run(console.db.audit, user.name, "sign-in", "", address)
     response = JSONResponse({"user": user.to_json()})
@@ -274,6 +306,7 @@ async def me(request: Request) -> Response:
         "map": {"tile_url": cfg.tile_url, "attribution": cfg.tile_attribution},
         "live_hours": cfg.live_hours,
         "session_idle_minutes": cfg.session_idle_minutes,
+        "max_import_bytes": cfg.max_import_bytes,
     })  # fmt: skip
 
 
@@ -299,12 +332,24 @@ async def live(request: Request) -> Response:
     return JSONResponse(await _run(load))
 
 
+def _int_param(request: Request, key: str, default: int, low: int = 0, high: int = MAX_ID) -> int:
+    """A whole-number query parameter in [low, high], or a 400 that says what is wrong."""
+    value = request.query_params.get(key) or ""
+    if not value:
+        return default
+    text = value.strip()
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise HTTPException(400, f"{key} must be a whole number from {low} to {high}")
+    n = int(text)
+    if not low <= n <= high:
+        raise HTTPException(400, f"{key} must be a whole number from {low} to {high}")
+    return n
+
+
 def _search(request: Request, limit: int) -> Search:
     q = request.query_params
-    try:
-        want = int(q.get("limit") or limit)
-    except ValueError:
-        raise HTTPException(400, "limit must be a number") from None
+    want = _int_param(request, "limit", limit, low=1, high=10**9)  # more: as many as may be
     return Search(plate=q.get("plate", ""), since=q.get("since", ""), until=q.get("until", ""),
                   camera=q.get("camera", ""), watchlist=q.get("watchlist", ""),
                   limit=max(1, min(want, limit)))  # fmt: skip
@@ -325,6 +370,9 @@ async def export(request: Request) -> Response:
     fmt = request.path_params["fmt"]
     if fmt not in ("csv", "json"):
         raise HTTPException(404, "export as .csv or .json")
+    sep = request.query_params.get("sep") or ","
+    if sep not in csvsafe.SEPARATORS:
+        raise HTTPException(400, "sep must be ',' or ';'")
     s = _search(request, console.config.max_export_rows)
     user = _user(request)
     try:
@@ -340,35 +388,27 @@ async def export(request: Request) -> Response:
     if fmt == "json":
         body = json.dumps(hits, indent=1, ensure_ascii=False)
         return Response(body, media_type="application/json", headers=headers)
-    return Response(to_csv(hits), media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(to_csv(hits, sep), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 CSV_FIELDS = (*HIT_FIELDS, "acknowledged_by", "acknowledged_at", "ack_note")
 
 
-def to_csv(hits: list[dict[str, Any]]) -> str:
-    """Hits as CSV, the latest acknowledgement of each in the last columns.
+def to_csv(hits: list[dict[str, Any]], sep: str = ",") -> str:
+    """Hits as CSV (`sep` ',' or ';'), the latest acknowledgement of each in the last columns.
 
-    Text that a spreadsheet would take for a formula (=, +, -, @ first) is quoted
-    with a leading apostrophe: a reason typed at the edge is not to run on a desk.
+    Every cell is quoted and text a spreadsheet would take for a formula is defused
+    (edge.csvsafe): a reason typed at the edge is not to run on a desk.
     """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csvsafe.writer(out, sep)
     writer.writerow(CSV_FIELDS)
     for h in hits:
         last = h["acks"][-1] if h.get("acks") else {}
         row = [h.get(k) for k in HIT_FIELDS]
         row += [last.get("display_name", ""), last.get("at", ""), last.get("note", "")]
-        writer.writerow(_cell(v) for v in row)
+        writer.writerow(row)
     return out.getvalue()
-
-
-def _cell(value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 async def one_hit(request: Request) -> Response:
@@ -406,35 +446,68 @@ async def acknowledge(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    """Server-sent events: `hit` for each new hit, `ack` for each acknowledgement."""
+    """Server-sent events: `hit` for each new hit, `ack` for each acknowledgement.
+
+    The stream looks at its session every RECHECK_S and ends with `signed-out` once it is
+    over (signed out, user disabled, password changed, expired), wherever that was done.
+    A session may hold max_streams_per_session streams at once."""
     console: Console = request.app.state.console
     token = request.state.token
-    sub = console.hub.subscribe()
+    if not console.open_stream(token):
+        raise HTTPException(429, f"{console.config.max_streams_per_session} live streams are "
+                            "open for this session already; close one")  # fmt: skip
+    try:
+        sub = console.hub.subscribe()
+    except BaseException:
+        console.close_stream(token)
+        raise
+    loop = asyncio.get_running_loop()
 
     async def stream() -> AsyncIterator[str]:
-        try:
-            yield "retry: 2000\n\n"
-            while True:
-                try:
-                    event = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    if await _run(console.session_user, token) is None:
-                        yield "event: signed-out\ndata: {}\n\n"
-                        return
-                    yield ": still here\n\n"
-                    continue
-                if event is None:  # the console is stopping, or this reader fell behind
+        yield "retry: 2000\n\n"
+        checked = quiet = loop.time()
+        while True:
+            now = loop.time()
+            if now - checked >= RECHECK_S:
+                if await _run(console.session_user, token) is None:
+                    yield "event: signed-out\ndata: {}\n\n"
                     return
-                kind, data = event
-                if kind == "hit":
-                    data = (await _run(_with_acks, console, [data]))[0]
-                yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-        finally:
-            console.hub.unsubscribe(sub)
+                checked = now = loop.time()
+            if now - quiet >= KEEPALIVE_S:
+                yield ": still here\n\n"
+                quiet = now
+            try:
+                event = await asyncio.wait_for(sub.get(), max(0.01, checked + RECHECK_S - now))
+            except TimeoutError:
+                continue
+            if event is None:  # the console is stopping, or this reader fell behind
+                return
+            kind, data = event
+            if kind == "hit":
+                data = (await _run(_with_acks, console, [data]))[0]
+            yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+            quiet = loop.time()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"cache-control": "no-store",
-                                      "x-accel-buffering": "no"})  # fmt: skip
+    def done() -> None:
+        console.hub.unsubscribe(sub)
+        console.close_stream(token)
+
+    return _Stream(stream(), done, media_type="text/event-stream",
+                   headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that calls `done` however it ends (even if it never began)."""
+
+    def __init__(self, content: AsyncIterator[str], done: Callable[[], None], **kw: Any):
+        super().__init__(content, **kw)
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
 
 
 # ---------------------------------------------------------------- cameras, map
@@ -462,8 +535,8 @@ async def lists(request: Request) -> Response:
 async def entries(request: Request) -> Response:
     console: Console = request.app.state.console
     q = request.query_params
+    after = _int_param(request, "after", 0)
     try:
-        after = int(q.get("after") or 0)
         rows = await _run(console.data.entries, request.path_params["name"],
                           q.get("plate", ""), after, 200)  # fmt: skip
     except (ValueError, QueryError) as e:
@@ -483,27 +556,27 @@ async def import_list(request: Request) -> Response:
     console: Console = request.app.state.console
     user = _admin(request)
     name = request.path_params["name"]
-    body = await _json_body(request)
-    text = _text(body, "text", 64 * 1024**2)
-    fmt = _text(body, "format", 8) or "csv"
-    if fmt not in FORMATS:
-        raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}")
-    filename = _text(body, "filename", 200) or "upload"
-    replace = bool(body.get("replace"))
-    defaults = {"added_by": user.name}
-    if _text(body, "agency", 100):
-        defaults["agency"] = _text(body, "agency", 100)
+    raw = await request.body()
     try:
-        parsed = parse_entries(filename, text, fmt, name, defaults)
+        # In a worker thread: a big file takes seconds to read; the console goes on answering.
+        upload: Upload = await _run(read_upload, raw, name, user.name)
     except WatchlistFileError as e:
         problems = [{"line": line, "field": fld, "message": msg}
                     for line, fld, msg in e.problems[:50]]  # fmt: skip
-        return JSONResponse({"error": f"{filename}: nothing imported", "problems": problems,
+        return JSONResponse({"error": f"{e.path}: nothing imported", "problems": problems,
                              "more": max(0, len(e.problems) - 50)}, 400)  # fmt: skip
-    except (FieldError, ValueError) as e:
+    except FileRefused as e:
+        return JSONResponse({"error": f"{e.filename}: nothing imported: {e.message}",
+                             "problems": [{"line": e.line, "field": None, "message": e.message}],
+                             "more": 0}, 400)  # fmt: skip
+    except (FieldError, ValueError) as e:  # UploadError among them
         raise HTTPException(400, str(e)) from None
-    result = await _run(_with_store, console,
-                        lambda s: s.import_entries(name, parsed, replace_all=replace))  # fmt: skip
+    filename = upload.filename
+    try:
+        result = await _run(_with_store, console, lambda s: s.import_entries(
+            name, upload.entries, replace_all=upload.replace))  # fmt: skip
+    except ValueError as e:  # a list name the store does not take
+        raise HTTPException(400, str(e)) from None
     detail = (f"list {name} from {filename}: {result.added} added, {result.changed} changed, "
               f"{result.unchanged} unchanged, {result.removed} removed")  # fmt: skip
     await _run(console.db.audit, user.name, "watchlist import", detail, _address(request))
@@ -535,6 +608,8 @@ async def expire_entry(request: Request) -> Response:
     console: Console = request.app.state.console
     user = _admin(request)
     entry_id = request.path_params["entry_id"]
+    if entry_id > MAX_ID:
+        raise HTTPException(404, "no such entry")
     try:
         changed = await _run(_with_store, console, lambda s: s.expire([entry_id]))
     except KeyError:
@@ -551,19 +626,19 @@ async def expire_entry(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     console: Console = request.app.state.console
     _admin(request)
-    before = request.query_params.get("before")
-    try:
-        rows = await _run(console.db.audit_trail, int(before) if before else None)
-    except ValueError:
-        raise HTTPException(400, "before must be a number") from None
+    before = _int_param(request, "before", MAX_ID)
+    await _run(console.flush_refusals, False)  # counts of refusals whose window has ended
+    rows = await _run(console.db.audit_trail, before)
     return JSONResponse({"audit": rows})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    # A body refused part way (too big, too slow) is not read on: the connection ends.
+    headers = {"connection": "close"} if exc.status_code in (408, 413) else None
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": exc.detail}, exc.status_code)
-    return PlainTextResponse(str(exc.detail), exc.status_code)
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=headers)
+    return PlainTextResponse(str(exc.detail), exc.status_code, headers=headers)
 
 
 def build_app(console: Console) -> ASGIApp:
@@ -592,4 +667,7 @@ def build_app(console: Console) -> ASGIApp:
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.console = console
-    return Guard(app, console)
+    cfg = console.config
+    limited = BodyLimits(app, cfg.max_body_bytes, cfg.body_timeout_s,
+                         larger=[(r"/api/watchlists/[^/]+/import", cfg.max_import_bytes)])
+    return Guard(limited, console)

@@ -54,6 +54,24 @@ class ConsoleConfig(_Strict):
     # Camera positions that override or add to those the hits carry.
     cameras: list[CameraPlace] = Field(default_factory=list)
     max_export_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # The console must never starve the collector's link to its edges: a connection that
+    # has not sent a whole request head within header_timeout_s is closed (an idle one after
+    # a response within keep_alive_s), a body must arrive within body_timeout_s, and beyond
+    # max_connections new connections are closed at once (the rest of the process's file
+    # descriptors are the link's).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    keep_alive_s: int = Field(default=5, ge=1, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=512, ge=8, le=100_000)
+    # Request bodies: JSON calls are small; a watchlist import may be a big file.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024**2)
+    max_import_bytes: int = Field(default=20 * 1024**2, ge=1024, le=512 * 1024**2)
+    # Live-board streams one session may hold open at once (a few tabs).
+    max_streams_per_session: int = Field(default=4, ge=1, le=64)
+    # Passwords checked at once (argon2 takes 64 MiB and a core each) and sign-ins that may
+    # wait for a turn; more are answered 503 at once.
+    login_concurrency: int = Field(default=2, ge=1, le=64)
+    login_queue: int = Field(default=8, ge=0, le=1000)
 
     @field_validator("tile_url")
     @classmethod

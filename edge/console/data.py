@@ -158,11 +158,17 @@ def search_pattern(raw: str) -> str:
 
 
 def _parse_time(value: str, what: str) -> dt.datetime:
+    if len(value) > 64:
+        raise QueryError(f"{what}: longer than an ISO 8601 time")
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise QueryError(f"{what}: {value!r} is not an ISO 8601 time") from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+    t = t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+    try:
+        return t.astimezone(dt.UTC)  # 9999-12-31T23:00-05:00 is past the last year there is
+    except OverflowError:
+        raise QueryError(f"{what}: {value!r} is out of range (years 1 to 9999)") from None
 
 
 class ConsoleData:

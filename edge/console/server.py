@@ -16,10 +16,13 @@ from typing import Any
 
 from edge.console.accounts import ConsoleDB
 from edge.console.config import ConsoleConfig
+from edge.console.connections import ConnectionLimits, protocol, reserve_descriptors
 from edge.console.data import ConsoleData
 from edge.console.live import LiveHub
 
 log = logging.getLogger(__name__)
+
+_MAX_HEAD_BYTES = 16 * 1024  # a request line and headers; longer ones are answered 400
 
 
 def watchlists_path(collector: Any) -> Path:
@@ -73,10 +76,14 @@ class ConsoleServer:
         self.url = f"http://{host}:{self.port}"
         # The collector's own logging stays as it is (log_config=None); a reverse proxy on
         # this machine may say the request came over HTTPS (proxy_headers).
+        # Time-outs, a ceiling of connections and h11's cap on a request head keep the
+        # console from starving the link (edge.console.connections).
+        limits = ConnectionLimits(cfg.header_timeout_s, reserve_descriptors(cfg.max_connections))
         uv = uvicorn.Config(
             build_app(self.console), log_config=None, access_log=False, lifespan="off",
             proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1", server_header=False,
-            timeout_graceful_shutdown=3, timeout_keep_alive=30,
+            timeout_graceful_shutdown=3, timeout_keep_alive=cfg.keep_alive_s,
+            http=protocol(limits), h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
         )  # fmt: skip
         self._server = uvicorn.Server(uv)
         self._hub.start()
@@ -96,6 +103,8 @@ class ConsoleServer:
         log.info("console on %s", self.url)
 
     def stop(self) -> None:
+        if self.console is not None and self._db is not None:
+            self.console.flush_refusals()  # counts of refused sign-ins not yet in the audit
         if self._hub is not None:
             self._hub.stop()  # ends every live stream, so the server can stop at once
         if self._server is not None:

@@ -12,8 +12,9 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from edge import csvsafe
 from edge.watchlist.entry import Entry, FieldError, format_time, parse_entry
 from edge.watchlist.wildcard import crowded
 
@@ -57,6 +58,16 @@ def _csv_rows(name: str, text: str) -> Iterator[tuple[int, dict[str, object]]]:
     delimiter = max(",;\t", key=first.count)  # Excel in much of Europe writes ';'
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
+        yield from _csv_records(name, reader)
+    except csv.Error as e:  # a cell past the size limit, a NUL, a stray quote at the end
+        limit = csv.field_size_limit()  # 128 KiB unless someone raised it: no plate is longer
+        problem = f"a field longer than {limit} characters" if "field limit" in str(e) else (
+            f"not CSV: {e}")  # fmt: skip
+        raise WatchlistFileError(name, [(reader.line_num, None, problem)]) from None
+
+
+def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, dict[str, object]]]:
+    try:
         header = next(reader)
     except StopIteration:
         return
@@ -76,7 +87,8 @@ def _csv_rows(name: str, text: str) -> Iterator[tuple[int, dict[str, object]]]:
         if len(row) != len(columns):
             yield reader.line_num, {"__error__": f"{len(row)} fields, header has {len(columns)}"}
             continue
-        yield reader.line_num, dict(zip(columns, row, strict=True))
+        # An export defused what a spreadsheet would run (edge.csvsafe): undo it.
+        yield reader.line_num, dict(zip(columns, map(csvsafe.restore_cell, row), strict=True))
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, object]]]:
@@ -174,14 +186,16 @@ def entry_record(entry: Entry) -> dict[str, object]:
     }
 
 
-def write_entries(out: IO[str], entries: Iterable[Entry], fmt: str) -> int:
-    """Write `entries` to `out` as `fmt`; returns how many."""
+def write_entries(out: IO[str], entries: Iterable[Entry], fmt: str, sep: str = ",") -> int:
+    """Write `entries` to `out` as `fmt`; returns how many.  CSV (`sep` ',' or ';') has every
+    cell quoted and nothing a spreadsheet would run (edge.csvsafe); importing it undoes that."""
     n = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
+        writer = csvsafe.writer(out, sep, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
         for entry in entries:
-            writer.writerow(entry_record(entry))
+            record = entry_record(entry)
+            writer.writerow(record[k] for k in EXPORT_COLUMNS)
             n += 1
     elif fmt == "jsonl":
         for entry in entries:

@@ -383,6 +383,7 @@
   async function runSearch() {
     const q = searchQuery();
     $("export-csv").href = `/api/hits.csv?${q}`;
+    $("export-csv-semicolon").href = `/api/hits.csv?${q}${q ? "&" : ""}sep=%3B`;
     $("export-json").href = `/api/hits.json?${q}`;
     status("search-status", "searching...");
     try {
@@ -599,16 +600,35 @@
     }
   }
 
+  function toBase64(buffer) {
+    const bytes = new Uint8Array(buffer);
+    const parts = [];
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      parts.push(String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000)));
+    }
+    return btoa(parts.join(""));
+  }
+
   async function importList(ev) {
     ev.preventDefault();
     const file = $("import-file").files[0];
     const list = $("import-list").value.trim();
     if (!file || !list) return;
-    const text = await file.text();
     const format = /\.(jsonl|ndjson|json)$/i.test(file.name) ? "jsonl" : "csv";
+    const limit = state.me && state.me.max_import_bytes;
+    if (limit && Math.ceil(file.size / 3) * 4 + 4096 > limit) { // sent as base64 in JSON
+      status("list-status", `${file.name}: too big for the console (it takes files up to ` +
+        `${Math.floor((limit - 4096) * 3 / 4 / 1048576)} MiB); import it with ` +
+        "`anpr-collector watchlist import` on the collector", true);
+      return;
+    }
     try {
+      // The file's own bytes: the collector decodes them as the chosen encoding, or says
+      // they are not in it (file.text() would turn what is not UTF-8 into U+FFFD unseen).
+      const data = toBase64(await file.arrayBuffer());
       const r = await api(`/api/watchlists/${encodeURIComponent(list)}/import`, {
-        json: { text, format, filename: file.name, agency: $("import-agency").value, replace: $("import-replace").checked },
+        json: { data, encoding: $("import-encoding").value, format, filename: file.name,
+                agency: $("import-agency").value, replace: $("import-replace").checked },
       });
       status("list-status", `${file.name}: list ${r.list}: ${r.added} added, ${r.changed} changed, ${r.unchanged} unchanged, ${r.removed} removed`);
       await loadLists();

@@ -187,6 +187,7 @@ class LiveSource(SourceBase):
         self._next_index = 0
         self._closing = threading.Event()
         self._conn: _Connection | None = None
+        self._reader: threading.Thread | None = None
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"source-{self.source_id}", daemon=True
         )
@@ -216,8 +217,9 @@ class LiveSource(SourceBase):
         return self._health.wait_for(states, timeout)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop reading and end iteration now. A reader stuck inside the backend's
-        read() is left to finish on its own; it releases its capture when it does."""
+        """Stop reading and end iteration now; within `timeout`, wait for the reader to
+        finish its read() and release the capture. A reader stuck inside the backend's
+        read() longer is left to finish on its own; it releases its capture when it does."""
         with self._ready:
             if self._closed:
                 return
@@ -229,7 +231,15 @@ class LiveSource(SourceBase):
         if conn is not None:
             conn.end("ended", "closed")
         if threading.current_thread() is not self._supervisor:
+            deadline = self._clock() + timeout
             self._supervisor.join(timeout)
+            # A reader still inside OpenCV when the interpreter exits aborts the process:
+            # returning into a finalizing Python ends the thread with pthread_exit, whose
+            # unwinding OpenCV's catch (...) stops ("FATAL: exception not rethrown",
+            # SIGABRT; under systemd every stop of a live camera failed the unit).
+            reader = self._reader
+            if reader is not None and reader is not threading.current_thread():
+                reader.join(max(0.0, deadline - self._clock()))
         self._health.set_state("ended")
         log.info("%s: closed", self.source_id)
 
@@ -245,12 +255,13 @@ class LiveSource(SourceBase):
             self._conn = conn
             if self._closing.is_set():
                 return  # close() ran before it could see this connection
-            threading.Thread(
+            self._reader = threading.Thread(
                 target=self._read_stream,
                 args=(conn,),
                 name=f"source-{self.source_id}-reader",
                 daemon=True,
-            ).start()
+            )
+            self._reader.start()
             self._watch(conn)
             if self._closing.is_set():
                 return

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test models browser rtsp checks clean
+.PHONY: demo test models browser rtsp systemd-tools systemd-tree checks clean
 
 $(BIN)/anpr-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ models: $(BIN)/anpr-edge
 demo: models
 	$(BIN)/anpr-edge demo
 
-test: models browser rtsp
+test: models browser rtsp systemd-tools
 	$(BIN)/python -m pytest -q
 
 # The console's browser tests drive Debian's chromium; they skip, saying why, without it.
@@ -29,6 +29,16 @@ browser:
 RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0
 rtsp:
 	@/usr/bin/python3 tests/helpers/rtsp_server.py --check >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES); } || { command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES); } || echo "$(RTSP_PACKAGES) not installed: the real-camera (RTSP) tests will skip"
+
+# The units under a real systemd (tests/test_systemd_real.py, as root): debootstrap makes a
+# Debian tree, systemd-nspawn boots it. The tools are installed here (seconds); the tree is
+# made when the test first needs it (about a minute, cached in .cache/systemd-tree), or now
+# by `make systemd-tree`. Without them the test skips, saying why.
+systemd-tools:
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap systemd-container; } || echo "debootstrap/systemd-nspawn not installed: the real-systemd tests will skip"
+
+systemd-tree: systemd-tools
+	@$(PYTHON) tests/helpers/systemd_real.py tree || echo "no Debian tree for systemd-nspawn: the real-systemd tests will skip"
 
 checks: $(BIN)/anpr-edge
 	$(BIN)/pip install -q ruff mypy

@@ -126,8 +126,8 @@ def live():
 
     yield make
     for src, camera in made:
+        camera.unblock_all()  # first: close() waits for a reader blocked in read()
         src.close()
-        camera.unblock_all()
 
 
 def take(src: LiveSource, n: int):
@@ -193,6 +193,23 @@ def test_close_during_a_long_backoff_returns_at_once(live):
     src.close()
     assert time.monotonic() - started < WAIT  # not the 60 s back-off
     assert list(src) == []
+
+
+def test_close_waits_for_the_reader_to_finish_its_read_and_release(live):
+    # A reader still inside OpenCV's read() when the interpreter exits aborts the
+    # process (pthread_exit meets OpenCV's catch (...)): under systemd every stop of a
+    # live camera ended in SIGABRT. close() waits for the read in progress.
+    stream = FakeStream([picture(0)])  # one frame, then the next is late
+    src = live(FakeCamera(stream))
+    assert src.wait_for_state("live", timeout=WAIT)
+    assert stream.exhausted.wait(WAIT)  # the reader is inside read()
+    late_frame = threading.Timer(0.3, stream.unblock.set)
+    late_frame.start()
+    try:
+        src.close(timeout=WAIT)
+        assert stream.released.is_set()  # released before close() returned
+    finally:
+        late_frame.cancel()
 
 
 # -- failure detection and reconnection ------------------------------------------------

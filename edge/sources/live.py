@@ -131,7 +131,6 @@ class _Connection:
         self.first_frame_at: float | None = None
         self.last_frame_at: float | None = None
         self.ended = threading.Event()
-        self.reader: threading.Thread | None = None
         self.state: SourceState = "dead"
         self.reason = ""
         self._lock = threading.Lock()
@@ -208,6 +207,7 @@ class LiveSource(SourceBase):
         self._next_index = 0
         self._closing = threading.Event()
         self._conn: _Connection | None = None
+        self._reader: threading.Thread | None = None
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"source-{self.source_id}", daemon=True
         )
@@ -237,8 +237,9 @@ class LiveSource(SourceBase):
         return self._health.wait_for(states, timeout)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop reading and end iteration now. A reader stuck inside the backend's
-        read() is left to finish on its own; it releases its capture when it does."""
+        """Stop reading and end iteration now; within `timeout`, wait for the reader to
+        finish its read() and release the capture. A reader stuck inside the backend's
+        read() longer is left to finish on its own; it releases its capture when it does."""
         with self._ready:
             if self._closed:
                 return
@@ -250,13 +251,15 @@ class LiveSource(SourceBase):
         if conn is not None:
             conn.end("ended", "closed")
         if threading.current_thread() is not self._supervisor:
-            deadline = time.monotonic() + timeout
+            deadline = self._clock() + timeout
             self._supervisor.join(timeout)
-            # A reader releasing its capture is given the rest of the time: a process that
-            # exits while a thread is inside the backend aborts ("terminate called ...").
-            reader = conn.reader if conn is not None else None
+            # A reader still inside OpenCV when the interpreter exits aborts the process:
+            # returning into a finalizing Python ends the thread with pthread_exit, whose
+            # unwinding OpenCV's catch (...) stops ("FATAL: exception not rethrown",
+            # SIGABRT; under systemd every stop of a live camera failed the unit).
+            reader = self._reader
             if reader is not None and reader is not threading.current_thread():
-                reader.join(max(0.0, deadline - time.monotonic()))
+                reader.join(max(0.0, deadline - self._clock()))
         self._health.set_state("ended")
         log.info("%s: closed", self.source_id)
 
@@ -272,13 +275,13 @@ class LiveSource(SourceBase):
             self._conn = conn
             if self._closing.is_set():
                 return  # close() ran before it could see this connection
-            conn.reader = threading.Thread(
+            self._reader = threading.Thread(
                 target=self._read_stream,
                 args=(conn,),
                 name=f"source-{self.source_id}-reader",
                 daemon=True,
             )
-            conn.reader.start()
+            self._reader.start()
             self._watch(conn)
             if self._closing.is_set():
                 return

@@ -24,10 +24,10 @@ from benchmarks.datasets import load_folder, resolve, videos
 from benchmarks.engines import engines, pipeline_config
 from benchmarks.replay_bench import replay_run, video_source
 from benchmarks.stills import DEFAULT_DATA, StillsBench
-from edge.config import PipelineConfig
-from edge.models import ModelError, load_manifest
-from edge.pipeline import Engines, StillReader
-from edge.types import Detections, OcrResult
+from edge.core.types import Detections, OcrResult
+from edge.node.config import PipelineConfig
+from edge.node.models import ModelError, load_manifest
+from edge.node.pipeline import Engines, StillReader
 
 ONNX = "onnxruntime"
 

@@ -112,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    from edge.config import ConfigError
-    from edge.models import ModelError
-    from edge.sources import SourceError
+    from edge.node.config import ConfigError
+    from edge.node.models import ModelError
+    from edge.node.sources import SourceError
 
     try:
         if args.suite == "compare":

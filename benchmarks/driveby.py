@@ -9,7 +9,7 @@ wrong (events, none right), missed (no event), duplicates (more than one event w
 is plausibly this vehicle's plate) and other events (texts unlike its plate: other plates in
 the photo, which its labels do not list, or noise).
 
-The frames come from `edge.synthetic.drive_by_from_photo` where that exists, else from
+The frames come from `edge.synthetic.drive_by.drive_by_from_photo` where that exists, else from
 `approach_frames` here (the same contract); the result names which was used.
 """
 
@@ -33,9 +33,9 @@ from benchmarks.optional import progress
 from benchmarks.replay_bench import WatchedSource
 from benchmarks.scoring import edit_distance, o_is_zero
 from benchmarks.sheet import Example, contact_sheet
-from edge.pipeline import VideoPipeline
-from edge.replay import ReplayStats, replay_events
-from edge.types import Frame, PlateEvent
+from edge.core.types import Frame, PlateEvent
+from edge.node.pipeline import VideoPipeline
+from edge.node.replay import ReplayStats, replay_events
 
 DEFAULT_DATA = "plates-eu-dev"
 TARGETS: dict[str, dict[str, float]] = {"plates-eu-dev": {"day": 0.95, "night": 0.85}}
@@ -112,14 +112,14 @@ def degrade(image: np.ndarray, night: bool, rng: np.random.Generator) -> np.ndar
 
 
 def generator() -> tuple[Generator, str]:
-    """edge.synthetic.drive_by_from_photo when it exists, else approach_frames."""
+    """edge.synthetic.drive_by.drive_by_from_photo when it exists, else approach_frames."""
     try:
-        from edge import synthetic
+        from edge.synthetic import drive_by as synthetic
     except ImportError:
         return approach_frames, "benchmarks.driveby.approach_frames"
     found = getattr(synthetic, "drive_by_from_photo", None)
     if callable(found):
-        return found, "edge.synthetic.drive_by_from_photo"
+        return found, "edge.synthetic.drive_by.drive_by_from_photo"
     return approach_frames, "benchmarks.driveby.approach_frames"
 
 

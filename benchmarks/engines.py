@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from edge.config import EdgeConfig, PipelineConfig, load_config
-from edge.pipeline import Engines
+from edge.node.config import EdgeConfig, PipelineConfig, load_config
+from edge.node.pipeline import Engines
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import zmq
 
-from edge.keys import generate_keypair, make_curve_client
-from edge.link.protocol import (
+from edge.core.keys import generate_keypair, make_curve_client
+from edge.core.link_protocol import (
     JPEG_MAGIC,
     Ack,
     CameraLocation,
@@ -151,7 +151,7 @@ def _heartbeat_swarm(
     ctx.max_sockets = len(names) + 64
     socks = []
     for name in names:
-        from edge.keys import load_keypair
+        from edge.core.keys import load_keypair
 
         pub, sec = load_keypair(Path(keys_dir), name)
         s = ctx.socket(zmq.DEALER)
@@ -186,7 +186,7 @@ def _heartbeat_swarm(
 class _Edges:
     def __init__(self, ctx: zmq.Context, endpoint: str, keys_dir: Path, server_key: bytes,
                  names: list[str], crop_kb: float, scene_kb: float):  # fmt: skip
-        from edge.keys import load_keypair
+        from edge.core.keys import load_keypair
 
         self.names = names
         self.socks: list[zmq.Socket] = []

@@ -20,12 +20,12 @@ from benchmarks import plots, results
 from benchmarks.datasets import resolve, videos
 from benchmarks.engines import engines_for, pipeline_config
 from benchmarks.optional import progress
-from edge.config import PipelineConfig
-from edge.pipeline import Engines, VideoPipeline
-from edge.replay import ReplayStats, replay_events
-from edge.sources import open_source
-from edge.sources.base import SourceHealth
-from edge.types import Frame, PlateEvent
+from edge.core.types import Frame, PlateEvent
+from edge.node.config import PipelineConfig
+from edge.node.pipeline import Engines, VideoPipeline
+from edge.node.replay import ReplayStats, replay_events
+from edge.node.sources import open_source
+from edge.node.sources.base import SourceHealth
 
 DEFAULT_DATA = "video"
 MAX_FRAME_MS = 60.0  # the pipeline's target, ms per processed frame at the median

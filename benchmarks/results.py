@@ -66,7 +66,7 @@ def _git() -> dict[str, Any]:
 
 def environment() -> dict[str, Any]:
     """Where and with what a run ran: enough to tell whether two results can be compared."""
-    from edge.models import ModelError, load_manifest
+    from edge.node.models import ModelError, load_manifest
 
     try:
         models: dict[str, str] | str = load_manifest().versions()

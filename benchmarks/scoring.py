@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from edge.boxes import iou
+from edge.core.boxes import iou
 
 Box = Sequence[float]
 

@@ -30,8 +30,8 @@ from benchmarks.scoring import (
     rate,
 )
 from benchmarks.sheet import Example, contact_sheet
-from edge.pipeline import StageTimer, StillReader
-from edge.plates import normalise
+from edge.core.plates import normalise
+from edge.node.pipeline import StageTimer, StillReader
 
 DEFAULT_DATA = "plates-eu-dev"
 

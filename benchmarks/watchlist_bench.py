@@ -82,8 +82,8 @@ def wildcard_of(rng: random.Random, plate: str) -> str:
 
 def build_replica(path: Path, entries: int, wildcard_share: float, lists: int, seed: int) -> None:
     """Write a replica of `entries` entries, as a full snapshot per list would."""
-    from edge.watchlist.entry import ListPolicy
-    from edge.watchlist.replica import WatchlistReplica
+    from edge.core.watchlist.entry import ListPolicy
+    from edge.node.watchlist.replica import WatchlistReplica
 
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
@@ -117,7 +117,7 @@ def make_reads(
     replica_path: Path, entries: int, n: int, seed: int
 ) -> list[tuple[str, str, str | None]]:
     """(kind, text, country) reads: listed, garbled, filled-in partial, unlisted."""
-    from edge.watchlist.replica import WatchlistReplica
+    from edge.node.watchlist.replica import WatchlistReplica
 
     prng = random.Random(seed + 1)
     replica = WatchlistReplica(replica_path)
@@ -191,10 +191,10 @@ def propagation(workdir: Path, n_edges: int, changes: int, entries: int) -> dict
     """A collector and `n_edges` edges on loopback; ms from a change to each edge's hit."""
     import zmq
 
-    from edge.watchlist.entry import Entry
-    from edge.watchlist.master import WatchlistStore
-    from edge.watchlist.server import WatchlistServer
-    from edge.watchlist.sync import WatchlistSync
+    from edge.collector.watchlist.master import WatchlistStore
+    from edge.collector.watchlist.server import WatchlistServer
+    from edge.core.watchlist.entry import Entry
+    from edge.node.watchlist.sync import WatchlistSync
 
     store = WatchlistStore(workdir / "master.db")
     rng = np.random.default_rng(7)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  built in {time.perf_counter() - t0:.1f} s")
     reads = make_reads(replica_path, args.entries, args.reads, args.seed)
 
-    from edge.watchlist.replica import WatchlistReplica
+    from edge.node.watchlist.replica import WatchlistReplica
 
     load = time.perf_counter()
     replica = WatchlistReplica(replica_path)

@@ -8,10 +8,20 @@ import logging
 import sys
 from pathlib import Path
 
-from edge import models
-from edge.config import ConfigError, EdgeConfig, PipelineConfig, load_config
-from edge.keys import KeyFileError
-from edge.logs import route_native_stderr, setup_logging
+from edge.core.keys import KeyFileError
+from edge.core.logs import setup_logging
+from edge.core.notify import Notifier, watchdog_period
+from edge.node import models
+from edge.node.check_config import __doc__ as check_doc
+from edge.node.check_config import check_config
+from edge.node.config import ConfigError, EdgeConfig, PipelineConfig, load_config
+from edge.node.health import LoopWatch
+from edge.node.native_log import route_native_stderr
+from edge.node.output import read_json
+from edge.node.pipeline import Engines, StageTimer, StillReader
+from edge.node.replay import replay
+from edge.node.service import EdgeService
+from edge.synthetic.demo import run_demo
 
 log = logging.getLogger("edge")
 
@@ -29,7 +39,6 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConf
 
 
 def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
-    from edge.pipeline import Engines
 
     manifest = models.load_manifest(config.models_dir)
     return Engines(manifest, ocr_model=pipeline.ocr.model,
@@ -39,8 +48,6 @@ def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
 def _read(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge.output import read_json
-    from edge.pipeline import StageTimer, StillReader
 
     config, pipeline = _pipeline_config(args)
     reader = StillReader(_engines(config, pipeline), pipeline)
@@ -60,7 +67,6 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from edge.replay import replay
 
     config, pipeline = _pipeline_config(args)
     return replay(args.source, _engines(config, pipeline), pipeline, fps=args.fps,
@@ -79,7 +85,6 @@ def _prepare_models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
 
     config, pipeline = _pipeline_config(args)
     return run_demo(_engines(config, pipeline), pipeline, sys.stdout, seed=args.seed)
@@ -90,9 +95,6 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge.health import LoopWatch
-    from edge.notify import Notifier, watchdog_period
-    from edge.service import EdgeService
 
     # systemd's watchdog kills a hung node with SIGABRT: every thread's stack goes to the log
     faulthandler.enable()
@@ -139,7 +141,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from edge.check_config import check_config
 
     return check_config(args.file, offline=args.offline, timeout_s=args.timeout, out=sys.stdout)
 
@@ -186,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "TimeoutStopSec)")
     p.set_defaults(func=_run)
 
-    from edge.check_config import __doc__ as check_doc
 
     p = sub.add_parser("check-config", help="check a node's config, models, keys and collector",
                        description=check_doc,

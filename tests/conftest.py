@@ -20,8 +20,8 @@ def data_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def engines():
     """The real models, loaded once for the whole test session."""
-    from edge.models import ModelError
-    from edge.pipeline import Engines
+    from edge.node.models import ModelError
+    from edge.node.pipeline import Engines
 
     try:
         return Engines(vehicles=True)

@@ -31,7 +31,7 @@ from benchmarks.scoring import (
     o_is_zero,
 )
 from benchmarks.sheet import Example, contact_sheet
-from edge.types import PlateEvent
+from edge.core.types import PlateEvent
 
 # Photos of plates-eu-dev with large, clean plates; copied into tmp_path by the tests.
 EASY_EU = ("test_012", "test_046", "test_090")
@@ -41,7 +41,7 @@ EASY_EU = ("test_012", "test_046", "test_090")
 
 
 def models_ready() -> None:
-    from edge.models import ModelError, load_manifest
+    from edge.node.models import ModelError, load_manifest
 
     try:
         for name in ("plates", "ocr-ppocrv6-small"):
@@ -130,7 +130,7 @@ def test_spread_median_of_runs_and_flatten():
 
 
 def test_set_changes_one_pipeline_setting_and_refuses_unknown_ones():
-    from edge.config import PipelineConfig
+    from edge.node.config import PipelineConfig
 
     config = with_setting(PipelineConfig(), "track.max_age_s=1.5")
     assert config.track.max_age_s == 1.5 and config.detect == PipelineConfig().detect

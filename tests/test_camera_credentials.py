@@ -10,11 +10,11 @@ import pytest
 from helpers.rtsp_fake import FakeRtspServer
 from test_link_support import free_port
 
-from edge.config import EdgeConfig
-from edge.service import EdgeService
-from edge.sources import SourceError
-from edge.sources.credentials import camera_url, read_credentials, with_credentials
-from edge.sources.rtsp_probe import probe
+from edge.node.config import EdgeConfig
+from edge.node.service import EdgeService
+from edge.node.sources import SourceError
+from edge.node.sources.credentials import camera_url, read_credentials, with_credentials
+from edge.node.sources.rtsp_probe import probe
 
 
 def test_the_password_comes_from_the_file_quoted_into_the_url(tmp_path):

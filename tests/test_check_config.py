@@ -18,8 +18,8 @@ import pytest
 import zmq
 from test_link_support import free_port, make_keys, start_collector
 
-from edge.check_config import EXIT_COLLECTOR, EXIT_CONFIG, EXIT_KEYS, EXIT_MODELS, EXIT_OK
 from edge.cli import main
+from edge.node.check_config import EXIT_COLLECTOR, EXIT_CONFIG, EXIT_KEYS, EXIT_MODELS, EXIT_OK
 
 FILES = {"plates": ("plates.onnx", b"a plate detector"),
          "ocr-ppocrv6-small": ("ocr.onnx", b"a text recogniser")}
@@ -176,7 +176,7 @@ def test_a_wrong_collector_key_or_no_collector_fails_the_collector_check(node, c
 
 
 def test_a_camera_that_gives_no_picture_fails_with_its_own_exit_status(node, capsys):
-    from edge.check_config import EXIT_CAMERAS
+    from edge.node.check_config import EXIT_CAMERAS
 
     code, lines = check(capsys, write_config(node, source=str(node / "nowhere.mp4")))
     assert code == EXIT_CAMERAS == 6
@@ -187,7 +187,7 @@ def test_a_camera_that_gives_no_picture_fails_with_its_own_exit_status(node, cap
 def test_a_wrong_camera_password_fails_and_never_shows_the_password(node, capsys):
     from helpers.rtsp_fake import FakeRtspServer
 
-    from edge.check_config import EXIT_CAMERAS
+    from edge.node.check_config import EXIT_CAMERAS
 
     creds = node / "creds"
     creds.mkdir()
@@ -223,8 +223,9 @@ def test_network_cameras_are_skipped_offline_and_nothing_listening_is_named(node
 
 NATIVE = """
 import sys
-from edge.logs import route_native_stderr, setup_logging
-from edge.sources import open_source
+from edge.core.logs import setup_logging
+from edge.node.native_log import route_native_stderr
+from edge.node.sources import open_source
 route_native_stderr()
 setup_logging()
 source = open_source(sys.argv[1], source_id="north", open_timeout=3, backoff_initial=60,

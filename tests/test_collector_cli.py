@@ -15,7 +15,7 @@ from test_link_support import child_env, make_hit, wait_for
 from edge.collector.cli import format_hit, main, parse_since
 from edge.collector.config import CollectorConfig, ConfigError, load_config
 from edge.collector.store import HitStore, Seen
-from edge.keys import load_keypair
+from edge.core.keys import load_keypair
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_link_support import fake_jpeg, make_hit, make_keys, start_collector, wait_for
 
-from edge.keys import make_curve_client
-from edge.link.protocol import (
+from edge.core.keys import make_curve_client
+from edge.core.link_protocol import (
     TAG_ACK,
     TAG_HEARTBEAT,
     TAG_HIT_V1,

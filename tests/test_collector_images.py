@@ -17,8 +17,8 @@ import zmq
 from test_link_support import REPO, child_env, make_hit, make_keys, start_collector, wait_for
 
 from edge.collector.store import HitStore
-from edge.keys import make_curve_client
-from edge.link.protocol import JPEG_MAGIC, Ack, HitMessage, decode_message
+from edge.core.keys import make_curve_client
+from edge.core.link_protocol import JPEG_MAGIC, Ack, HitMessage, decode_message
 
 
 def picture(n: int, kind: str, size: int) -> bytes:

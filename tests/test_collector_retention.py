@@ -18,13 +18,13 @@ from test_link_support import collector_config, make_keys, wait_for
 
 from edge.collector.cli import main
 from edge.collector.config import CollectorConfig
+from edge.collector.console.accounts import AccountError, ConsoleDB, User
+from edge.collector.console.config import ConsoleConfig
 from edge.collector.retention import Maintenance
 from edge.collector.service import CollectorService
 from edge.collector.store import HitStore, Seen
-from edge.console.accounts import AccountError, ConsoleDB, User
-from edge.console.config import ConsoleConfig
-from edge.keys import make_curve_client
-from edge.link.protocol import Ack, Heartbeat, HitMessage, decode_message
+from edge.core.keys import make_curve_client
+from edge.core.link_protocol import Ack, Heartbeat, HitMessage, decode_message
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.node.config import ConfigError, EdgeConfig, load_config
 
 
 def write(tmp_path, text: str):

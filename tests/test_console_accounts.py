@@ -11,10 +11,10 @@ from argon2 import PasswordHasher
 
 from edge.collector.cli import _components, main
 from edge.collector.config import CollectorConfig, ConfigError, load_config
-from edge.console import accounts
-from edge.console.accounts import AccountError, ConsoleDB
-from edge.console.data import QueryError, Search, _camera_health, search_pattern
-from edge.console.server import ConsoleServer
+from edge.collector.console import accounts
+from edge.collector.console.accounts import AccountError, ConsoleDB
+from edge.collector.console.data import QueryError, Search, _camera_health, search_pattern
+from edge.collector.console.server import ConsoleServer
 
 # Cheap parameters for the tests' own hashing (the product uses argon2-cffi's defaults).
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -23,9 +23,9 @@ from test_console_support import (
 )
 from test_link_support import wait_for
 
-from edge.keys import generate_keypair
-from edge.link.protocol import CameraLocation
-from edge.watchlist.sync import WatchlistSync
+from edge.core.keys import generate_keypair
+from edge.core.link_protocol import CameraLocation
+from edge.node.watchlist.sync import WatchlistSync
 
 
 @pytest.fixture
@@ -298,7 +298,7 @@ def test_cameras_by_place_and_health(stack):
 
 
 def test_a_camera_only_in_the_config_is_late_until_heard(tmp_path):
-    from edge.console.config import CameraPlace, ConsoleConfig
+    from edge.collector.console.config import CameraPlace, ConsoleConfig
 
     s = start_stack(tmp_path, ConsoleConfig(port=0, cameras=[
         CameraPlace(node="edge-z", camera="gate", lat=41.7, lon=26.5, label="Kapikule")]))

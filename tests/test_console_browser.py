@@ -23,7 +23,7 @@ from test_console_support import (
 )
 from test_link_support import wait_for
 
-from edge.link.protocol import CameraLocation
+from edge.core.link_protocol import CameraLocation
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -305,7 +305,7 @@ def test_a_sites_tile_server_is_drawn_under_the_outline(tmp_path, browser):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from edge.console.config import CameraPlace, ConsoleConfig
+    from edge.collector.console.config import CameraPlace, ConsoleConfig
 
     asked: list[str] = []
     import cv2

@@ -17,10 +17,10 @@ import pytest
 from test_console_support import ADMIN, OPERATOR, Client, EventStream, running_stack
 from test_link_support import wait_for
 
-from edge.console.accounts import ConsoleDB
-from edge.console.config import ConsoleConfig
-from edge.console.connections import LINGER_BYTES
-from edge.console.throttle import RefusalLog
+from edge.collector.console.accounts import ConsoleDB
+from edge.collector.console.config import ConsoleConfig
+from edge.collector.console.connections import LINGER_BYTES
+from edge.collector.console.throttle import RefusalLog
 
 # Short time-outs and small caps, so that what they do shows in a second.
 LIMITS = ConsoleConfig(port=0, header_timeout_s=1.0, keep_alive_s=1, body_timeout_s=1.0,

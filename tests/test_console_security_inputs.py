@@ -15,12 +15,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from edge.watchlist import files
 from test_console_support import ADMIN, OPERATOR, Client, console_hit, running_stack
 from test_link_support import wait_for
 
-from edge import csvsafe
+from edge.collector import csvsafe
 from edge.collector.cli import main
-from edge.watchlist import files
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_a_big_import_leaves_the_console_answering(stack, admin, monkeypatch):
         go.wait(30)
         return real(*args, **kw)
 
-    monkeypatch.setattr("edge.console.upload.parse_entries", parse_held)
+    monkeypatch.setattr("edge.collector.console.upload.parse_entries", parse_held)
     other = stack.client(OPERATOR)
     with ThreadPoolExecutor(1) as pool:
         body = {"text": HEADER + rows, "filename": "many.csv", "agency": "PL"}

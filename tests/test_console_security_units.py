@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from edge import csvsafe
-from edge.console import throttle as th
-from edge.console.throttle import HashGate, RefusalLog, SignInThrottle
+from edge.collector import csvsafe
+from edge.collector.console import throttle as th
+from edge.collector.console.throttle import HashGate, RefusalLog, SignInThrottle
 
 
 class Clock:
@@ -225,7 +225,7 @@ def test_only_comma_or_semicolon_separate():
 def test_the_open_file_limit_is_raised_and_the_console_kept_under_it():
     code = (
         "import resource\n"
-        "from edge.console.connections import reserve_descriptors\n"
+        "from edge.collector.console.connections import reserve_descriptors\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
         "allowed = reserve_descriptors(10**6, reserve=128)\n"

@@ -21,14 +21,14 @@ import zmq
 from test_link_support import Keys, collector_config, free_port, make_keys, wait_for
 
 from edge.collector.config import CollectorConfig
+from edge.collector.console.accounts import ConsoleDB
+from edge.collector.console.config import CameraPlace, ConsoleConfig
+from edge.collector.console.server import ConsoleServer
 from edge.collector.service import CollectorService
-from edge.collector.watchlists import make_component as make_watchlists
-from edge.console.accounts import ConsoleDB
-from edge.console.config import CameraPlace, ConsoleConfig
-from edge.console.server import ConsoleServer
-from edge.link.outbox import Outbox
-from edge.link.protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
-from edge.link.sender import HitSender
+from edge.collector.watchlist.cli import make_component as make_watchlists
+from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
+from edge.node.outbox import Outbox
+from edge.node.sender import HitSender
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "console"

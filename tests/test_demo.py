@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 
-from edge.config import DetectConfig, OcrConfig, PipelineConfig, TrackConfig
-from edge.demo import PassResult, match_event, run_demo, score, table
-from edge.synthetic import Camera, SyntheticDriveBy, TruthPass, compact
-from edge.types import Detections, OcrResult, PlateEvent
+from edge.core.types import Detections, OcrResult, PlateEvent
+from edge.node.config import DetectConfig, OcrConfig, PipelineConfig, TrackConfig
+from edge.synthetic.demo import PassResult, match_event, run_demo, score, table
+from edge.synthetic.drive_by import Camera, SyntheticDriveBy, TruthPass, compact
 
 FPS = 15.0
 

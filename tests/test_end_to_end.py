@@ -14,7 +14,7 @@ import sys
 import pytest
 from test_link_support import child_env, free_port, make_keys, wait_for
 
-from edge.synthetic import SyntheticDriveBy
+from edge.synthetic.drive_by import SyntheticDriveBy
 
 
 @pytest.mark.models

@@ -14,12 +14,12 @@ import pytest
 from test_link_support import free_port, wait_for
 from test_sources_live import FakeStream
 
-from edge.config import CameraConfig, EdgeConfig, HealthConfig
-from edge.health import CameraHealth, LoopWatch
-from edge.notify import Notifier
-from edge.service import CameraWorker, EdgeService
-from edge.sources import Backoff, LiveSource, SourceHealth
-from edge.types import Frame
+from edge.core.notify import Notifier
+from edge.core.types import Frame
+from edge.node.config import CameraConfig, EdgeConfig, HealthConfig
+from edge.node.health import CameraHealth, LoopWatch
+from edge.node.service import CameraWorker, EdgeService
+from edge.node.sources import Backoff, LiveSource, SourceHealth
 
 WAIT = 15.0
 
@@ -424,9 +424,9 @@ def test_a_camera_whose_frames_all_go_unanalysed_is_reported_blind(engines, monk
                                                                    tmp_path):
     """Whatever the cause, frames coming in and none analysed is said, not hidden behind
     'live 18.5 fps', and lasting as long as a hung loop it ends the watchdog's pings."""
-    import edge.service
+    import edge.node.service
 
-    monkeypatch.setattr(edge.service.VideoPipeline, "wants",
+    monkeypatch.setattr(edge.node.service.VideoPipeline, "wants",
                         lambda self, pts: self.last_sampled < 0)  # the first frame only
     opens: list[float] = []
     config = node_config(tmp_path, "cam", blind_after_s=0.3, stall_s=2)
@@ -449,7 +449,7 @@ def test_a_camera_whose_frames_all_go_unanalysed_is_reported_blind(engines, monk
 
 
 def test_cameras_are_probed_every_few_seconds_however_long_they_are_away():
-    from edge.sources import RECONNECT_MAX_S
+    from edge.node.sources import RECONNECT_MAX_S
 
     source = LiveSource(lambda: FakeStream(opened=False), source_id="away",
                         backoff_jitter=0.0, open_timeout=60)

@@ -14,8 +14,8 @@ from test_link_support import make_keys, start_collector, wait_for
 
 from edge.collector.cli import judge_node, main
 from edge.collector.store import HitStore, Seen
-from edge.config import EdgeConfig
-from edge.service import EdgeService
+from edge.node.config import EdgeConfig
+from edge.node.service import EdgeService
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from edge.logs import setup_logging, to_journal
+from edge.core.logs import setup_logging, to_journal
 
 SECRET = "S3cr3tPa55"
 URL = f"rtsp://admin:{SECRET}@10.1.2.3:554/Streaming/101"

@@ -10,7 +10,7 @@ import pytest
 import zmq
 from test_link_support import wait_for
 
-from edge.keys import (
+from edge.core.keys import (
     KeyFileError,
     credentials_dir,
     generate_keypair,
@@ -148,7 +148,7 @@ def test_allow_list_admits_known_keys_and_names_them(tmp_path):
 def test_unknown_key_gets_nothing_and_is_logged(tmp_path, caplog):
     allowed = tmp_path / "allowed"
     allowed.mkdir()
-    caplog.set_level(logging.WARNING, logger="edge.keys")
+    caplog.set_level(logging.WARNING, logger="edge.core.keys")
     with zmq.Context() as ctx:
         router, server_public, endpoint = _server(ctx, tmp_path)
         auth = start_authenticator(ctx, allowed)
@@ -224,7 +224,7 @@ def test_corrupt_allow_list_file_is_skipped(tmp_path, caplog):
     (allowed / "junk.key").write_text("nonsense")
     generate_keypair(allowed / "src", "ok")
     shutil.copy(allowed / "src" / "ok.key", allowed / "ok.key")
-    caplog.set_level(logging.ERROR, logger="edge.keys")
+    caplog.set_level(logging.ERROR, logger="edge.core.keys")
     with zmq.Context() as ctx:
         auth = start_authenticator(ctx, allowed)
         try:

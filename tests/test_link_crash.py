@@ -195,9 +195,9 @@ def _edge_main(raw: str) -> None:
     import zmq
     from test_link_support import make_hit
 
-    from edge.keys import load_keypair
-    from edge.link.outbox import Outbox
-    from edge.link.sender import HitSender
+    from edge.core.keys import load_keypair
+    from edge.node.outbox import Outbox
+    from edge.node.sender import HitSender
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = json.loads(raw)

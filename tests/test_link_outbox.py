@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_link_support import make_hit
 
-from edge.link.outbox import Outbox
-from edge.link.protocol import Limits
+from edge.core.link_protocol import Limits
+from edge.node.outbox import Outbox
 
 MB = 1024 * 1024
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_link_support import fake_jpeg, make_hit
 
-from edge.link.protocol import (
+from edge.core.link_protocol import (
     TAG_ACK,
     TAG_HEARTBEAT,
     TAG_HIT_V1,

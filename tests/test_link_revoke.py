@@ -25,7 +25,9 @@ from test_link_support import (
 from zmq.utils.monitor import recv_monitor_message
 
 from edge.collector.service import CollectorService
-from edge.keys import (
+from edge.collector.watchlist.master import WatchlistStore
+from edge.collector.watchlist.server import WatchlistServer
+from edge.core.keys import (
     AllowList,
     PeerCheck,
     generate_keypair,
@@ -34,13 +36,11 @@ from edge.keys import (
     make_curve_server,
     start_authenticator,
 )
-from edge.link.outbox import Outbox
-from edge.link.sender import HitSender
-from edge.watchlist.entry import Entry
-from edge.watchlist.master import WatchlistStore
-from edge.watchlist.protocol import CATALOGUE, ERROR, FETCH, LISTS, VERSION, open_message, seal
-from edge.watchlist.server import WatchlistServer
-from edge.watchlist.sync import WatchlistSync
+from edge.core.watchlist.entry import Entry
+from edge.core.watchlist.protocol import CATALOGUE, ERROR, FETCH, LISTS, VERSION, open_message, seal
+from edge.node.outbox import Outbox
+from edge.node.sender import HitSender
+from edge.node.watchlist.sync import WatchlistSync
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_a_key_rewritten_in_place_is_noticed_without_a_directory_change(tmp_path
 
 
 def test_a_removed_key_is_refused_on_its_open_connection_and_cut(tmp_path, keys, ctx, caplog):
-    caplog.set_level(logging.WARNING, logger="edge.keys")
+    caplog.set_level(logging.WARNING, logger="edge.core.keys")
     public, secret = load_keypair(keys.collector_dir, "collector")
     auth = start_authenticator(ctx, keys.allowed_dir)
     router = ctx.socket(zmq.ROUTER)

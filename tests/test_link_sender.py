@@ -20,8 +20,8 @@ from test_link_support import (
 
 from edge.collector.service import CollectorService
 from edge.collector.store import HitStore
-from edge.link.outbox import Outbox
-from edge.link.sender import HitSender
+from edge.node.outbox import Outbox
+from edge.node.sender import HitSender
 
 
 @pytest.fixture

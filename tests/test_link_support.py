@@ -23,8 +23,8 @@ import zmq
 
 from edge.collector.config import CollectorConfig
 from edge.collector.service import CollectorService
-from edge.keys import generate_keypair
-from edge.link.protocol import (
+from edge.core.keys import generate_keypair
+from edge.core.link_protocol import (
     JPEG_MAGIC,
     CameraLocation,
     HitMessage,
@@ -102,7 +102,7 @@ class Keys:
 
     def edge(self, name: str, *, allowed: bool = True) -> tuple[bytes, bytes]:
         """Make (once) and return the (public, secret) pair of edge `name`."""
-        from edge.keys import load_keypair
+        from edge.core.keys import load_keypair
 
         d = self.edge_dir(name)
         if not (d / f"{name}.key_secret").exists():

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from edge.models import FIX_COMMAND, ModelError, load_manifest, models_dir
+from edge.node.models import FIX_COMMAND, ModelError, load_manifest, models_dir
 
 
 @pytest.fixture()

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_link_support import child_env, free_port
 
-from edge.health import Loop, LoopWatch
-from edge.notify import Notifier, watchdog_period
+from edge.core.notify import Notifier, watchdog_period
+from edge.node.health import Loop, LoopWatch
 
 WAIT = 10.0
 
@@ -176,7 +176,7 @@ def _write_config(tmp_path: Path, source: str) -> Path:
 def test_node_says_ready_pings_while_its_camera_is_away_and_says_stopping(tmp_path):
     """The real node under a systemd-like environment: its only camera cannot be reached,
     and the loop waiting for it to come back is not hung, so the pings go on."""
-    from edge.models import ModelError, load_manifest
+    from edge.node.models import ModelError, load_manifest
 
     try:
         load_manifest().path("plates")

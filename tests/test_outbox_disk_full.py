@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_link_support import make_hit
 
-from edge.link.outbox import SCENE_DROPPED_LOW_DISK, Outbox, disk_full
-from edge.link.waiting import WaitingHit, WaitingHits
+from edge.node.outbox import SCENE_DROPPED_LOW_DISK, Outbox, disk_full
+from edge.node.waiting import WaitingHit, WaitingHits
 
 MB = 1024 * 1024
 FLOOR = 64 * MB

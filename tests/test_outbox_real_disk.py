@@ -22,7 +22,7 @@ CHILD = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[2])
 from test_link_support import make_hit
-from edge.link.outbox import Outbox
+from edge.node.outbox import Outbox
 
 disk = sys.argv[1]
 MB = 1024 * 1024

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge import plates
-from edge.plates import KNOWN_COUNTRIES, country_candidates, format_plate, normalise, parse
-from edge.types import PlateText
+from edge.core import plates
+from edge.core.plates import KNOWN_COUNTRIES, country_candidates, format_plate, normalise, parse
+from edge.core.types import PlateText
 
 # --------------------------------------------------------------------------- normalise
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import data_dir
 
-from edge.config import PipelineConfig
-from edge.pipeline import VideoPipeline
-from edge.replay import ReplayStats, replay_events
-from edge.sources import open_source
+from edge.node.config import PipelineConfig
+from edge.node.pipeline import VideoPipeline
+from edge.node.replay import ReplayStats, replay_events
+from edge.node.sources import open_source
 
 EVENT_KEYS = {"text", "formatted", "country", "confidence", "first_seen", "last_seen",
               "frames", "direction"}
@@ -106,7 +106,7 @@ def test_a_clock_that_goes_back_ends_the_passes_in_view_and_analysis_goes_on(eng
     for the new clock to pass the old one (a node was blind for as long as it had run)."""
     from dataclasses import replace
 
-    from edge.synthetic import SyntheticDriveBy, compact
+    from edge.synthetic.drive_by import SyntheticDriveBy, compact
 
     clip = SyntheticDriveBy.default(0, vehicles=1, night=0, fps=10.0)
     frames = list(clip)

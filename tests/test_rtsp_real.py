@@ -30,10 +30,10 @@ from helpers.rtsp_camera import RtspCamera, unavailable
 from test_link_support import child_env, free_port, wait_for
 from test_service_support import models_or_skip
 
-from edge.config import EdgeConfig
-from edge.service import EdgeService
-from edge.sources import LiveSource, open_source
-from edge.sources.capture import stream_capture_factory
+from edge.node.config import EdgeConfig
+from edge.node.service import EdgeService
+from edge.node.sources import LiveSource, open_source
+from edge.node.sources.capture import stream_capture_factory
 
 PASSWORD = "Cam-S3cret_pw.42"
 WRONG = "not-the-Pw_17"
@@ -82,7 +82,7 @@ def camera_frames(rtsp_server_available, tmp_path_factory) -> Path:
             return _write_frames(folder, real())
         finally:
             cap.release()
-    from edge.synthetic import SyntheticDriveBy
+    from edge.synthetic.drive_by import SyntheticDriveBy
 
     clip = SyntheticDriveBy.default(1, vehicles=4, night=0, fps=RATE)
     return _write_frames(folder, (clip.render(i) for i in range(len(clip))))
@@ -91,7 +91,7 @@ def camera_frames(rtsp_server_available, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def plate_clip(rtsp_server_available, tmp_path_factory) -> tuple[Path, set[str]]:
     """A drive-by made in code, as JPEG frames, and the plates in it."""
-    from edge.synthetic import SyntheticDriveBy
+    from edge.synthetic.drive_by import SyntheticDriveBy
 
     clip = SyntheticDriveBy.default(0, vehicles=5, night=0, fps=15.0)
     folder = tmp_path_factory.mktemp("plate-frames")

@@ -7,9 +7,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from edge.config import MotionConfig, NightConfig
-from edge.scene import MotionGate, NightDetector, _in_window, looks_night
-from edge.types import Frame
+from edge.core.types import Frame
+from edge.node.config import MotionConfig, NightConfig
+from edge.node.scene import MotionGate, NightDetector, _in_window, looks_night
 
 
 def road(seed: int = 0, brightness: int = 120) -> np.ndarray:

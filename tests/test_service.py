@@ -26,11 +26,11 @@ from test_service_support import (
     stored_reads,
 )
 
-from edge.config import load_config
-from edge.pipeline import VideoPipeline
-from edge.service import EdgeService
-from edge.sources import VideoFileSource
-from edge.types import Frame, PlateEvent
+from edge.core.types import Frame, PlateEvent
+from edge.node.config import load_config
+from edge.node.pipeline import VideoPipeline
+from edge.node.service import EdgeService
+from edge.node.sources import VideoFileSource
 
 pytestmark = pytest.mark.models
 STOPPED = re.compile(r"camera lane-1: (\w+) after (\d+) frames; (\d+) pass\(es\) in flight")

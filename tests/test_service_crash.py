@@ -25,7 +25,7 @@ from test_service_support import (
     stored_reads,
 )
 
-from edge.link.outbox import Outbox
+from edge.node.outbox import Outbox
 
 RUN = "power-cut"
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from test_link_support import fake_jpeg, wait_for
 
-from edge.config import CameraConfig, EdgeConfig
-from edge.service import EdgeService
-from edge.types import PlateEvent
-from edge.watchlist.entry import Entry, ListPolicy
-from edge.watchlist.protocol import Update
+from edge.core.types import PlateEvent
+from edge.core.watchlist.entry import Entry, ListPolicy
+from edge.core.watchlist.protocol import Update
+from edge.node.config import CameraConfig, EdgeConfig
+from edge.node.service import EdgeService
 
 MB = 1024 * 1024
 CAMERA = CameraConfig(id="lane-1", source="unused.mp4")

@@ -22,7 +22,7 @@ CLIP_FPS = 15.0
 def drive_by_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     """Five day-time passes, overlapping (about 100 frames at 15 fps), and their truth;
     made once a session."""
-    from edge.synthetic import SyntheticDriveBy
+    from edge.synthetic.drive_by import SyntheticDriveBy
 
     clip = SyntheticDriveBy.default(0, vehicles=5, night=0, fps=CLIP_FPS)
     path = tmp_path_factory.getbasetemp() / "drive-by-5.mp4"
@@ -32,7 +32,7 @@ def drive_by_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]
 
 
 def models_or_skip() -> None:
-    from edge.models import ModelError, load_manifest
+    from edge.node.models import ModelError, load_manifest
 
     try:
         load_manifest().path("plates")
@@ -105,7 +105,7 @@ def stored_reads(state_dir: Path) -> list[tuple[str, str]]:
 
 
 def test_node_config_is_a_valid_edge_config(tmp_path):
-    from edge.config import load_config
+    from edge.node.config import load_config
 
     config = load_config(node_config(tmp_path, "clip.mp4", analysis_fps="15"))
     assert config.cameras[0].id == "lane-1" and config.analysis_fps == 15

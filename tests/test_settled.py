@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge.pipeline import SettledReads
-from edge.types import Detections, PlateRead, PlateText
+from edge.core.types import Detections, PlateRead, PlateText
+from edge.node.pipeline import SettledReads
 
 
 def read(text: str, box, conf: float = 0.95) -> PlateRead:

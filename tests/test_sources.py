@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.sources import (
+from edge.node.sources import (
     ImageFolderSource,
     LiveSource,
     ScrubbingFilter,
@@ -22,8 +22,8 @@ from edge.sources import (
     open_source,
     scrub_url,
 )
-from edge.sources.base import as_bgr
-from edge.sources.folder import natural_key
+from edge.node.sources.base import as_bgr
+from edge.node.sources.folder import natural_key
 
 DATA = Path(__file__).parents[2] / "shared/data/video"
 SECRET = "S3cr3tPa55"
@@ -158,7 +158,7 @@ def test_corrupt_frames_mid_file_are_skipped_and_counted(tmp_path, caplog):
     props = {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 6.0}
     cap = ScriptedCapture(reads, props)
 
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.node.sources"):
         src = open_source(stub, capture_factory=lambda: cap)
         frames = list(src)
 
@@ -280,7 +280,7 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path, caplog):
     (tmp_path / "a2.jpg").write_bytes(b"definitely not a jpeg")
     cv2.imwrite(str(tmp_path / "a3.jpg"), level_picture(80))
     src = open_source(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.node.sources"):
         frames = list(src)
     assert [f.index for f in frames] == [0, 2]  # index keeps the image's place
     assert "a2.jpg" in caplog.text

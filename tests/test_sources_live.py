@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pytest
 
-from edge.sources import Backoff, LiveSource, open_source
-from edge.sources.capture import FFMPEG_OPTIONS_ENV
-from edge.sources.live import PictureWatch
+from edge.node.sources import Backoff, LiveSource, open_source
+from edge.node.sources.capture import FFMPEG_OPTIONS_ENV
+from edge.node.sources.live import PictureWatch
 
 SECRET = "S3cr3tPa55"
 URL = f"rtsp://admin:{SECRET}@10.1.2.3:554/Streaming/101?password={SECRET}"
@@ -218,7 +218,7 @@ def test_close_waits_for_the_reader_to_finish_its_read_and_release(live):
 def test_read_failure_reconnects_and_frames_keep_counting(live, caplog):
     first = FakeStream((picture(i) for i in range(3)), then="fail")
     second = FakeStream(picture(i) for i in range(3, 6))
-    with caplog.at_level(logging.INFO, logger="edge.sources"):
+    with caplog.at_level(logging.INFO, logger="edge.node.sources"):
         src = live(FakeCamera(first, second))
         frames = take(src, 6)
 
@@ -251,7 +251,7 @@ def test_failed_opens_retry_with_doubling_backoff(live):
 def test_a_stream_that_goes_quiet_is_declared_dead_and_reopened(live, caplog):
     quiet = FakeStream([picture(0)])  # one frame, then read() blocks
     camera = FakeCamera(quiet, FakeStream([picture(1), picture(2)]))
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.node.sources"):
         src = live(camera, stall_timeout=0.1)
         frames = take(src, 3)
 
@@ -284,7 +284,7 @@ def test_frozen_or_black_picture_is_reported_then_reconnected(live, caplog, kind
     gate = threading.Event()
     bad = FakeStream(frames(), pace=0.002)
     camera = FakeCamera(bad, FakeStream([picture(1)], gate=gate))
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.node.sources"):
         src = live(camera, frozen_after=0.1, black_after=0.1, buffer_size=1)
         # The reopen waits on the gate, so the reported state holds still to be read.
         assert camera.wait_opens(2)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import plates
-from edge.sources import Source
-from edge.synthetic import (
+from edge.core import plates
+from edge.node.sources import Source
+from edge.synthetic.drive_by import (
     STYLES,
     Camera,
     SyntheticDriveBy,
@@ -246,23 +246,23 @@ def test_photo_approach_refuses_a_box_outside_the_photo() -> None:
 
 @pytest.fixture(scope="module")
 def real_engines():
-    from edge.models import ModelError, load_manifest
+    from edge.node.models import ModelError, load_manifest
 
     try:
         load_manifest().path("plates")
     except ModelError as exc:
         pytest.skip(f"models not prepared ({exc}); run: make models")
-    from edge.pipeline import Engines
+    from edge.node.pipeline import Engines
 
     return Engines()
 
 
 @pytest.mark.models
 def test_the_pipeline_reads_a_short_default_clip_once_per_pass(real_engines) -> None:
-    from edge.config import PipelineConfig
-    from edge.demo import match_event
-    from edge.pipeline import VideoPipeline
-    from edge.replay import replay_events
+    from edge.node.config import PipelineConfig
+    from edge.node.pipeline import VideoPipeline
+    from edge.node.replay import replay_events
+    from edge.synthetic.demo import match_event
 
     clip = SyntheticDriveBy.default(0, vehicles=4, night=2)
     started = time.perf_counter()

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from edge.track import PlateTracker, Point, direction
-from edge.types import PlateEvent, PlateRead, PlateText
+from edge.core.types import PlateEvent, PlateRead, PlateText
+from edge.node.track import PlateTracker, Point, direction
 
 
 def make_read(

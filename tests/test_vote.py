@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge.types import PlateRead, PlateText
-from edge.vote import Vote, edit_distance, vote
+from edge.core.types import PlateRead, PlateText
+from edge.node.vote import Vote, edit_distance, vote
 
 
 def make_read(

@@ -12,9 +12,9 @@ import pytest
 import zmq
 from test_watchlist_sync import FAST, entry, eventually, ids
 
-from edge.watchlist.master import WatchlistStore
-from edge.watchlist.server import WatchlistServer
-from edge.watchlist.sync import WatchlistSync
+from edge.collector.watchlist.master import WatchlistStore
+from edge.collector.watchlist.server import WatchlistServer
+from edge.node.watchlist.sync import WatchlistSync
 
 
 class RawServer(WatchlistServer):

@@ -13,9 +13,9 @@ import pytest
 import zmq
 
 from edge.collector.cli import main
-from edge.watchlist.master import WatchlistStore
-from edge.watchlist.server import WatchlistServer
-from edge.watchlist.sync import WatchlistSync
+from edge.collector.watchlist.master import WatchlistStore
+from edge.collector.watchlist.server import WatchlistServer
+from edge.node.watchlist.sync import WatchlistSync
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "watchlist.example.csv"
@@ -130,7 +130,7 @@ def _free_port():
 def test_collector_run_serves_watchlists_to_a_curve_edge(tmp_path):
     """`anpr-collector run` with a watchlists: section, keys and allow-list; lists
     imported with `anpr-collector watchlist import`; an edge with its key pair syncs."""
-    from edge.keys import generate_keypair, load_public_key
+    from edge.core.keys import generate_keypair, load_public_key
 
     creds, allowed = tmp_path / "creds", tmp_path / "allowed"
     generate_keypair(creds, "collector")

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.watchlist.distance import (
+from edge.core.watchlist.distance import (
     CONFUSION_COST,
     EDIT_COST,
     MAX_FUZZY_DISTANCE,
@@ -15,7 +15,7 @@ from edge.watchlist.distance import (
     plate_distance,
     weighted_distance,
 )
-from edge.watchlist.index import _fuzzy_keys
+from edge.core.watchlist.index import _fuzzy_keys
 
 # A small alphabet full of confusable characters makes the interesting cases common.
 plates = st.text(alphabet="AB8O0DQSZ2I1T5G6X", min_size=1, max_size=9)

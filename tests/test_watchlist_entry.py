@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from edge.watchlist.entry import (
+from edge.core.watchlist.entry import (
     Entry,
     FieldError,
     ListPolicy,

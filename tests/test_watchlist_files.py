@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.watchlist.files import WatchlistFileError, parse_entries, read_entries, write_entries
+from edge.collector.watchlist.files import (
+    WatchlistFileError,
+    parse_entries,
+    read_entries,
+    write_entries,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "watchlist.example.csv"
 HEADER = "plate,country,category,priority,reason,valid_until,agency,added_by\n"

@@ -10,10 +10,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edge.watchlist.distance import CONFUSION_COST, FOLD_MAP, weighted_distance
-from edge.watchlist.entry import Entry, ListPolicy
-from edge.watchlist.index import MIN_FUZZY_LEN, CompactIndex
-from edge.watchlist.matcher import Matcher
+from edge.core.watchlist.distance import CONFUSION_COST, FOLD_MAP, weighted_distance
+from edge.core.watchlist.entry import Entry, ListPolicy
+from edge.core.watchlist.index import MIN_FUZZY_LEN, CompactIndex
+from edge.core.watchlist.matcher import Matcher
 
 NOW = 1_900_000_000.0
 

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from edge.watchlist.entry import Entry, ListPolicy
-from edge.watchlist.protocol import Update
-from edge.watchlist.replica import ReplicaError, WatchlistReplica
+from edge.core.watchlist.entry import Entry, ListPolicy
+from edge.core.watchlist.protocol import Update
+from edge.node.watchlist.replica import ReplicaError, WatchlistReplica
 
 NOW = 1_900_000_000.0
 

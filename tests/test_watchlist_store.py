@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from edge.watchlist.entry import Entry, ListPolicy
-from edge.watchlist.master import UPSERT_BATCH, WatchlistStore
+from edge.collector.watchlist.master import UPSERT_BATCH, WatchlistStore
+from edge.core.watchlist.entry import Entry, ListPolicy
 
 
 def entry(pattern, list_name="stolen", **kw):

@@ -9,9 +9,10 @@ import zlib
 import pytest
 import zmq
 
-from edge.watchlist.entry import Entry, ListPolicy
-from edge.watchlist.master import WatchlistStore
-from edge.watchlist.protocol import (
+from edge.collector.watchlist.master import WatchlistStore
+from edge.collector.watchlist.server import WatchlistServer
+from edge.core.watchlist.entry import Entry, ListPolicy
+from edge.core.watchlist.protocol import (
     CHUNK,
     HUGZ,
     LISTS,
@@ -21,8 +22,7 @@ from edge.watchlist.protocol import (
     open_message,
     seal,
 )
-from edge.watchlist.server import WatchlistServer
-from edge.watchlist.sync import WatchlistSync
+from edge.node.watchlist.sync import WatchlistSync
 
 FAST = {"heartbeat_s": 0.1}
 
@@ -344,7 +344,7 @@ def test_a_corrupt_snapshot_is_refused_and_the_replica_stays(ctx, collector, edg
 
 
 def test_curve_only_allowed_edges_get_the_lists(ctx, tmp_path, edges):
-    from edge.keys import generate_keypair, start_authenticator
+    from edge.core.keys import generate_keypair, start_authenticator
 
     keys = tmp_path / "keys"
     server_keys = generate_keypair(keys, "collector")

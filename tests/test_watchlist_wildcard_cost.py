@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from edge.watchlist.distance import fold
-from edge.watchlist.entry import FieldError, parse_pattern
-from edge.watchlist.files import WatchlistFileError, parse_entries, read_entries
-from edge.watchlist.wildcard import MAX_PER_KEY, WildcardIndex, crowded, pattern_key
+from edge.collector.watchlist.files import WatchlistFileError, parse_entries, read_entries
+from edge.core.watchlist.distance import fold
+from edge.core.watchlist.entry import FieldError, parse_pattern
+from edge.core.watchlist.wildcard import MAX_PER_KEY, WildcardIndex, crowded, pattern_key
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 HEADER = "plate,category,agency,added_by\n"

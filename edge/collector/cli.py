@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.collector.config import CollectorConfig, ConfigError, load_config
-from edge.keys import generate_keypair
-
-try:
-    from edge.collector.watchlists import add_watchlist_commands
-except ImportError:
-    add_watchlist_commands = None
+from edge.collector.console.cli import add_user_commands
+from edge.collector.console.server import make_component as make_console
+from edge.collector.nodes import judge_node
+from edge.collector.service import CollectorService
+from edge.collector.store import HitStore
+from edge.collector.watchlist.cli import add_watchlist_commands
+from edge.collector.watchlist.cli import make_component as make_watchlists
+from edge.core.keys import generate_keypair
 
 DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -70,7 +72,6 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge.collector.service import CollectorService
 
     config = _config(args)
     service = CollectorService(config, components=_components(config))
@@ -80,26 +81,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _components(config: CollectorConfig) -> list[Any]:
     """Parts other modules add to the collector process (watchlist distribution, console)."""
-    from edge.console.server import make_component as make_console
 
     console = make_console(config)
-    return _watchlist_components(config) + ([] if console is None else [console])
-
-
-def _watchlist_components(config: CollectorConfig) -> list[Any]:
-    try:
-        from edge.collector import watchlists
-    except ImportError:
-        return []
-    make = getattr(watchlists, "make_component", None)
-    if make is None:
-        return []
-    comp = make(config)
-    return [] if comp is None else [comp]
+    watchlists = make_watchlists(config)
+    return [c for c in (watchlists, console) if c is not None]
 
 
 def _open_store(path: Path, wait: bool = False, interval: float = 1.0) -> Any:
-    from edge.collector.store import HitStore
 
     said = False
     while True:
@@ -116,7 +104,6 @@ def _open_store(path: Path, wait: bool = False, interval: float = 1.0) -> Any:
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    from edge.collector.store import HitStore
 
     path = _db_path(args)
     try:
@@ -155,32 +142,6 @@ def _cmd_hits(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{len(rows)} hits", file=sys.stderr)
     return 0
-
-
-LATE_BEATS = 3  # heartbeats a node may miss before it is late
-MIN_LATE_S = 30.0
-
-
-def judge_node(n: dict[str, Any], now: dt.datetime,
-               late_after_s: float | None = None) -> tuple[str, list[str]]:
-    """'ok', 'late' or 'unhealthy', and why: late when no heartbeat came for
-    `late_after_s` (default: three of the node's own heartbeat intervals, at least 30 s);
-    unhealthy when its last status says something is wrong (a camera frozen, black,
-    dead or slow, a hung loop, a store near its budget)."""
-    status = n.get("status") or {}
-    health = status.get("health")
-    problems = []
-    if isinstance(health, dict) and not health.get("ok", True):
-        problems = [str(p) for p in health.get("problems") or []] or ["unhealthy"]
-    if not n.get("last_seen"):
-        return "late", ["never heard"]
-    age = (now - dt.datetime.fromisoformat(n["last_seen"])).total_seconds()
-    beat = status.get("heartbeat_s")
-    limit = late_after_s or max(MIN_LATE_S, LATE_BEATS * float(
-        beat if isinstance(beat, int | float) else 10.0))
-    if age > limit:
-        return "late", [f"not heard for {age:.0f} s (late after {limit:.0f} s)", *problems]
-    return ("unhealthy" if problems else "ok"), problems
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
@@ -291,9 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="'collector', or the node id of an edge")
     sp.set_defaults(func=_cmd_keygen)
 
-    if add_watchlist_commands is not None:
-        add_watchlist_commands(sub)
-    from edge.console.cli import add_user_commands
+    add_watchlist_commands(sub)
 
     add_user_commands(sub)
     return p

@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.console.accounts import AUDIT_MIN_DAYS
-from edge.console.config import ConsoleConfig
-from edge.link.protocol import Limits
-from edge.watchlist.entry import FieldError, check_list_name
+from edge.collector.console.accounts import AUDIT_MIN_DAYS
+from edge.collector.console.config import ConsoleConfig
+from edge.core.link_protocol import Limits
+from edge.core.watchlist.entry import FieldError, check_list_name
 
 
 class _Strict(BaseModel):
@@ -105,9 +105,9 @@ class CollectorConfig(_Strict):
     # Serve Prometheus metrics on metrics_host:metrics_port (off when null).
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
-    # Watchlist distribution's own section, read by edge.collector.watchlists.
+    # Watchlist distribution's own section, read by edge.collector.watchlist.cli.
     watchlists: dict[str, Any] | None = None
-    # The operators' web console (edge.console); off when absent.
+    # The operators' web console (edge.collector.console); off when absent.
     console: ConsoleConfig | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     disk: DiskConfig = Field(default_factory=DiskConfig)

@@ -31,9 +31,9 @@ from typing import Any
 from argon2 import PasswordHasher
 
 from edge.collector.config import CollectorConfig
+from edge.collector.console.accounts import ConsoleDB
+from edge.collector.console.config import ConsoleConfig
 from edge.collector.store import HitStore
-from edge.console.accounts import ConsoleDB
-from edge.console.config import ConsoleConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ Other parts of the collector (watchlist distribution) run in the same process as
 sockets are checked against the same allow-list.
 
 ZAP judges a key once, when it connects; the receiver judges each message again by its
-key as the allow-list is now (`edge.keys.PeerCheck`), so a key taken off the list is
+key as the allow-list is now (`edge.core.keys.PeerCheck`), so a key taken off the list is
 refused, neither stored nor answered, and its connection cut at once.
 """
 
@@ -44,14 +44,14 @@ import zmq
 from edge.collector.config import CollectorConfig
 from edge.collector.retention import Clock, Maintenance, utc_now
 from edge.collector.store import HitStore, Seen
-from edge.keys import (
+from edge.core.keys import (
     PeerCheck,
     credentials_dir,
     load_keypair,
     make_curve_server,
     start_authenticator,
 )
-from edge.link.protocol import (
+from edge.core.link_protocol import (
     TAG_HEARTBEAT,
     Ack,
     Heartbeat,
@@ -60,7 +60,7 @@ from edge.link.protocol import (
     Reject,
     decode_message,
 )
-from edge.notify import Notifier, watchdog_period
+from edge.core.notify import Notifier, watchdog_period
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 import sqlite_utils
 
 from edge.collector.images import SEGMENT_BYTES, ImageLog
-from edge.link.protocol import HitMessage, format_time
+from edge.core.link_protocol import HitMessage, format_time
 
 log = logging.getLogger(__name__)
 

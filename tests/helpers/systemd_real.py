@@ -204,7 +204,7 @@ class MjpegCamera:
     def __init__(self, *, fps: float = 10.0, seed: int = 0, vehicles: int = 3) -> None:
         import cv2
 
-        from edge.synthetic import SyntheticDriveBy
+        from edge.synthetic.drive_by import SyntheticDriveBy
 
         clip = SyntheticDriveBy.default(seed, vehicles=vehicles, night=0, fps=fps)
         self.plates = [t.plate for t in clip.truth]

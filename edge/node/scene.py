@@ -1,0 +1,104 @@
+"""Per-frame scene state that decides how much work a frame needs: motion and day/night."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import cv2
+import numpy as np
+
+from edge.node.config import MotionConfig, NightConfig
+
+GATE_WIDTH = 160
+
+
+class MotionGate:
+    """Says whether a frame holds motion, from a small grey copy against a running background.
+
+    An empty road at night then costs a resize and a subtraction, not a detector run.
+    """
+
+    def __init__(self, config: MotionConfig):
+        self.config = config
+        self.background: np.ndarray | None = None
+        self.last_motion_fraction = 0.0
+
+    def moving(self, image: np.ndarray) -> bool:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (GATE_WIDTH, max(1, round(GATE_WIDTH * h / w))),
+                           interpolation=cv2.INTER_AREA)
+        gray = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+        gray = gray.astype(np.float32)
+        if self.background is None or self.background.shape != gray.shape:
+            self.background = gray
+            return True
+        diff = cv2.absdiff(gray, self.background)
+        cv2.accumulateWeighted(gray, self.background, 0.2)
+        # the threshold follows the scene's noise so that sensor grain at night is no motion
+        noise = float(np.median(diff))
+        changed = diff > max(12.0, 4.0 * noise)
+        self.last_motion_fraction = float(changed.mean())
+        return self.last_motion_fraction >= self.config.min_area
+
+
+class NightDetector:
+    """Day or night, by the frame itself (dark, or monochrome infrared) or by the clock.
+
+    Frame-based switching uses a running average with hysteresis so that one bright
+    headlight does not flip the profile back and forth.
+    """
+
+    SWITCH_FRAMES = 3
+
+    def __init__(self, config: NightConfig):
+        self.config = config
+        self.state = config.mode == "night"
+        self.contrary = 0
+        self.first = True
+        self.brightness: float | None = None
+        self.saturation: float | None = None
+
+    def is_night(self, image: np.ndarray, wall: float | None = None) -> bool:
+        mode = self.config.mode
+        if mode in ("day", "night"):
+            return mode == "night"
+        if mode == "clock":
+            when = dt.datetime.fromtimestamp(wall) if wall else dt.datetime.now()
+            return _in_window(when.time(), self.config.start, self.config.end)
+        sat, val = frame_light(image)
+        self.brightness = _ema(self.brightness, val)
+        self.saturation = _ema(self.saturation, sat)
+        looks_night = (self.brightness < self.config.max_brightness
+                       or self.saturation < self.config.max_saturation)
+        if self.first:
+            self.state, self.first = looks_night, False
+        # switch only after several frames in a row say so: one headlight is not daylight
+        self.contrary = self.contrary + 1 if looks_night != self.state else 0
+        if self.contrary >= self.SWITCH_FRAMES:
+            self.state, self.contrary = looks_night, 0
+        return self.state
+
+
+def frame_light(image: np.ndarray) -> tuple[float, float]:
+    """Mean saturation and brightness (0..255) of a frame, from a tiny copy."""
+    small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    return float(hsv[..., 1].mean()), float(hsv[..., 2].mean())
+
+
+def looks_night(image: np.ndarray, config: NightConfig) -> bool:
+    """One frame judged alone (a still photo): dark, or without colour (infrared)."""
+    if config.mode in ("day", "night"):
+        return config.mode == "night"
+    sat, val = frame_light(image)
+    return val < config.max_brightness or sat < config.max_saturation
+
+
+def _ema(previous: float | None, value: float, alpha: float = 0.3) -> float:
+    return value if previous is None else (1 - alpha) * previous + alpha * value
+
+
+def _in_window(now: dt.time, start: str, end: str) -> bool:
+    s = dt.time(*map(int, start.split(":")))
+    e = dt.time(*map(int, end.split(":")))
+    return (s <= now < e) if s <= e else (now >= s or now < e)

@@ -1,0 +1,176 @@
+"""Frames from a video file, stamped with their position in the video."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.core.scrub import ScrubbingFilter
+from edge.core.types import Frame
+
+from .base import Capture, CaptureFactory, SourceBase, SourceError, as_bgr, usable_fps
+
+log = logging.getLogger(__name__)
+log.addFilter(ScrubbingFilter())
+
+
+class VideoFileSource(SourceBase):
+    """Decodes a video file once, front to back.
+
+    `pts` is the frame index / fps (`fps` overrides the container's rate), or the
+    decoder's position when neither is known. A frame that fails to decode is
+    skipped and counted; `max_bad_reads` failures in a row end the file.
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        source_id: str | None = None,
+        fps: float | None = None,
+        capture_factory: CaptureFactory | None = None,
+        max_bad_reads: int = 25,
+    ) -> None:
+        self.path = Path(path)
+        _check_file(self.path)
+        if fps is not None and usable_fps(fps) is None:
+            raise ValueError(f"fps must be between 0 and 1000, got {fps!r}")
+        if capture_factory is None:
+            # FFmpeg explicitly: CAP_ANY would also try the image-sequence reader,
+            # which reads names like "cam%02d.jpg" as patterns.
+            cap: Capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        else:
+            cap = capture_factory()
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"{self.path}: not a video that OpenCV/FFmpeg can open "
+                f"({self.path.stat().st_size} bytes; unknown container, or corrupt)"
+            )
+        nominal = usable_fps(fps) or usable_fps(cap.get(cv2.CAP_PROP_FPS))
+        super().__init__(source_id or self.path.stem, nominal, "connecting")
+        self._cap: Capture | None = cap
+        self._max_bad_reads = max_bad_reads
+        self._frame_count = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0))
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._iterating = False
+        self._first_index = 0
+        # Read one frame now so that a file that opens but holds no decodable
+        # video fails here, where the caller can still handle it.
+        self._first = self._read_first()
+
+    def _read_first(self) -> np.ndarray:
+        assert self._cap is not None
+        for bad in range(self._max_bad_reads + 1):
+            ok, raw = self._cap.read()
+            image = as_bgr(raw) if ok else None
+            if image is not None:
+                self._first_index = bad
+                if bad:
+                    self._health.count_skipped(bad)
+                return image
+        self._cap.release()
+        self._cap = None
+        raise SourceError(
+            f"{self.path}: no decodable video frames (not a video, or a codec OpenCV lacks)"
+        )
+
+    def __iter__(self) -> Iterator[Frame]:
+        with self._lock:
+            if self._iterating:
+                raise RuntimeError(f"{self.source_id}: already being read")
+            self._iterating = True
+        try:
+            yield from self._frames()
+        finally:
+            self._release()
+            self._health.set_state("ended")
+
+    def _frames(self) -> Iterator[Frame]:
+        self._health.set_state("live")
+        index = self._first_index
+        bad = 0  # unreadable frames since the last good one
+        while not self._closed.is_set():
+            with self._lock:
+                # Read under the lock so that close() on another thread waits for
+                # this read instead of releasing the capture beneath it.
+                if self._cap is None:
+                    return
+                if self._first is not None:
+                    ok, raw = True, self._first
+                    self._first = None
+                else:
+                    ok, raw = self._cap.read()
+                pos_msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+            image = as_bgr(raw) if ok else None
+            if image is None:
+                if not ok and self._frame_count and index + bad >= self._frame_count:
+                    return
+                bad += 1
+                if bad > self._max_bad_reads:
+                    self._give_up(index, bad)
+                    return
+                continue
+            if bad:
+                # The failed reads consumed frames: keep later pts on the timeline.
+                log.warning(
+                    "%s: skipped %d undecodable frame(s) before frame %d",
+                    self.source_id,
+                    bad,
+                    index + bad,
+                )
+                self._health.count_skipped(bad)
+                index += bad
+                bad = 0
+            pts = index / self.nominal_fps if self.nominal_fps else max(0.0, pos_msec / 1000)
+            self._health.count_frame()
+            yield Frame(image, index, pts, time.time(), self.source_id)
+            index += 1
+
+    def _give_up(self, index: int, bad: int) -> None:
+        # Past the container's frame count (or without one) this is just the end of
+        # a file whose header overstated its length; before it, the file is broken.
+        if self._frame_count and index + bad < self._frame_count:
+            message = (
+                f"{self.path}: gave up after {bad} undecodable frames at frame "
+                f"{index} of {self._frame_count}"
+            )
+            log.warning("%s", message)
+            self._health.set_state("ended", message)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._release()
+        self._health.set_state("ended")
+
+    def _release(self) -> None:
+        with self._lock:
+            cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+def _check_file(path: Path) -> None:
+    """Raise SourceError naming `path` and the reason when it cannot be a video."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot access ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise SourceError(f"{path}: is a directory, not a video file")
+    if st.st_size == 0:
+        raise SourceError(f"{path}: file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"{path}: not readable (permission denied)")

@@ -1,0 +1,1 @@
+"""The node's watchlist replica and the clone client that keeps it current."""

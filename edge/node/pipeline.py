@@ -8,13 +8,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from edge.core.boxes import iou
 from edge.core.types import Detections, Frame, PlateEvent, PlateRead, PlateText
 from edge.node.config import DetectConfig, PipelineConfig
 from edge.node.detect.yolo import YoloDetector, nms
+from edge.node.jpeg import jpeg_of_width
 from edge.node.models import Manifest, load_manifest
 from edge.node.ocr.ppocr import PpOcrRecognizer
 from edge.node.read import CropGeometry, PlateReader, crop_plate
@@ -373,7 +373,7 @@ class VideoPipeline:
             result.reads = [r for r in reads if r.plate.text and r.plate.confidence >= min_conf]
             if result.reads and self.scene_width:
                 with timer.stage("evidence"):
-                    scene = encode_jpeg(frame.image, self.scene_width)
+                    scene = jpeg_of_width(frame.image, self.scene_width)
                 for read in result.reads:
                     read.scene_jpeg = scene
         with timer.stage("track"):
@@ -398,18 +398,6 @@ class VideoPipeline:
         for frame in frames:
             if self.wants(frame.pts):
                 yield self.process(frame)
-
-
-def encode_jpeg(image: np.ndarray, max_width: int, quality: int = 70) -> bytes:
-    """A JPEG of `image`, shrunk to `max_width` if wider."""
-    h, w = image.shape[:2]
-    if w > max_width:
-        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))),
-                           interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
 
 
 def _enclosing(box: tuple[float, ...],

@@ -22,10 +22,11 @@ from edge.core.types import Frame, PlateEvent
 from edge.core.watchlist.matcher import Matcher
 from edge.node.config import CameraConfig, EdgeConfig, HealthConfig, config_hash
 from edge.node.health import CameraHealth, Loop
+from edge.node.jpeg import jpeg_of_width
 from edge.node.metrics import MetricsServer
 from edge.node.models import load_manifest
 from edge.node.outbox import Outbox
-from edge.node.pipeline import Engines, VideoPipeline, encode_jpeg
+from edge.node.pipeline import Engines, VideoPipeline
 from edge.node.sender import HitSender
 from edge.node.sources import (
     RECONNECT_MAX_S,
@@ -636,7 +637,7 @@ def _jpeg(image: Any, max_width: int) -> bytes:
     if image is None or getattr(image, "size", 0) == 0:
         return b""
     try:
-        return encode_jpeg(image, max_width, quality=85)
+        return jpeg_of_width(image, max_width, quality=85)
     except ValueError:
         return b""
 

@@ -9,7 +9,7 @@ the reason, never a silent gap.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import importlib.util
 import string
 from collections.abc import Sequence
@@ -26,8 +26,9 @@ from benchmarks.replay_bench import replay_run, video_source
 from benchmarks.stills import DEFAULT_DATA, StillsBench
 from edge.core.types import Detections, OcrResult
 from edge.node.config import PipelineConfig
+from edge.node.engines import Engines
 from edge.node.models import ModelError, load_manifest
-from edge.node.pipeline import Engines, StillReader
+from edge.node.pipeline import StillReader
 
 ONNX = "onnxruntime"
 
@@ -105,10 +106,9 @@ def build(backend: Backend, config: PipelineConfig, threads: int | None) -> Engi
     manifest = load_manifest()
     if backend.ocr == "easyocr":
         _installed("easyocr", "easyocr")
-        base = engines(config.ocr.model, vehicles, threads)
-        row = copy.copy(base)  # the cached engines stay as they are
-        row.ocr = EasyOcrRecognizer()  # type: ignore[assignment]
-        row.ocr_model = "easyocr"
+        # a new record: the cached engines stay as they are
+        row = dataclasses.replace(engines(config.ocr.model, vehicles, threads),
+                                  ocr=EasyOcrRecognizer(), ocr_model="easyocr")
     else:
         spec = manifest.spec(backend.ocr)
         if spec.kind != "ppocr-rec":
@@ -126,9 +126,7 @@ def build(backend: Backend, config: PipelineConfig, threads: int | None) -> Engi
         if not weights.is_file():
             raise Skipped(f"the plate detector's PyTorch weights are not at {weights}; run: "
                           "anpr-edge prepare-models --force plates")
-        row = copy.copy(row)
-        row.plates = UltralyticsPlates(weights)  # type: ignore[assignment]
-        return row
+        return dataclasses.replace(row, plates=UltralyticsPlates(weights))
     raise Skipped(f"unknown detector backend {backend.detector!r} (known: {ONNX}, ultralytics)")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from edge.node.config import EdgeConfig, PipelineConfig, load_config
-from edge.node.pipeline import Engines
+from edge.node.engines import Engines
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def with_setting(config: PipelineConfig, item: str) -> PipelineConfig:
 @lru_cache(maxsize=4)
 def engines(ocr_model: str, vehicles: bool, threads: int | None) -> Engines:
     """Models for these settings, loaded (and warmed up) once per process."""
-    return Engines(ocr_model=ocr_model, vehicles=vehicles, threads=threads)
+    return Engines.load(ocr_model=ocr_model, vehicles=vehicles, threads=threads)
 
 
 def engines_for(config: PipelineConfig, threads: int | None) -> Engines:

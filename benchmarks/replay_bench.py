@@ -22,7 +22,8 @@ from benchmarks.engines import engines_for, pipeline_config
 from benchmarks.optional import progress
 from edge.core.types import Frame, PlateEvent
 from edge.node.config import PipelineConfig
-from edge.node.pipeline import Engines, VideoPipeline
+from edge.node.engines import Engines
+from edge.node.pipeline import VideoPipeline
 from edge.node.replay import ReplayStats, replay_events
 from edge.node.sources import open_source
 from edge.node.sources.base import SourceHealth

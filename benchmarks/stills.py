@@ -31,7 +31,8 @@ from benchmarks.scoring import (
 )
 from benchmarks.sheet import Example, contact_sheet
 from edge.core.plates import normalise
-from edge.node.pipeline import StageTimer, StillReader
+from edge.node.pipeline import StillReader
+from edge.node.timing import StageTimer
 
 DEFAULT_DATA = "plates-eu-dev"
 

@@ -15,12 +15,14 @@ from edge.node import models
 from edge.node.check_config import __doc__ as check_doc
 from edge.node.check_config import check_config
 from edge.node.config import ConfigError, EdgeConfig, PipelineConfig, load_config
+from edge.node.engines import Engines
 from edge.node.health import LoopWatch
 from edge.node.native_log import route_native_stderr
 from edge.node.output import read_json
-from edge.node.pipeline import Engines, StageTimer, StillReader
+from edge.node.pipeline import StillReader
 from edge.node.replay import replay
 from edge.node.service import EdgeService
+from edge.node.timing import StageTimer
 from edge.synthetic.demo import run_demo
 
 log = logging.getLogger("edge")
@@ -41,8 +43,8 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConf
 def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
 
     manifest = models.load_manifest(config.models_dir)
-    return Engines(manifest, ocr_model=pipeline.ocr.model,
-                   vehicles=pipeline.detect.mode != "full", threads=config.threads or None)
+    return Engines.load(manifest, ocr_model=pipeline.ocr.model,
+                        vehicles=pipeline.detect.mode != "full", threads=config.threads or None)
 
 
 def _read(args: argparse.Namespace) -> int:

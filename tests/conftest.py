@@ -20,10 +20,10 @@ def data_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def engines():
     """The real models, loaded once for the whole test session."""
+    from edge.node.engines import Engines
     from edge.node.models import ModelError
-    from edge.node.pipeline import Engines
 
     try:
-        return Engines(vehicles=True)
+        return Engines.load(vehicles=True)
     except ModelError as exc:
         pytest.skip(f"models not prepared ({exc}); run: make models")

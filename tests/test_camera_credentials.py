@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.rtsp_fake import FakeRtspServer
+from helpers.stand_ins import idle_engines
 from test_link_support import free_port
 
 from edge.node.config import EdgeConfig
@@ -65,7 +66,7 @@ def test_the_node_opens_a_camera_with_its_credentials_file(tmp_path, monkeypatch
             "state_dir": str(tmp_path / "state"),
             "cameras": [{"id": "north", "source": server.url("/main"),
                          "credentials": "north-cam"}]})
-        service = EdgeService(config, engines=object())  # type: ignore[arg-type]
+        service = EdgeService(config, engines=idle_engines())
         source = service.open_camera(config.cameras[0])
         try:
             assert source.source_id == "north" and "s3cret" not in repr(source)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 
 import numpy as np
 
 from edge.core.types import Detections, OcrResult, PlateEvent
 from edge.node.config import DetectConfig, OcrConfig, PipelineConfig, TrackConfig
+from edge.node.engines import Engines
 from edge.synthetic.demo import PassResult, match_event, run_demo, score, table
 from edge.synthetic.drive_by import Camera, SyntheticDriveBy, TruthPass, compact
 
@@ -83,16 +85,18 @@ class RecordingClip(SyntheticDriveBy):
         return super().render(index)
 
 
-class OracleEngines:
-    """Stand-in engines: plates where the clip drew them, read as written."""
-
-    vehicles = None
+class Oracle:
+    """Stand-in backends: plates where the clip drew them, read as written."""
 
     def __init__(self, clip: RecordingClip):
         self.clip = clip
         self.texts: list[str] = []
 
-    def plates(self, image: np.ndarray, size: int = 640, confidence: float = 0.25) -> Detections:
+    def engines(self) -> Engines:
+        return Engines(plates=self.plates, ocr=self.ocr)
+
+    def plates(self, image: np.ndarray, *, size: int | None = None,
+               confidence: float | None = None) -> Detections:
         index = self.clip.last_index
         seen = [k for k, t in enumerate(self.clip.truth) if t.first_frame <= index <= t.last_frame]
         self.texts = [self.clip.truth[k].text for k in seen]
@@ -104,7 +108,7 @@ class OracleEngines:
             np.zeros(len(seen)),
         )
 
-    def ocr(self, crops: list[np.ndarray]) -> list[OcrResult]:
+    def ocr(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         assert len(crops) == len(self.texts)
         return [OcrResult(t, 0.98, (0.98,) * len(t)) for t in self.texts]
 
@@ -118,7 +122,7 @@ def test_run_demo_prints_events_table_and_summary() -> None:
     config = PipelineConfig(detect=DetectConfig(min_plate_height=0),
                             track=TrackConfig(settle_after=0), ocr=OcrConfig(video_crops=[]))
     out = io.StringIO()
-    assert run_demo(OracleEngines(clip), config, out, clip=clip) == 0  # type: ignore[arg-type]
+    assert run_demo(Oracle(clip).engines(), config, out, clip=clip) == 0
     lines = out.getvalue().splitlines()
     events = [json.loads(line) for line in lines if line.startswith('{"text"')]
     assert sorted(e["text"] for e in events) == sorted(compact(t.text) for t in clip.truth)

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from conftest import data_dir
 
+from edge.core.boxes import nested, nms, tiles
 from edge.core.types import Detections, OcrResult
 from edge.node.config import PipelineConfig
-from edge.node.detect.yolo import letterbox, nms, nms_per_class
-from edge.node.pipeline import StageTimer, StillReader, tiles
+from edge.node.detect.yolo import letterbox, nms_per_class
+from edge.node.pipeline import StillReader
 from edge.node.read import CropGeometry, PlateReader, crop_plate, skew_angle
+from edge.node.timing import StageTimer
 
 
 def test_letterbox_keeps_aspect_and_centres():
@@ -163,8 +165,6 @@ def test_cli_read_prints_the_contract_and_survives_bad_files(tmp_path, capsys):
 
 
 def test_a_box_inside_a_larger_one_is_the_same_plate():
-    from edge.node.pipeline import nested
-
     xyxy = np.array([[100, 100, 300, 150], [110, 105, 200, 148], [400, 100, 600, 150]],
                     np.float32)
     assert nested(xyxy).tolist() == [False, True, False]

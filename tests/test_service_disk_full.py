@@ -13,6 +13,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from helpers.stand_ins import idle_engines
 from test_link_support import fake_jpeg, wait_for
 
 from edge.core.types import PlateEvent
@@ -25,20 +26,13 @@ MB = 1024 * 1024
 CAMERA = CameraConfig(id="lane-1", source="unused.mp4")
 
 
-class NoModels:
-    """What the node asks of its engines when no camera runs."""
-
-    def versions(self) -> dict[str, str]:
-        return {}
-
-
 @pytest.fixture
 def node(tmp_path):
     config = EdgeConfig.model_validate({
         "node_id": "test-node", "state_dir": str(tmp_path / "state"),
         "store": {"retry_s": 0.05}})  # fmt: skip
     out = io.StringIO()
-    service = EdgeService(config, events_out=out, engines=NoModels())  # type: ignore[arg-type]
+    service = EdgeService(config, events_out=out, engines=idle_engines())
     service.replica.new_epoch("E1")
     rows = [tuple(Entry(n, f"AB{n:03d}CD", "stolen", "PL-KGP", "stolen_vehicle"))
             for n in range(1, 31)]
@@ -113,7 +107,7 @@ def test_the_floor_and_the_memory_queue_come_from_the_store_config(tmp_path):
     config = EdgeConfig.model_validate({
         "state_dir": str(tmp_path / "state"),
         "store": {"min_free_mb": 8, "memory_hits": 7, "memory_mb": 2}})  # fmt: skip
-    service = EdgeService(config, engines=NoModels())  # type: ignore[arg-type]
+    service = EdgeService(config, engines=idle_engines())
     try:
         assert service.outbox.min_free_bytes == 8 * MB
         assert service.outbox.waiting.max_hits == 7

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edge.core.types import Detections, PlateRead, PlateText
-from edge.node.pipeline import SettledReads
+from edge.node.settled import SettledReads
 
 
 def read(text: str, box, conf: float = 0.95) -> PlateRead:

@@ -252,9 +252,9 @@ def real_engines():
         load_manifest().path("plates")
     except ModelError as exc:
         pytest.skip(f"models not prepared ({exc}); run: make models")
-    from edge.node.pipeline import Engines
+    from edge.node.engines import Engines
 
-    return Engines()
+    return Engines.load()
 
 
 @pytest.mark.models

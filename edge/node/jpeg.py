@@ -1,4 +1,4 @@
-"""JPEG helpers for hits: encode a picture under a size cap, or shrink one that is over it."""
+"""JPEG for evidence: a picture shrunk to a width, or held under a size in bytes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ from edge.core.link_protocol import JPEG_MAGIC
 _QUALITIES = (85, 70, 55, 40)
 
 
-def encode_jpeg(image: np.ndarray, max_bytes: int, *, quality: int = 90) -> bytes:
+def jpeg_of_width(image: np.ndarray, max_width: int, quality: int = 70) -> bytes:
+    """A JPEG of `image`, shrunk to `max_width` if wider (its aspect kept)."""
+    h, w = image.shape[:2]
+    if w > max_width:
+        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))),
+                           interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def jpeg_within_bytes(image: np.ndarray, max_bytes: int, *, quality: int = 90) -> bytes:
     """`image` (H x W x 3 BGR) as a JPEG of at most `max_bytes`.
 
     Lowers the quality first, then halves the size, so a plate crop stays legible as
@@ -44,6 +56,6 @@ def fit_jpeg(data: bytes, max_bytes: int) -> bytes:
     if img is None:
         return b""
     try:
-        return encode_jpeg(img, max_bytes, quality=85)
+        return jpeg_within_bytes(img, max_bytes, quality=85)
     except ValueError:
         return b""

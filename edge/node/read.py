@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -11,8 +11,7 @@ import numpy as np
 
 from edge.core import plates
 from edge.core.types import OcrResult, PlateText
-
-Recognizer = Callable[[Sequence[np.ndarray]], list[OcrResult]]
+from edge.node.backends import PlateRecogniser
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def enhance_night(crop: np.ndarray) -> np.ndarray:
 class PlateReader:
     """Turns plate boxes in one image into `PlateText`s, one recogniser batch per call."""
 
-    def __init__(self, recognizer: Recognizer, *, geometry: CropGeometry | None = None,
+    def __init__(self, recognizer: PlateRecogniser, *, geometry: CropGeometry | None = None,
                  countries: Sequence[str] | None = None):
         self.recognize = recognizer
         self.geometry = geometry or CropGeometry()

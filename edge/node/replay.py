@@ -12,8 +12,9 @@ from typing import TextIO
 
 from edge.core.types import Frame, PlateEvent
 from edge.node.config import PipelineConfig
+from edge.node.engines import Engines
 from edge.node.output import plate_json
-from edge.node.pipeline import Engines, FrameResult, VideoPipeline
+from edge.node.pipeline import FrameResult, VideoPipeline
 from edge.node.sources import Source, SourceError, open_source
 
 log = logging.getLogger(__name__)

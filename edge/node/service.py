@@ -21,11 +21,13 @@ from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, Watchl
 from edge.core.types import Frame, PlateEvent
 from edge.core.watchlist.matcher import Matcher
 from edge.node.config import CameraConfig, EdgeConfig, HealthConfig, config_hash
+from edge.node.engines import Engines
 from edge.node.health import CameraHealth, Loop
+from edge.node.jpeg import jpeg_of_width
 from edge.node.metrics import MetricsServer
 from edge.node.models import load_manifest
 from edge.node.outbox import Outbox
-from edge.node.pipeline import Engines, VideoPipeline, encode_jpeg
+from edge.node.pipeline import VideoPipeline
 from edge.node.sender import HitSender
 from edge.node.sources import (
     RECONNECT_MAX_S,
@@ -342,7 +344,7 @@ class EdgeService:
         # hits a full disk refused wait in memory; this offers them to it again
         self._store_retry = threading.Thread(target=self._retry_store, name="store-retry",
                                              daemon=True)
-        self.engines = engines or Engines(
+        self.engines = engines or Engines.load(
             load_manifest(config.models_dir),
             ocr_model=config.ocr.model,
             vehicles=any(c.pipeline and c.pipeline.detect.mode != "full"
@@ -636,7 +638,7 @@ def _jpeg(image: Any, max_width: int) -> bytes:
     if image is None or getattr(image, "size", 0) == 0:
         return b""
     try:
-        return encode_jpeg(image, max_width, quality=85)
+        return jpeg_of_width(image, max_width, quality=85)
     except ValueError:
         return b""
 

@@ -10,7 +10,8 @@ from typing import TextIO
 
 from edge.core.types import PlateEvent
 from edge.node.config import PipelineConfig
-from edge.node.pipeline import Engines, VideoPipeline
+from edge.node.engines import Engines
+from edge.node.pipeline import VideoPipeline
 from edge.node.replay import ReplayStats, replay_events
 from edge.node.vote import edit_distance
 from edge.synthetic.drive_by import SyntheticDriveBy, TruthPass

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.core.boxes import nms
 from edge.core.types import Detections
 from edge.node.runtime import make_session
 
@@ -35,24 +36,6 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, L
     out = cv2.copyMakeBorder(resized, top, height - new_h - top, left, width - new_w - left,
                              cv2.BORDER_CONSTANT, value=(114, 114, 114))
     return out, Letterbox(scale, left, top)
-
-
-def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best first."""
-    order = np.argsort(-scores)
-    keep: list[int] = []
-    x1, y1, x2, y2 = xyxy.T
-    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(0)
-        h = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(0)
-        inter = w * h
-        overlap = inter / (areas[i] + areas[rest] - inter + 1e-9)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
 
 
 class YoloDetector:

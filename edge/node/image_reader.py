@@ -1,0 +1,77 @@
+"""From an image to its plate reads (find the plates, read them): the stage photos and
+video frames share, each with its own settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge.core.boxes import as_box, enclosing
+from edge.core.types import Detections, PlateRead, PlateText
+from edge.node.config import PipelineConfig
+from edge.node.detect.finder import PlateFinder
+from edge.node.engines import Engines
+from edge.node.read import CropGeometry, PlateReader, crop_plate
+from edge.node.timing import StageTimer
+
+
+class ImageReader:
+    """Plate boxes found in an image and read, best first.
+
+    A photo alone is worth more time than a video frame: `for_photos` adds tiles for
+    small plates in big photos and reads every alternative crop of each plate;
+    `for_video` uses the cheaper video settings and reads the alternatives only where
+    the main crop reads doubtfully.
+    """
+
+    def __init__(self, engines: Engines, config: PipelineConfig, *, tiles: int,
+                 crops: Sequence[tuple[float, float]], adaptive: bool):
+        self.config = config
+        self.finder = PlateFinder(engines.plates, engines.vehicles, config.detect)
+        self.tiles = tiles
+        geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
+                                straighten=config.ocr.straighten,
+                                alternatives=tuple(crops), adaptive=adaptive)
+        self.reader = PlateReader(engines.ocr, geometry=geometry, countries=config.countries)
+
+    @classmethod
+    def for_photos(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
+        return cls(engines, config, tiles=config.detect.still_tiles,
+                   crops=config.ocr.still_crops, adaptive=False)
+
+    @classmethod
+    def for_video(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
+        return cls(engines, config, tiles=config.detect.tiles,
+                   crops=config.ocr.video_crops, adaptive=True)
+
+    def find(self, image: np.ndarray, timer: StageTimer,
+             night: bool) -> tuple[Detections, Detections]:
+        """(plates, vehicles) in image pixels, with the night threshold where it is night."""
+        threshold = (self.config.night.plate_confidence if night
+                     else self.config.detect.plate_confidence)
+        return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles)
+
+    def read_boxes(self, image: np.ndarray, plates: Detections, vehicles: Detections,
+                   timer: StageTimer, night: bool,
+                   known: dict[int, PlateText] | None = None) -> list[PlateRead]:
+        """Reads of the plate boxes, best first; `known` texts (by box index) are not
+        read again."""
+        known = known or {}
+        todo = [i for i in range(len(plates)) if i not in known]
+        with timer.stage("ocr"):
+            texts = self.reader.read(image, plates.xyxy[todo].tolist(),
+                                     night=night and self.config.night.enhance)
+        fresh = dict(zip(todo, texts, strict=True))
+        reads = []
+        for i in range(len(plates)):
+            box = as_box(plates.xyxy[i])
+            if i in fresh:
+                plate, crop = fresh[i]
+            else:
+                plate, crop = known[i], crop_plate(image, box, self.reader.geometry)
+            reads.append(PlateRead(box=box, detection_confidence=float(plates.confidence[i]),
+                                   plate=plate, crop=crop, night=night,
+                                   vehicle_box=enclosing(box, vehicles.xyxy)))
+        reads.sort(key=lambda r: (bool(r.plate.text), r.confidence), reverse=True)
+        return reads

@@ -15,6 +15,7 @@ from test_link_support import child_env, make_hit, wait_for
 from edge.collector.cli import format_hit, main, parse_since
 from edge.collector.config import CollectorConfig, ConfigError, load_config
 from edge.collector.store import HitStore, Seen
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.keys import load_keypair
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -41,17 +42,30 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "lisen_typo" in capsys.readouterr().err
 
 
-def test_config_keeps_paths_relative_to_itself_and_passes_watchlists_through(tmp_path):
+def test_config_keeps_paths_relative_to_itself_and_types_watchlists(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "data_dir: data\ncredentials_dir: creds\nallowed_keys_dir: edges\n"
-        "watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  anything: [1, 2]\n"
+        "watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  database: lists.db\n"
     )
     cfg = load_config(path)
     assert cfg.db_path == tmp_path / "data" / "hits.db"
     assert cfg.credentials_dir == str(tmp_path / "creds")
     assert cfg.allowed_keys_dir == tmp_path / "edges"
-    assert cfg.watchlists == {"snapshot": "tcp://0.0.0.0:5570", "anything": [1, 2]}
+    assert cfg.watchlists == WatchlistsConfig(snapshot="tcp://0.0.0.0:5570", database="lists.db")
+    assert cfg.watchlists.database_path(cfg.data_dir) == tmp_path / "data" / "lists.db"
+
+
+def test_a_bad_watchlists_key_is_an_error_at_load_naming_it(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  anything: [1, 2]\n"
+                    "  heartbeat_s: -1\n")  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "watchlists.anything" in str(e.value) and "watchlists.heartbeat_s" in str(e.value)
+    for command in (["hits", "--since", "1h"], ["watchlist", "list"], ["run"]):
+        assert main([*command, "--config", str(path)]) == 2
+        assert "watchlists.anything" in capsys.readouterr().err
 
 
 def test_example_config_is_valid():

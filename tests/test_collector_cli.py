@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import stat
@@ -14,7 +15,9 @@ from test_link_support import child_env, make_hit, wait_for
 
 from edge.collector.cli import format_hit, main, parse_since
 from edge.collector.config import CollectorConfig, ConfigError, load_config
+from edge.collector.hits import StoredHit
 from edge.collector.store import HitStore, Seen
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.keys import load_keypair
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -41,17 +44,30 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "lisen_typo" in capsys.readouterr().err
 
 
-def test_config_keeps_paths_relative_to_itself_and_passes_watchlists_through(tmp_path):
+def test_config_keeps_paths_relative_to_itself_and_types_watchlists(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "data_dir: data\ncredentials_dir: creds\nallowed_keys_dir: edges\n"
-        "watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  anything: [1, 2]\n"
+        "watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  database: lists.db\n"
     )
     cfg = load_config(path)
     assert cfg.db_path == tmp_path / "data" / "hits.db"
     assert cfg.credentials_dir == str(tmp_path / "creds")
     assert cfg.allowed_keys_dir == tmp_path / "edges"
-    assert cfg.watchlists == {"snapshot": "tcp://0.0.0.0:5570", "anything": [1, 2]}
+    assert cfg.watchlists == WatchlistsConfig(snapshot="tcp://0.0.0.0:5570", database="lists.db")
+    assert cfg.watchlists.database_path(cfg.data_dir) == tmp_path / "data" / "lists.db"
+
+
+def test_a_bad_watchlists_key_is_an_error_at_load_naming_it(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("watchlists:\n  snapshot: tcp://0.0.0.0:5570\n  anything: [1, 2]\n"
+                    "  heartbeat_s: -1\n")  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "watchlists.anything" in str(e.value) and "watchlists.heartbeat_s" in str(e.value)
+    for command in (["hits", "--since", "1h"], ["watchlist", "list"], ["run"]):
+        assert main([*command, "--config", str(path)]) == 2
+        assert "watchlists.anything" in capsys.readouterr().err
 
 
 def test_example_config_is_valid():
@@ -116,14 +132,22 @@ def test_hits_since_lists_them_oldest_first(tmp_path, capsys):
 
 
 def test_hit_line_has_priority_plate_list_reason_camera_time():
-    row = {"priority": 7, "plate_formatted": "B AB 123", "country": "DE", "watchlist": "stolen",
-           "reason": "stolen car", "match_kind": "fuzzy", "node": "edge1", "camera": "cam1",
-           "road": "A4", "direction": "east", "seen_at": "2026-05-01T12:00:00.000000Z"}  # fmt: skip
-    line = format_hit(row)
+    hit = StoredHit(
+        rowid=1, hit_id="h1", node="edge1", camera="cam1", seen_at="2026-05-01T12:00:00.000000Z",
+        received_at="2026-05-01T12:00:01.000000Z", lat=None, lon=None, road="A4",
+        direction="east", plate_text="BAB123", plate_raw="B AB 123", plate_formatted="B AB 123",
+        country="DE", confidence=0.9, watchlist="stolen", entry_id="7", entry_plate="BAB123",
+        match_kind="fuzzy", match_distance=0.25, priority=7, reason="stolen car", version=1,
+        crop_bytes=0, scene_bytes=0,
+    )  # fmt: skip
+    line = format_hit(hit)
     assert line.startswith("P7 ")
     for part in ("B AB 123 (DE)", "stolen: stolen car [fuzzy]", "edge1/cam1 A4 east",
                  "2026-05-01T12:00:00.000000Z"):  # fmt: skip
         assert part in line
+    bare = dataclasses.replace(hit, plate_formatted="", country=None, reason="", match_kind="",
+                               road="", direction="")  # fmt: skip
+    assert format_hit(bare) == f"P7   {'BAB123':<16} stolen: entry 7  edge1/cam1  {hit.seen_at}"
 
 
 def test_tail_prints_each_new_hit_as_it_arrives(tmp_path):

@@ -194,13 +194,17 @@ def test_search_patterns_and_filters():
     with pytest.raises(QueryError):
         search_pattern("**?")
     where, args = Search(plate="AB1?3", since="2026-05-01T10:00", camera="edge-a/north",
-                         watchlist="stolen").where()  # fmt: skip
+                         watchlist="stolen").query().where()  # fmt: skip
     assert where == (" WHERE plate_text GLOB ? AND seen_at >= ? AND node = ? AND camera = ?"
                      " AND watchlist = ?")  # fmt: skip
     assert args == ["AB1?3", "2026-05-01T10:00:00.000000Z", "edge-a", "north", "stolen"]
-    assert Search(plate="AB123").where() == (" WHERE plate_text = ?", ["AB123"])
+    assert Search(plate="AB123").query().where() == (" WHERE plate_text = ?", ["AB123"])
+    assert Search(camera="edge-a").query().where() == (" WHERE node = ?", ["edge-a"])
+    assert Search(camera="/north").query().where() == (
+        " WHERE node = ? AND camera = ?", ["", "north"])  # fmt: skip
+    assert Search(plate=" ", watchlist=" ").query().where() == ("", [])
     with pytest.raises(QueryError, match="until"):
-        Search(until="soon").where()
+        Search(until="soon").query()
 
 
 def test_camera_health_from_its_node():

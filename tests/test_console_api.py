@@ -327,8 +327,8 @@ def test_admin_watchlist_changes_reach_an_edge(stack):
         (stack.root / "wl-edge" / "wl-edge.key").read_bytes())
     ctx = zmq.Context()
     wl = stack.config.watchlists
-    edge = WatchlistSync(stack.root / "edge-lists.db", wl["snapshot"], stack.keys.server_public,
-                         edge_keys, ctx=ctx, updates_endpoint=wl["publish"])  # fmt: skip
+    edge = WatchlistSync(stack.root / "edge-lists.db", wl.snapshot, stack.keys.server_public,
+                         edge_keys, ctx=ctx, updates_endpoint=wl.publish)  # fmt: skip
     edge.start()
     try:
         text = ("plate,country,category,priority,reason\n"

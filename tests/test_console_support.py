@@ -26,6 +26,7 @@ from edge.collector.console.config import CameraPlace, ConsoleConfig
 from edge.collector.console.server import ConsoleServer
 from edge.collector.service import CollectorService
 from edge.collector.watchlist.cli import make_component as make_watchlists
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
@@ -256,8 +257,8 @@ def start_stack(root: Path, console: ConsoleConfig | None = None) -> Stack:
     )  # fmt: skip
     config = collector_config(root, keys).model_copy(update={
         "console": console,
-        "watchlists": {"snapshot": f"tcp://127.0.0.1:{snapshot}",
-                       "publish": f"tcp://127.0.0.1:{publish}", "heartbeat_s": 0.2},
+        "watchlists": WatchlistsConfig(snapshot=f"tcp://127.0.0.1:{snapshot}",
+                                       publish=f"tcp://127.0.0.1:{publish}", heartbeat_s=0.2),
     })  # fmt: skip
     ctx = zmq.Context()
     watchlists = make_watchlists(config)

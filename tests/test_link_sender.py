@@ -18,6 +18,7 @@ from test_link_support import (
     wait_for,
 )
 
+from edge.collector.hits import HitQuery, HitReader
 from edge.collector.service import CollectorService
 from edge.collector.store import HitStore
 from edge.node.outbox import Outbox
@@ -63,11 +64,11 @@ def test_hits_are_delivered_once_and_leave_the_outbox(tmp_path, keys, ctx):
         sender.stop()
         service.stop()
         outbox.close()
-    store = HitStore(service.config.db_path, readonly=True)
-    row = store.hits_since(make_hit(5).seen_at, limit=1)[0]
-    assert row["plate_formatted"] == "AB 00005" and row["road"] == "A4 km 112"
-    assert store.image(make_hit(5).hit_id, "scene") == make_hit(5).scene_jpeg
-    store.close()
+    reader = HitReader(service.config.db_path)
+    (row,) = reader.search(HitQuery(since=make_hit(5).seen_at), 1, newest_first=False)
+    assert row.plate_formatted == "AB 00005" and row.road == "A4 km 112"
+    assert reader.picture(make_hit(5).hit_id, "scene") == make_hit(5).scene_jpeg
+    reader.close()
 
 
 def test_heartbeats_tell_the_collector_about_node_and_cameras(tmp_path, keys, ctx):
@@ -185,10 +186,10 @@ def test_an_edge_still_on_version_1_is_understood(tmp_path, keys, ctx):
         sender.stop()
         service.stop()
         outbox.close()
-    store = HitStore(service.config.db_path, readonly=True)
-    (row,) = store.hits_since(make_hit(1).seen_at)
-    store.close()
-    assert row["version"] == 1 and row["plate_text"] == "AB00001" and row["scene_bytes"] == 0
+    reader = HitReader(service.config.db_path)
+    (row,) = reader.search(HitQuery(since=make_hit(1).seen_at), newest_first=False)
+    reader.close()
+    assert row.version == 1 and row.plate_text == "AB00001" and row.scene_bytes == 0
 
 
 def test_hit_the_collector_already_has_is_acked_not_stored_twice(tmp_path, keys, ctx):

@@ -16,6 +16,7 @@ from typing import Any
 from edge.collector.config import CollectorConfig, ConfigError, load_config
 from edge.collector.console.cli import add_user_commands
 from edge.collector.console.server import make_component as make_console
+from edge.collector.hits import HitQuery, HitReader, StoredHit
 from edge.collector.nodes import judge_node
 from edge.collector.service import CollectorService
 from edge.collector.store import HitStore
@@ -43,22 +44,22 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
-def format_hit(h: dict[str, Any]) -> str:
+def format_hit(h: StoredHit) -> str:
     """One line for an operator: priority, plate, list and reason, camera, time."""
-    plate = h.get("plate_formatted") or h.get("plate_text") or "?"
-    if h.get("country"):
-        plate = f"{plate} ({h['country']})"
-    listed = h.get("watchlist") or "?"
-    why = h.get("reason") or f"entry {h.get('entry_id')}"
-    kind = h.get("match_kind") or "exact"
+    plate = h.plate_formatted or h.plate_text or "?"
+    if h.country:
+        plate = f"{plate} ({h.country})"
+    listed = h.watchlist or "?"
+    why = h.reason or f"entry {h.entry_id}"
+    kind = h.match_kind or "exact"
     if kind != "exact":
         why = f"{why} [{kind}]"
-    where = f"{h.get('node')}/{h.get('camera')}"
-    if h.get("road"):
-        where += f" {h['road']}"
-    if h.get("direction"):
-        where += f" {h['direction']}"
-    return f"P{h.get('priority', 0):<3} {plate:<16} {listed}: {why}  {where}  {h.get('seen_at')}"
+    where = f"{h.node}/{h.camera}"
+    if h.road:
+        where += f" {h.road}"
+    if h.direction:
+        where += f" {h.direction}"
+    return f"P{h.priority:<3} {plate:<16} {listed}: {why}  {where}  {h.seen_at}"
 
 
 def _config(args: argparse.Namespace) -> CollectorConfig:
@@ -103,22 +104,40 @@ def _open_store(path: Path, wait: bool = False, interval: float = 1.0) -> Any:
             time.sleep(interval)
 
 
-def _cmd_tail(args: argparse.Namespace) -> int:
+def _open_reader(path: Path, wait: bool = False, interval: float = 1.0) -> HitReader:
+    """A reader of the hits at `path`; with `wait`, once the collector has set them up."""
+    reader = HitReader(path)
+    said = False
+    while True:
+        try:
+            reader.check()
+            return reader
+        except FileNotFoundError:
+            if not wait:
+                reader.close()
+                raise
+            if not said:
+                print(f"waiting for the collector's database {path} ...", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                said = True
+            time.sleep(interval)
 
+
+def _cmd_tail(args: argparse.Namespace) -> int:
     path = _db_path(args)
     try:
-        store = HitStore(path, readonly=True)
-        last = max(store.last_rowid() - args.last, 0)
+        reader = _open_reader(path)
+        last = max(reader.last_rowid() - args.last, 0)
     except FileNotFoundError:
         # Not there yet: every hit it will hold arrives after this tail started.
-        store = _open_store(path, wait=True, interval=args.interval)
+        reader = _open_reader(path, wait=True, interval=args.interval)
         last = 0
     try:
         while True:
-            rows = store.hits_after(last)
+            rows = reader.after(last)
             for h in rows:
-                print(json.dumps(h) if args.json else format_hit(h), flush=True)
-                last = h["rowid"]
+                print(json.dumps(h.to_json()) if args.json else format_hit(h), flush=True)
+                last = h.rowid
             if not rows:
                 time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -126,19 +145,19 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 0
     finally:
-        store.close()
+        reader.close()
 
 
 def _cmd_hits(args: argparse.Namespace) -> int:
-    store = _open_store(_db_path(args), wait=False)
+    reader = _open_reader(_db_path(args))
+    query = HitQuery(since=args.since, until=args.until, plate=args.plate or None,
+                     node=args.node or None)  # fmt: skip
     try:
-        rows = store.hits_since(
-            args.since, args.until, plate=args.plate, node=args.node, limit=args.limit
-        )
+        rows = reader.search(query, args.limit, newest_first=False)
     finally:
-        store.close()
+        reader.close()
     for h in rows:
-        print(json.dumps(h) if args.json else format_hit(h))
+        print(json.dumps(h.to_json(rowid=False)) if args.json else format_hit(h))
     if not args.json:
         print(f"{len(rows)} hits", file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.link_protocol import Limits
 from edge.core.watchlist.entry import FieldError, check_list_name
 
@@ -105,8 +106,8 @@ class CollectorConfig(_Strict):
     # Serve Prometheus metrics on metrics_host:metrics_port (off when null).
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
-    # Watchlist distribution's own section, read by edge.collector.watchlist.cli.
-    watchlists: dict[str, Any] | None = None
+    # Watchlist distribution to the edges (edge.collector.watchlist); off when absent.
+    watchlists: WatchlistsConfig | None = None
     # The operators' web console (edge.collector.console); off when absent.
     console: ConsoleConfig | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

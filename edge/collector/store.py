@@ -14,7 +14,8 @@ whose bytes are not there any more is forgotten, so that no picture ever reads
 another's bytes.  A segment file the database has no record of writing is left
 alone.  The retention methods (`delete_hits`, `move_pictures`, `drop_segment`,
 `forget_nodes`, `vacuum`) are called by the collector's maintenance
-(`edge.collector.retention`).
+(`edge.collector.retention`).  Hits are read, by anyone but the writer, with
+`edge.collector.hits.HitReader`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
+from edge.collector.hits import HIT_COLUMNS, picture_place
 from edge.collector.images import SEGMENT_BYTES, ImageLog
 from edge.core.link_protocol import HitMessage, format_time
 
@@ -45,33 +47,6 @@ _DISTINCT = (
     "SELECT (SELECT min({col}) FROM {table} WHERE {col} > v.x) FROM v WHERE v.x IS NOT NULL) "
     "SELECT x FROM v WHERE x IS NOT NULL"
 )
-
-_HIT_COLUMNS = {
-    "hit_id": str,
-    "node": str,
-    "camera": str,
-    "seen_at": str,  # ISO 8601 UTC, sorts as text
-    "received_at": str,
-    "lat": float,
-    "lon": float,
-    "road": str,
-    "direction": str,
-    "plate_text": str,
-    "plate_raw": str,
-    "plate_formatted": str,
-    "country": str,
-    "confidence": float,
-    "watchlist": str,
-    "entry_id": str,
-    "entry_plate": str,
-    "match_kind": str,
-    "match_distance": float,
-    "priority": int,
-    "reason": str,
-    "version": int,
-    "crop_bytes": int,
-    "scene_bytes": int,
-}
 
 
 @dataclass
@@ -159,7 +134,7 @@ class HitStore:
         db = self.db
         if "hits" not in db.table_names():
             with db.atomic():
-                db["hits"].create(_HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
+                db["hits"].create(HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
                 db["hits"].create_index(["seen_at"])
                 db["hits"].create_index(["received_at"])
                 db["hits"].create_index(["plate_text"])
@@ -293,7 +268,7 @@ class HitStore:
             with self.db.atomic():
                 # Not insert_all: on this path sqlite-utils would spend more time building
                 # SQL than SQLite spends storing the rows.
-                self._insert("hits", list(_HIT_COLUMNS), [_row(h, received) for h in new])
+                self._insert("hits", list(HIT_COLUMNS), [_row(h, received) for h in new])
                 self._insert(
                     "hit_images",
                     ["hit_id", "kind", "segment", "offset", "length"],
@@ -540,47 +515,10 @@ class HitStore:
     def hit_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT hit_id FROM hits ORDER BY rowid")]
 
-    def hits_after(self, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Hits stored after `rowid`, oldest first, each with its `rowid` (for `tail`)."""
-        return list(
-            self.db.query(
-                "SELECT rowid, * FROM hits WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
-            )
-        )
-
-    def last_rowid(self) -> int:
-        return self.db.execute("SELECT coalesce(max(rowid), 0) FROM hits").fetchone()[0]
-
-    def hits_since(
-        self,
-        since: dt.datetime,
-        until: dt.datetime | None = None,
-        *,
-        plate: str | None = None,
-        node: str | None = None,
-        limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """Hits seen from `since` (to `until`), oldest first."""
-        where, args = ["seen_at >= ?"], [format_time(since)]
-        if until is not None:
-            where.append("seen_at < ?")
-            args.append(format_time(until))
-        if plate:
-            where.append("plate_text = ?")
-            args.append(plate)
-        if node:
-            where.append("node = ?")
-            args.append(node)
-        sql = f"SELECT * FROM hits WHERE {' AND '.join(where)} ORDER BY seen_at LIMIT ?"
-        return list(self.db.query(sql, (*args, limit)))
-
     def image(self, hit_id: str, kind: str = "crop") -> bytes | None:
         """A hit's picture ("crop" or "scene") as JPEG bytes, or None."""
-        row = self.db.execute(
-            "SELECT segment, offset, length FROM hit_images WHERE hit_id = ? AND kind = ?",
-            (hit_id, kind),
-        ).fetchone()
-        return None if row is None else self.images.read(*row)
+        place = picture_place(self.db.conn, hit_id, kind)
+        return None if place is None else self.images.read(*place)
 
     def status(self, key: str) -> dict[str, Any] | None:
         """What the collector last wrote about itself under `key` (see `write_status`)."""
@@ -608,7 +546,7 @@ class HitStore:
 
 
 def _row(h: HitMessage, received: str) -> tuple[Any, ...]:
-    """A hit as a row of `hits`, in the order of `_HIT_COLUMNS`."""
+    """A hit as a row of `hits`, in the order of `HIT_COLUMNS`."""
     loc, p, m = h.location, h.plate, h.match
     return (
         h.hit_id, h.node, h.camera, format_time(h.seen_at), received,

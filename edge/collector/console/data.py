@@ -1,34 +1,31 @@
 """What the console reads: hits and their pictures, cameras and their health, watchlist entries.
 
-The collector's writer is the only one to write `hits.db`; the console reads it over
-a few read-only connections of its own (one per request at a time, from any thread).
-The master watchlists are read the same way, and written only through
-`WatchlistStore`, whose change log the watchlist server sends on to the edges.
+The collector's writer is the only one to write `hits.db`; the console reads it with the
+store's reader (`edge.collector.hits.HitReader`: a few read-only connections, one per
+request at a time, from any thread) and shows each `StoredHit` with the agency that owns
+its entry.  The master watchlists are read the same way (`WatchlistReader`), and written
+only through `WatchlistStore`, whose change log the watchlist server sends on to the edges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import queue
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.collector.console.config import CameraPlace
-from edge.collector.images import ImageLog
+from edge.collector.hits import HitQuery, HitReader, StoredHit
 from edge.collector.nodes import judge_node
 from edge.collector.watchlist.files import entry_record
-from edge.collector.watchlist.master import _ENTRY_COLUMNS
-from edge.core.link_protocol import format_time
+from edge.collector.watchlist.master import WatchlistReader
 from edge.core.plates import normalise
-from edge.core.watchlist.entry import Entry
 
 # Columns of a hit as the console shows and exports it, in order.
 HIT_FIELDS = (
@@ -37,72 +34,13 @@ HIT_FIELDS = (
     "watchlist", "entry_id", "entry_plate", "agency", "reason", "match_kind",
     "match_distance", "crop_bytes", "scene_bytes",
 )  # fmt: skip
-_HIT_SELECT = (
-    "SELECT rowid, hit_id, priority, seen_at, received_at, node, camera, road, direction, lat,"
-    " lon, plate_text, plate_formatted, plate_raw, country, confidence, watchlist, entry_id,"
-    " entry_plate, reason, match_kind, match_distance, crop_bytes, scene_bytes FROM hits"
-)
+# A hit as the console sends it: its rowid, these columns of the stored hit, its agency.
+_SHOWN = tuple(f for f in HIT_FIELDS if f != "agency")
 _AGENCY_TTL_S = 60.0
 
 
 class QueryError(ValueError):
     """A search the console cannot run as asked (a bad pattern, time or camera)."""
-
-
-class _Pool:
-    """Read-only SQLite connections to one file, lent to one thread at a time."""
-
-    def __init__(self, path: Path, size: int = 4):
-        self.path = Path(path)
-        self._free: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._made = 0
-        self._size = size
-        self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._free.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                make = self._made < self._size
-                if make:
-                    self._made += 1
-            if make:
-                try:
-                    conn = self._open()
-                except BaseException:
-                    with self._lock:
-                        self._made -= 1
-                    raise
-            else:
-                conn = self._free.get(timeout=30)
-        try:
-            yield conn
-        finally:
-            self._free.put(conn)
-
-    def _open(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: not there (yet)")
-        conn = sqlite3.connect(
-            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=5000")
-        with self._lock:
-            self._all.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-            self._made = 0
-        while not self._free.empty():
-            self._free.get_nowait()
 
 
 @dataclass
@@ -116,32 +54,25 @@ class Search:
     watchlist: str = ""
     limit: int = 500
 
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
+    def query(self) -> HitQuery:
+        """The search as the hit store takes it (QueryError: a bad pattern or time)."""
+        plate = pattern = None
         if self.plate.strip():
-            pattern = search_pattern(self.plate)
-            if "?" in pattern or "*" in pattern:
-                clauses.append("plate_text GLOB ?")  # only A-Z0-9 ? * are left: no escaping
+            text = search_pattern(self.plate)  # only A-Z0-9 ? * are left: no escaping
+            if "?" in text or "*" in text:
+                pattern = text
             else:
-                clauses.append("plate_text = ?")
-            args.append(pattern)
-        for name, op in (("since", ">="), ("until", "<")):
-            value = getattr(self, name).strip()
-            if value:
-                clauses.append(f"seen_at {op} ?")
-                args.append(format_time(_parse_time(value, name)))
+                plate = text
+        since, until = (
+            _parse_time(value.strip(), name) if value.strip() else None
+            for name, value in (("since", self.since), ("until", self.until))
+        )
+        node = camera = None
         if self.camera.strip():
             node, _, camera = self.camera.strip().partition("/")
-            clauses.append("node = ?")
-            args.append(node)
-            if camera:
-                clauses.append("camera = ?")
-                args.append(camera)
-        if self.watchlist.strip():
-            clauses.append("watchlist = ?")
-            args.append(self.watchlist.strip())
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+        return HitQuery(plate=plate, plate_pattern=pattern, since=since, until=until,
+                        node=node, camera=camera or None,
+                        watchlist=self.watchlist.strip() or None)  # fmt: skip
 
 
 def search_pattern(raw: str) -> str:
@@ -185,9 +116,9 @@ class ConsoleData:
     ):
         self.hits_db = Path(hits_db)
         self.watchlists_db = Path(watchlists_db)
-        self._hits = _Pool(self.hits_db)
-        self._lists = _Pool(self.watchlists_db, size=2)
-        self.images = ImageLog(images_dir or self.hits_db.parent / "images", readonly=True)
+        self.hits = HitReader(self.hits_db, images_dir=images_dir)
+        self._hits = self.hits.pool  # nodes and cameras (below) are read over it too
+        self.master = WatchlistReader(self.watchlists_db)
         self.places = {(p.node, p.camera): p for p in places}
         self._agencies: dict[tuple[str, str], str] = {}
         self._agencies_at = 0.0
@@ -197,68 +128,45 @@ class ConsoleData:
         self._seen_rowid = 0
 
     def close(self) -> None:
-        self._hits.close()
-        self._lists.close()
-        self.images.close()
+        self.hits.close()
+        self.master.close()
 
     # ------------------------------------------------------------ hits
 
     def last_rowid(self) -> int:
-        with self._hits.connection() as db:
-            return db.execute("SELECT coalesce(max(rowid), 0) FROM hits").fetchone()[0]
+        return self.hits.last_rowid()
 
     def hits_after(self, rowid: int, limit: int = 200) -> list[dict[str, Any]]:
         """Hits stored after `rowid`, oldest first, each with its `rowid`."""
-        with self._hits.connection() as db:
-            rows = db.execute(
-                f"{_HIT_SELECT} WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
-            ).fetchall()
-        hits = self._records(rows)
+        hits = self._shown(self.hits.after(rowid, limit))
         self._note_places(hits)
         return hits
 
     def recent(self, hours: float, limit: int = 500) -> list[dict[str, Any]]:
         """Hits received in the last `hours`, newest first."""
-        since = format_time(dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours))
-        with self._hits.connection() as db:
-            rows = db.execute(
-                f"{_HIT_SELECT} WHERE received_at >= ? ORDER BY rowid DESC LIMIT ?",
-                (since, limit),
-            ).fetchall()
-        return self._records(rows)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+        return self._shown(self.hits.recent(since, limit))
 
     def search(self, s: Search) -> list[dict[str, Any]]:
         """Hits that match `s`, the most recently seen first."""
-        where, args = s.where()
-        with self._hits.connection() as db:
-            rows = db.execute(
-                f"{_HIT_SELECT}{where} ORDER BY seen_at DESC LIMIT ?", (*args, s.limit)
-            ).fetchall()
-        return self._records(rows)
+        return self._shown(self.hits.search(s.query(), s.limit))
 
     def hit(self, hit_id: str) -> dict[str, Any] | None:
-        with self._hits.connection() as db:
-            row = db.execute(f"{_HIT_SELECT} WHERE hit_id = ?", (hit_id,)).fetchone()
-        return None if row is None else self._records([row])[0]
+        found = self.hits.get(hit_id)
+        return None if found is None else self._shown([found])[0]
 
     def image(self, hit_id: str, kind: str) -> bytes | None:
         """A hit's picture ("crop" or "scene") as JPEG bytes, or None."""
-        with self._hits.connection() as db:
-            row = db.execute(
-                "SELECT segment, offset, length FROM hit_images WHERE hit_id = ? AND kind = ?",
-                (hit_id, kind),
-            ).fetchone()
-        return None if row is None else self.images.read(*row)
+        return self.hits.picture(hit_id, kind)
 
-    def _records(self, rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
-        out = []
-        keys = [(r["watchlist"], r["entry_id"]) for r in rows]
-        agencies = self._agencies_of(keys)
-        for r in rows:
-            h = dict(r)
-            h["agency"] = agencies.get((r["watchlist"], r["entry_id"]), "")
-            out.append(h)
-        return out
+    def _shown(self, hits: Sequence[StoredHit]) -> list[dict[str, Any]]:
+        """Hits as the console sends them, each with the agency that owns its entry."""
+        agencies = self._agencies_of([(h.watchlist, h.entry_id) for h in hits])
+        return [
+            {"rowid": h.rowid, **{k: getattr(h, k) for k in _SHOWN},
+             "agency": agencies.get((h.watchlist, h.entry_id), "")}
+            for h in hits
+        ]  # fmt: skip
 
     def _agencies_of(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The agency owning each (list, entry id), from the master watchlists (cached)."""
@@ -273,15 +181,9 @@ class ConsoleData:
         found: dict[tuple[str, str], str] = {k: "" for k in missing}
         ids = [int(e) for _, e in missing if e.isdigit() and len(e) < 19]
         try:
-            with self._lists.connection() as db:
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    for entry_id, name, agency in db.execute(
-                        f"SELECT id, list, agency FROM entries WHERE id IN ({marks})", chunk
-                    ):
-                        if (name, str(entry_id)) in found:
-                            found[(name, str(entry_id))] = agency
+            for entry in self.master.entries_by_id(ids):
+                if (entry.list, str(entry.id)) in found:
+                    found[(entry.list, str(entry.id))] = entry.agency
         except (FileNotFoundError, sqlite3.OperationalError):
             pass  # no master lists here (yet): the hits say what they can
         with self._lock:
@@ -374,40 +276,31 @@ class ConsoleData:
 
     def lists(self) -> list[dict[str, Any]]:
         try:
-            with self._lists.connection() as db:
-                rows = db.execute(
-                    "SELECT l.name, l.seq, l.match, l.max_distance, l.description,"
-                    " (SELECT count(*) FROM entries e WHERE e.list = l.name) AS entries"
-                    " FROM lists l WHERE l.active ORDER BY l.name"
-                ).fetchall()
+            lists = self.master.lists()
         except (FileNotFoundError, sqlite3.OperationalError):
             return []
-        return [dict(r) for r in rows]
+        return [{"name": i.policy.name, "seq": i.seq, "match": i.policy.match,
+                 "max_distance": i.policy.max_distance, "description": i.policy.description,
+                 "entries": i.entries} for i in lists]  # fmt: skip
 
     def entries(
         self, name: str, plate: str = "", after_id: int = 0, limit: int = 200
     ) -> list[dict[str, Any]]:
         """Entries of list `name` after entry `after_id`, by id; `plate` a pattern to match."""
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE list = ? AND id > ?"
-        args: list[Any] = [name, after_id]
+        pattern = ""
         if plate.strip():
             # A wildcard searches entry patterns as text: "*123" finds "AB123" and "?B123".
             text = plate.strip().upper()
             if not all(c.isalnum() or c in "?*" for c in text):
                 raise QueryError("a plate to look for is letters, digits, ? and *")
-            sql += " AND pattern GLOB ?"
-            args.append(text if "?" in text or "*" in text else f"*{text}*")
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
+            pattern = text if "?" in text or "*" in text else f"*{text}*"
         try:
-            with self._lists.connection() as db:
-                rows = db.execute(sql, args).fetchall()
+            found = self.master.entries(name, after_id=after_id, pattern=pattern, limit=limit)
         except (FileNotFoundError, sqlite3.OperationalError):
             return []
         now = time.time()
         out = []
-        for r in rows:
-            e = Entry(*r)
+        for e in found:
             rec = entry_record(e)
             rec["active"] = e.active(now)
             out.append(rec)

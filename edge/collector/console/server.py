@@ -14,30 +14,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.app import STATIC, Console, build_app
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.connections import ConnectionLimits, protocol, reserve_descriptors
 from edge.collector.console.data import ConsoleData
 from edge.collector.console.live import LiveHub
-from edge.collector.watchlist.server import WatchlistsConfig, database_path
+from edge.collector.watchlist.config import WatchlistsConfig
 
 log = logging.getLogger(__name__)
 
 _MAX_HEAD_BYTES = 16 * 1024  # a request line and headers; longer ones are answered 400
 
 
-def watchlists_path(collector: Any) -> Path:
+def watchlists_path(collector: CollectorConfig) -> Path:
     """Where the master watchlists are, as `anpr-collector watchlist` finds them."""
-
-    cfg = WatchlistsConfig.model_validate(collector.watchlists or {})
-    return database_path(cfg, collector.data_dir)
+    return (collector.watchlists or WatchlistsConfig()).database_path(collector.data_dir)
 
 
 class ConsoleServer:
-    """The operators' console for the collector whose config is `collector` (a CollectorConfig)."""
+    """The operators' console for the collector whose config is `collector`."""
 
-    def __init__(self, collector: Any, config: ConsoleConfig | None = None):
+    def __init__(self, collector: CollectorConfig, config: ConsoleConfig | None = None):
         self.collector = collector
         self.config = config or collector.console or ConsoleConfig()
         self.url = ""
@@ -141,7 +140,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock  # uvicorn serves on it, and closes it when it stops
 
 
-def make_component(collector: Any) -> ConsoleServer | None:
+def make_component(collector: CollectorConfig) -> ConsoleServer | None:
     """The console for `anpr-collector run`; None when the config has no enabled `console:`."""
     cfg = collector.console
     if cfg is None or not cfg.enabled:

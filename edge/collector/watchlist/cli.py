@@ -17,13 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from edge.collector.config import load_config
+from edge.collector.config import CollectorConfig, load_config
 from edge.collector.csvsafe import SEPARATORS
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.collector.watchlist.files import FORMATS, guess_format, read_entries, write_entries
 from edge.collector.watchlist.master import ImportResult, ListInfo, WatchlistStore
-from edge.collector.watchlist.server import WatchlistsConfig, WatchlistServer, database_path
+from edge.collector.watchlist.server import WatchlistServer
 from edge.core.keys import credentials_dir, load_keypair
 from edge.core.watchlist.entry import (
     FieldError,
@@ -48,8 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def make_component(config: Any) -> WatchlistServer | None:
-    """The watchlist server for `anpr-collector run` (a `CollectorConfig`); None when off."""
+def make_component(config: CollectorConfig) -> WatchlistServer | None:
+    """The watchlist server for `anpr-collector run`; None when off."""
 
     if config.watchlists is None:
         log.warning("watchlists: no 'watchlists:' section in the config; distribution is off")
@@ -84,11 +83,8 @@ def _open_store(args: argparse.Namespace) -> WatchlistStore:
         return WatchlistStore(args.db)
 
     config = load_config(args.config)
-    try:
-        cfg = WatchlistsConfig.model_validate(config.watchlists or {})
-    except ValidationError as e:
-        raise WatchlistCommandError(f"{args.config}: watchlists: {e}") from None
-    return WatchlistStore(database_path(cfg, config.data_dir))
+    cfg = config.watchlists or WatchlistsConfig()
+    return WatchlistStore(cfg.database_path(config.data_dir))
 
 
 def _policy_from_args(args: argparse.Namespace, store: WatchlistStore) -> ListPolicy | None:

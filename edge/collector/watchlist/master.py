@@ -4,7 +4,8 @@
 hits database, so that a large import never holds up incoming hits).  Each change is
 written, in the same transaction, as a numbered update in a change log, from which the
 collector's `WatchlistServer` publishes and serves catch-up.  Any process may write
-the store; the running collector notices within its `poll_s`.
+the store; the running collector notices within its `poll_s`.  `WatchlistReader`
+reads it from any thread without ever writing it (the console).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.collector.readonly import ReadPool
 from edge.core.watchlist.entry import Entry, ListPolicy, check_list_name
 from edge.core.watchlist.protocol import VERSION, row_to_wire
 
@@ -415,3 +417,53 @@ class WatchlistStore:
         """A read transaction: what is read in it is one state of the store."""
         with self._read():
             yield
+
+
+class WatchlistReader:
+    """The master lists at `path`, read only, from any thread, over up to `connections`
+    read-only connections: a reader never creates the store nor writes it.  Before the
+    store is made, a read raises FileNotFoundError."""
+
+    def __init__(self, path: str | Path, connections: int = 2):
+        self.path = Path(path)
+        self._pool = ReadPool(self.path, connections)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def lists(self) -> list[ListInfo]:
+        """The active lists by name, each with how many entries it holds."""
+        with self._pool.connection() as db:
+            rows = db.execute(
+                "SELECT l.name, l.seq, l.match, l.max_distance, l.description,"
+                " (SELECT count(*) FROM entries e WHERE e.list = l.name)"
+                " FROM lists l WHERE l.active ORDER BY l.name"
+            ).fetchall()
+        return [ListInfo(ListPolicy(name, match, distance, description), seq, True, n)
+                for name, seq, match, distance, description, n in rows]  # fmt: skip
+
+    def entries(
+        self, name: str, *, after_id: int = 0, pattern: str = "", limit: int = 200
+    ) -> list[Entry]:
+        """Up to `limit` entries of list `name` after entry `after_id`, by id; with
+        `pattern`, only those whose pattern (as text) it matches as an SQLite GLOB."""
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE list = ? AND id > ?"
+        args: list[object] = [name, after_id]
+        if pattern:
+            sql += " AND pattern GLOB ?"
+            args.append(pattern)
+        with self._pool.connection() as db:
+            rows = db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
+        return [_entry_from_row(r) for r in rows]
+
+    def entries_by_id(self, ids: Iterable[int]) -> list[Entry]:
+        """The entries with these ids (those there are, in no particular order)."""
+        ids = list(ids)
+        out: list[Entry] = []
+        with self._pool.connection() as db:
+            for i in range(0, len(ids), 500):  # SQLite's limit on parameters
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})"
+                out += [_entry_from_row(r) for r in db.execute(sql, chunk)]
+        return out

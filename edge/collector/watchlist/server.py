@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.keys import PeerCheck, allow_list_of
 from edge.core.watchlist.entry import FieldError, check_list_name
@@ -54,27 +54,6 @@ from edge.core.watchlist.protocol import (
 log = logging.getLogger(__name__)
 
 _CHECKED_ROWS = 100_000  # log rows remembered as checked (by id and checksum)
-
-
-class WatchlistsConfig(BaseModel):
-    """The `watchlists:` section of the collector's YAML."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    # ROUTER socket for snapshots and catch-up; edges connect their `endpoint` here.
-    snapshot: str = "tcp://0.0.0.0:5570"
-    # PUB socket for updates and heartbeats; default: the snapshot port + 1.
-    publish: str | None = None
-    # The master store; default data_dir/watchlists.db (relative: to data_dir).
-    database: Path | None = None
-    heartbeat_s: float = Field(1.0, gt=0, le=60)
-    # How often the log is looked at for changes written by other processes.
-    poll_s: float = Field(0.02, gt=0, le=5)
-    # Expired entries and log rows older than this are purged; an edge away longer
-    # than this gets a full snapshot instead of the updates it missed.
-    retention_days: float = Field(7.0, gt=0, le=3650)
-    chunk_entries: int = Field(5000, ge=100, le=100_000)
 
 
 class WatchlistServer:
@@ -120,20 +99,13 @@ class WatchlistServer:
 
     @classmethod
     def from_config(
-        cls, section: Mapping[str, Any] | None, data_dir: Path, keys: Any = None
+        cls, cfg: WatchlistsConfig, data_dir: Path, keys: Any = None
     ) -> WatchlistServer | None:
         """From the collector's `watchlists:` section; None when distribution is off."""
-        try:
-            cfg = WatchlistsConfig.model_validate(section or {})
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-            )
-            raise ValueError(f"watchlists: {problems}") from None
         if not cfg.enabled:
             return None
         return cls(
-            database_path(cfg, data_dir),
+            cfg.database_path(data_dir),
             cfg.snapshot,
             cfg.publish,
             keys=keys,
@@ -440,9 +412,3 @@ class WatchlistServer:
             "updates": updates,
             "next": {"after": last, "delta": True} if len(updates) == per_chunk else None,
         }
-
-
-def database_path(cfg: WatchlistsConfig, data_dir: Path) -> Path:
-    if cfg.database is None:
-        return Path(data_dir) / "watchlists.db"
-    return cfg.database if cfg.database.is_absolute() else Path(data_dir) / cfg.database

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from edge.watchlist import files
+from edge.collector.watchlist import files
 from test_console_support import ADMIN, OPERATOR, Client, console_hit, running_stack
 from test_link_support import wait_for
 

@@ -167,7 +167,9 @@ def _heartbeat_swarm(
         time.sleep(max(0.0, next_beat - time.monotonic()))
         next_beat += 1.0
         for name, s in socks:  # all of them at once
-            status = {"cameras": {"cam1": {"fps": 12.5}, "cam2": {"fps": 12.4}},
+            status = {"node": name, "health": {"ok": True, "problems": []},
+                      "cameras": {"cam1": {"state": "live", "ok": True, "fps": 12.5},
+                                  "cam2": {"state": "live", "ok": True, "fps": 12.4}},
                       "outbox": {"backlog": 0}}  # fmt: skip
             try:
                 s.send_multipart(Heartbeat(name, status).encode(), zmq.NOBLOCK)

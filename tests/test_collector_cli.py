@@ -186,8 +186,10 @@ def test_nodes_lists_when_each_node_and_camera_was_heard(tmp_path, capsys):
     store = HitStore(path)
     now = dt.datetime.now(dt.UTC)
     store.record_seen(
-        [Seen("edge7", now, "10.0.0.7", {"cameras": {"north": {}}, "outbox": {"backlog": 3}},
-              ("north",))]
+        [Seen("edge7", now, "10.0.0.7", {
+            "node": "edge7", "health": {"ok": True, "problems": []},
+            "cameras": {"north": {"state": "live", "ok": True}}, "outbox": {"backlog": 3}},
+            ("north",))]
     )  # fmt: skip
     store.close()
     assert main(["nodes", "--db", str(path)]) == 0

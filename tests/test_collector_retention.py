@@ -171,8 +171,9 @@ def test_heartbeats_naming_made_up_cameras_make_a_bounded_number_of_rows(tmp_pat
     sock.connect(service.endpoint)
     try:
         for beat in range(200):
-            cams = {f"fake{beat:03d}x{i:03d}": {"state": "live"} for i in range(256)}
-            sock.send_multipart(Heartbeat("edge1", {"cameras": cams}).encode())
+            cams = {f"fake{beat:03d}x{i:03d}": {"state": "live", "ok": True} for i in range(256)}
+            status = {"node": "edge1", "health": {"ok": True}, "cameras": cams}
+            sock.send_multipart(Heartbeat("edge1", status).encode())
         wait_for(lambda: service.stats().get("heartbeats", 0) == 200, 20, "200 heartbeats")
         wait_for(lambda: service.stats().get("cameras_refused", 0) == 200 * 256 - 100, 10,
                  "every camera past the caps counted")  # fmt: skip

@@ -15,6 +15,8 @@ from edge.collector.console import accounts
 from edge.collector.console.accounts import AccountError, ConsoleDB
 from edge.collector.console.data import QueryError, Search, _camera_health, search_pattern
 from edge.collector.console.server import ConsoleServer
+from edge.collector.nodes import NodeHealth
+from edge.core.status import CameraState, CameraStatus, Problem, ProblemKind
 
 # Cheap parameters for the tests' own hashing (the product uses argon2-cffi's defaults).
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -208,12 +210,20 @@ def test_search_patterns_and_filters():
 
 
 def test_camera_health_from_its_node():
-    assert _camera_health("a", "late", ["not heard for 90 s"], {}) == (
+    def cam(state: str, ok: bool, detail: str = "") -> CameraStatus:
+        return CameraStatus(state=CameraState(state), ok=ok, detail=detail)
+
+    black = Problem(camera="b", kind=ProblemKind.BLACK)
+    full = Problem(kind=ProblemKind.STORE_NEAR_BUDGET, detail="97%")
+    assert _camera_health("a", NodeHealth("late", ("not heard for 90 s",)), None) == (
         "late", ["not heard for 90 s"])  # fmt: skip
-    assert _camera_health("a", "ok", [], {"state": "live", "ok": True}) == ("live", [])
+    assert _camera_health("a", NodeHealth("ok"), cam("live", True)) == ("live", [])
     # Another camera's trouble is not this one's; the node's own trouble is everyone's.
-    assert _camera_health("a", "unhealthy", ["camera b: black"], {"ok": True}) == ("live", [])
-    assert _camera_health("a", "unhealthy", ["store at 97% of its disk budget"], {}) == (
+    assert _camera_health("a", NodeHealth("unhealthy", problems=(black,)), cam("live", True)) == (
+        "live", [])  # fmt: skip
+    assert _camera_health("a", NodeHealth("unhealthy", problems=(full,)), None) == (
         "unhealthy", ["store at 97% of its disk budget"])  # fmt: skip
-    assert _camera_health("a", "ok", [], {"state": "dead", "ok": False, "detail": "no frames"}) == (
+    assert _camera_health("a", NodeHealth("ok"), cam("dead", False, "no frames")) == (
         "unhealthy", ["camera a: dead (no frames)"])  # fmt: skip
+    assert _camera_health("a", NodeHealth("unhealthy", ("unreadable status",)), None) == (
+        "unhealthy", ["unreadable status"])  # fmt: skip

@@ -273,8 +273,8 @@ def test_search_by_wildcard_time_camera_and_list_and_export(stack):
 
 def test_cameras_by_place_and_health(stack):
     edge_a = stack.edge("edge-a", status=live_status("cam-north"))
-    sick = {"heartbeat_s": 0.2,
-            "health": {"ok": False, "problems": ["camera cam-x: frozen (picture unchanged)"]},
+    frozen = {"camera": "cam-x", "kind": "frozen", "detail": "picture unchanged"}
+    sick = {"heartbeat_s": 0.2, "health": {"ok": False, "problems": [frozen]},
             "cameras": {"cam-x": {"state": "frozen", "ok": False, "fps": 0.0,
                                   "detail": "picture unchanged"}}}  # fmt: skip
     stack.edge("edge-b", status=sick)

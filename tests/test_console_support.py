@@ -28,6 +28,7 @@ from edge.collector.service import CollectorService
 from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
+from edge.core.status import NodeStatus
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
 
@@ -205,14 +206,16 @@ class Stack:
         return c
 
     def edge(self, node: str = "edge-a", status: dict[str, Any] | None = None) -> Outbox:
-        """A running edge `node` (outbox and sender, link up); hits put in its outbox go."""
+        """A running edge `node` (outbox and sender, link up); hits put in its outbox go.
+        Its heartbeats carry `status`: a NodeStatus's fields, less the node's name."""
+        record = None if status is None else NodeStatus.model_validate({"node": node, **status})
         public, secret = self.keys.edge(node)
         outbox = Outbox(self.root / f"edge-{node}" / "outbox.db")
         sender = HitSender(
             outbox, self.service.endpoint, node_id=node, public_key=public, secret_key=secret,
             server_key=self.keys.server_public, ctx=self.ctx, ack_timeout_s=1.0,
             reconnect_max_s=0.2, heartbeat_s=0.2,
-            status=(lambda: status) if status is not None else None,
+            status=(lambda: record) if record is not None else None,
         )  # fmt: skip
         sender.start()
         self.senders.append(sender)

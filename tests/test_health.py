@@ -4,6 +4,7 @@ the camera loop's progress as the watchdog sees it; the node's status and its me
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import urllib.request
@@ -15,6 +16,7 @@ from test_link_support import free_port, wait_for
 from test_sources_live import FakeStream
 
 from edge.core.notify import Notifier
+from edge.core.status import NodeStatus, ProblemKind, QueueStatus
 from edge.core.types import Frame
 from edge.node.config import CameraConfig, EdgeConfig, HealthConfig
 from edge.node.health import CameraHealth, LoopWatch
@@ -231,38 +233,43 @@ def test_frozen_and_black_cameras_are_reported_and_the_other_goes_on(tmp_path, e
         service.start()
 
         def states() -> dict[str, str]:
-            return {c: s["state"] for c, s in service.status()["cameras"].items()}
+            return {c: s.state for c, s in service.status().cameras.items()}
 
         wait_for(lambda: states() == {"frozen": "frozen", "black": "black", "good": "live"},
                  WAIT, "frozen, black and live")
         # each bad camera is retried: the source reconnects, with back-off
         wait_for(lambda: len(opens["frozen"]) >= 3 and len(opens["black"]) >= 3, WAIT,
                  "reconnects")
-        frames = service.status()["cameras"]["good"]["frames"]
-        wait_for(lambda: service.status()["cameras"]["good"]["frames"] > frames + 10, WAIT,
+        frames = service.status().cameras["good"].frames
+        wait_for(lambda: service.status().cameras["good"].frames > frames + 10, WAIT,
                  "the good camera to go on")
         status = service.status()
-        cams = status["cameras"]
+        cams = status.cameras
         assert states() == {"frozen": "frozen", "black": "black", "good": "live"}
-        assert "unchanged" in cams["frozen"]["detail"] and "black" in cams["black"]["detail"]
-        assert cams["frozen"]["reconnects"] >= 2 and cams["good"]["reconnects"] == 0
-        assert (cams["frozen"]["ok"], cams["black"]["ok"], cams["good"]["ok"]) == (
-            False, False, True)
-        assert cams["good"]["fps"] > 5
-        assert not status["health"]["ok"]
-        problems = " ".join(status["health"]["problems"])
+        assert "unchanged" in cams["frozen"].detail and "black" in cams["black"].detail
+        assert cams["frozen"].reconnects >= 2 and cams["good"].reconnects == 0
+        assert (cams["frozen"].ok, cams["black"].ok, cams["good"].ok) == (False, False, True)
+        assert cams["good"].fps > 5
+        assert not status.health.ok
+        kinds = {(p.camera, p.kind) for p in status.health.problems}
+        assert {("frozen", ProblemKind.FROZEN), ("black", ProblemKind.BLACK)} <= kinds
+        problems = " ".join(str(p) for p in status.health.problems)
         assert "camera frozen: frozen" in problems and "camera black: black" in problems
         assert "good" not in problems
         # the rest of what a heartbeat carries
-        assert status["config"] == service.config_hash and len(status["config"]) == 12
-        assert set(status["models"]) >= {"plates", "ocr-ppocrv6-small"}
-        assert status["queue"] == {"hits_waiting": 0, "hits_held": 0}
-        assert status["outbox"]["backlog"] == 0
-        disk = status["disk"]
-        assert disk["budget_bytes"] == 2048 * 1024**2 and 0 < disk["used_bytes"]
-        assert disk["used_fraction"] == round(disk["used_bytes"] / disk["budget_bytes"], 4)
-        assert disk["free_bytes"] > 0
-        assert status["heartbeat_s"] == 10.0 and status["node"] == "health-test"
+        assert status.config == service.config_hash and len(status.config) == 12
+        assert set(status.models) >= {"plates", "ocr-ppocrv6-small"}
+        assert status.queue == QueueStatus(hits_waiting=0, hits_held=0)
+        assert status.outbox is not None and status.outbox.backlog == 0
+        disk = status.disk
+        assert disk is not None
+        assert disk.budget_bytes == 2048 * 1024**2 and 0 < disk.used_bytes
+        assert disk.used_fraction == round(disk.used_bytes / disk.budget_bytes, 4)
+        assert disk.free_bytes > 0
+        assert status.heartbeat_s == 10.0 and status.node == "health-test"
+        # as the heartbeat carries it, and as the collector reads it back
+        assert NodeStatus.model_validate(json.loads(json.dumps(
+            status.model_dump(mode="json")))) == status
         assert "frozen frozen" in service.status_line() and "good live" in service.status_line()
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
@@ -434,16 +441,18 @@ def test_a_camera_whose_frames_all_go_unanalysed_is_reported_blind(engines, monk
                           source_factory=camera_factory(alive, opens, pace=0.02))
     try:
         service.start()
-        wait_for(lambda: service.status()["cameras"]["cam"]["state"] == "blind", WAIT,
+        wait_for(lambda: service.status().cameras["cam"].state == "blind", WAIT,
                  "blind")
         status = service.status()
-        cam = status["cameras"]["cam"]
-        assert not cam["ok"] and cam["analysed"] == 1 and cam["frames"] > 1
-        assert not status["health"]["ok"]
-        assert any(p.startswith("camera cam: blind (processing nothing: frames arrive at")
-                   for p in status["health"]["problems"])
+        cam = status.cameras["cam"]
+        assert not cam.ok and cam.analysed == 1 and cam.frames > 1
+        assert not status.health.ok
+        assert any(str(p).startswith("camera cam: blind (processing nothing: frames arrive at")
+                   for p in status.health.problems)
         wait_for(lambda: service.faults(), WAIT, "blind long enough to be a fault")
-        assert service.faults()[0].startswith("camera cam: blind for")
+        fault = service.faults()[0]
+        assert (fault.camera, fault.kind) == ("cam", ProblemKind.BLIND_STALLED)
+        assert str(fault).startswith("camera cam: blind for")
     finally:
         service.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from test_link_support import (
 )
 
 from edge.collector.hits import HitQuery, HitReader
+from edge.collector.nodes import judge_node
 from edge.collector.service import CollectorService
 from edge.collector.store import HitStore
+from edge.core.status import NodeStatus
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
 
@@ -45,6 +48,14 @@ def _sender(keys: Keys, outbox: Outbox, endpoint: str, ctx, node="edge1", allowe
         outbox, endpoint, node_id=node, public_key=public, secret_key=secret,
         server_key=keys.server_public, ctx=ctx, **kw,
     )  # fmt: skip
+
+
+def _nodes(service: CollectorService) -> list[dict]:
+    store = HitStore(service.config.db_path, readonly=True)
+    try:
+        return store.nodes()
+    finally:
+        store.close()
 
 
 def test_hits_are_delivered_once_and_leave_the_outbox(tmp_path, keys, ctx):
@@ -74,7 +85,11 @@ def test_hits_are_delivered_once_and_leave_the_outbox(tmp_path, keys, ctx):
 def test_heartbeats_tell_the_collector_about_node_and_cameras(tmp_path, keys, ctx):
     service = start_collector(tmp_path, keys, ctx)
     outbox = Outbox(tmp_path / "edge" / "outbox.db")
-    status = {"cameras": {"cam-north": {"fps": 12.5}, "cam-south": {"fps": 0}}, "config": "ab12"}
+    status = NodeStatus.model_validate({
+        "node": "edge1", "heartbeat_s": 0.05, "health": {"ok": True},
+        "cameras": {"cam-north": {"state": "live", "ok": True, "fps": 12.5},
+                    "cam-south": {"state": "dead", "ok": False, "fps": 0}},
+        "config": "ab12"})  # fmt: skip
     sender = _sender(keys, outbox, service.endpoint, ctx, status=lambda: status, heartbeat_s=0.05)
     sender.start()
     try:
@@ -91,6 +106,11 @@ def test_heartbeats_tell_the_collector_about_node_and_cameras(tmp_path, keys, ct
         assert node["status"]["config"] == "ab12"
         assert node["status"]["outbox"]["backlog"] == 0  # the sender adds its own figures
         assert node["address"] == "127.0.0.1"
+        # a good heartbeat round-trips: what is stored is the status sent, and the link's
+        stored = NodeStatus.model_validate(node["status"])
+        assert stored.cameras == status.cameras and stored.health == status.health
+        assert stored.link is not None and stored.link.heartbeats >= 0
+        assert service.stats().get("refused", 0) == 0
     finally:
         sender.stop()
         service.stop()
@@ -109,6 +129,11 @@ def test_a_failing_status_callback_does_not_stop_heartbeats(tmp_path, keys, ctx,
     try:
         wait_for(lambda: service.stats().get("heartbeats", 0) >= 2, what="heartbeats")
         assert "status callback failed" in caplog.text
+        # and the collector hears that the node cannot say how it is, not that it is well
+        (node,) = wait_for(lambda: [n for n in _nodes(service) if n["status"]], what="stored")
+        health = judge_node(node, dt.datetime.now(dt.UTC))
+        assert health.verdict == "unhealthy"
+        assert health.reasons == ["node status unavailable (RuntimeError('camera thread gone'))"]
     finally:
         sender.stop()
         service.stop()

@@ -216,7 +216,7 @@ class Node:
         self.service.stop()
 
     def camera(self) -> dict:
-        return self.service.status()["cameras"]["lane-1"]
+        return self.service.status().cameras["lane-1"].model_dump(mode="json")
 
     def live_with_frames(self, frames: float) -> bool:
         cam = self.camera()
@@ -232,13 +232,13 @@ def test_the_node_notices_the_camera_going_away_and_is_back_soon_after_it_return
 
         camera.stop()  # power cut at the camera
         gone = time.monotonic()
-        wait_for(lambda: not node.service.status()["health"]["ok"], 10,
+        wait_for(lambda: not node.service.status().health.ok, 10,
                  "the node to call itself unhealthy")
         noticed = time.monotonic() - gone
         assert noticed < 5.0, f"the node noticed the camera gone only after {noticed:.1f} s"
         status = node.service.status()
         assert node.camera()["state"] == "dead", node.camera()
-        assert any(p.startswith("camera lane-1: dead") for p in status["health"]["problems"])
+        assert any(str(p).startswith("camera lane-1: dead") for p in status.health.problems)
         # away long enough for a doubling back-off to grow past the cap a camera needs:
         # until the node has tried four times (or 20 s)
         wait_until(lambda: node.camera()["reconnects"] >= 4, 20)
@@ -258,7 +258,7 @@ def test_the_node_notices_the_camera_going_away_and_is_back_soon_after_it_return
         processed = node.camera()["processed"]
         assert wait_until(lambda: node.camera()["processed"] > processed, ANALYSIS_WITHIN_S), \
             f"frames come in but none is analysed: {node.camera()}"
-        assert secrets_in(caplog.text, json.dumps(node.service.status())) == []
+        assert secrets_in(caplog.text, node.service.status().model_dump_json()) == []
 
 
 @pytest.mark.models
@@ -298,7 +298,7 @@ def test_the_node_takes_a_variable_rate_camera_at_the_rate_it_delivers(
         assert cam["reconnects"] == 0 and cam["state"] == "live", cam
         assert 0.75 * RATE <= cam["fps"] <= 1.25 * RATE, cam
         assert cam["processed"] > 0, cam
-        assert node.service.status()["health"]["ok"], node.service.status()["health"]
+        assert node.service.status().health.ok, node.service.status().health
 
 
 class NodeProcess:

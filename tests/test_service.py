@@ -26,6 +26,7 @@ from test_service_support import (
     stored_reads,
 )
 
+from edge.core.status import ProblemKind
 from edge.core.types import Frame, PlateEvent
 from edge.node.config import load_config
 from edge.node.pipeline import VideoPipeline
@@ -156,9 +157,10 @@ def test_a_camera_loop_that_breaks_ends_the_node_for_a_restart(tmp_path, engines
     try:
         assert service.wait() is True
         assert service.workers[0].failed
-        assert service.faults() == [
+        assert [str(f) for f in service.faults()] == [
             "camera lane-1: loop failed (RuntimeError('a bug, not a bad stream'))"]
-        assert not service.status()["health"]["ok"]
+        assert service.faults()[0].kind == ProblemKind.LOOP_FAILED
+        assert not service.status().health.ok
     finally:
         service.stop()
     assert "the camera loop failed" in caplog.text

@@ -16,6 +16,7 @@ import pytest
 from helpers.stand_ins import idle_engines
 from test_link_support import fake_jpeg, wait_for
 
+from edge.core.status import Health, ProblemKind
 from edge.core.types import PlateEvent
 from edge.core.watchlist.entry import Entry, ListPolicy
 from edge.core.watchlist.protocol import Update
@@ -69,14 +70,16 @@ def lines(service: EdgeService) -> list[dict]:
 
 
 def test_hits_wait_through_a_full_disk_and_the_node_says_so(node):
-    assert node.status()["health"]["ok"]
+    assert node.status().health.ok
     fill_up(node)
     for n in range(1, 26):
         node.handle_event(CAMERA, event(f"AB{n:03d}CD", float(n)), 1_900_000_000.0 + n)
     status = node.status()
-    assert not status["health"]["ok"]
-    assert any("25 hit(s) waiting in memory" in p for p in status["health"]["problems"])
-    assert status["outbox"]["waiting_hits"] == 25
+    assert not status.health.ok
+    (problem,) = status.health.problems
+    assert problem.kind == ProblemKind.HITS_IN_MEMORY and problem.camera is None
+    assert str(problem).startswith("store: 25 hit(s) waiting in memory, not yet on disk (")
+    assert status.outbox is not None and status.outbox.waiting_hits == 25
     assert "DISK FULL: 25 hit(s) waiting in memory" in node.status_line()
     assert [line["stored"] for line in lines(node)] == [False] * 25
     assert hits_on_disk(node) == []  # and so none was offered to the collector
@@ -85,7 +88,7 @@ def test_hits_wait_through_a_full_disk_and_the_node_says_so(node):
     wait_for(lambda: node.outbox.stats()["waiting_hits"] == 0, what="the store-retry thread")
     assert [text for text, _ in hits_on_disk(node)] == [f"AB{n:03d}CD" for n in range(1, 26)]
     assert all(scene == 40_000 for _, scene in hits_on_disk(node))
-    assert node.status()["health"] == {"ok": True, "problems": []}
+    assert node.status().health == Health(ok=True, problems=[])
     assert "DISK FULL" not in node.status_line()
 
 
@@ -98,9 +101,12 @@ def test_under_the_floor_hits_keep_their_crop_and_reads_are_not_kept(node):
     assert node.outbox.reads() == []
     assert [line["stored"] for line in lines(node)] == [True, False]
     status = node.status()
-    assert status["disk"]["low_disk"] and status["disk"]["free_bytes"] == 10 * MB
-    assert status["outbox"]["low_disk_hits"] == 1 and status["outbox"]["refused_reads"] == 1
-    assert any("low disk, 10 MiB free (under 64 MiB)" in p for p in status["health"]["problems"])
+    assert status.disk is not None and status.outbox is not None
+    assert status.disk.low_disk and status.disk.free_bytes == 10 * MB
+    assert status.outbox.low_disk_hits == 1 and status.outbox.refused_reads == 1
+    assert [str(p) for p in status.health.problems if p.kind == ProblemKind.LOW_DISK] == [
+        "store: low disk, 10 MiB free (under 64 MiB): hits are stored without their scene, "
+        "reads not kept"]
 
 
 def test_the_floor_and_the_memory_queue_come_from_the_store_config(tmp_path):
@@ -135,10 +141,11 @@ def test_a_failed_write_with_nothing_waiting_still_makes_the_node_unwell(node):
     real = node.outbox._db
     node.outbox._db = RefusingReads(real)
     node.handle_event(CAMERA, event("ZZ999ZZ", 1.0), 1_900_000_001.0)  # on no list
-    problems = node.status()["health"]["problems"]
-    assert any(p.startswith("store: the last write failed") for p in problems), problems
+    problems = node.status().health.problems
+    assert [p.kind for p in problems] == [ProblemKind.STORE_WRITE_FAILED], problems
+    assert str(problems[0]).startswith("store: the last write failed (")
     assert "DISK FULL: the last write failed" in node.status_line()
     node.outbox._db = real  # room again
     node.handle_event(CAMERA, event("ZZ998ZZ", 2.0), 1_900_000_002.0)
-    assert node.status()["health"] == {"ok": True, "problems": []}
+    assert node.status().health == Health(ok=True, problems=[])
     assert [line["stored"] for line in lines(node)] == [False, True]

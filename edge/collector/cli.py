@@ -23,6 +23,7 @@ from edge.collector.store import HitStore
 from edge.collector.watchlist.cli import add_watchlist_commands
 from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.core.keys import generate_keypair
+from edge.core.status import CameraState, CameraStatus
 
 DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -171,8 +172,10 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     finally:
         store.close()
     now = dt.datetime.now(dt.UTC)
+    judged = {}
     for n in nodes:
-        n["verdict"], n["problems"] = judge_node(n, now, args.late)
+        judged[n["node"]] = health = judge_node(n, now, args.late)
+        n["verdict"], n["problems"] = health.verdict, health.reasons
     if args.problems:
         nodes = [n for n in nodes if n["verdict"] != "ok"]
     alarm = bool(disk and disk.get("alarm"))
@@ -184,17 +187,16 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         print(json.dumps(nodes))
         return 1 if args.problems and (nodes or alarm) else 0
     for n in nodes:
-        status = n.get("status") or {}
+        status = judged[n["node"]].status
         age = now - dt.datetime.fromisoformat(n["last_seen"]) if n["last_seen"] else None
-        backlog = (status.get("outbox") or {}).get("backlog", "?")
-        disk = (status.get("disk") or {}).get("used_fraction")
-        states = status.get("cameras") or {}
+        backlog = status.outbox.backlog if status and status.outbox else "?"
+        used = f"{status.disk.used_fraction:.0%}" if status and status.disk else "?"
+        states = status.cameras if status else {}
         cams = ", ".join(
             f"{c['camera']} {_camera_state(states.get(c['camera']))}{_ago(now, c['last_seen'])}"
             for c in n["cameras"]
         )  # fmt: skip
         seen = "never" if age is None else f"{age.total_seconds():.0f} s ago"
-        used = "?" if not isinstance(disk, int | float) else f"{disk:.0%}"
         print(f"{n['node']:<20} {n['verdict'].upper():<10} heard {seen:<12} backlog "
               f"{backlog:<6} disk {used:<5} {n['address'] or ''}  {cams}")
         for problem in n["problems"]:
@@ -202,12 +204,12 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     return 1 if args.problems and (nodes or alarm) else 0
 
 
-def _camera_state(state: dict[str, Any] | None) -> str:
-    if not isinstance(state, dict) or "state" not in state:
+def _camera_state(state: CameraStatus | None) -> str:
+    if state is None:
         return ""
-    if state["state"] == "live":
-        return f"live {state.get('fps', 0):.1f} fps, "
-    return f"{str(state['state']).upper()}, "
+    if state.state == CameraState.LIVE:
+        return f"live {state.fps:.1f} fps, "
+    return f"{state.state.value.upper()}, "
 
 
 def _ago(now: dt.datetime, when: str | None) -> str:

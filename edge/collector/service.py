@@ -10,9 +10,11 @@ takes all that arrived meanwhile: the slower the disk, the bigger the batch.  A 
 already stored is acknowledged again and not stored twice.  Heartbeats are noted in
 memory by the receiver (a few microseconds each), then read and written by the
 writer about once a second, a hundred at a time between commits of hits, so a storm
-of them does not hold up a hit; a node may name so many cameras and no more.  Anything
-malformed is refused and counted, and the loops carry on.  Between commits the writer
-also runs the maintenance (`retention.py`) a slice at a time, and watches the disk.
+of them does not hold up a hit; a node may name so many cameras and no more.  A
+heartbeat's status must be an `edge.core.status.NodeStatus`, and what is stored is the
+record that validated.  Anything malformed is refused and counted, and the loops carry
+on.  Between commits the writer also runs the maintenance (`retention.py`) a slice at a
+time, and watches the disk.
 
 Other parts of the collector (watchlist distribution) run in the same process as
 `components`: each gets the one `zmq.Context` in `start(ctx)`; its CURVE server
@@ -40,6 +42,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 import zmq
+from pydantic import ValidationError
 
 from edge.collector.config import CollectorConfig
 from edge.collector.retention import Clock, Maintenance, utc_now
@@ -61,6 +64,7 @@ from edge.core.link_protocol import (
     decode_message,
 )
 from edge.core.notify import Notifier, watchdog_period
+from edge.core.status import NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -522,12 +526,20 @@ class CollectorService:
             if msg.node != node:
                 self._refuse("impersonation", node, f"heartbeat claims to come from {msg.node!r}")
                 continue
+            try:  # a status of the wrong shape is never stored: its readers rely on it
+                status = NodeStatus.model_validate(msg.status)
+            except ValidationError as e:
+                self._refuse("status", node, f"heartbeat status: {_first_error(e)}")
+                continue
+            if status.node != node:
+                self._refuse("impersonation", node, f"status claims to be of {status.node!r}")
+                continue
             ok += 1
             s = seen.get(node) or Seen(node, when)
             s.last_seen = max(s.last_seen, when)
             s.address = address or s.address
-            s.status = msg.status
-            cameras = msg.cameras
+            s.status = status.model_dump(mode="json")  # what validated, unknown keys left out
+            cameras = list(status.cameras)
             if len(cameras) > most:
                 self._refuse_cameras(node, len(cameras) - most, f"a heartbeat names "
                                      f"{len(cameras)} cameras, more than {most}")  # fmt: skip
@@ -708,6 +720,14 @@ def _malloc_trim() -> None:
 
 
 _libc: Any = None
+
+
+def _first_error(e: ValidationError) -> str:
+    """What is wrong, in a line of bounded length (neither the input nor a long key)."""
+    first = e.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part)[:40] for part in first["loc"][:8]) or "status"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {first['msg'][:120]}{more}"
 
 
 def _property(frame: zmq.Frame, name: str) -> str | None:

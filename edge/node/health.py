@@ -8,17 +8,21 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from statistics import median
 from typing import NamedTuple
 
 from edge.core.notify import Notifier
+from edge.core.status import CameraState, Problem
 from edge.node.sources import SourceHealth
 
 log = logging.getLogger(__name__)
 
-TROUBLE = ("frozen", "black", "dead")  # what a live source reports when its picture is lost
-GOOD = ("live", "ended", "stopped")
+# what a live source reports when its picture is lost
+TROUBLE = (CameraState.FROZEN, CameraState.BLACK, CameraState.DEAD)
+GOOD = (CameraState.LIVE, CameraState.ENDED, CameraState.STOPPED)
+# what the node judges a camera to be when its source has not said it is in trouble
+JUDGED = (CameraState.SLOW, CameraState.FAILED, CameraState.BLIND)
 
 
 class DeliveredRate:
@@ -80,10 +84,10 @@ class CameraHealth:
         self.expected_fps: float | None = None  # what the last look judged the rate by
         self._clock = clock
         self.started = clock()
-        self.state = "starting"
+        self.state = CameraState.STARTING
         self.detail = ""
         self.since = time.time()
-        self._problem: str | None = None
+        self._problem: CameraState | None = None
         self._problem_detail = ""
         self._problem_at = 0.0
         self._slow_since: float | None = None
@@ -95,7 +99,7 @@ class CameraHealth:
     def ok(self) -> bool:
         if self.state in GOOD:
             return True
-        return self.state in ("starting", "connecting") and (
+        return self.state in (CameraState.STARTING, CameraState.CONNECTING) and (
             self._clock() - self.started < self.grace_s)
 
     def observe(self, health: SourceHealth, configured_fps: float | None = None, *,
@@ -109,8 +113,8 @@ class CameraHealth:
         """
         now = self._clock()
         reopen = False
-        source: str = health.state
-        state: str
+        source = CameraState(health.state)
+        state: CameraState
         # A connection that froze and was reopened may be live again before this loop
         # looks: its trouble shows in the count of reconnects and the reason it gave.
         lost = health.reconnects > self._reconnects
@@ -119,7 +123,7 @@ class CameraHealth:
             self._problem, self._problem_at = trouble_of(health.last_error), now
             self._problem_detail = health.last_error or ""
             self._slow_since = None
-        arriving = source == "live" and health.fps > 0
+        arriving = source == CameraState.LIVE and health.fps > 0
         if not arriving:
             self._live_since = self._blind_since = None
         elif self._live_since is None or lost:
@@ -129,24 +133,24 @@ class CameraHealth:
             self._problem_detail = health.last_error or ""
             self._slow_since = None
             state, detail = source, self._problem_detail
-        elif source == "live":
-            state, detail = "live", ""
+        elif source == CameraState.LIVE:
+            state, detail = CameraState.LIVE, ""
             reopen = live and self._judge_rate(now, health.fps, configured_fps)
             blind = (self._blind(now, health.fps, analysed_at)
                      if arriving and analysed_at is not None else None)
             if blind is not None:
-                state, detail = "blind", blind
+                state, detail = CameraState.BLIND, blind
             elif self._problem is not None:
                 if now - self._problem_at < self.recover_s:
                     state, detail = self._problem, f"recovering: {self._problem_detail}"
                 else:
                     self._problem = None
-        elif source == "connecting" and self._problem is not None:
+        elif source == CameraState.CONNECTING and self._problem is not None:
             state, detail = self._problem, f"reconnecting: {self._problem_detail}"
         else:
             state, detail = source, ""
         if reopen:
-            state, detail = "slow", self._problem_detail
+            state, detail = CameraState.SLOW, self._problem_detail
         self._set(state, detail)
         return reopen
 
@@ -165,7 +169,7 @@ class CameraHealth:
         if now - self._slow_since < self.slow_after_s:
             return False
         origin = "configured" if configured_fps else "as delivered"
-        self._problem, self._problem_at = "slow", now
+        self._problem, self._problem_at = CameraState.SLOW, now
         self._problem_detail = (f"{fps:.1f} fps for {now - self._slow_since:.0f} s, "
                                 f"expected {expected:.3g} ({origin})")
         self._slow_since = None
@@ -185,35 +189,36 @@ class CameraHealth:
     def blind_for(self) -> float:
         """How long the camera has been blind, counted from its last analysed frame (0: it
         is not blind)."""
-        if self.state != "blind" or self._blind_since is None:
+        if self.state != CameraState.BLIND or self._blind_since is None:
             return 0.0
         return self._clock() - self._blind_since
 
-    def set(self, state: str, detail: str = "") -> None:
+    def set(self, state: CameraState, detail: str = "") -> None:
         """A state the loop knows better than the source (starting, stopped, failed)."""
         self._set(state, detail)
 
-    def _set(self, state: str, detail: str) -> None:
+    def _set(self, state: CameraState, detail: str) -> None:
         self.detail = detail
         if state == self.state:
             return
         previous, self.state, self.since = self.state, state, time.time()
-        if state in TROUBLE or state in ("slow", "failed", "blind"):
+        if state in TROUBLE or state in JUDGED:
             log.warning("camera %s: %s (%s)", self.camera, state, detail or "no detail")
-        elif state == "live" and previous in (*TROUBLE, "slow", "blind"):
+        elif state == CameraState.LIVE and previous in (*TROUBLE, CameraState.SLOW,
+                                                        CameraState.BLIND):
             log.info("camera %s: live again after being %s", self.camera, previous)
         else:
             log.debug("camera %s: %s -> %s", self.camera, previous, state)
 
 
-def trouble_of(reason: str | None) -> str:
+def trouble_of(reason: str | None) -> CameraState:
     """Which trouble ended a live source's connection, from the reason it gave."""
     text = (reason or "").lower()
     if "unchanged" in text:  # PictureWatch: "picture unchanged for 20.0 s"
-        return "frozen"
+        return CameraState.FROZEN
     if "black" in text:  # "picture black for 30.0 s"
-        return "black"
-    return "dead"
+        return CameraState.BLACK
+    return CameraState.DEAD
 
 
 class Loop(NamedTuple):
@@ -238,7 +243,7 @@ class LoopWatch:
 
     def __init__(self, notifier: Notifier, loops: Callable[[], Iterable[Loop]], *,
                  period_s: float | None, stall_s: float,
-                 faults: Callable[[], list[str]] | None = None,
+                 faults: Callable[[], Sequence[Problem | str]] | None = None,
                  status: Callable[[], str] | None = None, status_every_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.notifier = notifier
@@ -263,7 +268,7 @@ class LoopWatch:
             if quiet >= self.stall_s:
                 found.append(f"{loop.name}: no progress for {quiet:.0f} s")
         if self.faults is not None:
-            found.extend(self.faults())
+            found.extend(str(fault) for fault in self.faults())
         return found
 
     def tick(self) -> bool:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from edge.core.status import CameraState, CameraStatus, NodeStatus
+
 log = logging.getLogger(__name__)
 
-CAMERA_STATES = ("starting", "connecting", "live", "slow", "blind", "frozen", "black", "dead",
-                 "ended", "stopped", "failed")
-_CAMERA_COUNTERS = {  # status key -> (metric, help)
+_CAMERA_COUNTERS = {  # CameraStatus field -> (metric, help)
     "frames": ("frames", "frames taken from the source"),
     "processed": ("processed_frames", "frames past the motion gate and analysed"),
     "events": ("events", "vehicle passes read"),
@@ -28,7 +27,7 @@ _CAMERA_COUNTERS = {  # status key -> (metric, help)
     "dropped": ("dropped_frames", "frames dropped because the node fell behind"),
     "reconnects": ("reconnects", "times the source was opened again"),
 }
-_OUTBOX_GAUGES = {
+_OUTBOX_GAUGES = {  # OutboxStatus field -> (metric, help)
     "backlog": ("outbox_backlog", "hits waiting for the collector"),
     "held": ("outbox_held", "hits the collector refused, kept"),
     "reads": ("outbox_reads", "non-hit reads kept for the retention"),
@@ -49,7 +48,7 @@ _OUTBOX_COUNTERS = {
 class EdgeMetrics(Collector):
     """Turns `status()` (EdgeService.status) into metric families."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[[], NodeStatus]) -> None:
         self.status = status
 
     def describe(self) -> list[Metric]:
@@ -59,35 +58,39 @@ class EdgeMetrics(Collector):
         s = self.status()
         info = GaugeMetricFamily("anpr_edge_info", "the node, its config and software",
                                  labels=["node", "config", "version"])
-        info.add_metric([s["node"], s["config"], s["version"]], 1)
+        info.add_metric([s.node, s.config or "", s.version or ""], 1)
         yield info
         models = GaugeMetricFamily("anpr_edge_model_info", "model files in use (short sha256)",
                                    labels=["model", "sha256"])
-        for name, digest in sorted(s["models"].items()):
+        for name, digest in sorted(s.models.items()):
             models.add_metric([name, digest], 1)
         yield models
         yield GaugeMetricFamily("anpr_edge_uptime_seconds", "since the node started",
-                                value=s["uptime_s"])
+                                value=s.uptime_s or 0.0)
         yield GaugeMetricFamily("anpr_edge_healthy", "1 when the node finds nothing wrong",
-                                value=1 if s["health"]["ok"] else 0)
-        yield from _cameras(s["cameras"])
-        for key, (name, text) in _OUTBOX_GAUGES.items():
-            yield GaugeMetricFamily(f"anpr_edge_{name}", text, value=float(s["outbox"][key]))
-        for key, (name, text) in _OUTBOX_COUNTERS.items():
-            yield CounterMetricFamily(f"anpr_edge_{name}", text, value=s["outbox"][key])
-        yield GaugeMetricFamily("anpr_edge_disk_free_bytes", "free space where the store is",
-                                value=s["disk"]["free_bytes"])
-        link = s.get("link")
+                                value=1 if s.health.ok else 0)
+        yield from _cameras(s.cameras)
+        outbox = s.outbox
+        if outbox is not None:
+            for key, (name, text) in _OUTBOX_GAUGES.items():
+                yield GaugeMetricFamily(f"anpr_edge_{name}", text,
+                                        value=float(getattr(outbox, key)))
+            for key, (name, text) in _OUTBOX_COUNTERS.items():
+                yield CounterMetricFamily(f"anpr_edge_{name}", text, value=getattr(outbox, key))
+        if s.disk is not None:
+            yield GaugeMetricFamily("anpr_edge_disk_free_bytes", "free space where the store is",
+                                    value=s.disk.free_bytes)
+        link = s.link
         if link is not None:
             yield GaugeMetricFamily("anpr_edge_link_up", "1 while the collector acknowledges",
-                                    value=1 if link["up"] else 0)
+                                    value=1 if link.up else 0)
             yield CounterMetricFamily("anpr_edge_link_sent", "hits sent (with resends)",
-                                      value=link["sent"])
+                                      value=link.sent)
             yield CounterMetricFamily("anpr_edge_link_acked", "hits the collector acknowledged",
-                                      value=link["acked"])
+                                      value=link.acked)
 
 
-def _cameras(cameras: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+def _cameras(cameras: dict[str, CameraStatus]) -> Iterator[Metric]:
     state = GaugeMetricFamily("anpr_edge_camera_state", "1 for the state each camera is in",
                               labels=["camera", "state"])
     ok = GaugeMetricFamily("anpr_edge_camera_ok", "1 when the camera is well",
@@ -99,20 +102,20 @@ def _cameras(cameras: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     counters = {key: CounterMetricFamily(f"anpr_edge_camera_{name}", text, labels=["camera"])
                 for key, (name, text) in _CAMERA_COUNTERS.items()}
     for camera, c in sorted(cameras.items()):
-        for known in CAMERA_STATES:
-            state.add_metric([camera, known], 1 if c["state"] == known else 0)
-        ok.add_metric([camera], 1 if c["ok"] else 0)
-        fps.add_metric([camera], c["fps"])
-        lag.add_metric([camera], c["lag_ms"] / 1000)
+        for known in CameraState:
+            state.add_metric([camera, known.value], 1 if c.state == known else 0)
+        ok.add_metric([camera], 1 if c.ok else 0)
+        fps.add_metric([camera], c.fps)
+        lag.add_metric([camera], c.lag_ms / 1000)
         for key, family in counters.items():
-            family.add_metric([camera], c[key])
+            family.add_metric([camera], getattr(c, key))
     yield from (state, ok, fps, lag, *counters.values())
 
 
 class MetricsServer:
     """The HTTP endpoint; close() stops it."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]], host: str, port: int) -> None:
+    def __init__(self, status: Callable[[], NodeStatus], host: str, port: int) -> None:
         registry = CollectorRegistry()
         registry.register(EdgeMetrics(status))
         self._server, self._thread = start_http_server(port, host, registry=registry)

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -36,11 +35,19 @@ from edge.core.link_protocol import (
     Reject,
     decode_message,
 )
+from edge.core.status import (
+    Health,
+    LinkStatus,
+    NodeStatus,
+    OutboxStatus,
+    Problem,
+    ProblemKind,
+)
 from edge.node.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-StatusCallback = Callable[[], dict[str, Any]]
+StatusCallback = Callable[[], NodeStatus]
 
 _LINK_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -72,8 +79,9 @@ class HitSender:
 
     `public_key`/`secret_key` are this node's CURVE pair and `server_key` the
     collector's public key (all Z85).  `status` is called for each heartbeat and
-    returns the edge's status dict (cameras, fps, queue depth, model versions,
-    config hash...); the sender adds the outbox's backlog and disk use.
+    returns the edge's status (cameras, fps, queue depth, model versions, config
+    hash...); the sender puts in the outbox's figures and its own view of the link.
+    Without `status` (or when it fails) a heartbeat says what the sender knows.
     """
 
     def __init__(
@@ -346,26 +354,38 @@ class HitSender:
             self.stats.sent += 1
             self._inflight[hit.hit_id] = _InFlight(sent=now)
 
-    def _heartbeat(self, sock: zmq.Socket) -> None:
-        status: dict[str, Any] = {}
-        if self._status is not None:
-            try:
-                status = dict(self._status())
-            except Exception:
-                log.exception("status callback failed; heartbeat carries the link's status only")
-        status["outbox"] = self.outbox.stats()
-        status["link"] = {
-            "sent": self.stats.sent,
-            "acked": self.stats.acked,
-            "resent": self.stats.resent,
-            "inflight": len(self._inflight),
-            "ack_timeout_s": self._timeout,
-            "last_ack_age_s": (
+    def link_status(self) -> LinkStatus:
+        """The link as this sender sees it now."""
+        st = self.stats
+        return LinkStatus(
+            up=st.link_up, sent=st.sent, acked=st.acked, resent=st.resent,
+            rejected=st.rejected, heartbeats=st.heartbeats, inflight=len(self._inflight),
+            ack_timeout_s=self._timeout,
+            last_ack_age_s=(
                 None if self._last_ack is None else round(time.monotonic() - self._last_ack, 1)
             ),
-        }
+        )  # fmt: skip
+
+    def _heartbeat(self, sock: zmq.Socket) -> None:
+        # what the sender knows itself, when it is given no status or cannot get one
+        status = NodeStatus(node=self.node_id, heartbeat_s=self.heartbeat_s,
+                            health=Health(ok=True))  # fmt: skip
+        if self._status is not None:
+            try:
+                given = self._status()
+                if not isinstance(given, NodeStatus):
+                    raise TypeError(f"a status is a NodeStatus, not a {type(given).__name__}")
+                status = given
+            except Exception as e:
+                log.exception("status callback failed; heartbeat carries the link's status only")
+                problem = Problem(kind=ProblemKind.STATUS_FAILED, detail=repr(e))
+                status = status.model_copy(update={"health": Health(ok=False, problems=[problem])})
+        status = status.model_copy(update={
+            "outbox": OutboxStatus.model_validate(self.outbox.stats()),
+            "link": self.link_status(),
+        })  # fmt: skip
         try:
-            frames = Heartbeat(self.node_id, status).encode(self.limits)
+            frames = Heartbeat(self.node_id, status.model_dump(mode="json")).encode(self.limits)
         except (ProtocolError, TypeError, ValueError) as e:
             log.error("heartbeat not sent: %s", e)
             return

@@ -18,6 +18,19 @@ import zmq
 
 from edge.core import keys
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
+from edge.core.status import (
+    MAX_PROBLEMS,
+    CameraState,
+    CameraStatus,
+    DiskStatus,
+    Health,
+    NodeStatus,
+    OutboxStatus,
+    Problem,
+    ProblemKind,
+    QueueStatus,
+    WatchlistStatus,
+)
 from edge.core.types import Frame, PlateEvent
 from edge.core.watchlist.matcher import Matcher
 from edge.node.config import CameraConfig, EdgeConfig, HealthConfig, config_hash
@@ -62,7 +75,7 @@ def _version() -> str:
 
 
 @dataclass
-class CameraStatus:
+class CameraCounters:
     """A camera's counters, written by its own thread and read by anyone."""
 
     camera: str
@@ -103,7 +116,7 @@ class CameraWorker:
                                    blind_after_s=h.blind_after_s)
         # capped low: a camera back from a power cut is read again within seconds
         self.backoff = backoff or Backoff(1.0, RECONNECT_MAX_S)
-        self.status = CameraStatus(camera.id)
+        self.status = CameraCounters(camera.id)
         self.source: Source | None = None
         self.opened = threading.Event()  # the first attempt to open the source is over
         self._open = source_factory or (lambda c: open_camera(c, None))
@@ -124,7 +137,7 @@ class CameraWorker:
 
     @property
     def failed(self) -> bool:
-        return self.health.state == "failed"
+        return self.health.state == CameraState.FAILED
 
     def loop(self) -> Loop | None:
         """This camera's loop for the watchdog, while it runs."""
@@ -132,21 +145,21 @@ class CameraWorker:
             return None
         return Loop(f"camera {self.camera.id}", self.status.last_loop, self.thread.ident)
 
-    def to_json(self) -> dict[str, Any]:
+    def report(self) -> CameraStatus:
+        """This camera as the node's status reports it."""
         s, h = self.status, self.health
         source = self.source
         claimed = source.nominal_fps if source is not None and source.live else None
-        return {"state": h.state, "ok": h.ok, "detail": scrub_url(h.detail),
-                "since": dt.datetime.fromtimestamp(h.since, dt.UTC).isoformat(timespec="seconds"),
-                "fps": round(s.fps, 2),
-                # what the camera is judged by (configured, else as delivered), and what
-                # its stream announces, which a variable-rate camera does not keep
-                "expected_fps": round(h.expected_fps, 2) if h.expected_fps else None,
-                "claimed_fps": round(claimed, 2) if claimed else None,
-                "frames": s.frames, "analysed": s.analysed, "processed": s.processed,
-                "events": s.events, "hits": s.hits, "errors": s.errors, "dropped": s.dropped,
-                "reconnects": s.reconnects, "lag_ms": round(s.lag_ms, 1),
-                "last_error": s.last_error}
+        return CameraStatus(
+            state=h.state, ok=h.ok, detail=scrub_url(h.detail),
+            # to the second, as the wire carries it
+            since=dt.datetime.fromtimestamp(h.since, dt.UTC).replace(microsecond=0),
+            fps=round(s.fps, 2),
+            expected_fps=round(h.expected_fps, 2) if h.expected_fps else None,
+            claimed_fps=round(claimed, 2) if claimed else None,
+            frames=s.frames, analysed=s.analysed, processed=s.processed, events=s.events,
+            hits=s.hits, errors=s.errors, dropped=s.dropped, reconnects=s.reconnects,
+            lag_ms=round(s.lag_ms, 1), last_error=s.last_error)
 
     # ------------------------------------------------------------------ the loop
 
@@ -157,7 +170,7 @@ class CameraWorker:
         try:
             self._serve()
         except BaseException as exc:  # a bug, not a bad stream: the node should restart
-            self.health.set("failed", scrub_url(repr(exc)))
+            self.health.set(CameraState.FAILED, scrub_url(repr(exc)))
             log.exception("camera %s: the camera loop failed", self.camera.id)
         finally:
             self.opened.set()
@@ -185,8 +198,8 @@ class CameraWorker:
             flushed = pipeline.finish()
             for event in flushed:
                 self._emit(event, self._wall_of(event))
-            if self.health.state != "ended":
-                self.health.set("stopped")
+            if self.health.state != CameraState.ENDED:
+                self.health.set(CameraState.STOPPED)
             log.info("camera %s: %s after %d frames; %d pass(es) in flight flushed",
                      self.camera.id, self.health.state, self.status.frames, len(flushed))
 
@@ -195,7 +208,7 @@ class CameraWorker:
             source = self._open(self.camera)
         except SourceError as exc:
             self._failed(f"cannot open source: {exc}")
-            self.health.set("dead", scrub_url(str(exc)))
+            self.health.set(CameraState.DEAD, scrub_url(str(exc)))
             self.opened.set()
             self._pause(self.backoff.next_delay())
             return None
@@ -224,7 +237,7 @@ class CameraWorker:
             return
         while True:
             frame = read(timeout=POLL_S)
-            if frame is None and source.health().state == "ended":
+            if frame is None and source.health().state == CameraState.ENDED:
                 return  # closed
             yield frame
 
@@ -260,7 +273,7 @@ class CameraWorker:
         if source.live:
             return "stopped"
         self._observe(source)
-        self.health.set("ended")
+        self.health.set(CameraState.ENDED)
         return "ended"
 
     def _on_camera_clock(self, frame: Frame) -> Frame:
@@ -290,7 +303,7 @@ class CameraWorker:
             self.status.last_error = scrub_url(h.last_error)
         reopen = self.health.observe(h, self.camera.fps, live=source.live,
                                      analysed_at=self._analysed_at)
-        if self.health.state == "live":
+        if self.health.state == CameraState.LIVE:
             self.backoff.reset()  # well for `recover_s`: the next trouble starts afresh
         return reopen
 
@@ -543,58 +556,59 @@ class EdgeService:
         """The camera loops running now, for the watchdog."""
         return [loop for w in self.workers if (loop := w.loop()) is not None]
 
-    def faults(self) -> list[str]:
+    def faults(self) -> list[Problem]:
         """What is broken beyond a camera's own stream: the watchdog stops pinging for it."""
-        found = [f"camera {w.camera.id}: loop failed ({w.health.detail})"
+        found = [Problem(camera=w.camera.id, kind=ProblemKind.LOOP_FAILED, detail=w.health.detail)
                  for w in self.workers if w.failed]
         # frames arriving and none analysed, for as long as a hung loop: a restart cures
         # what nothing else has
         stall_s = self.config.health.stall_s
-        found += [f"camera {w.camera.id}: blind for {w.health.blind_for():.0f} s"
+        found += [Problem(camera=w.camera.id, kind=ProblemKind.BLIND_STALLED,
+                          detail=f"{w.health.blind_for():.0f} s")
                   for w in self.workers if w.health.blind_for() >= stall_s]
         if self.sender is not None and self.sender.error is not None:
-            found.append(f"hit sender died: {self.sender.error!r}")
+            found.append(Problem(kind=ProblemKind.SENDER_DIED, detail=repr(self.sender.error)))
         return found
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """What a heartbeat carries about this node (and what the metrics show)."""
-        cameras = {w.camera.id: w.to_json() for w in self.workers}
-        outbox = self.outbox.stats()
-        budget = outbox["budget_bytes"]
-        disk = {"used_bytes": outbox["used_bytes"], "budget_bytes": budget,
-                "used_fraction": round(outbox["used_bytes"] / budget, 4) if budget else 0.0,
-                "free_bytes": outbox["free_bytes"], "min_free_bytes": outbox["min_free_bytes"],
-                "low_disk": outbox["low_disk"]}
-        link = None
-        if self.sender is not None:
-            st = self.sender.stats
-            link = {"up": st.link_up, "sent": st.sent, "acked": st.acked, "resent": st.resent,
-                    "rejected": st.rejected, "heartbeats": st.heartbeats}
-        problems = [f"camera {c}: {s['state']}" + (f" ({s['detail']})" if s["detail"] else "")
-                    for c, s in cameras.items() if not s["ok"]]
+        cameras = {w.camera.id: w.report() for w in self.workers}
+        outbox = OutboxStatus.model_validate(self.outbox.stats())
+        budget = outbox.budget_bytes
+        disk = DiskStatus(used_bytes=outbox.used_bytes, budget_bytes=budget,
+                          used_fraction=round(outbox.used_bytes / budget, 4) if budget else 0.0,
+                          free_bytes=outbox.free_bytes, min_free_bytes=outbox.min_free_bytes,
+                          low_disk=outbox.low_disk)
+        problems = [Problem.of_camera(c, s.state, s.detail)
+                    for c, s in cameras.items() if not s.ok]
         problems += self.faults()
         stall_s = self.config.health.stall_s
         now = time.monotonic()
-        problems += [f"{loop.name}: no progress for {now - loop.last:.0f} s"
-                     for loop in self.loops() if now - loop.last >= stall_s]
-        if disk["used_fraction"] >= STORE_FULL:
-            problems.append(f"store at {disk['used_fraction']:.0%} of its disk budget")
+        for w in self.workers:
+            loop = w.loop()
+            if loop is not None and now - loop.last >= stall_s:
+                problems.append(Problem(camera=w.camera.id, kind=ProblemKind.HUNG,
+                                        detail=f"{now - loop.last:.0f} s"))
+        if disk.used_fraction >= STORE_FULL:
+            problems.append(Problem(kind=ProblemKind.STORE_NEAR_BUDGET,
+                                    detail=f"{disk.used_fraction:.0%}"))
         problems += store_problems(outbox)
-        return {
-            "node": self.config.node_id,
-            "version": self.version,
-            "uptime_s": round(now - self.started, 1),
-            "heartbeat_s": self.config.link.heartbeat_s,
-            "health": {"ok": not problems, "problems": problems},
-            "cameras": cameras,
-            "queue": {"hits_waiting": outbox["backlog"], "hits_held": outbox["held"]},
-            "outbox": outbox,
-            "disk": disk,
-            "link": link,
-            "models": self.engines.versions(),
-            "config": self.config_hash,
-            "watchlists": self.sync.status() if self.sync is not None else None,
-        }
+        return NodeStatus(
+            node=self.config.node_id,
+            version=self.version,
+            uptime_s=round(now - self.started, 1),
+            heartbeat_s=self.config.link.heartbeat_s,
+            health=Health(ok=not problems, problems=problems[:MAX_PROBLEMS]),
+            cameras=cameras,
+            queue=QueueStatus(hits_waiting=outbox.backlog, hits_held=outbox.held),
+            outbox=outbox,
+            disk=disk,
+            link=self.sender.link_status() if self.sender is not None else None,
+            models=self.engines.versions(),
+            config=self.config_hash,
+            watchlists=(WatchlistStatus.model_validate(self.sync.status())
+                        if self.sync is not None else None),
+        )
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (`systemctl status`)."""
@@ -612,18 +626,20 @@ class EdgeService:
         return line
 
 
-def store_problems(outbox: dict[str, Any]) -> list[str]:
+def store_problems(outbox: OutboxStatus) -> list[Problem]:
     """What the outbox's own figures say is wrong with the node's store."""
     problems = []
-    if outbox["waiting_hits"]:
-        problems.append(f"store: {outbox['waiting_hits']} hit(s) waiting in memory, not yet "
-                        f"on disk ({outbox['store_error'] or 'the disk refused them'})")
-    elif outbox["store_error"] is not None:
-        problems.append(f"store: the last write failed ({outbox['store_error']})")
-    if outbox["low_disk"]:
-        problems.append(f"store: low disk, {outbox['free_bytes'] / 1024**2:.0f} MiB free "
-                        f"(under {outbox['min_free_bytes'] / 1024**2:.0f} MiB): hits are "
-                        "stored without their scene, reads not kept")
+    if outbox.waiting_hits:
+        problems.append(Problem(kind=ProblemKind.HITS_IN_MEMORY, detail=(
+            f"{outbox.waiting_hits} hit(s) waiting in memory, not yet on disk "
+            f"({outbox.store_error or 'the disk refused them'})")))
+    elif outbox.store_error is not None:
+        problems.append(Problem(kind=ProblemKind.STORE_WRITE_FAILED, detail=outbox.store_error))
+    if outbox.low_disk:
+        problems.append(Problem(kind=ProblemKind.LOW_DISK, detail=(
+            f"{outbox.free_bytes / 1024**2:.0f} MiB free (under "
+            f"{outbox.min_free_bytes / 1024**2:.0f} MiB): hits are stored without their "
+            "scene, reads not kept")))
     return problems
 
 

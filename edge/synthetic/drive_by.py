@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.core.status import CameraState
 from edge.core.types import Frame
 from edge.node.sources.base import SourceBase
 
@@ -781,7 +782,7 @@ class SyntheticDriveBy(SourceBase):
     ):
         if not passes:
             raise ValueError("a synthetic clip needs at least one pass")
-        super().__init__(source_id or f"synthetic-{seed}", float(fps), "connecting")
+        super().__init__(source_id or f"synthetic-{seed}", float(fps), CameraState.CONNECTING)
         self.seed = seed
         self.fps = float(fps)
         self.camera = camera or Camera()
@@ -819,7 +820,7 @@ class SyntheticDriveBy(SourceBase):
 
     def __iter__(self) -> Iterator[Frame]:
         self._closed = False
-        self._health.set_state("live")
+        self._health.set_state(CameraState.LIVE)
         try:
             for index in range(self.frame_count):
                 if self._closed:
@@ -828,14 +829,14 @@ class SyntheticDriveBy(SourceBase):
                 self._health.count_frame()
                 yield Frame(image, index, index / self.fps, time.time(), self.source_id)
         finally:
-            self._health.set_state("ended")
+            self._health.set_state(CameraState.ENDED)
 
     def __len__(self) -> int:
         return self.frame_count
 
     def close(self) -> None:
         self._closed = True
-        self._health.set_state("ended")
+        self._health.set_state(CameraState.ENDED)
 
     # ---- rendering
 

@@ -10,7 +10,6 @@ only through `WatchlistStore`, whose change log the watchlist server sends on to
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import sqlite3
 import threading
@@ -22,10 +21,11 @@ from typing import Any
 
 from edge.collector.console.config import CameraPlace
 from edge.collector.hits import HitQuery, HitReader, StoredHit
-from edge.collector.nodes import judge_node
+from edge.collector.nodes import NodeHealth, judge_node
 from edge.collector.watchlist.files import entry_record
 from edge.collector.watchlist.master import WatchlistReader
 from edge.core.plates import normalise
+from edge.core.status import CameraStatus, Problem
 
 # Columns of a hit as the console shows and exports it, in order.
 HIT_FIELDS = (
@@ -232,9 +232,8 @@ class ConsoleData:
                 "SELECT rowid, node, camera, lat, lon, road, direction FROM hits"
                 " WHERE rowid > ? ORDER BY rowid", (self._seen_rowid,)).fetchall()
         self._note_places([dict(r) for r in fresh])
-        for n in nodes.values():
-            n["status"] = json.loads(n["status"]) if n["status"] else None
-            n["cameras"] = []
+        # a node's status is read once, and one that cannot be is said so, never a failure
+        judged = {name: judge_node(n, now, late_after_s) for name, n in nodes.items()}
         with self._lock:
             seen_at = dict(self._seen_at)
         known = {(c["node"], c["camera"]) for c in cams}
@@ -245,15 +244,10 @@ class ConsoleData:
         for c in cams:
             key = (c["node"], c["camera"])
             node = nodes.get(c["node"])
-            if node is None:
-                verdict, problems = "late", ["never heard"]
-                state: dict[str, Any] = {}
-            else:
-                verdict, problems = judge_node(node, now, late_after_s)
-                state = ((node["status"] or {}).get("cameras") or {}).get(c["camera"]) or {}
-                if not isinstance(state, dict):
-                    state = {}
-            health = _camera_health(c["camera"], verdict, problems, state)
+            judgement = judged.get(c["node"]) or NodeHealth("late", ("never heard",))
+            status = judgement.status
+            state = status.cameras.get(c["camera"]) if status is not None else None
+            health = _camera_health(c["camera"], judgement, state)
             place = dict(seen_at.get(key) or {})
             conf = self.places.get(key)
             if conf is not None:
@@ -263,7 +257,8 @@ class ConsoleData:
             out.append({
                 "node": c["node"], "camera": c["camera"], "id": f"{c['node']}/{c['camera']}",
                 "health": health[0], "problems": health[1],
-                "state": state.get("state"), "fps": state.get("fps"),
+                "state": state.state.value if state else None,
+                "fps": state.fps if state else None,
                 "last_seen": c["last_seen"], "last_hit_at": c["last_hit_at"],
                 "node_last_seen": node["last_seen"] if node else None,
                 "lat": place.get("lat"), "lon": place.get("lon"),
@@ -308,17 +303,16 @@ class ConsoleData:
 
 
 def _camera_health(
-    camera: str, verdict: str, problems: list[str], state: dict[str, Any]
+    camera: str, judgement: NodeHealth, state: CameraStatus | None
 ) -> tuple[str, list[str]]:
     """A camera's colour on the map: its node late makes it late; its own trouble, or the
     node's trouble that is not another camera's, makes it unhealthy."""
-    if verdict == "late":
-        return "late", problems
-    own = [p for p in problems if p.startswith(f"camera {camera}:")]
-    node_wide = [p for p in problems if not p.startswith("camera ")]
-    if state and state.get("ok") is False and not own:
-        detail = state.get("detail")
-        own = [f"camera {camera}: {state.get('state')}" + (f" ({detail})" if detail else "")]
+    if judgement.verdict == "late":
+        return "late", judgement.reasons
+    own = [str(p) for p in judgement.problems if p.camera == camera]
+    node_wide = [*judgement.notes, *(str(p) for p in judgement.problems if p.camera is None)]
+    if state is not None and not state.ok and not own:
+        own = [str(Problem.of_camera(camera, state.state, state.detail))]
     if own or node_wide:
         return "unhealthy", own + node_wide
     return "live", []

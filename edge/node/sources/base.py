@@ -14,9 +14,12 @@ import cv2
 import numpy as np
 
 from edge.core.scrub import scrub_url
+from edge.core.status import CameraState
 from edge.core.types import Frame
 
-SourceState = Literal["connecting", "live", "frozen", "black", "dead", "ended"]
+# The camera states a source itself reports; the node's judgement adds the others.
+SourceState = Literal[CameraState.CONNECTING, CameraState.LIVE, CameraState.FROZEN,
+                      CameraState.BLACK, CameraState.DEAD, CameraState.ENDED]
 
 
 class SourceError(Exception):
@@ -120,7 +123,7 @@ class HealthTracker:
 
     def __init__(
         self,
-        state: SourceState = "connecting",
+        state: SourceState = CameraState.CONNECTING,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -226,4 +229,5 @@ class SourceBase:
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(source_id={self.source_id!r}, state={self._health.state!r})"
+        state = str(self._health.state)
+        return f"{type(self).__name__}(source_id={self.source_id!r}, state={state!r})"

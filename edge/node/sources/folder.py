@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 
 from edge.core.scrub import ScrubbingFilter
+from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import SourceBase, SourceError, as_bgr
@@ -69,12 +70,12 @@ class ImageFolderSource(SourceBase):
             kinds = ", ".join(sorted(IMAGE_SUFFIXES))
             raise SourceError(f"{self.path}: folder holds no images (looked for {kinds})")
         self.files = [self.path / n for n in sorted(names, key=natural_key)]
-        super().__init__(source_id or self.path.name, rate, "connecting")
+        super().__init__(source_id or self.path.name, rate, CameraState.CONNECTING)
         self._closed = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
         fps = self.nominal_fps or DEFAULT_FOLDER_FPS
-        self._health.set_state("live")
+        self._health.set_state(CameraState.LIVE)
         try:
             for index, file in enumerate(self.files):
                 if self._closed.is_set():
@@ -83,13 +84,13 @@ class ImageFolderSource(SourceBase):
                 if image is None:
                     log.warning("%s: skipped unreadable image %s", self.source_id, file.name)
                     self._health.count_skipped()
-                    self._health.set_state("live", f"unreadable image {file.name}")
+                    self._health.set_state(CameraState.LIVE, f"unreadable image {file.name}")
                     continue
                 self._health.count_frame()
                 yield Frame(image, index, index / fps, time.time(), self.source_id)
         finally:
-            self._health.set_state("ended")
+            self._health.set_state(CameraState.ENDED)
 
     def close(self) -> None:
         self._closed.set()
-        self._health.set_state("ended")
+        self._health.set_state(CameraState.ENDED)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.core.scrub import ScrubbingFilter, scrub_url
+from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import Capture, CaptureFactory, SourceBase, SourceState, as_bgr, usable_fps
@@ -109,7 +110,7 @@ class PictureWatch:
             if self._dark_since is None:
                 self._dark_since = now
             elif self.black_after is not None and now - self._dark_since >= self.black_after:
-                return "black", f"picture black for {now - self._dark_since:.1f} s"
+                return CameraState.BLACK, f"picture black for {now - self._dark_since:.1f} s"
             return None
         self._dark_since = None
         digest = zlib.crc32(thumb.tobytes())
@@ -117,7 +118,7 @@ class PictureWatch:
             self._digest = digest
             self._same_since = now
         elif self.frozen_after is not None and now - self._same_since >= self.frozen_after:
-            return "frozen", f"picture unchanged for {now - self._same_since:.1f} s"
+            return CameraState.FROZEN, f"picture unchanged for {now - self._same_since:.1f} s"
         return None
 
 
@@ -131,7 +132,7 @@ class _Connection:
         self.first_frame_at: float | None = None
         self.last_frame_at: float | None = None
         self.ended = threading.Event()
-        self.state: SourceState = "dead"
+        self.state: SourceState = CameraState.DEAD
         self.reason = ""
         self._lock = threading.Lock()
 
@@ -188,7 +189,7 @@ class LiveSource(SourceBase):
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size!r}")
         if open_timeout <= 0 or stall_timeout <= 0:
             raise ValueError("open_timeout and stall_timeout must be positive")
-        super().__init__(source_id, nominal_fps, "connecting")
+        super().__init__(source_id, nominal_fps, CameraState.CONNECTING)
         self._factory = capture_factory
         self._open_timeout = open_timeout
         self._stall_timeout = stall_timeout
@@ -249,7 +250,7 @@ class LiveSource(SourceBase):
         self._closing.set()
         conn = self._conn
         if conn is not None:
-            conn.end("ended", "closed")
+            conn.end(CameraState.ENDED, "closed")
         if threading.current_thread() is not self._supervisor:
             deadline = self._clock() + timeout
             self._supervisor.join(timeout)
@@ -260,7 +261,7 @@ class LiveSource(SourceBase):
             reader = self._reader
             if reader is not None and reader is not threading.current_thread():
                 reader.join(max(0.0, deadline - self._clock()))
-        self._health.set_state("ended")
+        self._health.set_state(CameraState.ENDED)
         log.info("%s: closed", self.source_id)
 
     # -- watchdog --------------------------------------------------------------------
@@ -305,16 +306,17 @@ class LiveSource(SourceBase):
         """Return once `conn` has ended, ending it if it has gone quiet."""
         while not conn.ended.wait(self._check_interval):
             if self._closing.is_set():
-                conn.end("ended", "closed")
+                conn.end(CameraState.ENDED, "closed")
                 return
             now = self._clock()
             if conn.opened_at is None:
                 if now - conn.started_at >= self._open_timeout:
-                    conn.end("dead", f"no answer within {self._open_timeout:g} s of opening")
+                    conn.end(CameraState.DEAD,
+                             f"no answer within {self._open_timeout:g} s of opening")
                 continue
             last = conn.last_frame_at or conn.opened_at
             if now - last >= self._stall_timeout:
-                conn.end("dead", f"no frame for {now - last:.1f} s")
+                conn.end(CameraState.DEAD, f"no frame for {now - last:.1f} s")
 
     # -- reader thread ---------------------------------------------------------------
 
@@ -324,7 +326,7 @@ class LiveSource(SourceBase):
         try:
             cap = self._factory()
         except Exception as exc:  # any backend failure to open is a dead stream, retried
-            conn.end("dead", f"could not open: {scrub_url(_describe(exc))}")
+            conn.end(CameraState.DEAD, f"could not open: {scrub_url(_describe(exc))}")
             return
         finally:
             with _opening_lock:
@@ -337,14 +339,14 @@ class LiveSource(SourceBase):
             if not conn.active:
                 return
             if not cap.isOpened():
-                conn.end("dead", f"could not open the stream: {self._why_not_open()}")
+                conn.end(CameraState.DEAD, f"could not open the stream: {self._why_not_open()}")
                 return
             conn.opened_at = self._clock()
             if self.nominal_fps is None:
                 self.nominal_fps = usable_fps(cap.get(cv2.CAP_PROP_FPS))
             self._pump(cap, conn)
         except Exception as exc:  # a backend raising mid-stream is a dead stream, not a dead thread
-            conn.end("dead", f"capture error: {scrub_url(_describe(exc))}")
+            conn.end(CameraState.DEAD, f"capture error: {scrub_url(_describe(exc))}")
         finally:
             try:
                 cap.release()
@@ -368,7 +370,7 @@ class LiveSource(SourceBase):
             if not conn.active:
                 return  # abandoned by the watchdog or closed while blocked in read()
             if not ok:
-                conn.end("dead", "read failed (stream ended or broke)")
+                conn.end(CameraState.DEAD, "read failed (stream ended or broke)")
                 return
             image = as_bgr(raw)
             if image is None:
@@ -386,7 +388,7 @@ class LiveSource(SourceBase):
             self._push(image, now)
 
     def _went_live(self) -> None:
-        if self._health.set_state("live"):
+        if self._health.set_state(CameraState.LIVE):
             health = self._health.snapshot()
             if health.reconnects:
                 log.info(

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edge.core.scrub import ScrubbingFilter
+from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import Capture, CaptureFactory, SourceBase, SourceError, as_bgr, usable_fps
@@ -57,7 +58,7 @@ class VideoFileSource(SourceBase):
                 f"({self.path.stat().st_size} bytes; unknown container, or corrupt)"
             )
         nominal = usable_fps(fps) or usable_fps(cap.get(cv2.CAP_PROP_FPS))
-        super().__init__(source_id or self.path.stem, nominal, "connecting")
+        super().__init__(source_id or self.path.stem, nominal, CameraState.CONNECTING)
         self._cap: Capture | None = cap
         self._max_bad_reads = max_bad_reads
         self._frame_count = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0))
@@ -94,10 +95,10 @@ class VideoFileSource(SourceBase):
             yield from self._frames()
         finally:
             self._release()
-            self._health.set_state("ended")
+            self._health.set_state(CameraState.ENDED)
 
     def _frames(self) -> Iterator[Frame]:
-        self._health.set_state("live")
+        self._health.set_state(CameraState.LIVE)
         index = self._first_index
         bad = 0  # unreadable frames since the last good one
         while not self._closed.is_set():
@@ -146,12 +147,12 @@ class VideoFileSource(SourceBase):
                 f"{index} of {self._frame_count}"
             )
             log.warning("%s", message)
-            self._health.set_state("ended", message)
+            self._health.set_state(CameraState.ENDED, message)
 
     def close(self) -> None:
         self._closed.set()
         self._release()
-        self._health.set_state("ended")
+        self._health.set_state(CameraState.ENDED)
 
     def _release(self) -> None:
         with self._lock:

@@ -43,6 +43,8 @@ systemd-tree: systemd-tools
 checks: $(BIN)/anpr-edge
 	$(BIN)/pip install -q ruff mypy
 	$(BIN)/ruff check edge benchmarks tests
+	$(BIN)/python -m mypy edge
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

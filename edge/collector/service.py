@@ -219,7 +219,7 @@ class CollectorService:
             self._auth.stop()
             self._store.close()
             raise OSError(f"cannot listen on {cfg.listen}: {e}") from e
-        self.endpoint = sock.last_endpoint.decode()
+        self.endpoint = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         # ZAP judged each edge's key when it connected; this judges each message, so a
         # key taken off the allow-list is refused from its next message on.
         self._peers = PeerCheck(self._auth.allow_list, "hits", self.endpoint)
@@ -430,7 +430,7 @@ class CollectorService:
 
     def _read_batch(self, sock: zmq.Socket) -> None:
         received = time.monotonic()
-        batch = []
+        batch: list[list[zmq.Frame]] = []
         while len(batch) < self.config.max_batch:
             try:
                 batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
@@ -732,6 +732,7 @@ def _first_error(e: ValidationError) -> str:
 
 def _property(frame: zmq.Frame, name: str) -> str | None:
     try:
-        return frame.get(name)
+        value = frame.get(name)
+        return value if isinstance(value, str) else None
     except zmq.ZMQError:
         return None

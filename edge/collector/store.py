@@ -134,22 +134,22 @@ class HitStore:
         db = self.db
         if "hits" not in db.table_names():
             with db.atomic():
-                db["hits"].create(HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
-                db["hits"].create_index(["seen_at"])
-                db["hits"].create_index(["received_at"])
-                db["hits"].create_index(["plate_text"])
+                db.table("hits").create(HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
+                db.table("hits").create_index(["seen_at"])
+                db.table("hits").create_index(["received_at"])
+                db.table("hits").create_index(["plate_text"])
         if "hit_images" not in db.table_names():
-            db["hit_images"].create(
+            db.table("hit_images").create(
                 {"hit_id": str, "kind": str, "segment": int, "offset": int, "length": int},
                 pk=("hit_id", "kind"),
             )
         if "nodes" not in db.table_names():
-            db["nodes"].create(
+            db.table("nodes").create(
                 {"node": str, "last_seen": str, "address": str, "status": str, "last_hit_at": str},
                 pk="node",
             )
         if "cameras" not in db.table_names():
-            db["cameras"].create(
+            db.table("cameras").create(
                 {"node": str, "camera": str, "last_seen": str, "last_hit_at": str},
                 pk=("node", "camera"),
             )

@@ -99,6 +99,6 @@ def _ema(previous: float | None, value: float, alpha: float = 0.3) -> float:
 
 
 def _in_window(now: dt.time, start: str, end: str) -> bool:
-    s = dt.time(*map(int, start.split(":")))
-    e = dt.time(*map(int, end.split(":")))
+    s = dt.time.fromisoformat(start)
+    e = dt.time.fromisoformat(end)
     return (s <= now < e) if s <= e else (now >= s or now < e)

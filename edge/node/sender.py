@@ -14,6 +14,7 @@ Heartbeats carry the edge's status every `heartbeat_s`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import threading
@@ -268,7 +269,7 @@ class HitSender:
         try:
             sock.disconnect(self.endpoint)
         except zmq.ZMQError as e:
-            if e.errno != zmq.ENOENT:  # ENOENT: ZeroMQ had already dropped the endpoint
+            if e.errno != errno.ENOENT:  # ENOENT: ZeroMQ had already dropped the endpoint
                 raise
         sock.connect(self.endpoint)
         log.info("connecting to the collector at %s again", self.endpoint)

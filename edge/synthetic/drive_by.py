@@ -150,9 +150,9 @@ def _glyph(ch: str, height: int, weight: int = 560) -> np.ndarray:
         out.flags.writeable = False
         return out
     width = max(2, round(ink.shape[1] * height / ink.shape[0] * narrow))
-    out = cv2.resize(ink, (width, height), interpolation=cv2.INTER_AREA)
-    out.flags.writeable = False  # cached: shared by every caller
-    return out
+    glyph: np.ndarray = cv2.resize(ink, (width, height), interpolation=cv2.INTER_AREA)
+    glyph.flags.writeable = False  # cached: shared by every caller
+    return glyph
 
 
 def render_plate(
@@ -382,7 +382,7 @@ def render_road(camera: Camera, rng: np.random.Generator, *, night: bool) -> np.
     verge = inside(np.abs(X) - _ROAD_EDGE, px_x)[..., None]
     if night:
         falloff = lamp_falloff(Z)[..., None]
-        road = (lum * 0.32)[..., None]
+        road: np.ndarray = (lum * 0.32)[..., None]
         road = road * (1 - marking) + 140 * marking  # paint beads are retro-reflective
         road = road * (1 - verge) + (18 + 5 * grain)[..., None] * verge
         out = np.repeat(road * falloff, 3, axis=2)
@@ -456,7 +456,7 @@ class _VehicleArt:
             v.text, v.country, px_per_mm=2.0, dirt=float(rng.uniform(0, 0.6)), rng=rng
         )
         front = _front_face(v.colour, rng, night=v.night)
-        colour = np.array(v.colour, np.uint8).reshape(1, 1, 3)
+        colour: np.ndarray = np.array(v.colour, np.uint8).reshape(1, 1, 3)
         if v.night:  # paint under the lamp: grey, and dimmer than the plate's sheet
             plate = cv2.cvtColor(infrared(plate, retro=True), cv2.COLOR_GRAY2BGR)
             front[..., :3] = (infrared(front[..., :3]) // 2 + 8)[..., None]
@@ -648,7 +648,7 @@ class _Layer:
         # blur premultiplied, so that the edges blend with what lies behind
         colour = _motion_blur(self.colour * self.alpha[..., None], dx, dy, cv2.BORDER_CONSTANT)
         self.alpha = _motion_blur(self.alpha, dx, dy, cv2.BORDER_CONSTANT)
-        self.colour = colour / np.maximum(self.alpha, 1e-4)[..., None]
+        self.colour = (colour / np.maximum(self.alpha, 1e-4)[..., None]).astype(np.float32)
 
     def onto(self, frame: np.ndarray) -> None:
         h, w = self.alpha.shape
@@ -875,11 +875,12 @@ class SyntheticDriveBy(SourceBase):
             frame = np.repeat(grey[..., None], 3, axis=2)
         else:
             frame = cv2.GaussianBlur(frame, (0, 0), 0.6) + noise[..., None] * 3.0
-        image = np.clip(frame, 0, 255).astype(np.uint8)
+        image: np.ndarray = np.clip(frame, 0, 255).astype(np.uint8)
         if self.jpeg_quality:
             ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if ok:
-                image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                image = decoded
         return image
 
     def _draw(self, frame: np.ndarray, v: Vehicle, art: _VehicleArt, t: float) -> None:
@@ -900,6 +901,7 @@ class SyntheticDriveBy(SourceBase):
         layer = _Layer(x1, y1, x2 - x1, y2 - y1)
         for kind, quad, colour in parts[1:]:
             if kind == "poly":
+                assert colour is not None  # a polygon part always has its colour
                 layer.polygon(quad, colour)
             elif kind == "front":
                 layer.sprite(art.front, quad)
@@ -941,7 +943,7 @@ class SyntheticDriveBy(SourceBase):
         sigma = max(1.0, 0.03 * metre)
         halo = cv2.GaussianBlur(small, (0, 0), sigma)
         halo = cv2.resize(
-            halo / max(float(halo.max()), 1e-6),
+            (halo / max(float(halo.max()), 1e-6)).astype(np.float32),
             (cam.width, cam.height),
             interpolation=cv2.INTER_LINEAR,
         )
@@ -973,7 +975,7 @@ class SyntheticDriveBy(SourceBase):
         out = Path(path)
         cam = self.camera
         writer = cv2.VideoWriter(
-            str(out), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (cam.width, cam.height)
+            str(out), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (cam.width, cam.height)
         )
         if not writer.isOpened():
             raise OSError(f"{out}: cannot open an mp4v video writer")
@@ -1159,7 +1161,7 @@ def _night_photo(src: np.ndarray, box: tuple[float, float, float, float]) -> np.
     if plate.size:
         lo, hi = np.percentile(plate, (5, 95))
         bright = 35 + 215 * np.clip((plate - lo) / max(hi - lo, 1.0), 0, 1)
-        mask = np.zeros(grey.shape, np.float32)
+        mask: np.ndarray = np.zeros(grey.shape, np.float32)
         mask[y1:y2, x1:x2] = 1
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, (y2 - y1) / 12))
         full = dark.copy()

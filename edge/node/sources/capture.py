@@ -97,7 +97,7 @@ class UsbCapture:
         if cap.isOpened():
             # Format before size: many UVC cameras offer large sizes only as MJPG.
             if self.fourcc:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.fourcc))
             if self.width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             if self.height:

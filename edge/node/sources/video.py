@@ -68,7 +68,7 @@ class VideoFileSource(SourceBase):
         self._first_index = 0
         # Read one frame now so that a file that opens but holds no decodable
         # video fails here, where the caller can still handle it.
-        self._first = self._read_first()
+        self._first: np.ndarray | None = self._read_first()
 
     def _read_first(self) -> np.ndarray:
         assert self._cap is not None
@@ -107,6 +107,7 @@ class VideoFileSource(SourceBase):
                 # this read instead of releasing the capture beneath it.
                 if self._cap is None:
                     return
+                raw: np.ndarray | None
                 if self._first is not None:
                     ok, raw = True, self._first
                     self._first = None

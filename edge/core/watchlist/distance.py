@@ -11,6 +11,8 @@ candidate with the one-deletion neighbourhood of the confusion-folded text (see
 
 from __future__ import annotations
 
+from edge.core import edit
+
 CONFUSION_CLASSES = ("O0DQ", "I1LT", "B8", "S5", "Z2", "G6")
 CONFUSION_COST = 0.25
 EDIT_COST = 1.0
@@ -96,22 +98,7 @@ def plate_distance(a: str, b: str, limit: float = MAX_FUZZY_DISTANCE) -> float |
 
 def weighted_distance(a: str, b: str) -> float:
     """Full weighted optimal-string-alignment distance (the reference for `plate_distance`)."""
-    la, lb = len(a), len(b)
-    d = [[0.0] * (lb + 1) for _ in range(la + 1)]
-    for i in range(la + 1):
-        d[i][0] = i * EDIT_COST
-    for j in range(lb + 1):
-        d[0][j] = j * EDIT_COST
-    for i in range(1, la + 1):
-        for j in range(1, lb + 1):
-            d[i][j] = min(
-                d[i - 1][j] + EDIT_COST,
-                d[i][j - 1] + EDIT_COST,
-                d[i - 1][j - 1] + char_cost(a[i - 1], b[j - 1]),
-            )
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + EDIT_COST)
-    return d[la][lb]
+    return edit.distance(a, b, char_cost, EDIT_COST, EDIT_COST)
 
 
 # --------------------------------------------------------------------------- index keys

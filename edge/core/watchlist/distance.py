@@ -1,7 +1,8 @@
 """How far a read is from a listed plate, in a cost model that knows OCR's confusions.
 
-A substitution between characters an OCR mixes up (O/0/D/Q, I/1/L/T, B/8, S/5, Z/2,
-G/6) costs `CONFUSION_COST`; any other substitution, an insertion, a deletion or the
+A substitution between characters an OCR mixes up (O/0/D/Q, I/1, B/8, S/5, Z/2, G/6:
+the classes of `edge.core.confusions`, which the plate rules correct with) costs
+`CONFUSION_COST`; any other substitution, an insertion, a deletion or the
 swap of two neighbours costs `EDIT_COST`.  A list may allow fuzzy matches up to
 `MAX_FUZZY_DISTANCE`, which is below two edits: a fuzzy hit is then any number of
 confusions plus at most one other edit.  That bound is what lets the index find every
@@ -11,9 +12,9 @@ candidate with the one-deletion neighbourhood of the confusion-folded text (see
 
 from __future__ import annotations
 
-from edge.core import edit
+from edge.core import confusions, edit
 
-CONFUSION_CLASSES = ("O0DQ", "I1LT", "B8", "S5", "Z2", "G6")
+CONFUSION_CLASSES = confusions.CLASSES
 CONFUSION_COST = 0.25
 EDIT_COST = 1.0
 MAX_FUZZY_DISTANCE = 1.75  # must stay below 2 * EDIT_COST; see the module docstring

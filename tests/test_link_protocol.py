@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_link_support import fake_jpeg, make_hit
 
+from edge.core.errors import ProtocolError as CoreProtocolError
 from edge.core.link_protocol import (
     TAG_ACK,
     TAG_HEARTBEAT,
@@ -29,6 +30,7 @@ from edge.core.link_protocol import (
     decode_message,
     new_hit_id,
 )
+from edge.core.watchlist import protocol as watchlists
 
 FUZZ = settings(
     max_examples=1000,
@@ -263,3 +265,21 @@ def test_fuzz_mutated_valid_hits(data):
         assert e.reason in {"invalid", "garbage"}
         return
     assert decode(hit.encode()) == hit  # whatever was accepted also goes out again
+
+
+def test_both_protocols_raise_one_error_with_a_reason():
+    assert ProtocolError is CoreProtocolError and watchlists.ProtocolError is CoreProtocolError
+    sealed = watchlists.seal(b"HUGZ", {"v": watchlists.VERSION})
+    cases = [
+        (sealed[:2], "truncated"),
+        ([*sealed, b""], "garbage"),
+        ([sealed[0], sealed[1] + b"x", sealed[2]], "garbage"),  # checksum
+        (watchlists.seal(b"HUGZ", {"v": 99}), "version"),
+    ]
+    for frames, reason in cases:
+        with pytest.raises(CoreProtocolError) as e:
+            watchlists.open_message(frames)
+        assert e.value.reason == reason and str(e.value) == f"{reason}: {e.value.detail}"
+    with pytest.raises(CoreProtocolError) as e:
+        watchlists.parse_update(b"", {"v": watchlists.VERSION, "list": "no such list!"})
+    assert e.value.reason == "invalid"

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.core.errors import ProtocolError
+
 PROTOCOL_VERSION = 2
 HIT_VERSIONS = (1, 2)
 
@@ -46,22 +48,6 @@ _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_TEXT = 256
 _MAX_REASON = 500  # as long as a watchlist entry's reason may be
 _UTC = dt.UTC
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be taken.
-
-    `reason` is one of: "garbage" (not a message of ours), "truncated" (frames
-    missing), "oversized", "version" (a kind or version we do not speak) or
-    "invalid" (parsed, but a field is wrong).  `hit_id` is set when the message
-    was a hit whose id could be read, so the sender can be told which one.
-    """
-
-    def __init__(self, reason: str, detail: str, hit_id: str | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.hit_id = hit_id
 
 
 @dataclass(frozen=True)

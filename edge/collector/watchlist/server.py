@@ -309,16 +309,16 @@ class WatchlistServer:
         try:
             update = json.loads(body)
             if not isinstance(update, dict) or update.get("v") != VERSION:
-                raise ProtocolError("not an update of this protocol version")
+                raise ProtocolError("version", "not an update of this protocol version")
             if self._checked.get(change_id) != crc:
                 parsed = parse_update(b"", update)
                 if parsed.list != name or parsed.epoch != store.epoch:
-                    raise ProtocolError(f"an update of {parsed.list} in {parsed.epoch}")
+                    raise ProtocolError("invalid", f"an update of {parsed.list} in {parsed.epoch}")
                 self._checked[change_id] = crc
                 while len(self._checked) > _CHECKED_ROWS:
                     self._checked.popitem(last=False)
             if seq is not None and update.get("seq") != seq:
-                raise ProtocolError(f"update {update.get('seq')!r} where {seq} was due")
+                raise ProtocolError("invalid", f"update {update.get('seq')!r} where {seq} was due")
         except (ValueError, TypeError) as e:  # JSON and protocol errors are ValueErrors
             self._count("bad_log_rows")
             if change_id not in self._bad_logged and len(self._bad_logged) < 10_000:
@@ -344,7 +344,7 @@ class WatchlistServer:
             elif topic == FETCH:
                 reply_topic, reply = CHUNK, self._fetch(store, body)
             else:
-                raise ProtocolError(f"unknown request {topic[:32]!r}")
+                raise ProtocolError("version", f"unknown request {topic[:32]!r}")
             self._count("requests_served")
         except (ProtocolError, FieldError, KeyError, TypeError, ValueError) as e:
             log.warning("watchlists: refused a request: %s", e)
@@ -362,7 +362,7 @@ class WatchlistServer:
         if names is not None and not (
             isinstance(names, list) and all(isinstance(n, str) for n in names)
         ):
-            raise ProtocolError("lists: expected a list of names or null")
+            raise ProtocolError("invalid", "lists: expected a list of names or null")
         lists = store.lists(names)
         return {
             "epoch": store.epoch,
@@ -390,10 +390,10 @@ class WatchlistServer:
                     return self._delta(store, name, since)
                 return self._snapshot(store, name)
             if not isinstance(cursor, dict):
-                raise ProtocolError("cursor: expected an object")
+                raise ProtocolError("invalid", "cursor: expected an object")
             after = cursor.get("after")
             if isinstance(after, bool) or not isinstance(after, int):
-                raise ProtocolError("cursor.after: expected an integer")
+                raise ProtocolError("invalid", "cursor.after: expected an integer")
             if cursor.get("delta"):
                 return self._delta(store, name, after)
             rows = store.snapshot_chunk(name, after, limit)

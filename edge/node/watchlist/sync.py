@@ -312,7 +312,7 @@ class WatchlistSync:
                 update = parse_update(topic, body)
             except ProtocolError as e:
                 self.counters["refused"] += 1
-                self._throttle(f"refused {str(e)[:40]}", "watchlists: refused an update: %s", e)
+                self._throttle(f"refused {e.detail[:40]}", "watchlists: refused an update: %s", e)
                 continue
             self._last_heard = time.monotonic()
             if self._in_scope(update.list):
@@ -548,7 +548,7 @@ class WatchlistSync:
             try:
                 if reply.get("mode") == "delta":
                     if since is None:
-                        raise ProtocolError("a catch-up where a snapshot was asked for")
+                        raise ProtocolError("invalid", "a catch-up where a snapshot was asked for")
                     try:
                         self._fetched_delta(name, reply)
                     except (ProtocolError, TypeError, ValueError) as e:
@@ -580,7 +580,7 @@ class WatchlistSync:
                     if reply.get("next") is None:
                         self._commit_snapshot(name, first, staged)
                 else:
-                    raise ProtocolError(f"unknown mode {reply.get('mode')!r}")
+                    raise ProtocolError("invalid", f"unknown mode {reply.get('mode')!r}")
             except (ProtocolError, TypeError, ValueError) as e:
                 self.counters["refused"] += 1
                 raise _RequestFailed(f"refused {name} from the collector: {e}") from None
@@ -591,15 +591,15 @@ class WatchlistSync:
     def _fetched_delta(self, name: str, reply: dict) -> None:
         updates = reply.get("updates")
         if not isinstance(updates, list):
-            raise ProtocolError("updates: expected a list")
+            raise ProtocolError("invalid", "updates: expected a list")
         parsed = []
         last = self._seqs.get(name, 0)
         for body in updates:
             if not isinstance(body, dict) or body.get("v") != VERSION:
-                raise ProtocolError("update: bad body")
+                raise ProtocolError("invalid", "update: bad body")
             u = parse_update(b"", body)
             if u.list != name or u.seq != last + 1 or u.epoch != self._epoch:
-                raise ProtocolError(f"catch-up update {u.seq} of {u.list} out of line")
+                raise ProtocolError("invalid", f"catch-up update {u.seq} of {u.list} out of line")
             last = u.seq
             parsed.append(u)
         if not self._apply(parsed):
@@ -609,10 +609,10 @@ class WatchlistSync:
     def _commit_snapshot(self, name: str, first: dict, staged: list[Entry] | None) -> None:
         seq, active = first.get("seq"), bool(first.get("active"))
         if isinstance(seq, bool) or not isinstance(seq, int):
-            raise ProtocolError("snapshot: bad seq")
+            raise ProtocolError("invalid", "snapshot: bad seq")
         policy = ListPolicy.from_json(first.get("policy") or {})
         if policy.name != name:
-            raise ProtocolError("snapshot: policy of another list")
+            raise ProtocolError("invalid", "snapshot: policy of another list")
         assert self._epoch is not None
         with self._write_lock:
             self.replica.stage_commit(self._epoch, name, policy, seq, active)

@@ -76,6 +76,20 @@ def test_seen_at_is_utc_whatever_zone_it_was_given_in():
         HitMessage(**{**hit.__dict__, "seen_at": dt.datetime(2026, 1, 1)})
 
 
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_past_the_calendar_in_utc_is_refused_not_a_crash(when):
+    # Valid ISO 8601, but outside years 1-9999 once in UTC: it used to raise
+    # OverflowError, which no receiver catches (the collector's receiver thread died).
+    header = json.loads(make_hit(1).encode()[1])
+    header["seen_at"] = when
+    with pytest.raises(ProtocolError, match="seen_at") as e:
+        decode([TAG_HIT_V2, json.dumps(header).encode(), fake_jpeg(64), b""])
+    assert e.value.reason == "invalid" and e.value.hit_id == header["id"]
+    beat = {"node": "n1", "sent_at": when, "status": {}}
+    with pytest.raises(ProtocolError, match="sent_at"):
+        decode_message([TAG_HEARTBEAT, json.dumps(beat).encode()])
+
+
 def test_v1_as_an_old_edge_wrote_it_is_understood():
     # Frozen bytes of the first release's format: flat header, crop only.
     header = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from edge.core.times import parse_iso
+
 LATE_BEATS = 3  # heartbeats a node may miss before it is late
 MIN_LATE_S = 30.0
 
@@ -22,7 +24,7 @@ def judge_node(n: dict[str, Any], now: dt.datetime,
         problems = [str(p) for p in health.get("problems") or []] or ["unhealthy"]
     if not n.get("last_seen"):
         return "late", ["never heard"]
-    age = (now - dt.datetime.fromisoformat(n["last_seen"])).total_seconds()
+    age = (now - parse_iso(n["last_seen"])).total_seconds()
     beat = status.get("heartbeat_s")
     limit = late_after_s or max(MIN_LATE_S, LATE_BEATS * float(
         beat if isinstance(beat, int | float) else 10.0))

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import zmq
 
 from edge.collector.config import CollectorConfig
-from edge.collector.retention import Clock, Maintenance, utc_now
+from edge.collector.retention import Clock, Maintenance
 from edge.collector.store import HitStore, Seen
 from edge.core.keys import (
     PeerCheck,
@@ -61,6 +61,7 @@ from edge.core.link_protocol import (
     decode_message,
 )
 from edge.core.notify import Notifier, watchdog_period
+from edge.core.times import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.keys import PeerCheck, allow_list_of
+from edge.core.log_throttle import LogThrottle
 from edge.core.watchlist.entry import FieldError, check_list_name
 from edge.core.watchlist.protocol import (
     CATALOGUE,
@@ -116,7 +118,8 @@ class WatchlistServer:
         self._requests_check: PeerCheck | None = None
         self._updates_check: PeerCheck | None = None
         self._checked: OrderedDict[int, int] = OrderedDict()  # change id -> crc of its body
-        self._bad_logged: set[int] = set()
+        # each bad change logged once (forgotten past 10,000 of them)
+        self._bad_logged = LogThrottle(log, math.inf, level=logging.ERROR, max_keys=10_000)
 
     @classmethod
     def from_config(
@@ -321,12 +324,11 @@ class WatchlistServer:
                 raise ProtocolError("invalid", f"update {update.get('seq')!r} where {seq} was due")
         except (ValueError, TypeError) as e:  # JSON and protocol errors are ValueErrors
             self._count("bad_log_rows")
-            if change_id not in self._bad_logged and len(self._bad_logged) < 10_000:
-                self._bad_logged.add(change_id)
-                log.error(
-                    "watchlists: change %d of list %s in %s is bad (%s); edges that need it "
-                    "get a snapshot of the list", change_id, name, store.path, e,
-                )  # fmt: skip
+            self._bad_logged(
+                change_id,
+                "watchlists: change %d of list %s in %s is bad (%s); edges that need it "
+                "get a snapshot of the list", change_id, name, store.path, e,
+            )  # fmt: skip
             return None
         return update
 

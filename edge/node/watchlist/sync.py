@@ -24,6 +24,7 @@ from pathlib import Path
 
 import zmq
 
+from edge.core.log_throttle import LogThrottle
 from edge.core.watchlist.entry import Entry, ListPolicy
 from edge.core.watchlist.matcher import Matcher
 from edge.core.watchlist.protocol import (
@@ -56,20 +57,6 @@ class _RequestFailed(RuntimeError):
 
 class _CannotApply(RuntimeError):
     """Updates from the collector that this edge cannot apply: fetch the list whole."""
-
-
-class _Throttle:
-    """Log each kind of problem at most once per `every_s`."""
-
-    def __init__(self, every_s: float = 10.0):
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-
-    def __call__(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) >= self.every_s:
-            self._last[key] = now
-            log.warning(msg, *args)
 
 
 class WatchlistSync:
@@ -123,7 +110,7 @@ class WatchlistSync:
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._write_lock = threading.Lock()  # replica writes + matcher.apply vs a rebuild's start
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle(log)
         self._rid = 0
         self._dealer: zmq.Socket | None = None
         self._sub: zmq.Socket | None = None

@@ -31,8 +31,9 @@ from benchmarks.datasets import DatasetError, LabelledImage, load_folder, resolv
 from benchmarks.engines import engines_for, pipeline_config
 from benchmarks.optional import progress
 from benchmarks.replay_bench import WatchedSource
-from benchmarks.scoring import edit_distance, o_is_zero
+from benchmarks.scoring import o_is_zero
 from benchmarks.sheet import Example, contact_sheet
+from edge.core.edit import levenshtein
 from edge.core.types import Frame, PlateEvent
 from edge.node.pipeline import VideoPipeline
 from edge.node.replay import ReplayStats, replay_events
@@ -217,7 +218,7 @@ def outcome(v: VehicleWindow) -> str:
 def same_plate(label: str, text: str) -> bool:
     """Whether a read is plausibly of this plate: within a third of its length (at least 2
     edits) of the label, O = 0. Another car's plate differs in more than that."""
-    return edit_distance(o_is_zero(label), o_is_zero(text)) <= max(2, len(label) // 3)
+    return levenshtein(o_is_zero(label), o_is_zero(text)) <= max(2, len(label) // 3)
 
 
 def score(vehicles: Sequence[VehicleWindow], strays: dict[str, int]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.datasets import REPO_ROOT
+from edge.core.times import iso, utc_now
 
 SCHEMA = 1
 
@@ -164,7 +165,7 @@ def start(suite: str, argv: Sequence[str], *, seed: int | None, repeat: int | No
         "schema": SCHEMA,
         "suite": suite,
         "command": " ".join(["python -m benchmarks", *argv]),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": iso(utc_now(), "seconds", z=False),
         "seed": seed,
         "repeat": repeat,
         "environment": environment(),

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from edge.core.boxes import iou
+from edge.core.edit import alignment, levenshtein
 
 Box = Sequence[float]
 
@@ -40,40 +41,15 @@ def o_is_zero(text: str) -> str:
 def edit_ops(label: str, read: str) -> list[tuple[str, str]]:
     """The (label char, read char) pairs of a minimal alignment; MISSING on one side marks a
     deletion or an insertion. Matching characters appear as equal pairs."""
-    n, m = len(label), len(read)
-    d = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        d[i][0] = i
-    for j in range(m + 1):
-        d[0][j] = j
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + (label[i - 1] != read[j - 1]))
-    ops: list[tuple[str, str]] = []
-    i, j = n, m
-    while i or j:
-        if i and j and d[i][j] == d[i - 1][j - 1] + (label[i - 1] != read[j - 1]):
-            ops.append((label[i - 1], read[j - 1]))
-            i, j = i - 1, j - 1
-        elif i and d[i][j] == d[i - 1][j] + 1:
-            ops.append((label[i - 1], MISSING))
-            i -= 1
-        else:
-            ops.append((MISSING, read[j - 1]))
-            j -= 1
-    return ops[::-1]
-
-
-def edit_distance(label: str, read: str) -> int:
-    return sum(a != b for a, b in edit_ops(label, read))
+    return [(MISSING if i is None else label[i], MISSING if j is None else read[j])
+            for i, j in alignment(label, read)]
 
 
 def char_accuracy(label: str, read: str) -> float:
     """1 - edit distance / label length, floored at 0 (a read twice too long scores 0)."""
     if not label:
         return 1.0 if not read else 0.0
-    return max(0.0, 1.0 - edit_distance(label, read) / len(label))
+    return max(0.0, 1.0 - levenshtein(label, read) / len(label))
 
 
 def best_read(label: str, reads: Iterable[str]) -> tuple[str, float]:

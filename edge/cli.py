@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     notifier = Notifier.from_env()
     config = load_config(args.config)
     if not config.cameras:
-        raise ConfigError(f"{args.config}: no cameras configured")
+        raise ConfigError(args.config, None, "no cameras configured")
     stopping = threading.Event()
     services: list[EdgeService] = []
 

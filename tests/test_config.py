@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from edge.collector import config as collector_config
+from edge.core.config_files import ConfigError as CoreConfigError
 from edge.node.config import ConfigError, EdgeConfig, load_config
 
 
@@ -56,10 +58,33 @@ def test_bad_values_and_files(tmp_path):
         load_config(write(tmp_path, "detect: {mode: sideways}"))
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "detect: [unclosed"))
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="absent.yaml: cannot read: No such file"):
         load_config(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="unique"):
         load_config(write(tmp_path, "cameras: [{id: a, source: x}, {id: a, source: y}]"))
+
+
+def test_node_and_collector_configs_give_one_error_in_one_form(tmp_path):
+    assert ConfigError is CoreConfigError and collector_config.ConfigError is CoreConfigError
+    node = write(tmp_path, "detect: {mode: sideways, tilez: 2}")
+    central = tmp_path / "collector.yaml"
+    central.write_text("listen: tcp://127.0.0.1:0\nlisen_typo: 1\nlimits: {max_crop_bytes: x}\n")
+    for load, path, keys in ((load_config, node, ["detect.mode", "detect.tilez"]),
+                             (collector_config.load_config, central,
+                              ["limits.max_crop_bytes", "lisen_typo"])):  # fmt: skip
+        with pytest.raises(CoreConfigError) as err:
+            load(path)
+        e = err.value
+        assert [k for k, _ in e.problems] == keys and (e.key, e.path) == (keys[0], path)
+        assert str(e) == f"{path}: " + "; ".join(f"{k}: {m}" for k, m in e.problems)
+        assert "\n" not in str(e)
+        path.write_bytes(b"node_id: \xff\n")
+        with pytest.raises(CoreConfigError, match="not UTF-8 text") as err:
+            load(path)
+        assert err.value.key is None
+        path.write_text("- a list\n")
+        with pytest.raises(CoreConfigError, match=": the top level must be a mapping of keys"):
+            load(path)
 
 
 def test_empty_file_gives_defaults(tmp_path):

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_link_support import fake_jpeg, make_hit
 
+from edge.core.errors import ProtocolError as CoreProtocolError
 from edge.core.link_protocol import (
     TAG_ACK,
     TAG_HEARTBEAT,
@@ -29,6 +30,7 @@ from edge.core.link_protocol import (
     decode_message,
     new_hit_id,
 )
+from edge.core.watchlist import protocol as watchlists
 
 FUZZ = settings(
     max_examples=1000,
@@ -72,6 +74,20 @@ def test_seen_at_is_utc_whatever_zone_it_was_given_in():
     assert header["seen_at"].endswith("Z")
     with pytest.raises(ProtocolError, match="time zone"):
         HitMessage(**{**hit.__dict__, "seen_at": dt.datetime(2026, 1, 1)})
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_past_the_calendar_in_utc_is_refused_not_a_crash(when):
+    # Valid ISO 8601, but outside years 1-9999 once in UTC: it used to raise
+    # OverflowError, which no receiver catches (the collector's receiver thread died).
+    header = json.loads(make_hit(1).encode()[1])
+    header["seen_at"] = when
+    with pytest.raises(ProtocolError, match="seen_at") as e:
+        decode([TAG_HIT_V2, json.dumps(header).encode(), fake_jpeg(64), b""])
+    assert e.value.reason == "invalid" and e.value.hit_id == header["id"]
+    beat = {"node": "n1", "sent_at": when, "status": {}}
+    with pytest.raises(ProtocolError, match="sent_at"):
+        decode_message([TAG_HEARTBEAT, json.dumps(beat).encode()])
 
 
 def test_v1_as_an_old_edge_wrote_it_is_understood():
@@ -263,3 +279,21 @@ def test_fuzz_mutated_valid_hits(data):
         assert e.reason in {"invalid", "garbage"}
         return
     assert decode(hit.encode()) == hit  # whatever was accepted also goes out again
+
+
+def test_both_protocols_raise_one_error_with_a_reason():
+    assert ProtocolError is CoreProtocolError and watchlists.ProtocolError is CoreProtocolError
+    sealed = watchlists.seal(b"HUGZ", {"v": watchlists.VERSION})
+    cases = [
+        (sealed[:2], "truncated"),
+        ([*sealed, b""], "garbage"),
+        ([sealed[0], sealed[1] + b"x", sealed[2]], "garbage"),  # checksum
+        (watchlists.seal(b"HUGZ", {"v": 99}), "version"),
+    ]
+    for frames, reason in cases:
+        with pytest.raises(CoreProtocolError) as e:
+            watchlists.open_message(frames)
+        assert e.value.reason == reason and str(e.value) == f"{reason}: {e.value.detail}"
+    with pytest.raises(CoreProtocolError) as e:
+        watchlists.parse_update(b"", {"v": watchlists.VERSION, "list": "no such list!"})
+    assert e.value.reason == "invalid"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge.core.types import PlateRead, PlateText
-from edge.node.vote import Vote, edit_distance, vote
+from edge.node.vote import Vote, vote
 
 
 def make_read(
@@ -97,14 +97,6 @@ def test_cyrillic_raw_reads_vote_with_latin() -> None:
     result = agreed(reads)
     assert result.plate.text == "ABC123"
     assert result.votes == 3
-
-
-def test_edit_distance() -> None:
-    assert edit_distance("", "") == 0
-    assert edit_distance("ABC", "") == 3
-    assert edit_distance("ABC123", "ABC128") == 1
-    assert edit_distance("ABC123", "AC123") == 1
-    assert edit_distance("KITTEN", "SITTING") == 3
 
 
 def test_plate_rules_apply_to_the_agreed_read() -> None:

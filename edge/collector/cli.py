@@ -24,6 +24,7 @@ from edge.collector.watchlist.cli import add_watchlist_commands
 from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.core.keys import generate_keypair
 from edge.core.status import CameraState, CameraStatus
+from edge.core.times import TimeOutOfRange, parse_iso, utc_now
 
 DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -32,17 +33,18 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """'90s', '30m', '2h', '7d', '1w' ago, or an ISO 8601 date/time (UTC if no zone given)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     m = _RELATIVE.match(text.strip())
     if m:
         return now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
     try:
-        t = dt.datetime.fromisoformat(text.strip())
+        return parse_iso(text.strip())
+    except TimeOutOfRange as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
         ) from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
 def format_hit(h: StoredHit) -> str:
@@ -171,7 +173,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         disk = store.status("disk")  # the collector's own, from its maintenance
     finally:
         store.close()
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     judged = {}
     for n in nodes:
         judged[n["node"]] = health = judge_node(n, now, args.late)
@@ -188,7 +190,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         return 1 if args.problems and (nodes or alarm) else 0
     for n in nodes:
         status = judged[n["node"]].status
-        age = now - dt.datetime.fromisoformat(n["last_seen"]) if n["last_seen"] else None
+        age = now - parse_iso(n["last_seen"]) if n["last_seen"] else None
         backlog = status.outbox.backlog if status and status.outbox else "?"
         used = f"{status.disk.used_fraction:.0%}" if status and status.disk else "?"
         states = status.cameras if status else {}
@@ -215,7 +217,7 @@ def _camera_state(state: CameraStatus | None) -> str:
 def _ago(now: dt.datetime, when: str | None) -> str:
     if not when:
         return "never"
-    return f"{(now - dt.datetime.fromisoformat(when)).total_seconds():.0f} s ago"
+    return f"{(now - parse_iso(when)).total_seconds():.0f} s ago"
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

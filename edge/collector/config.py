@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.watchlist.config import WatchlistsConfig
+from edge.core.config_files import ConfigError as ConfigError  # importable from here too
+from edge.core.config_files import load_yaml_model
 from edge.core.link_protocol import Limits
 from edge.core.watchlist.entry import FieldError, check_list_name
 
@@ -126,28 +127,11 @@ class CollectorConfig(_Strict):
         return self.data_dir / "hits.db"
 
 
-class ConfigError(ValueError):
-    """The config file is missing, not YAML, or has a wrong or unknown key (named)."""
-
-
 def load_config(path: str | Path) -> CollectorConfig:
+    """The collector's YAML config, its paths taken relative to the file; `ConfigError`
+    ('FILE: key.sub: message') if it is not one."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top")
-    try:
-        config = CollectorConfig.model_validate(raw)
-    except ValidationError as e:
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in e.errors()
-        ]
-        raise ConfigError(f"{path}: invalid collector config:\n" + "\n".join(lines)) from None
+    config = load_yaml_model(path, CollectorConfig)
     base = path.parent
     updates: dict[str, Any] = {}
     for name in ("data_dir", "allowed_keys_dir"):

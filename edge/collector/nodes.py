@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.core.status import NodeStatus, Problem
+from edge.core.times import parse_iso
 
 LATE_BEATS = 3  # heartbeats a node may miss before it is late
 MIN_LATE_S = 30.0
@@ -75,7 +76,7 @@ def judge_node(n: Mapping[str, Any], now: dt.datetime,
             notes = ("unhealthy",)
     if not n.get("last_seen"):
         return NodeHealth("late", ("never heard",), status=status)
-    age = (now - dt.datetime.fromisoformat(n["last_seen"])).total_seconds()
+    age = (now - parse_iso(n["last_seen"])).total_seconds()
     beat = status.heartbeat_s if status is not None else None
     limit = late_after_s or max(MIN_LATE_S, LATE_BEATS * (beat or DEFAULT_HEARTBEAT_S))
     if age > limit:

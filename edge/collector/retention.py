@@ -34,6 +34,7 @@ from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.store import HitStore
+from edge.core.times import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ _PAGES_PER_SLICE = 512
 _COMPACT_BELOW = 0.5
 # ...and it has at least this many bytes to give back.
 COMPACT_MIN_BYTES = 16 * MiB
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass

@@ -45,7 +45,7 @@ import zmq
 from pydantic import ValidationError
 
 from edge.collector.config import CollectorConfig
-from edge.collector.retention import Clock, Maintenance, utc_now
+from edge.collector.retention import Clock, Maintenance
 from edge.collector.store import HitStore, Seen
 from edge.core.keys import (
     PeerCheck,
@@ -63,8 +63,10 @@ from edge.core.link_protocol import (
     Reject,
     decode_message,
 )
+from edge.core.log_throttle import LogThrottle
 from edge.core.notify import Notifier, watchdog_period
 from edge.core.status import NodeStatus
+from edge.core.times import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -88,29 +90,6 @@ class Component(Protocol):
     def start(self, ctx: zmq.Context) -> None: ...
 
     def stop(self) -> None: ...
-
-
-class _Throttle:
-    """Log a kind of event at most once per `every_s`, saying how many were not logged."""
-
-    def __init__(self, every_s: float = 10.0):
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._quiet: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, float("-inf")) < self.every_s:
-                self._quiet[key] += 1
-                return
-            if len(self._last) > 1000:
-                self._last.clear()
-            self._last[key] = now
-            quiet = self._quiet.pop(key, 0)
-        suffix = f" ({quiet} more like it not logged)" if quiet else ""
-        log.warning(msg + suffix, *args)
 
 
 def _raise_fd_limit() -> None:
@@ -169,7 +148,7 @@ class CollectorService:
         self._beats: list[tuple[str, bytes, str | None, dt.datetime]] = []
         self._nodes_heard: set[str] = set()
         self.counters: Counter[str] = Counter()
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle(log)
         self.endpoint = ""
         self.public_key = b""
         self._metrics: Any = None

@@ -34,6 +34,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from edge.core.log_throttle import LogThrottle
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -171,14 +173,14 @@ class AllowList:
     def __init__(self, directory: Path, *, rescan_s: float = 5.0, log_every_s: float = 60.0):
         self.directory = Path(directory)
         self.rescan_s = rescan_s
-        self.log_every_s = log_every_s
         self._names: Mapping[bytes, str] = {}  # replaced whole on reload, never changed
         self._lock = threading.Lock()
         self._reloading = threading.Lock()
         self._last_scan = 0.0
         self._dir_state: tuple[int, int] | None = None
         self._files: frozenset[tuple[str, int, int, int]] = frozenset()
-        self._denied_logged: dict[bytes, float] = {}
+        # a key-spraying peer must not grow this forever: it forgets past 10,000 keys
+        self._denied_logged = LogThrottle(log, log_every_s, max_keys=10_000)
         self.denied = 0
         self.revision = 0  # goes up each time the keys allowed change
         self.reload()
@@ -265,17 +267,12 @@ class AllowList:
 
     def note_denied(self, z85_key: bytes, address: str) -> None:
         self.denied += 1
-        now = time.monotonic()
-        last = self._denied_logged.get(z85_key)
-        if last is None or now - last >= self.log_every_s:
-            if len(self._denied_logged) > 10_000:  # a key-spraying peer must not grow this forever
-                self._denied_logged.clear()
-            self._denied_logged[z85_key] = now
-            log.warning(
-                "refused connection from %s: public key %s is not on the allow-list",
-                address or "?",
-                z85_key.decode("ascii", "replace"),
-            )
+        self._denied_logged(
+            z85_key,
+            "refused connection from %s: public key %s is not on the allow-list",
+            address or "?",
+            z85_key.decode("ascii", "replace"),
+        )
 
 
 class AllowListAuthenticator(ThreadAuthenticator):

@@ -27,6 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.core.errors import ProtocolError
+from edge.core.times import UTC, format_time, parse_iso, utc_now
+
 PROTOCOL_VERSION = 2
 HIT_VERSIONS = (1, 2)
 
@@ -45,23 +48,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # node and camera ids
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_TEXT = 256
 _MAX_REASON = 500  # as long as a watchlist entry's reason may be
-_UTC = dt.UTC
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be taken.
-
-    `reason` is one of: "garbage" (not a message of ours), "truncated" (frames
-    missing), "oversized", "version" (a kind or version we do not speak) or
-    "invalid" (parsed, but a field is wrong).  `hit_id` is set when the message
-    was a hit whose id could be read, so the sender can be told which one.
-    """
-
-    def __init__(self, reason: str, detail: str, hit_id: str | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.hit_id = hit_id
 
 
 @dataclass(frozen=True)
@@ -96,25 +82,16 @@ def new_hit_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(_UTC)
-
-
-def format_time(t: dt.datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a Z: '2024-05-01T12:00:00.123456Z'."""
-    return t.astimezone(_UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def parse_time(value: object, what: str = "time") -> dt.datetime:
     if not isinstance(value, str) or len(value) > 40:
         raise ProtocolError("invalid", f"{what} must be an ISO 8601 string")
     try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError as e:
+        t = parse_iso(value, default_zone=None)
+    except ValueError as e:  # TimeOutOfRange too: 9999-12-31T23:00-05:00 is past UTC's last year
         raise ProtocolError("invalid", f"{what} {value!r} is not ISO 8601") from e
     if t.tzinfo is None:
         raise ProtocolError("invalid", f"{what} {value!r} has no time zone")
-    return t.astimezone(_UTC)
+    return t
 
 
 # ---------------------------------------------------------------- records
@@ -261,7 +238,7 @@ class HitMessage:
             raise ProtocolError(
                 "invalid", "seen_at must be a datetime with a time zone", self.hit_id
             )
-        object.__setattr__(self, "seen_at", self.seen_at.astimezone(_UTC))
+        object.__setattr__(self, "seen_at", self.seen_at.astimezone(UTC))
         for value, cls in (
             (self.plate, HitPlate),
             (self.match, WatchlistMatch),
@@ -589,7 +566,7 @@ def _hit_v1(h: Mapping[str, Any], hit_id: str, crop: bytes) -> HitMessage:
         hit_id=hit_id,
         node=h.get("node"),  # type: ignore[arg-type]
         camera=h.get("camera"),  # type: ignore[arg-type]
-        seen_at=dt.datetime.fromtimestamp(ts, _UTC),
+        seen_at=dt.datetime.fromtimestamp(ts, UTC),
         location=CameraLocation(lat=h.get("lat"), lon=h.get("lon")),
         plate=HitPlate(
             text=text,

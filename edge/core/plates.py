@@ -7,8 +7,9 @@ dash is the separator written on the plate.  At import every pattern is expanded
 compiled to bit masks, so fitting a read to all formats is a few integer operations each.
 
 Where a pattern wants a letter and the read has a digit (or the other way round), the
-usual OCR confusions are corrected, at a cost that grows with the character's OCR
-confidence; a read needing too many corrections fits nothing and comes through as read.
+usual OCR confusions (`edge.core.confusions.READ_AS`) are corrected, at a cost that grows
+with the character's OCR confidence; a read needing too many corrections fits nothing and
+comes through as read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from edge.core.confusions import READ_AS
 from edge.core.types import PlateText
 
 __all__ = [
@@ -190,18 +192,6 @@ _FORMATS: tuple[PlateFormat, ...] = (
 
 KNOWN_COUNTRIES: tuple[str, ...] = tuple(dict.fromkeys(f.country for f in _FORMATS))
 
-# --------------------------------------------------------------------------- confusions
-
-# What a character may really be when the format wants the other kind, cheapest first.
-# D->0, Q->0 and 0->D are rarer confusions and cost half as much again.  T->1 and A->4 are
-# left out on purpose: they would bend too many foreign plates into a format.
-_CONFUSIONS: dict[str, tuple[tuple[str, float], ...]] = {
-    "O": (("0", 1.0),), "I": (("1", 1.0),), "0": (("O", 1.0), ("D", 1.5)), "1": (("I", 1.0),),
-    "B": (("8", 1.0),), "S": (("5", 1.0),), "Z": (("2", 1.0),), "G": (("6", 1.0),),
-    "8": (("B", 1.0),), "5": (("S", 1.0),), "2": (("Z", 1.0),), "6": (("G", 1.0),),
-    "D": (("0", 1.5),), "Q": (("0", 1.5),),
-}  # fmt: skip
-
 MAX_SUBSTITUTIONS = 2  # and never more than a third of the characters
 MAX_COST = 2.0  # confidence-weighted: two plain corrections, or one of a sure character
 _EPS = 1e-9
@@ -260,7 +250,7 @@ def _fix_table(chars: str) -> dict[str, tuple[str, float]]:
     """For each character outside `chars`: its cheapest confusion inside, with the cost."""
     table = {}
     for c in _KEEP.difference(chars):
-        fix = next(((t, cost) for t, cost in _CONFUSIONS.get(c, ()) if t in chars), None)
+        fix = next(((t, cost) for t, cost in READ_AS.get(c, ()) if t in chars), None)
         if fix is not None:
             table[c] = fix
     return table

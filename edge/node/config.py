@@ -6,8 +6,10 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.core.config_files import ConfigError as ConfigError  # importable from here too
+from edge.core.config_files import load_yaml_model
 
 
 class Strict(BaseModel):
@@ -224,29 +226,9 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ConfigError(ValueError):
-    """The config file is unreadable or invalid; the message names the file and the key."""
-
-
-def load_config(path: Path) -> EdgeConfig:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    try:
-        return EdgeConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+def load_config(path: str | Path) -> EdgeConfig:
+    """The node's YAML config; `ConfigError` ('FILE: key.sub: message') if it is not one."""
+    return load_yaml_model(path, EdgeConfig)
 
 
 def config_hash(config: EdgeConfig) -> str:

@@ -33,9 +33,8 @@ from edge.core.link_protocol import (
     Limits,
     ProtocolError,
     decode,
-    format_time,
-    utc_now,
 )
+from edge.core.times import UTC, format_time, utc_now
 from edge.node.jpeg import fit_jpeg
 from edge.node.waiting import WaitingHit, WaitingHits
 
@@ -421,7 +420,7 @@ class Outbox:
         if seen_at is None:
             seen_at = utc_now()
         elif seen_at.tzinfo is None:
-            seen_at = seen_at.replace(tzinfo=dt.UTC)
+            seen_at = seen_at.replace(tzinfo=UTC)
         seen = format_time(seen_at)
         body = json.dumps(details or {}, default=str)
         size = len(body) + len(crop_jpeg or b"") + len(camera) + len(plate) + 64

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from edge.core.boxes import iou
+from edge.core.edit import levenshtein
 from edge.core.types import PlateEvent, PlateRead
-from edge.node.vote import Vote, edit_distance, read_text, similar, vote
+from edge.node.vote import Vote, read_text, similar, vote
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class PlateTracker:
         distance = math.hypot(seen.cx - predicted.cx, seen.cy - predicted.cy)
         distance /= (seen.w + predicted.w) / 2
         label = track.label
-        clash = len(label) >= 4 and len(text) >= 4 and edit_distance(label, text) > 2
+        clash = len(label) >= 4 and len(text) >= 4 and levenshtein(label, text) > 2
         # A clearly different text is another plate unless it sits right where this
         # one should be (then it is this plate read badly); otherwise the box must
         # overlap the prediction or lie within the distance the plate could move.
@@ -317,7 +318,7 @@ class PlateTracker:
             # (RK906AJ, RK026AJ) at the same place a few seconds apart.
             soon = track.first_seen - recent.last_seen <= 2 * self.max_age_s
             if text == recent.text or (
-                near and soon and edit_distance(text, recent.text) <= 1
+                near and soon and levenshtein(text, recent.text) <= 1
             ):
                 log.debug(
                     "track %d read %s again: merged into track %d's event",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge.core import plates
+from edge.core.edit import alignment, levenshtein
 from edge.core.types import PlateRead, PlateText
 
 MIN_LENGTH = 3  # shorter texts are fragments and never win
@@ -36,23 +37,10 @@ def read_text(read: PlateRead) -> str:
     return plates.normalise(raw) if raw else read.plate.text
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insert, delete, substitute all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
-
-
 def similar(a: str, b: str) -> bool:
     """Whether two normalised texts are plausibly reads of one plate."""
     limit = 2 if min(len(a), len(b)) >= 7 else 1
-    return abs(len(a) - len(b)) <= limit and edit_distance(a, b) <= limit
+    return abs(len(a) - len(b)) <= limit and levenshtein(a, b) <= limit
 
 
 def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> Vote | None:
@@ -79,7 +67,7 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
     seeds: list[str] = []
     members: dict[str, list[str]] = {}
     for text in sorted(weight, key=lambda t: (-weight[t], -count[t], t)):
-        near = [(edit_distance(text, s), i) for i, s in enumerate(seeds) if similar(text, s)]
+        near = [(levenshtein(text, s), i) for i, s in enumerate(seeds) if similar(text, s)]
         if near:
             members[seeds[min(near)[1]]].append(text)
         else:
@@ -178,27 +166,8 @@ def _vote_characters(
 def _align(text: str, reference: str) -> list[int | None]:
     """For each position of `reference`, the index of `text` aligned with it (edit
     distance alignment), or None where `text` dropped that character."""
-    n, m = len(text), len(reference)
-    cost = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        cost[i][0] = i
-    for j in range(m + 1):
-        cost[0][j] = j
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            cost[i][j] = min(
-                cost[i - 1][j] + 1,
-                cost[i][j - 1] + 1,
-                cost[i - 1][j - 1] + (text[i - 1] != reference[j - 1]),
-            )
-    aligned: list[int | None] = [None] * m
-    i, j = n, m
-    while i > 0 and j > 0:
-        if cost[i][j] == cost[i - 1][j - 1] + (text[i - 1] != reference[j - 1]):
-            aligned[j - 1] = i - 1
-            i, j = i - 1, j - 1
-        elif cost[i][j] == cost[i - 1][j] + 1:
-            i -= 1
-        else:
-            j -= 1
+    aligned: list[int | None] = [None] * len(reference)
+    for i, j in alignment(text, reference):
+        if j is not None:
+            aligned[j] = i
     return aligned

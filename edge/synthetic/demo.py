@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from edge.core.edit import levenshtein
 from edge.core.types import PlateEvent
 from edge.node.config import PipelineConfig
 from edge.node.engines import Engines
 from edge.node.pipeline import VideoPipeline
 from edge.node.replay import ReplayStats, replay_events
-from edge.node.vote import edit_distance
 from edge.synthetic.drive_by import SyntheticDriveBy, TruthPass
 
 SLACK_S = 0.5  # an event may start or end this long outside its pass's frames
@@ -30,7 +30,7 @@ def match_event(event: PlateEvent, truth: Sequence[TruthPass], fps: float) -> in
         overlap = min(end, event.last_seen) - max(start, event.first_seen)
         if overlap < 0:
             continue
-        key = (edit_distance(event.text, tp.plate), -overlap, i)
+        key = (levenshtein(event.text, tp.plate), -overlap, i)
         if best is None or key < best:
             best, chosen = key, i
     return chosen

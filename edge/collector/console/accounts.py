@@ -9,7 +9,6 @@ operator's cookie.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import secrets
@@ -22,6 +21,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from edge.core.times import iso
 
 ROLES = ("operator", "admin")
 MIN_PASSWORD = 10
@@ -94,13 +95,7 @@ class Ack:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "hit_id": self.hit_id, "user": self.user,
                 "display_name": self.display_name, "note": self.note,
-                "at": iso(self.at)}  # fmt: skip
-
-
-def iso(t: float) -> str:
-    """UNIX seconds as ISO 8601 UTC with a Z, as the hits' times are written."""
-    s = dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
-    return s.replace("+00:00", "Z")
+                "at": iso(self.at, "milliseconds")}  # fmt: skip
 
 
 def check_user_name(name: str) -> str:
@@ -349,5 +344,5 @@ class ConsoleDB:
             " ORDER BY id DESC LIMIT ?",
             (before_id if before_id is not None else 2**62, limit),
         )
-        return [{"id": i, "at": iso(at), "user": u, "action": a, "detail": d, "address": addr}
-                for i, at, u, a, d, addr in rows]  # fmt: skip
+        return [{"id": i, "at": iso(at, "milliseconds"), "user": u, "action": a, "detail": d,
+                 "address": addr} for i, at, u, a, d, addr in rows]  # fmt: skip

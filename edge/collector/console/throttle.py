@@ -12,13 +12,14 @@ the count of the rest, not a row for each.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from edge.core.times import iso
 
 T = TypeVar("T")
 
@@ -284,11 +285,8 @@ class RefusalLog:
         if not win.count:
             return None
         name, address, reason = key
-        since = _iso(win.started_wall)
+        since = iso(win.started_wall, "seconds")
         return (name, "sign-in refused",
                 f"{reason}: {win.count} more refused since {since}", address)  # fmt: skip
 
 
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")  # fmt: skip

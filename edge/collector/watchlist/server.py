@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -33,6 +34,7 @@ import zmq
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.keys import PeerCheck, allow_list_of
+from edge.core.log_throttle import LogThrottle
 from edge.core.watchlist.entry import FieldError, check_list_name
 from edge.core.watchlist.protocol import (
     CATALOGUE,
@@ -95,7 +97,8 @@ class WatchlistServer:
         self._requests_check: PeerCheck | None = None
         self._updates_check: PeerCheck | None = None
         self._checked: OrderedDict[int, int] = OrderedDict()  # change id -> crc of its body
-        self._bad_logged: set[int] = set()
+        # each bad change logged once (forgotten past 10,000 of them)
+        self._bad_logged = LogThrottle(log, math.inf, level=logging.ERROR, max_keys=10_000)
 
     @classmethod
     def from_config(
@@ -281,24 +284,23 @@ class WatchlistServer:
         try:
             update = json.loads(body)
             if not isinstance(update, dict) or update.get("v") != VERSION:
-                raise ProtocolError("not an update of this protocol version")
+                raise ProtocolError("version", "not an update of this protocol version")
             if self._checked.get(change_id) != crc:
                 parsed = parse_update(b"", update)
                 if parsed.list != name or parsed.epoch != store.epoch:
-                    raise ProtocolError(f"an update of {parsed.list} in {parsed.epoch}")
+                    raise ProtocolError("invalid", f"an update of {parsed.list} in {parsed.epoch}")
                 self._checked[change_id] = crc
                 while len(self._checked) > _CHECKED_ROWS:
                     self._checked.popitem(last=False)
             if seq is not None and update.get("seq") != seq:
-                raise ProtocolError(f"update {update.get('seq')!r} where {seq} was due")
+                raise ProtocolError("invalid", f"update {update.get('seq')!r} where {seq} was due")
         except (ValueError, TypeError) as e:  # JSON and protocol errors are ValueErrors
             self._count("bad_log_rows")
-            if change_id not in self._bad_logged and len(self._bad_logged) < 10_000:
-                self._bad_logged.add(change_id)
-                log.error(
-                    "watchlists: change %d of list %s in %s is bad (%s); edges that need it "
-                    "get a snapshot of the list", change_id, name, store.path, e,
-                )  # fmt: skip
+            self._bad_logged(
+                change_id,
+                "watchlists: change %d of list %s in %s is bad (%s); edges that need it "
+                "get a snapshot of the list", change_id, name, store.path, e,
+            )  # fmt: skip
             return None
         return update
 
@@ -316,7 +318,7 @@ class WatchlistServer:
             elif topic == FETCH:
                 reply_topic, reply = CHUNK, self._fetch(store, body)
             else:
-                raise ProtocolError(f"unknown request {topic[:32]!r}")
+                raise ProtocolError("version", f"unknown request {topic[:32]!r}")
             self._count("requests_served")
         except (ProtocolError, FieldError, KeyError, TypeError, ValueError) as e:
             log.warning("watchlists: refused a request: %s", e)
@@ -334,7 +336,7 @@ class WatchlistServer:
         if names is not None and not (
             isinstance(names, list) and all(isinstance(n, str) for n in names)
         ):
-            raise ProtocolError("lists: expected a list of names or null")
+            raise ProtocolError("invalid", "lists: expected a list of names or null")
         lists = store.lists(names)
         return {
             "epoch": store.epoch,
@@ -362,10 +364,10 @@ class WatchlistServer:
                     return self._delta(store, name, since)
                 return self._snapshot(store, name)
             if not isinstance(cursor, dict):
-                raise ProtocolError("cursor: expected an object")
+                raise ProtocolError("invalid", "cursor: expected an object")
             after = cursor.get("after")
             if isinstance(after, bool) or not isinstance(after, int):
-                raise ProtocolError("cursor.after: expected an integer")
+                raise ProtocolError("invalid", "cursor.after: expected an integer")
             if cursor.get("delta"):
                 return self._delta(store, name, after)
             rows = store.snapshot_chunk(name, after, limit)

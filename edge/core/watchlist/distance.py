@@ -1,7 +1,8 @@
 """How far a read is from a listed plate, in a cost model that knows OCR's confusions.
 
-A substitution between characters an OCR mixes up (O/0/D/Q, I/1/L/T, B/8, S/5, Z/2,
-G/6) costs `CONFUSION_COST`; any other substitution, an insertion, a deletion or the
+A substitution between characters an OCR mixes up (O/0/D/Q, I/1, B/8, S/5, Z/2, G/6:
+the classes of `edge.core.confusions`, which the plate rules correct with) costs
+`CONFUSION_COST`; any other substitution, an insertion, a deletion or the
 swap of two neighbours costs `EDIT_COST`.  A list may allow fuzzy matches up to
 `MAX_FUZZY_DISTANCE`, which is below two edits: a fuzzy hit is then any number of
 confusions plus at most one other edit.  That bound is what lets the index find every
@@ -11,7 +12,9 @@ candidate with the one-deletion neighbourhood of the confusion-folded text (see
 
 from __future__ import annotations
 
-CONFUSION_CLASSES = ("O0DQ", "I1LT", "B8", "S5", "Z2", "G6")
+from edge.core import confusions, edit
+
+CONFUSION_CLASSES = confusions.CLASSES
 CONFUSION_COST = 0.25
 EDIT_COST = 1.0
 MAX_FUZZY_DISTANCE = 1.75  # must stay below 2 * EDIT_COST; see the module docstring
@@ -96,22 +99,7 @@ def plate_distance(a: str, b: str, limit: float = MAX_FUZZY_DISTANCE) -> float |
 
 def weighted_distance(a: str, b: str) -> float:
     """Full weighted optimal-string-alignment distance (the reference for `plate_distance`)."""
-    la, lb = len(a), len(b)
-    d = [[0.0] * (lb + 1) for _ in range(la + 1)]
-    for i in range(la + 1):
-        d[i][0] = i * EDIT_COST
-    for j in range(lb + 1):
-        d[0][j] = j * EDIT_COST
-    for i in range(1, la + 1):
-        for j in range(1, lb + 1):
-            d[i][j] = min(
-                d[i - 1][j] + EDIT_COST,
-                d[i][j - 1] + EDIT_COST,
-                d[i - 1][j - 1] + char_cost(a[i - 1], b[j - 1]),
-            )
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + EDIT_COST)
-    return d[la][lb]
+    return edit.distance(a, b, char_cost, EDIT_COST, EDIT_COST)
 
 
 # --------------------------------------------------------------------------- index keys

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from edge.core.plates import normalise
+from edge.core.times import UTC, TimeOutOfRange, iso, parse_iso
 from edge.core.watchlist.distance import MAX_FUZZY_DISTANCE, MAX_PLATE_LEN
 
 WILDCARD_ONE = "?"  # exactly one character
@@ -224,13 +225,13 @@ def parse_time(value: object, field: str, *, end_of_day: bool = False) -> float 
             try:
                 if len(text) == 10:
                     day = dt.date.fromisoformat(text)
+                    moment = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
                     if end_of_day:
-                        day += dt.timedelta(days=1)
-                    moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+                        moment += dt.timedelta(days=1)
                 else:
-                    moment = dt.datetime.fromisoformat(text)
-                    if moment.tzinfo is None:
-                        moment = moment.replace(tzinfo=dt.UTC)
+                    moment = parse_iso(text)
+            except (TimeOutOfRange, OverflowError):  # past 9999-12-31 in UTC
+                raise FieldError(field, f"{value!r} is out of range") from None
             except ValueError:
                 raise FieldError(
                     field, f"{value!r} is not a time (ISO 8601, e.g. 2025-05-31T18:00:00Z)"
@@ -244,10 +245,10 @@ def parse_time(value: object, field: str, *, end_of_day: bool = False) -> float 
 
 
 def format_time(seconds: float | None) -> str:
+    """UNIX seconds as ISO 8601 with +00:00, to the second where they are whole."""
     if seconds is None:
         return ""
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return moment.isoformat(timespec="seconds" if seconds == int(seconds) else "milliseconds")
+    return iso(seconds, "seconds" if seconds == int(seconds) else "milliseconds", z=False)
 
 
 def _text(raw: Mapping[str, object], field: str, *, required: bool, limit: int = _MAX_TEXT) -> str:

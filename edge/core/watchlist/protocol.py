@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edge.core.errors import ProtocolError
 from edge.core.watchlist.distance import MAX_PLATE_LEN
 from edge.core.watchlist.entry import FieldError, ListPolicy, check_list_name
 from edge.core.watchlist.index import Row
@@ -41,10 +42,6 @@ _RAW, _ZLIB = 0, 1
 _PATTERN = re.compile(rf"^[A-Z0-9?*]{{2,{2 * MAX_PLATE_LEN + 1}}}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CRC = struct.Struct(">I")
-
-
-class ProtocolError(ValueError):
-    """A message that is corrupt, truncated or not what the protocol allows."""
 
 
 def updates_endpoint(snapshot: str) -> str:
@@ -71,34 +68,36 @@ def seal(topic: bytes, body: Mapping[str, object]) -> list[bytes]:
 def open_message(frames: Sequence[bytes]) -> tuple[bytes, dict]:
     """(topic, body) of a sealed message; raises `ProtocolError` saying what is wrong."""
     if len(frames) != 3:
-        raise ProtocolError(f"expected 3 frames, got {len(frames)}")
+        raise ProtocolError("truncated" if len(frames) < 3 else "garbage",
+                            f"expected 3 frames, got {len(frames)}")
     topic, payload, check = (bytes(f) for f in frames)
     if len(check) != 4:
-        raise ProtocolError("checksum frame is not 4 bytes")
+        raise ProtocolError("garbage", "checksum frame is not 4 bytes")
     if _CRC.unpack(check)[0] != zlib.crc32(payload, zlib.crc32(topic)):
-        raise ProtocolError("checksum mismatch (corrupt or truncated message)")
+        raise ProtocolError("garbage", "checksum mismatch (corrupt or truncated message)")
     if not payload:
-        raise ProtocolError("empty body")
+        raise ProtocolError("truncated", "empty body")
     if payload[0] == _ZLIB:
         inflater = zlib.decompressobj()
         try:
             raw = inflater.decompress(payload[1:], MAX_BODY)
         except zlib.error as e:
-            raise ProtocolError(f"body does not inflate: {e}") from None
+            raise ProtocolError("garbage", f"body does not inflate: {e}") from None
         if inflater.unconsumed_tail or not inflater.eof:
-            raise ProtocolError("body is truncated or inflates past the size limit")
+            raise ProtocolError("oversized" if inflater.unconsumed_tail else "truncated",
+                                "body is truncated or inflates past the size limit")
     elif payload[0] == _RAW:
         raw = payload[1:]
     else:
-        raise ProtocolError(f"unknown body encoding {payload[0]}")
+        raise ProtocolError("garbage", f"unknown body encoding {payload[0]}")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"body is not JSON: {e}") from None
+        raise ProtocolError("garbage", f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
-        raise ProtocolError("body is not a JSON object")
+        raise ProtocolError("garbage", "body is not a JSON object")
     if body.get("v") != VERSION:
-        raise ProtocolError(f"protocol version {body.get('v')!r}, expected {VERSION}")
+        raise ProtocolError("version", f"protocol version {body.get('v')!r}, expected {VERSION}")
     return topic, body
 
 
@@ -120,13 +119,13 @@ class Update:
 
 def _int(value: object, what: str, lo: int = 0, hi: int = 2**62) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ProtocolError(f"{what}: expected an integer {lo}..{hi}, got {value!r}")
+        raise ProtocolError("invalid", f"{what}: expected an integer {lo}..{hi}, got {value!r}")
     return value
 
 
 def _str(value: object, what: str, limit: int = 500) -> str:
     if not isinstance(value, str) or len(value) > limit:
-        raise ProtocolError(f"{what}: expected text of at most {limit} characters")
+        raise ProtocolError("invalid", f"{what}: expected text of at most {limit} characters")
     return value
 
 
@@ -134,7 +133,7 @@ def _time(value: object, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ProtocolError(f"{what}: expected UNIX seconds or null, got {value!r}")
+        raise ProtocolError("invalid", f"{what}: expected UNIX seconds or null, got {value!r}")
     return float(value)
 
 
@@ -146,12 +145,12 @@ def row_to_wire(row: Row) -> list[object]:
 def row_from_wire(list_name: str, item: object) -> Row:
     """A row from the wire, checked field by field."""
     if not isinstance(item, list) or len(item) != 10:
-        raise ProtocolError("entry: expected a list of 10 fields")
+        raise ProtocolError("invalid", "entry: expected a list of 10 fields")
     eid, pattern, agency, category, priority, reason, country, vf, vu, added_by = item
     if not isinstance(pattern, str) or not _PATTERN.match(pattern):
-        raise ProtocolError(f"entry {eid!r}: bad plate pattern {pattern!r}")
+        raise ProtocolError("invalid", f"entry {eid!r}: bad plate pattern {pattern!r}")
     if country is not None and (not isinstance(country, str) or not _COUNTRY.match(country)):
-        raise ProtocolError(f"entry {eid!r}: bad country {country!r}")
+        raise ProtocolError("invalid", f"entry {eid!r}: bad country {country!r}")
     return (
         _int(eid, "entry id", 1),
         pattern,
@@ -172,36 +171,36 @@ def parse_update(topic: bytes, body: Mapping[str, object]) -> Update:
     try:
         name = check_list_name(body.get("list"))
     except FieldError as e:
-        raise ProtocolError(str(e)) from None
+        raise ProtocolError("invalid", str(e)) from None
     if topic and topic != list_topic(name):
-        raise ProtocolError(f"topic {topic!r} does not match list {name!r}")
+        raise ProtocolError("invalid", f"topic {topic!r} does not match list {name!r}")
     epoch = _str(body.get("epoch"), "epoch", 64)
     seq = _int(body.get("seq"), "seq", 1)
     op = body.get("op")
     if op not in OPS:
-        raise ProtocolError(f"unknown op {op!r}")
+        raise ProtocolError("invalid", f"unknown op {op!r}")
     policy = None
     rows: tuple[Row, ...] = ()
     ids: tuple[int, ...] = ()
     if op == "policy":
         raw = body.get("policy")
         if not isinstance(raw, dict):
-            raise ProtocolError("policy: expected an object")
+            raise ProtocolError("invalid", "policy: expected an object")
         try:
             policy = ListPolicy.from_json(raw)
         except FieldError as e:
-            raise ProtocolError(f"policy: {e}") from None
+            raise ProtocolError("invalid", f"policy: {e}") from None
         if policy.name != name:
-            raise ProtocolError("policy names another list")
+            raise ProtocolError("invalid", "policy names another list")
     elif op == "upsert":
         items = body.get("entries")
         if not isinstance(items, list):
-            raise ProtocolError("entries: expected a list")
+            raise ProtocolError("invalid", "entries: expected a list")
         rows = tuple(row_from_wire(name, item) for item in items)
     elif op == "delete":
         items = body.get("ids")
         if not isinstance(items, list):
-            raise ProtocolError("ids: expected a list")
+            raise ProtocolError("invalid", "ids: expected a list")
         ids = tuple(_int(i, "id", 1) for i in items)
     return Update(epoch, name, seq, op, policy, rows, ids)
 
@@ -214,5 +213,5 @@ def parse_hugz(body: Mapping[str, object]) -> tuple[str, dict[str, int]]:
     epoch = _str(body.get("epoch"), "epoch", 64)
     lists = body.get("lists")
     if not isinstance(lists, dict):
-        raise ProtocolError("lists: expected an object")
+        raise ProtocolError("invalid", "lists: expected an object")
     return epoch, {_str(k, "list", 64): _int(v, "seq") for k, v in lists.items()}

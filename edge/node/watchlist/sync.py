@@ -24,6 +24,7 @@ from pathlib import Path
 
 import zmq
 
+from edge.core.log_throttle import LogThrottle
 from edge.core.watchlist.entry import Entry, ListPolicy
 from edge.core.watchlist.matcher import Matcher
 from edge.core.watchlist.protocol import (
@@ -56,20 +57,6 @@ class _RequestFailed(RuntimeError):
 
 class _CannotApply(RuntimeError):
     """Updates from the collector that this edge cannot apply: fetch the list whole."""
-
-
-class _Throttle:
-    """Log each kind of problem at most once per `every_s`."""
-
-    def __init__(self, every_s: float = 10.0):
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-
-    def __call__(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) >= self.every_s:
-            self._last[key] = now
-            log.warning(msg, *args)
 
 
 class WatchlistSync:
@@ -123,7 +110,7 @@ class WatchlistSync:
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._write_lock = threading.Lock()  # replica writes + matcher.apply vs a rebuild's start
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle(log)
         self._rid = 0
         self._dealer: zmq.Socket | None = None
         self._sub: zmq.Socket | None = None
@@ -312,7 +299,7 @@ class WatchlistSync:
                 update = parse_update(topic, body)
             except ProtocolError as e:
                 self.counters["refused"] += 1
-                self._throttle(f"refused {str(e)[:40]}", "watchlists: refused an update: %s", e)
+                self._throttle(f"refused {e.detail[:40]}", "watchlists: refused an update: %s", e)
                 continue
             self._last_heard = time.monotonic()
             if self._in_scope(update.list):
@@ -548,7 +535,7 @@ class WatchlistSync:
             try:
                 if reply.get("mode") == "delta":
                     if since is None:
-                        raise ProtocolError("a catch-up where a snapshot was asked for")
+                        raise ProtocolError("invalid", "a catch-up where a snapshot was asked for")
                     try:
                         self._fetched_delta(name, reply)
                     except (ProtocolError, TypeError, ValueError) as e:
@@ -580,7 +567,7 @@ class WatchlistSync:
                     if reply.get("next") is None:
                         self._commit_snapshot(name, first, staged)
                 else:
-                    raise ProtocolError(f"unknown mode {reply.get('mode')!r}")
+                    raise ProtocolError("invalid", f"unknown mode {reply.get('mode')!r}")
             except (ProtocolError, TypeError, ValueError) as e:
                 self.counters["refused"] += 1
                 raise _RequestFailed(f"refused {name} from the collector: {e}") from None
@@ -591,15 +578,15 @@ class WatchlistSync:
     def _fetched_delta(self, name: str, reply: dict) -> None:
         updates = reply.get("updates")
         if not isinstance(updates, list):
-            raise ProtocolError("updates: expected a list")
+            raise ProtocolError("invalid", "updates: expected a list")
         parsed = []
         last = self._seqs.get(name, 0)
         for body in updates:
             if not isinstance(body, dict) or body.get("v") != VERSION:
-                raise ProtocolError("update: bad body")
+                raise ProtocolError("invalid", "update: bad body")
             u = parse_update(b"", body)
             if u.list != name or u.seq != last + 1 or u.epoch != self._epoch:
-                raise ProtocolError(f"catch-up update {u.seq} of {u.list} out of line")
+                raise ProtocolError("invalid", f"catch-up update {u.seq} of {u.list} out of line")
             last = u.seq
             parsed.append(u)
         if not self._apply(parsed):
@@ -609,10 +596,10 @@ class WatchlistSync:
     def _commit_snapshot(self, name: str, first: dict, staged: list[Entry] | None) -> None:
         seq, active = first.get("seq"), bool(first.get("active"))
         if isinstance(seq, bool) or not isinstance(seq, int):
-            raise ProtocolError("snapshot: bad seq")
+            raise ProtocolError("invalid", "snapshot: bad seq")
         policy = ListPolicy.from_json(first.get("policy") or {})
         if policy.name != name:
-            raise ProtocolError("snapshot: policy of another list")
+            raise ProtocolError("invalid", "snapshot: policy of another list")
         assert self._epoch is not None
         with self._write_lock:
             self.replica.stage_commit(self._epoch, name, policy, seq, active)

@@ -10,7 +10,7 @@ import sys
 import threading
 
 import pytest
-from test_link_support import child_env, make_hit, wait_for
+from helpers.link import child_env, make_hit, wait_for
 
 from edge.collector.cli import format_hit, main, parse_since
 from edge.collector.config import CollectorConfig, ConfigError, load_config
@@ -55,7 +55,7 @@ def test_config_keeps_paths_relative_to_itself_and_passes_watchlists_through(tmp
 
 
 def test_example_config_is_valid():
-    from test_link_support import REPO
+    from helpers.link import REPO
 
     cfg = load_config(REPO / "config" / "collector.example.yaml")
     assert isinstance(cfg, CollectorConfig) and cfg.listen.startswith("tcp://")

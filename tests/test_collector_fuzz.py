@@ -6,9 +6,9 @@ import json
 
 import pytest
 import zmq
+from helpers.link import fake_jpeg, make_hit, make_keys, start_collector, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_link_support import fake_jpeg, make_hit, make_keys, start_collector, wait_for
 
 from edge.core.keys import make_curve_client
 from edge.core.link_protocol import (

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 import zmq
-from test_link_support import REPO, child_env, make_hit, make_keys, start_collector, wait_for
+from helpers.link import REPO, child_env, make_hit, make_keys, start_collector, wait_for
 
 from edge.collector.store import HitStore
 from edge.core.keys import make_curve_client

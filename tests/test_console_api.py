@@ -11,27 +11,20 @@ import time
 
 import pytest
 import zmq
-from test_console_support import (
+from helpers.console import (
     ADMIN,
     OPERATOR,
     Client,
     EventStream,
     console_hit,
     live_status,
-    running_stack,
     start_stack,
 )
-from test_link_support import wait_for
+from helpers.link import wait_for
 
 from edge.core.keys import generate_keypair
 from edge.core.link_protocol import CameraLocation
 from edge.node.watchlist.sync import WatchlistSync
-
-
-@pytest.fixture
-def stack(tmp_path):
-    yield from running_stack(tmp_path)
-
 
 PROTECTED = [
     "/api/me", "/api/live", "/api/events", "/api/hits", "/api/hits.csv", "/api/hits.json",
@@ -388,7 +381,7 @@ def test_collector_run_serves_the_console_and_stops_on_sigterm(tmp_path):
     import subprocess
     import sys
 
-    from test_link_support import child_env, free_port, make_keys
+    from helpers.link import child_env, free_port, make_keys
 
     keys = make_keys(tmp_path)
     port = free_port()

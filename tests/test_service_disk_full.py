@@ -13,7 +13,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from test_link_support import fake_jpeg, wait_for
+from helpers.link import fake_jpeg, wait_for
 
 from edge.core.types import PlateEvent
 from edge.core.watchlist.entry import Entry, ListPolicy

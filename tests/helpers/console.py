@@ -1,8 +1,5 @@
 """Helpers for the console tests: a real collector with its console and watchlist server on
-loopback, real edges (outbox + sender, CURVE keys) to send it hits, and an HTTP client.
-
-(Named test_console_* so that it sits with the tests it serves; it holds one test of its own.)
-"""
+loopback, real edges (outbox + sender, CURVE keys) to send it hits, and an HTTP client."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import datetime as dt
 import http.client
 import http.cookiejar
 import json
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import zmq
-from test_link_support import Keys, collector_config, free_port, make_keys, wait_for
 
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
@@ -29,21 +28,16 @@ from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
+from helpers.link import Keys, collector_config, free_port, make_keys, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "console"
 ADMIN = ("ada", "admin password 1", "Ada Admin")
 OPERATOR = ("olga", "operator password 1", "Olga Operator")
-# A JPEG as far as the link checks (magic and end marker); browsers show it as broken.
-# Real pictures come from make_jpeg.
-_JPEG_END = b"\xff\xd9"
 
 
 def make_jpeg(text: str, size: tuple[int, int] = (200, 48)) -> bytes:
     """A real JPEG with `text` on it (so the page shows a picture, not a broken image)."""
-    import cv2
-    import numpy as np
-
     w, h = size
     img = np.full((h, w, 3), 235, np.uint8)
     scale = h / 40
@@ -220,8 +214,6 @@ class Stack:
         return outbox
 
     def stored(self, hit_id: str) -> bool:
-        import sqlite3
-
         db = sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True)
         try:
             row = db.execute("SELECT 1 FROM hits WHERE hit_id = ?", (hit_id,)).fetchone()
@@ -282,8 +274,3 @@ def running_stack(root: Path, console: ConsoleConfig | None = None) -> Iterator[
         s.close()
         s.ctx.destroy(linger=0)
 
-
-def test_console_hit_is_a_valid_hit_with_real_pictures():
-    h = console_hit("WX12345")
-    assert h.crop_jpeg.startswith(b"\xff\xd8\xff") and h.crop_jpeg.endswith(_JPEG_END)
-    assert h.plate.formatted == "WX1 2345" and h.match.priority == 1

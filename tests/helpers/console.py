@@ -1,8 +1,10 @@
-"""Helpers for the console tests: a real collector with its console and watchlist server on
+"""Helpers for the console tests: the console's web application in this process (Starlette's
+TestClient) on real databases; a real collector with its console and watchlist server on
 loopback, real edges (outbox + sender, CURVE keys) to send it hits, and an HTTP client."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import http.cookiejar
@@ -18,12 +20,16 @@ from typing import Any
 import cv2
 import numpy as np
 import zmq
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
+from edge.collector.console.app import COOKIE, Console, build_app
 from edge.collector.console.config import CameraPlace, ConsoleConfig
 from edge.collector.console.server import ConsoleServer
 from edge.collector.service import CollectorService
+from edge.collector.store import HitStore
 from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.node.outbox import Outbox
@@ -274,3 +280,95 @@ def running_stack(root: Path, console: ConsoleConfig | None = None) -> Iterator[
         s.close()
         s.ctx.destroy(linger=0)
 
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def make_users(path: Path) -> Path:
+    """A console database at `path` holding ADMIN and OPERATOR (argon2 takes its time: a
+    test copies this one rather than hashing the passwords again)."""
+    db = ConsoleDB(path)
+    try:
+        for (name, password, display), role in ((ADMIN, "admin"), (OPERATOR, "operator")):
+            db.add_user(name, password, role, display)
+    finally:
+        db.close()
+    return path
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+@dataclass
+class InProcess:
+    """The console's web application run in this process by Starlette's TestClient, on the
+    databases `ConsoleServer` opens in a collector's data_dir: no socket, no thread of the
+    collector, no live hub.  Hits are put in the hit store as the collector's writer does."""
+
+    config: CollectorConfig
+    server: ConsoleServer
+    console: Console
+    app: ASGIApp
+    store: HitStore
+
+    @property
+    def url(self) -> str:
+        return "http://testserver"  # TestClient's; the Host header of every request
+
+    def client(self, who: tuple[str, str, str] | None = None, **kw: Any) -> TestClient:
+        """A client (redirects not followed); with `who`, holding a session of that user
+        (made in the database, as signing in would: POST /api/login is tested on its own)."""
+        c = TestClient(self.app, follow_redirects=False, **kw)
+        if who is not None:
+            user = self.console.db.user(who[0])
+            assert user is not None, who
+            c.cookies.set(COOKIE, self.console.db.new_session(user, "testclient"))
+        return c
+
+    def add_hits(self, *hits: HitMessage) -> None:
+        new, _ = self.store.commit(hits)
+        assert len(new) == len(hits)
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        db = sqlite3.connect(f"file:{self.server.database}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute("SELECT * FROM audit ORDER BY id")]
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.store.close()
+
+
+@contextlib.contextmanager
+def in_process(root: Path, users: Path, console: ConsoleConfig | None = None
+               ) -> Iterator[InProcess]:
+    """`with in_process(tmp_path, users) as app:` the console in a collector's data_dir
+    under `root`, its database a copy of `users` (make_users); closed after."""
+    config = CollectorConfig(
+        listen="tcp://127.0.0.1:0", data_dir=root / "collector-data", credentials_dir=None,
+        allowed_keys_dir=root / "allowed", console=console or ConsoleConfig(port=0),
+    )  # fmt: skip
+    store = HitStore(config.db_path)  # there before the console, as in the collector
+    server = ConsoleServer(config)
+    _copy_db(users, server.database)
+    try:
+        opened = server.open()
+    except BaseException:
+        store.close()
+        raise
+    app = InProcess(config, server, opened, build_app(opened), store)
+    try:
+        yield app
+    finally:
+        app.close()

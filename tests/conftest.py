@@ -1,6 +1,5 @@
-"""Shared test set-up: where the real data and the prepared models are (skips without them),
-and the fixtures several test files use (a ZeroMQ context, keys, a collector with its console,
-a browser).  What they are built from lives in tests/helpers/."""
+"""The fixtures several test files use: the real models, a ZeroMQ context, keys, a collector
+with its console, a browser.  What they are built from lives in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -11,17 +10,8 @@ import pytest
 import zmq
 from helpers.browser import browser  # noqa: F401  (a fixture: skips without chromium)
 from helpers.console import Stack, running_stack
+from helpers.data import DATA, REPO, data_dir  # noqa: F401  (tests import these from helpers.data)
 from helpers.link import Keys, make_keys
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-
-
-def data_dir(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real data {path} is absent (it lives beside the repo, in ../shared/data)")
-    return path
 
 
 @pytest.fixture(scope="session")

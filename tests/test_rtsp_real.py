@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import DATA
+from helpers.data import DATA
 from helpers.link import child_env, free_port, wait_for
 from helpers.rtsp_camera import RtspCamera, unavailable
 from helpers.service import models_or_skip

@@ -149,8 +149,11 @@ def stored_ids(db_path: Path) -> list[str]:
 
 
 def child_env() -> dict[str, str]:
+    """The environment of a child process: this tree's edge/, and tests/ (for a test file
+    run as a script, wherever it sits, to import helpers)."""
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
     return env
 
 

@@ -1,20 +1,17 @@
-"""Shared test helpers: where the real data and the prepared models are, and skips without them."""
+"""The fixtures several test files use: the real models, a ZeroMQ context, keys, a collector
+with its console, a browser.  What they are built from lives in tests/helpers/."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-
-
-def data_dir(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real data {path} is absent (it lives beside the repo, in ../shared/data)")
-    return path
+import zmq
+from helpers.browser import browser  # noqa: F401  (a fixture: skips without chromium)
+from helpers.console import Stack, running_stack
+from helpers.data import DATA, REPO, data_dir  # noqa: F401  (tests import these from helpers.data)
+from helpers.link import Keys, make_keys
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +24,23 @@ def engines():
         return Engines.load(vehicles=True)
     except ModelError as exc:
         pytest.skip(f"models not prepared ({exc}); run: make models")
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """One ZeroMQ context for a test; whatever the test left open is closed with it."""
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    """A collector key pair and an allow-list, in the test's own folder."""
+    return make_keys(tmp_path)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A collector with its console and watchlist server on loopback, two users in it."""
+    yield from running_stack(tmp_path)

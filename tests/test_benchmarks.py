@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import data_dir
+from helpers.data import data_dir
 
 from benchmarks import cli, external, plots, results
 from benchmarks.datasets import DatasetError, Label, load_folder, resolve

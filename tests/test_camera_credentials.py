@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.link import free_port
 from helpers.rtsp_fake import FakeRtspServer
 from helpers.stand_ins import idle_engines
-from test_link_support import free_port
 
 from edge.node.config import EdgeConfig
 from edge.node.service import EdgeService

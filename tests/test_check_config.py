@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-from test_link_support import free_port, make_keys, start_collector
+from helpers.link import free_port, make_keys, start_collector
 
 from edge.cli import main
 from edge.node.check_config import EXIT_COLLECTOR, EXIT_CONFIG, EXIT_KEYS, EXIT_MODELS, EXIT_OK

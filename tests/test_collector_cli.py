@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from test_link_support import child_env, make_hit, wait_for
+from helpers.link import child_env, make_hit, wait_for
 
 from edge.collector.cli import format_hit, main, parse_since
 from edge.collector.config import CollectorConfig, ConfigError, load_config
@@ -71,7 +71,7 @@ def test_a_bad_watchlists_key_is_an_error_at_load_naming_it(tmp_path, capsys):
 
 
 def test_example_config_is_valid():
-    from test_link_support import REPO
+    from helpers.link import REPO
 
     cfg = load_config(REPO / "config" / "collector.example.yaml")
     assert isinstance(cfg, CollectorConfig) and cfg.listen.startswith("tcp://")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import zmq
+from helpers.link import fake_jpeg, make_hit, make_keys, start_collector, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_link_support import fake_jpeg, make_hit, make_keys, start_collector, wait_for
 
+from edge.collector.service import CollectorService
 from edge.core.keys import make_curve_client
 from edge.core.link_protocol import (
     TAG_ACK,
@@ -18,11 +21,11 @@ from edge.core.link_protocol import (
     TAG_HIT_V2,
     TAG_REJECT,
     Ack,
+    HitMessage,
     decode_message,
 )
 
 EXAMPLES = 150  # each a burst of 1-40 messages: thousands in all
-SENT = {"messages": 0}
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
@@ -75,9 +78,18 @@ _garbage = st.one_of(
 )
 
 
+@dataclass
+class Live:
+    """A collector in this process, one allowed edge socket, and a hit it already holds."""
+
+    service: CollectorService
+    sock: zmq.Socket
+    sentinel: HitMessage
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """A collector in this process and one allowed edge socket, shared by every example."""
+def live(tmp_path_factory) -> Iterator[Live]:
+    """Shared by every example of every test here: each test counts from where it starts."""
     root = tmp_path_factory.mktemp("fuzz")
     keys = make_keys(root)
     public, secret = keys.edge("edge1")
@@ -91,7 +103,7 @@ def live(tmp_path_factory):
     sock.send_multipart(sentinel.encode())  # stored now; from here on it is a duplicate
     assert sock.poll(10_000)
     sock.recv_multipart()
-    yield service, sock, sentinel, SENT
+    yield Live(service, sock, sentinel)
     sock.close()
     service.stop()
     ctx.term()
@@ -101,12 +113,11 @@ def _accounted(stats: dict[str, int]) -> int:
     return sum(stats.get(k, 0) for k in ("refused", "stored", "duplicates", "heartbeats"))
 
 
-def _send_and_check(live, burst: list[list[bytes]]) -> None:
-    service, sock, sentinel, sent = live
+def _send_and_check(live: Live, burst: list[list[bytes]]) -> None:
+    service, sock, sentinel = live.service, live.sock, live.sentinel
     before = _accounted(service.stats())
     for frames in burst:
         sock.send_multipart(frames)
-    sent["messages"] += len(burst)
     # The sentinel is acked only after everything sent before it was handled:
     # an ack proves the collector is alive and still taking hits.
     sock.send_multipart(sentinel.encode())
@@ -124,46 +135,70 @@ def _send_and_check(live, burst: list[list[bytes]]) -> None:
     )
 
 
+def _still_stores_hits(live: Live, n: int) -> None:
+    fresh = make_hit(n)
+    live.sock.send_multipart(fresh.encode())
+    assert live.sock.poll(10_000)
+    assert decode_message(live.sock.recv_multipart()) == Ack((fresh.hit_id,))
+
+
+def _refused_since(live: Live, before: dict[str, int]) -> dict[str, int]:
+    now = live.service.stats()
+    return {k: now[k] - before.get(k, 0) for k in now
+            if k.startswith("refused") and now[k] > before.get(k, 0)}  # fmt: skip
+
+
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
     deadline=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
-@FUZZ
-@given(st.data())
-def test_fuzz_mutated_hits_at_a_live_collector(live, data):
-    n = data.draw(st.integers(1, 40))
-    _send_and_check(live, [_mutated_hit(data) for _ in range(n)])
+# Each test runs its examples itself (a @given function called with the shared collector)
+# and then checks what they did, so that it passes alone as well as after the others.
 
 
 @FUZZ
-@given(st.lists(_garbage, min_size=1, max_size=40))
-def test_fuzz_garbage_at_a_live_collector(live, burst):
+@given(data=st.data())
+def _mutated_bursts(live: Live, sent: list[int], data: st.DataObject) -> None:
+    burst = [_mutated_hit(data) for _ in range(data.draw(st.integers(1, 40)))]
     _send_and_check(live, burst)
+    sent.append(len(burst))
 
 
-def test_after_the_fuzzing_the_collector_still_stores_hits(live):
-    service, sock, _, sent = live
-    stats = service.stats()
-    assert sent["messages"] > 3000
-    assert stats["refused"] > sent["messages"] / 2  # the rest were valid, even mutated
-    for reason in ("garbage", "truncated", "oversized", "version", "invalid"):
-        assert stats.get(f"refused_{reason}", 0) > 0, reason
-    fresh = make_hit(999_999_999)
-    sock.send_multipart(fresh.encode())
-    assert sock.poll(10_000)
-    assert decode_message(sock.recv_multipart()) == Ack((fresh.hit_id,))
+@FUZZ
+@given(burst=st.lists(_garbage, min_size=1, max_size=40))
+def _garbage_bursts(live: Live, sent: list[int], burst: list[list[bytes]]) -> None:
+    _send_and_check(live, burst)
+    sent.append(len(burst))
+
+
+def test_fuzz_mutated_hits_at_a_live_collector(live):
+    before, sent = live.service.stats(), []
+    _mutated_bursts(live, sent)
+    refused = _refused_since(live, before)
+    assert sum(sent) > 1500  # about 3300 messages
+    assert refused["refused"] > sum(sent) / 2  # the rest were valid, even mutated
+    for reason in ("garbage", "truncated", "oversized", "invalid"):
+        assert refused.get(f"refused_{reason}", 0) > 0, reason
+    _still_stores_hits(live, 999_999_998)
+
+
+def test_fuzz_garbage_at_a_live_collector(live):
+    before, sent = live.service.stats(), []
+    _garbage_bursts(live, sent)
+    refused = _refused_since(live, before)
+    assert sum(sent) > 500  # shorter bursts than the mutated hits' (about 800 messages)
+    assert refused["refused"] > sum(sent) / 2
+    for reason in ("garbage", "version", "invalid"):
+        assert refused.get(f"refused_{reason}", 0) > 0, reason
+    _still_stores_hits(live, 999_999_999)
 
 
 def test_a_frame_beyond_zeromqs_limit_drops_only_that_connection(live):
-    service, sock, sentinel, _ = live
+    sock, sentinel = live.sock, live.sentinel
     frames = make_hit(5).encode()
     frames[3] = fake_jpeg(8 * 1024 * 1024)  # over maxmsgsize: ZeroMQ drops the connection
     sock.send_multipart(frames)

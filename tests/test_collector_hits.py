@@ -9,7 +9,7 @@ import sqlite3
 import threading
 
 import pytest
-from test_link_support import make_hit
+from helpers.link import make_hit
 
 from edge.collector.console.data import HIT_FIELDS, ConsoleData
 from edge.collector.hits import HIT_COLUMNS, HitQuery, HitReader, StoredHit

@@ -11,14 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import zmq
-from test_link_support import REPO, child_env, make_hit, make_keys, start_collector, wait_for
+from helpers.link import child_env, make_hit, make_keys, start_collector, wait_for
 
 from edge.collector.store import HitStore
 from edge.core.keys import make_curve_client
 from edge.core.link_protocol import JPEG_MAGIC, Ack, HitMessage, decode_message
+
+HERE = Path(__file__).resolve().parent  # the child imports this file's hit() from here
 
 
 def picture(n: int, kind: str, size: int) -> bytes:
@@ -264,7 +267,7 @@ _FSIZE_CHILD = textwrap.dedent("""
 def test_a_real_short_write_at_the_file_size_limit(tmp_path):
     """The kernel's own short write and EFBIG (RLIMIT_FSIZE), in a process of its own."""
     out = subprocess.run(
-        [sys.executable, "-c", _FSIZE_CHILD, str(tmp_path / "hits.db"), str(REPO / "tests")],
+        [sys.executable, "-c", _FSIZE_CHILD, str(tmp_path / "hits.db"), str(HERE)],
         capture_output=True, text=True, env=child_env(), timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

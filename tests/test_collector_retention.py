@@ -13,8 +13,8 @@ import time
 
 import pytest
 import zmq
+from helpers.link import collector_config, make_keys, wait_for
 from test_collector_images import assert_pictures, hit
-from test_link_support import collector_config, make_keys, wait_for
 
 from edge.collector.cli import main
 from edge.collector.config import CollectorConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers.data import REPO
 
 from edge.collector import config as collector_config
 from edge.core.config_files import ConfigError as CoreConfigError
@@ -93,8 +94,6 @@ def test_empty_file_gives_defaults(tmp_path):
 
 
 def test_the_shipped_example_config_is_valid():
-    from conftest import REPO
-
     config = load_config(REPO / "config" / "edge.example.yaml")
     assert config.cameras and all(c.pipeline is not None for c in config.cameras)
     assert "password" not in config.link.model_dump_json()

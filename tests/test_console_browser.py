@@ -7,111 +7,20 @@ Screenshots are kept in test-artifacts/console/ at the repository's root.
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from test_console_support import (
-    ADMIN,
-    ARTIFACTS,
-    OPERATOR,
-    Client,
-    console_hit,
-    live_status,
-    running_stack,
-)
-from test_link_support import wait_for
+from helpers.browser import MISSING, body_data, card, page_ready, shot, sign_in, wait
+from helpers.console import ADMIN, OPERATOR, Client, console_hit, live_status, running_stack
+from helpers.link import wait_for
 
 from edge.core.link_protocol import CameraLocation
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip(
-        "Debian's chromium and chromium-driver are not installed "
-        "(`make test` installs them where it may: apt-get install -y chromium chromium-driver)",
-        allow_module_level=True,
-    )
-webdriver = pytest.importorskip(
-    "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')"
-)
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--disable-default-apps", "--no-default-browser-check",
-    "--window-size=1400,1000",
-    # Lets the alert sound play without a click on the page first, so the test can see
-    # it was played (in a control room the first click on the page does the same).
-    "--autoplay-policy=no-user-gesture-required",
-)  # fmt: skip
-
-
-@pytest.fixture
-def stack(tmp_path):
-    yield from running_stack(tmp_path)
-
-
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    # Selenium Manager must never go looking for a driver on the network.
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def shot(driver, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    assert driver.save_screenshot(str(path)), f"no screenshot {path}"
-    return path
-
-
-def wait(driver, timeout: float = 10.0) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.02)
-
-
-def sign_in(driver, url: str, who: tuple[str, str, str], screenshot: str | None = None) -> None:
-    driver.get(url + "/")
-    wait(driver).until(ec.url_to_be(url + "/login"))  # nothing without a session
-    driver.find_element(By.ID, "login-name").send_keys(who[0])
-    driver.find_element(By.ID, "login-password").send_keys(who[1])
-    if screenshot:
-        shot(driver, screenshot)
-    driver.find_element(By.ID, "login-submit").click()
-    wait(driver).until(page_ready)
-    assert who[2] in driver.find_element(By.ID, "whoami").text
-
-
-def page_ready(driver) -> bool:
-    """The console page has loaded its board and opened its live stream."""
-    return bool(driver.execute_script(
-        "return location.pathname === '/' && document.body && document.body.dataset.ready"))
-
-
-def body_data(driver, name: str) -> str | None:
-    return driver.execute_script("return document.body.dataset[arguments[0]] || null", name)
-
-
-def card(driver, hit_id: str):
-    found = driver.find_elements(By.CSS_SELECTOR, f'article.hit[data-hit="{hit_id}"]')
-    return found[0] if found else None
 
 
 def test_sign_in_live_hit_acknowledge_search_and_map(stack, browser):

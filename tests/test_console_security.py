@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_console_support import ADMIN, OPERATOR, Client, EventStream, running_stack
-from test_link_support import wait_for
+from helpers.console import ADMIN, OPERATOR, Client, EventStream, running_stack
+from helpers.link import wait_for
 
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.config import ConsoleConfig
@@ -25,11 +25,6 @@ from edge.collector.console.throttle import RefusalLog
 # Short time-outs and small caps, so that what they do shows in a second.
 LIMITS = ConsoleConfig(port=0, header_timeout_s=1.0, keep_alive_s=1, body_timeout_s=1.0,
                        max_import_bytes=256 * 1024, max_connections=400)  # fmt: skip
-
-
-@pytest.fixture
-def stack(tmp_path):
-    yield from running_stack(tmp_path)
 
 
 @pytest.fixture(scope="module")

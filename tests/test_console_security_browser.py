@@ -5,14 +5,16 @@ browser tests do)."""
 from __future__ import annotations
 
 import pytest
-from test_console_browser import browser, sign_in, stack, wait  # noqa: F401  (skips there)
-from test_console_support import ADMIN
+from helpers.browser import MISSING, sign_in, wait
+from helpers.console import ADMIN
 
-By = pytest.importorskip("selenium.webdriver.common.by").By
-Select = pytest.importorskip("selenium.webdriver.support.ui").Select
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 
-def test_a_latin1_file_is_refused_then_read_in_the_encoding_chosen(stack, browser, tmp_path):  # noqa: F811
+def test_a_latin1_file_is_refused_then_read_in_the_encoding_chosen(stack, browser, tmp_path):
     sign_in(browser, stack.url, ADMIN)
     browser.find_element(By.CSS_SELECTOR, 'a[data-tab="watchlists"]').click()
     path = tmp_path / "vienna.csv"

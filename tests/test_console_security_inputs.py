@@ -15,8 +15,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_console_support import ADMIN, OPERATOR, Client, console_hit, running_stack
-from test_link_support import wait_for
+from helpers.console import ADMIN, OPERATOR, Client, console_hit, running_stack
+from helpers.link import wait_for
 
 from edge.collector import csvsafe
 from edge.collector.cli import main

@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import data_dir
+from helpers.data import data_dir
 
 from edge.core.boxes import nested, nms, tiles
 from edge.core.types import Detections, OcrResult

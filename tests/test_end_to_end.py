@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from test_link_support import child_env, free_port, make_keys, wait_for
+from helpers.link import child_env, free_port, make_keys, wait_for
 
 from edge.synthetic.drive_by import SyntheticDriveBy
 

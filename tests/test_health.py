@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from test_link_support import free_port, wait_for
+from helpers.link import free_port, wait_for
 from test_sources_live import FakeStream
 
 from edge.core.notify import Notifier

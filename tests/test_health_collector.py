@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 import zmq
+from helpers.link import make_keys, start_collector, wait_for
 from test_health import camera_factory, frozen
-from test_link_support import make_keys, start_collector, wait_for
 
 from edge.collector.cli import judge_node, main
 from edge.collector.store import HitStore, Seen

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 import zmq
-from test_link_support import wait_for
+from helpers.link import wait_for
 
 from edge.core.keys import (
     KeyFileError,

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from test_link_support import (
+from helpers.link import (
     CollectorProcess,
     Keys,
     child_env,
@@ -193,7 +193,7 @@ def _edge_main(raw: str) -> None:
     import logging
 
     import zmq
-    from test_link_support import make_hit
+    from helpers.link import make_hit
 
     from edge.core.keys import load_keypair
     from edge.node.outbox import Outbox

@@ -8,7 +8,7 @@ import sqlite3
 import cv2
 import numpy as np
 import pytest
-from test_link_support import make_hit
+from helpers.link import make_hit
 
 from edge.core.link_protocol import Limits
 from edge.node.outbox import Outbox

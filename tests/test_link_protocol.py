@@ -6,9 +6,9 @@ import datetime as dt
 import json
 
 import pytest
+from helpers.link import fake_jpeg, make_hit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_link_support import fake_jpeg, make_hit
 
 from edge.core.errors import ProtocolError as CoreProtocolError
 from edge.core.link_protocol import (

@@ -11,13 +11,11 @@ import logging
 import shutil
 from collections import Counter
 
-import pytest
 import zmq
-from test_link_support import (
+from helpers.link import (
     Keys,
     collector_config,
     make_hit,
-    make_keys,
     start_collector,
     stored_ids,
     wait_for,
@@ -41,18 +39,6 @@ from edge.core.watchlist.protocol import CATALOGUE, ERROR, FETCH, LISTS, VERSION
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
 from edge.node.watchlist.sync import WatchlistSync
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
-@pytest.fixture
-def keys(tmp_path) -> Keys:
-    return make_keys(tmp_path)
 
 
 def _dealer(ctx: zmq.Context, keys: Keys, name: str, endpoint: str) -> zmq.Socket:

@@ -6,14 +6,11 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-import pytest
-import zmq
-from test_link_support import (
+from helpers.link import (
     Keys,
     collector_config,
     free_port,
     make_hit,
-    make_keys,
     start_collector,
     stored_ids,
     wait_for,
@@ -26,18 +23,6 @@ from edge.collector.store import HitStore
 from edge.core.status import NodeStatus
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
-
-
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
-def keys(tmp_path) -> Keys:
-    return make_keys(tmp_path)
 
 
 def _sender(keys: Keys, outbox: Outbox, endpoint: str, ctx, node="edge1", allowed=True, **kw):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_link_support import child_env, free_port
+from helpers.link import child_env, free_port
 
 from edge.core.notify import Notifier, watchdog_period
 from edge.node.health import Loop, LoopWatch
@@ -216,7 +216,7 @@ def test_node_says_ready_pings_while_its_camera_is_away_and_says_stopping(tmp_pa
 
 
 def test_collector_says_ready_pings_and_says_stopping(tmp_path):
-    from test_link_support import collector_config, make_keys
+    from helpers.link import collector_config, make_keys
 
     keys = make_keys(tmp_path / "pki")
     cfg = collector_config(tmp_path / "pki", keys, f"tcp://127.0.0.1:{free_port()}")

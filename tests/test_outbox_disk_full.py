@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_link_support import make_hit
+from helpers.link import make_hit
 
 from edge.node.outbox import SCENE_DROPPED_LOW_DISK, Outbox, disk_full
 from edge.node.waiting import WaitingHit, WaitingHits

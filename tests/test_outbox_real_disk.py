@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_link_support import REPO, child_env
+from helpers.link import REPO, child_env
 
 CHILD = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[2])
-from test_link_support import make_hit
+from helpers.link import make_hit
 from edge.node.outbox import Outbox
 
 disk = sys.argv[1]

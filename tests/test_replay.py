@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import data_dir
+from helpers.data import data_dir
 
 from edge.node.config import PipelineConfig
 from edge.node.pipeline import VideoPipeline

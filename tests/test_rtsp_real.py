@@ -25,10 +25,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import DATA
+from helpers.data import DATA
+from helpers.link import child_env, free_port, wait_for
 from helpers.rtsp_camera import RtspCamera, unavailable
-from test_link_support import child_env, free_port, wait_for
-from test_service_support import models_or_skip
+from helpers.service import models_or_skip
 
 from edge.node.config import EdgeConfig
 from edge.node.service import EdgeService

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_link_support import wait_for
-from test_service_support import (
+from helpers.link import wait_for
+from helpers.service import (
     CLIP_FPS,
     NodeProcess,
     drive_by_clip,

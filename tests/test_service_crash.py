@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_link_support import child_env, hit_id, wait_for
-from test_service_support import (
+from helpers.link import child_env, hit_id, wait_for
+from helpers.service import (
     NodeProcess,
     drive_by_clip,
     models_or_skip,
@@ -97,7 +97,7 @@ def test_kill_9_of_the_node_mid_replay_keeps_every_pass_it_printed(tmp_path, tmp
 
 def _writer(db_path: str) -> None:
     """Hits and reads as fast as the disk takes them, each number printed once committed."""
-    from test_link_support import fake_jpeg, make_hit
+    from helpers.link import fake_jpeg, make_hit
 
     outbox = Outbox(Path(db_path))
     i = 0

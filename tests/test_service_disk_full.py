@@ -13,8 +13,8 @@ import sqlite3
 
 import numpy as np
 import pytest
+from helpers.link import fake_jpeg, wait_for
 from helpers.stand_ins import idle_engines
-from test_link_support import fake_jpeg, wait_for
 
 from edge.core.status import Health, ProblemKind
 from edge.core.types import PlateEvent

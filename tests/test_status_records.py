@@ -9,9 +9,9 @@ import typing
 
 import pytest
 import zmq
+from helpers.console import OPERATOR, live_status, running_stack
+from helpers.link import wait_for
 from pydantic import ValidationError
-from test_console_support import OPERATOR, live_status, running_stack
-from test_link_support import wait_for
 
 from edge.collector.cli import main
 from edge.core.keys import make_curve_client

@@ -52,10 +52,10 @@ class ConsoleServer:
     def database(self) -> Path:
         return self.config.database_path(self.collector.data_dir)
 
-    def start(self, ctx: object = None) -> None:
-        import uvicorn
-
-
+    def open(self) -> Console:
+        """Open the console's databases and make what the web application works with, but
+        serve nothing (no socket, no thread): `start` serves it, and a test may run it
+        in-process (`build_app`); `stop` closes it either way."""
         cfg = self.config
         self._db = ConsoleDB(self.database)
         self._data = ConsoleData(
@@ -69,6 +69,14 @@ class ConsoleServer:
         if not self.console.region.is_file():
             self._close()
             raise FileNotFoundError(f"console: region outline {self.console.region} not found")
+        return self.console
+
+    def start(self, ctx: object = None) -> None:
+        import uvicorn
+
+
+        cfg = self.config
+        self.open()
         sock = _bind(cfg.host, cfg.port)
         self.port = sock.getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host

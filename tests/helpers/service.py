@@ -1,7 +1,4 @@
-"""Helpers for the node tests: a drive-by clip made in code, a node config, the node as a process.
-
-(Named test_service_* so that it sits with the tests it serves; it holds one test of its own.)
-"""
+"""Helpers for the node tests: a drive-by clip made in code, a node config, the node as a child."""
 
 from __future__ import annotations
 
@@ -14,7 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_link_support import child_env
+
+from edge.node.models import ModelError, load_manifest
+from edge.synthetic.drive_by import SyntheticDriveBy
+from helpers.link import child_env
 
 CLIP_FPS = 15.0
 
@@ -22,8 +22,6 @@ CLIP_FPS = 15.0
 def drive_by_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     """Five day-time passes, overlapping (about 100 frames at 15 fps), and their truth;
     made once a session."""
-    from edge.synthetic.drive_by import SyntheticDriveBy
-
     clip = SyntheticDriveBy.default(0, vehicles=5, night=0, fps=CLIP_FPS)
     path = tmp_path_factory.getbasetemp() / "drive-by-5.mp4"
     if not path.exists():
@@ -32,8 +30,6 @@ def drive_by_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]
 
 
 def models_or_skip() -> None:
-    from edge.node.models import ModelError, load_manifest
-
     try:
         load_manifest().path("plates")
     except ModelError as exc:
@@ -103,9 +99,3 @@ def stored_reads(state_dir: Path) -> list[tuple[str, str]]:
     finally:
         db.close()
 
-
-def test_node_config_is_a_valid_edge_config(tmp_path):
-    from edge.node.config import load_config
-
-    config = load_config(node_config(tmp_path, "clip.mp4", analysis_fps="15"))
-    assert config.cameras[0].id == "lane-1" and config.analysis_fps == 15

@@ -1,15 +1,15 @@
-"""Helpers for the console tests: a real collector with its console and watchlist server on
-loopback, real edges (outbox + sender, CURVE keys) to send it hits, and an HTTP client.
-
-(Named test_console_* so that it sits with the tests it serves; it holds one test of its own.)
-"""
+"""Helpers for the console tests: the console's web application in this process (Starlette's
+TestClient) on real databases; a real collector with its console and watchlist server on
+loopback, real edges (outbox + sender, CURVE keys) to send it hits, and an HTTP client."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import http.cookiejar
 import json
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,35 +17,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import zmq
-from test_link_support import Keys, collector_config, free_port, make_keys, wait_for
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
+from edge.collector.console.app import COOKIE, Console, build_app
 from edge.collector.console.config import CameraPlace, ConsoleConfig
 from edge.collector.console.server import ConsoleServer
 from edge.collector.service import CollectorService
+from edge.collector.store import HitStore
 from edge.collector.watchlist.cli import make_component as make_watchlists
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.link_protocol import CameraLocation, HitMessage, HitPlate, WatchlistMatch
 from edge.core.status import NodeStatus
 from edge.node.outbox import Outbox
 from edge.node.sender import HitSender
+from helpers.link import Keys, collector_config, free_port, make_keys, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "console"
 ADMIN = ("ada", "admin password 1", "Ada Admin")
 OPERATOR = ("olga", "operator password 1", "Olga Operator")
-# A JPEG as far as the link checks (magic and end marker); browsers show it as broken.
-# Real pictures come from make_jpeg.
-_JPEG_END = b"\xff\xd9"
 
 
 def make_jpeg(text: str, size: tuple[int, int] = (200, 48)) -> bytes:
     """A real JPEG with `text` on it (so the page shows a picture, not a broken image)."""
-    import cv2
-    import numpy as np
-
     w, h = size
     img = np.full((h, w, 3), 235, np.uint8)
     scale = h / 40
@@ -224,8 +224,6 @@ class Stack:
         return outbox
 
     def stored(self, hit_id: str) -> bool:
-        import sqlite3
-
         db = sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True)
         try:
             row = db.execute("SELECT 1 FROM hits WHERE hit_id = ?", (hit_id,)).fetchone()
@@ -287,7 +285,94 @@ def running_stack(root: Path, console: ConsoleConfig | None = None) -> Iterator[
         s.ctx.destroy(linger=0)
 
 
-def test_console_hit_is_a_valid_hit_with_real_pictures():
-    h = console_hit("WX12345")
-    assert h.crop_jpeg.startswith(b"\xff\xd8\xff") and h.crop_jpeg.endswith(_JPEG_END)
-    assert h.plate.formatted == "WX1 2345" and h.match.priority == 1
+
+# ---------------------------------------------------------------- in-process
+
+
+def make_users(path: Path) -> Path:
+    """A console database at `path` holding ADMIN and OPERATOR (argon2 takes its time: a
+    test copies this one rather than hashing the passwords again)."""
+    db = ConsoleDB(path)
+    try:
+        for (name, password, display), role in ((ADMIN, "admin"), (OPERATOR, "operator")):
+            db.add_user(name, password, role, display)
+    finally:
+        db.close()
+    return path
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+@dataclass
+class InProcess:
+    """The console's web application run in this process by Starlette's TestClient, on the
+    databases `ConsoleServer` opens in a collector's data_dir: no socket, no thread of the
+    collector, no live hub.  Hits are put in the hit store as the collector's writer does."""
+
+    config: CollectorConfig
+    server: ConsoleServer
+    console: Console
+    app: ASGIApp
+    store: HitStore
+
+    @property
+    def url(self) -> str:
+        return "http://testserver"  # TestClient's; the Host header of every request
+
+    def client(self, who: tuple[str, str, str] | None = None, **kw: Any) -> TestClient:
+        """A client (redirects not followed); with `who`, holding a session of that user
+        (made in the database, as signing in would: POST /api/login is tested on its own)."""
+        c = TestClient(self.app, follow_redirects=False, **kw)
+        if who is not None:
+            user = self.console.db.user(who[0])
+            assert user is not None, who
+            c.cookies.set(COOKIE, self.console.db.new_session(user, "testclient"))
+        return c
+
+    def add_hits(self, *hits: HitMessage) -> None:
+        new, _ = self.store.commit(hits)
+        assert len(new) == len(hits)
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        db = sqlite3.connect(f"file:{self.server.database}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute("SELECT * FROM audit ORDER BY id")]
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.store.close()
+
+
+@contextlib.contextmanager
+def in_process(root: Path, users: Path, console: ConsoleConfig | None = None
+               ) -> Iterator[InProcess]:
+    """`with in_process(tmp_path, users) as app:` the console in a collector's data_dir
+    under `root`, its database a copy of `users` (make_users); closed after."""
+    config = CollectorConfig(
+        listen="tcp://127.0.0.1:0", data_dir=root / "collector-data", credentials_dir=None,
+        allowed_keys_dir=root / "allowed", console=console or ConsoleConfig(port=0),
+    )  # fmt: skip
+    store = HitStore(config.db_path)  # there before the console, as in the collector
+    server = ConsoleServer(config)
+    _copy_db(users, server.database)
+    try:
+        opened = server.open()
+    except BaseException:
+        store.close()
+        raise
+    app = InProcess(config, server, opened, build_app(opened), store)
+    try:
+        yield app
+    finally:
+        app.close()

@@ -1,7 +1,4 @@
-"""Helpers for the link and collector tests: keys, hits, a collector in a thread or a process.
-
-(Named test_link_* so that it sits with the tests it serves; it holds one test of its own.)
-"""
+"""Helpers for the link and collector tests: keys, hits, a collector in a thread or a process."""
 
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ import zmq
 
 from edge.collector.config import CollectorConfig
 from edge.collector.service import CollectorService
-from edge.core.keys import generate_keypair
+from edge.core.keys import generate_keypair, load_keypair
 from edge.core.link_protocol import (
     JPEG_MAGIC,
     CameraLocation,
@@ -32,7 +29,7 @@ from edge.core.link_protocol import (
     WatchlistMatch,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_ID = uuid.UUID("6f1c0b1e-8d1e-4f55-9a63-5b1f2f0c9a01")
 
 
@@ -102,8 +99,6 @@ class Keys:
 
     def edge(self, name: str, *, allowed: bool = True) -> tuple[bytes, bytes]:
         """Make (once) and return the (public, secret) pair of edge `name`."""
-        from edge.core.keys import load_keypair
-
         d = self.edge_dir(name)
         if not (d / f"{name}.key_secret").exists():
             generate_keypair(d, name)
@@ -154,8 +149,11 @@ def stored_ids(db_path: Path) -> list[str]:
 
 
 def child_env() -> dict[str, str]:
+    """The environment of a child process: this tree's edge/, and tests/ (for a test file
+    run as a script, wherever it sits, to import helpers)."""
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
     return env
 
 
@@ -217,7 +215,3 @@ class CollectorProcess:
     def ids(self) -> list[str]:
         return stored_ids(self.db)
 
-
-def test_make_hit_is_deterministic() -> None:
-    assert make_hit(3, run="x") == make_hit(3, run="x")
-    assert make_hit(3, run="x").hit_id != make_hit(3, run="y").hit_id

@@ -247,7 +247,7 @@ def test_ffmpeg_and_opencv_lines_are_logged_with_time_level_and_camera():
     from helpers.rtsp_fake import FakeRtspServer
 
     with FakeRtspServer(user="admin", password="right") as server:
-        env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         done = subprocess.run([sys.executable, "-c", NATIVE,
                                server.url("/main", "admin:Wr0ngPa55")],
                               capture_output=True, text=True, env=env, timeout=60)

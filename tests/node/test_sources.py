@@ -25,7 +25,7 @@ from edge.node.sources import (
 from edge.node.sources.base import as_bgr
 from edge.node.sources.folder import natural_key
 
-DATA = Path(__file__).parents[2] / "shared/data/video"
+DATA = Path(__file__).parents[3] / "shared/data/video"
 SECRET = "S3cr3tPa55"
 
 

@@ -17,7 +17,7 @@ from edge.collector.watchlist.master import WatchlistStore
 from edge.collector.watchlist.server import WatchlistServer
 from edge.node.watchlist.sync import WatchlistSync
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "watchlist.example.csv"
 
 

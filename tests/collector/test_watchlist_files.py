@@ -15,7 +15,7 @@ from edge.collector.watchlist.files import (
     write_entries,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "watchlist.example.csv"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "watchlist.example.csv"
 HEADER = "plate,country,category,priority,reason,valid_until,agency,added_by\n"
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers.stand_ins import idle_engines, no_plates, no_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SWAPS = '''
 import numpy as np

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+
+import cv2
 
 from edge.core.keys import KeyFileError
 from edge.core.logs import setup_logging
@@ -48,7 +53,6 @@ def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
 
 
 def _read(args: argparse.Namespace) -> int:
-    import cv2
 
 
     config, pipeline = _pipeline_config(args)
@@ -93,9 +97,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import faulthandler
-    import signal
-    import threading
 
 
     # systemd's watchdog kills a hung node with SIGABRT: every thread's stack goes to the log

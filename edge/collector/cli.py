@@ -91,20 +91,9 @@ def _components(config: CollectorConfig) -> list[Any]:
     return [c for c in (watchlists, console) if c is not None]
 
 
-def _open_store(path: Path, wait: bool = False, interval: float = 1.0) -> Any:
-
-    said = False
-    while True:
-        try:
-            return HitStore(path, readonly=True)
-        except FileNotFoundError:
-            if not wait:
-                raise
-            if not said:
-                print(f"waiting for the collector's database {path} ...", file=sys.stderr,
-                      flush=True)  # fmt: skip
-                said = True
-            time.sleep(interval)
+def _open_store(path: Path) -> HitStore:
+    """The hit store at `path`, read-only (the collector writes it)."""
+    return HitStore(path, readonly=True)
 
 
 def _open_reader(path: Path, wait: bool = False, interval: float = 1.0) -> HitReader:
@@ -167,7 +156,7 @@ def _cmd_hits(args: argparse.Namespace) -> int:
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
-    store = _open_store(_db_path(args), wait=False)
+    store = _open_store(_db_path(args))
     try:
         nodes = store.nodes()
         disk = store.status("disk")  # the collector's own, from its maintenance

@@ -42,6 +42,9 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 import zmq
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
 from pydantic import ValidationError
 
 from edge.collector.config import CollectorConfig
@@ -321,14 +324,6 @@ class CollectorService:
         return out
 
     def _serve_metrics(self, host: str, port: int) -> None:
-        from prometheus_client import start_http_server
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-        from prometheus_client.registry import CollectorRegistry
-
         service = self
 
         class _Stats:

@@ -538,8 +538,8 @@ def _hit_v2(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> Hit
             direction=loc.get("direction", ""),
         ),
         plate=HitPlate(
-            text=p.get("text"),
-            raw=p.get("raw", ""),  # type: ignore[arg-type]
+            text=p.get("text"),  # type: ignore[arg-type]
+            raw=p.get("raw", ""),
             formatted=p.get("formatted", ""),
             country=p.get("country"),
             confidence=p.get("confidence", 0.0),
@@ -569,14 +569,14 @@ def _hit_v1(h: Mapping[str, Any], hit_id: str, crop: bytes) -> HitMessage:
         seen_at=dt.datetime.fromtimestamp(ts, UTC),
         location=CameraLocation(lat=h.get("lat"), lon=h.get("lon")),
         plate=HitPlate(
-            text=text,
+            text=text,  # type: ignore[arg-type]
             raw=h.get("raw", ""),
             formatted=text,  # type: ignore[arg-type]
             country=h.get("country"),
             confidence=h.get("conf", 0.0),
         ),
         match=WatchlistMatch(
-            watchlist=h.get("list"),
+            watchlist=h.get("list"),  # type: ignore[arg-type]
             entry_id=h.get("entry"),  # type: ignore[arg-type]
             kind=h.get("kind", "exact"),
             priority=h.get("priority", 5),

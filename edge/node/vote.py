@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -57,7 +57,7 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
         return None
     total = sum(1 for t in texts if t)
 
-    weight: Counter[str] = Counter()
+    weight: defaultdict[str, float] = defaultdict(float)
     count: Counter[str] = Counter()
     for read, text in voters:
         weight[text] += read.confidence
@@ -115,14 +115,14 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
 
 
 def _vote_characters(
-    group: list[tuple[PlateRead, str]], seed: str, weight: Counter[str]
+    group: list[tuple[PlateRead, str]], seed: str, weight: dict[str, float]
 ) -> tuple[str, tuple[float, ...]]:
     """Vote position by position over the group's modal length.
 
     Returns the agreed text and, per position, the winner's support divided by
     the voters there: the mean confidence of that character, dissenters counting 0.
     """
-    length_weight: Counter[int] = Counter()
+    length_weight: defaultdict[int, float] = defaultdict(float)
     for read, text in group:
         length_weight[len(text)] += read.confidence
     length = max(length_weight, key=lambda n: (length_weight[n], n == len(seed)))
@@ -132,7 +132,7 @@ def _vote_characters(
         else max((t for _, t in group if len(t) == length), key=lambda t: weight[t])
     )
 
-    scores: list[Counter[str]] = [Counter() for _ in range(length)]
+    scores: list[defaultdict[str, float]] = [defaultdict(float) for _ in range(length)]
     voters = [0.0] * length
     for read, text in group:
         scale = 0.5 + 0.5 * read.detection_confidence
@@ -155,7 +155,8 @@ def _vote_characters(
     confidence: list[float] = []
     for pos, score in enumerate(scores):
         if score:
-            ch = max(score, key=lambda c, p=pos: (score[c], c == reference[p]))
+            favoured = reference[pos]
+            ch = max(score, key=lambda c: (score[c], c == favoured))
         else:
             ch = reference[pos]
         chars.append(ch)

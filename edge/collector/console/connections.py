@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -139,10 +140,6 @@ class _Lingering:
 def reserve_descriptors(max_connections: int, reserve: int = LINK_RESERVE) -> int:
     """Raise the soft limit of open files to the hard one; return how many connections the
     console may hold (`max_connections`, or fewer so that `reserve` stay for the rest)."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX: nothing to raise
-        return max_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if soft != resource.RLIM_INFINITY and soft < target:

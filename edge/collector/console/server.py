@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.app import STATIC, Console, build_app
@@ -72,8 +74,6 @@ class ConsoleServer:
         return self.console
 
     def start(self, ctx: object = None) -> None:
-        import uvicorn
-
 
         cfg = self.config
         self.open()
@@ -93,6 +93,7 @@ class ConsoleServer:
             http=protocol(limits), h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
         )  # fmt: skip
         self._server = uvicorn.Server(uv)
+        assert self._hub is not None  # made by open()
         self._hub.start()
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="console-http", daemon=True

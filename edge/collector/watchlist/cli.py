@@ -9,6 +9,7 @@ this module plugs them into the collector: `make_component(config)` for
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -71,10 +72,8 @@ class WatchlistCommandError(ValueError):
 
 def _whoami() -> str:
     try:
-        import getpass
-
         return getpass.getuser()
-    except (OSError, KeyError, ImportError):
+    except (OSError, KeyError):
         return os.environ.get("USER") or "unknown"
 
 

@@ -33,7 +33,8 @@ import sqlite_utils
 
 from edge.collector.hits import HIT_COLUMNS, picture_place
 from edge.collector.images import SEGMENT_BYTES, ImageLog
-from edge.core.link_protocol import HitMessage, format_time
+from edge.core.link_protocol import HitMessage
+from edge.core.times import format_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class HitStore:
                     "INSERT INTO segments SELECT x, ? FROM ("
                     + _DISTINCT.format(col="segment", table="hit_images")
                     + ")",
-                    (format_time(dt.datetime.now(dt.UTC)),),
+                    (format_time(utc_now()),),
                 )
         if "collector_status" not in db.table_names():
             db.execute("CREATE TABLE collector_status (key TEXT PRIMARY KEY, value TEXT, at TEXT)")
@@ -178,7 +179,7 @@ class HitStore:
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO segments VALUES (?, ?)",
-                (segment, format_time(dt.datetime.now(dt.UTC))),
+                (segment, format_time(utc_now())),
             )
 
     def known_segments(self) -> list[int]:
@@ -245,7 +246,7 @@ class HitStore:
         Duplicates (already stored, or twice in `hits`) are not stored again.
         Only one thread may commit (the collector's writer).
         """
-        received = format_time(received_at or dt.datetime.now(dt.UTC))
+        received = format_time(received_at or utc_now())
         have = self._existing([h.hit_id for h in hits])
         new: list[HitMessage] = []
         dups: list[str] = []
@@ -504,7 +505,7 @@ class HitStore:
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO collector_status VALUES (?, ?, ?)",
-                (key, json.dumps(value), format_time(dt.datetime.now(dt.UTC))),
+                (key, json.dumps(value), format_time(utc_now())),
             )
 
     # ------------------------------------------------------------ reading

@@ -26,6 +26,7 @@ from edge.collector.watchlist.files import entry_record
 from edge.collector.watchlist.master import WatchlistReader
 from edge.core.plates import normalise
 from edge.core.status import CameraStatus, Problem
+from edge.core.times import TimeOutOfRange, parse_iso, utc_now
 
 # Columns of a hit as the console shows and exports it, in order.
 HIT_FIELDS = (
@@ -93,14 +94,11 @@ def _parse_time(value: str, what: str) -> dt.datetime:
     if len(value) > 64:
         raise QueryError(f"{what}: longer than an ISO 8601 time")
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
+    except TimeOutOfRange:  # 9999-12-31T23:00-05:00 is past the last year there is
+        raise QueryError(f"{what}: {value!r} is out of range (years 1 to 9999)") from None
     except ValueError:
         raise QueryError(f"{what}: {value!r} is not an ISO 8601 time") from None
-    t = t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
-    try:
-        return t.astimezone(dt.UTC)  # 9999-12-31T23:00-05:00 is past the last year there is
-    except OverflowError:
-        raise QueryError(f"{what}: {value!r} is out of range (years 1 to 9999)") from None
 
 
 class ConsoleData:
@@ -144,7 +142,7 @@ class ConsoleData:
 
     def recent(self, hours: float, limit: int = 500) -> list[dict[str, Any]]:
         """Hits received in the last `hours`, newest first."""
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+        since = utc_now() - dt.timedelta(hours=hours)
         return self._shown(self.hits.recent(since, limit))
 
     def search(self, s: Search) -> list[dict[str, Any]]:
@@ -223,7 +221,7 @@ class ConsoleData:
         """Every camera known from heartbeats, hits or the config, with where it is and
         its health: 'live', 'late' (its node unheard) or 'unhealthy' (what is wrong)."""
 
-        now = dt.datetime.now(dt.UTC)
+        now = utc_now()
         with self._hits.connection() as db:
             nodes = {r["node"]: dict(r) for r in db.execute("SELECT * FROM nodes")}
             cams = [dict(r) for r in db.execute("SELECT * FROM cameras ORDER BY node, camera")]

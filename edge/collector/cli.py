@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.collector.config import CollectorConfig, ConfigError, load_config
+from edge.collector.config import CollectorConfig, ConfigError, add_config_options, load_config
 from edge.collector.console.cli import add_user_commands
 from edge.collector.console.server import make_component as make_console
 from edge.collector.hits import HitQuery, HitReader, StoredHit
@@ -26,7 +26,6 @@ from edge.core.keys import generate_keypair
 from edge.core.status import CameraState, CameraStatus
 from edge.core.times import TimeOutOfRange, parse_iso, utc_now
 
-DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -220,12 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="anpr-collector", description=__doc__)
     p.add_argument("--log-level", default=os.environ.get("ANPR_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="command", required=True)
-    config_default = os.environ.get("ANPR_COLLECTOR_CONFIG", DEFAULT_CONFIG)
 
     def with_config(sp: argparse.ArgumentParser, db: bool = True) -> None:
-        sp.add_argument("--config", default=config_default, help="collector YAML")
-        if db:
-            sp.add_argument("--db", help="the hits database (instead of the config's)")
+        add_config_options(sp, "hits" if db else None)
 
     sp = sub.add_parser("run", help="receive and store hits from the edges")
     with_config(sp, db=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,15 @@ def load_config(path: str | Path) -> CollectorConfig:
     if console and console.region and not console.region.is_absolute():
         updates["console"] = console.model_copy(update={"region": base / console.region})
     return config.model_copy(update=updates)
+
+
+DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
+
+
+def add_config_options(sp: argparse.ArgumentParser, db: str | None = None) -> None:
+    """`--config` (default $ANPR_COLLECTOR_CONFIG, else DEFAULT_CONFIG) and, where the
+    command reads one database, `--db` naming it instead of the config's (`db` says which)."""
+    sp.add_argument("--config", default=os.environ.get("ANPR_COLLECTOR_CONFIG", DEFAULT_CONFIG),
+                    help="collector YAML")
+    if db is not None:
+        sp.add_argument("--db", help=f"the {db} database (instead of the config's)")

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.collector.config import load_config
+from edge.collector.config import add_config_options, load_config
 from edge.collector.console.accounts import ROLES, AccountError, ConsoleDB
 from edge.collector.console.config import ConsoleConfig
-
-_DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 
 
 def _database(args: argparse.Namespace) -> Path:
@@ -96,11 +94,9 @@ def add_user_commands(subparsers: Any) -> None:
     """Add `user add|passwd|disable|enable|list` to the `anpr-collector` CLI."""
     up = subparsers.add_parser("user", help="operators and admins of the web console")
     sub = up.add_subparsers(dest="user_command", required=True)
-    config_default = os.environ.get("ANPR_COLLECTOR_CONFIG", _DEFAULT_CONFIG)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", default=config_default, help="collector YAML")
-        sp.add_argument("--db", help="the console database (instead of the config's)")
+        add_config_options(sp, "console")
 
     def password(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--password-stdin", action="store_true",

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge.collector.config import CollectorConfig, load_config
+from edge.collector.config import CollectorConfig, add_config_options, load_config
 from edge.collector.csvsafe import SEPARATORS
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.collector.watchlist.files import FORMATS, guess_format, read_entries, write_entries
@@ -63,7 +63,6 @@ def make_component(config: CollectorConfig) -> WatchlistServer | None:
 
 # --------------------------------------------------------------------------- the CLI
 
-_DEFAULT_CONFIG = "/etc/anpr-collector/collector.yaml"
 
 
 class WatchlistCommandError(ValueError):
@@ -253,11 +252,9 @@ def add_watchlist_commands(subparsers: Any) -> None:
     """Add `watchlist import|export|list|add|expire|drop` to the `anpr-collector` CLI."""
     wl = subparsers.add_parser("watchlist", help="manage watchlists (import, export, list ...)")
     sub = wl.add_subparsers(dest="watchlist_command", required=True)
-    config_default = os.environ.get("ANPR_COLLECTOR_CONFIG", _DEFAULT_CONFIG)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", default=config_default, help="collector YAML")
-        sp.add_argument("--db", help="the watchlists database (instead of the config's)")
+        add_config_options(sp, "watchlists")
 
     def policy(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--match", choices=("exact", "fuzzy"), help="set the list's matching")

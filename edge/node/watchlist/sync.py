@@ -604,7 +604,6 @@ class WatchlistSync:
         with self._write_lock:
             self.replica.stage_commit(self._epoch, name, policy, seq, active)
             self._whole.discard(name)
-            self._unsynced.pop(name, None)
             self._seqs[name] = seq
             if active:
                 self._active[name] = policy
@@ -614,6 +613,8 @@ class WatchlistSync:
                 self.matcher.apply(staged or [], lists=dict(self._active), void=[name])
             else:  # until the rebuild, the list's old entries match rather than none
                 self.matcher.apply(lists=dict(self._active))
+            # synced only once the matcher has the list: status() reads this unlocked
+            self._unsynced.pop(name, None)
         self.counters["snapshots"] += 1
         count = len(staged) if staged is not None else "many"
         log.info("watchlists: %s loaded (%s entries) at update %d", name, count, seq)

@@ -40,6 +40,7 @@ class DeliveredRate:
                  every_s: float = 1.0) -> None:
         self.window_s, self.min_s, self.every_s = window_s, min_s, every_s
         self._samples: deque[tuple[float, float]] = deque()
+        self._expected: float | None = None  # the samples' median, kept as they change
 
     def add(self, now: float, fps: float) -> None:
         """Note the rate measured now (0, a source delivering nothing, is not a rate)."""
@@ -48,12 +49,12 @@ class DeliveredRate:
         self._samples.append((now, fps))
         while now - self._samples[0][0] > self.window_s:
             self._samples.popleft()
+        enough = len(self._samples) * self.every_s >= self.min_s
+        self._expected = median(fps for _, fps in self._samples) if enough else None
 
     def expected(self) -> float | None:
         """The rate to judge by, or None while too little has been seen."""
-        if len(self._samples) * self.every_s < self.min_s:
-            return None
-        return median(fps for _, fps in self._samples)
+        return self._expected
 
 
 class CameraHealth:

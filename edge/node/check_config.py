@@ -202,11 +202,8 @@ def check_camera(config: EdgeConfig, camera: CameraConfig, *, offline: bool,
     if offline and network:
         return Outcome(name, EXIT_CAMERAS, None, "network camera, --offline")
     try:
-        creds = None
-        if camera.credentials is not None:
-            creds = keys.credentials_dir(config.link.credentials_dir)
-        url = camera_url(spec, camera.credentials, creds)
-    except (SourceError, ValueError) as exc:
+        url = camera_url(spec, camera.credentials, config.link.credentials_dir)
+    except SourceError as exc:
         return Outcome(name, EXIT_CAMERAS, False, scrub_url(str(exc)))
     found = probe(url, timeout=timeout_s) if network else None
     if found is not None and not found.ok:

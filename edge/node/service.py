@@ -378,13 +378,7 @@ class EdgeService:
     def open_camera(self, camera: CameraConfig) -> Source:
         """Open a camera's source, with the password of its credentials file if it has one
         (read at every open: a changed password is taken up at the next reconnect)."""
-        creds = None
-        if camera.credentials is not None:
-            try:
-                creds = keys.credentials_dir(self.config.link.credentials_dir)
-            except ValueError as exc:
-                raise SourceError(f"camera {camera.id}: {exc}") from None
-        return open_camera(camera, creds)
+        return open_camera(camera, self.config.link.credentials_dir)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -643,8 +637,8 @@ def store_problems(outbox: OutboxStatus) -> list[Problem]:
     return problems
 
 
-def open_camera(camera: CameraConfig, credentials_dir: Path | None) -> Source:
-    """Open `camera`'s source as the node does."""
+def open_camera(camera: CameraConfig, credentials_dir: str | None) -> Source:
+    """Open `camera`'s source as the node does (`credentials_dir`: link.credentials_dir)."""
     url = camera_url(camera.source, camera.credentials, credentials_dir)
     return open_source(url, source_id=camera.id, fps=camera.fps)
 

@@ -10,10 +10,12 @@ factory's closure.
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from edge.core.keys import credentials_dir
 from edge.core.scrub import scrub_url
 
 from .base import SourceError
@@ -62,12 +64,15 @@ def readable_by_others(path: Path) -> bool:
         return False
 
 
-def camera_url(source: str, credentials: str | None, credentials_dir: Path | None) -> str:
+def camera_url(source: str, credentials: str | None,
+               configured_dir: str | os.PathLike[str] | None) -> str:
     """The URL to open for a camera: `source`, with the user and password of its
-    credentials file when it names one (in `credentials_dir`)."""
+    credentials file when it names one, in the node's credentials directory (systemd's
+    `$CREDENTIALS_DIRECTORY`, else `configured_dir`, as for the keys)."""
     if credentials is None:
         return source
-    if credentials_dir is None:
-        raise SourceError(f"camera credentials {credentials!r}: no credentials directory (set "
-                          "link.credentials_dir, or run under systemd with LoadCredential=)")
-    return with_credentials(source, credentials_dir / credentials)
+    try:
+        directory = credentials_dir(configured_dir)
+    except ValueError as exc:
+        raise SourceError(f"camera credentials {credentials!r}: {exc}") from None
+    return with_credentials(source, directory / credentials)

@@ -165,6 +165,18 @@ class PlateEvent:
     alternatives: list[tuple[str, int]] = field(default_factory=list)  # (text, votes)
     night: bool = False
     scene_jpeg: bytes | None = field(default=None, repr=False)
+    # Other readings of the agreed characters where formats disagree (no country list:
+    # KE123OZ as read, KE12302 as a Polish format would have it); the watchlist tries
+    # them after `text`, and a hit on one says so.
+    readings: list[str] = field(default_factory=list)
+    # What carries the plate, where a vehicle was seen around it: "car", "truck" (van or
+    # truck), "bus" or "motorcycle"; its main colour by name; its box in frame pixels.
+    vehicle_type: str | None = None
+    vehicle_colour: str | None = None
+    vehicle_box: tuple[float, float, float, float] | None = None
+    # True for a pass still in view: its text fused so far, for an early watchlist
+    # match; the pass's final event (provisional False, same camera and track_id) follows.
+    provisional: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -182,4 +194,10 @@ class PlateEvent:
             "night": self.night,
             "box": None if self.best_box is None else [round(float(v), 1) for v in self.best_box],
             "alternatives": [[t, n] for t, n in self.alternatives],
+            "readings": list(self.readings),
+            "vehicle_type": self.vehicle_type,
+            "vehicle_colour": self.vehicle_colour,
+            "vehicle_box": (None if self.vehicle_box is None
+                            else [round(float(v), 1) for v in self.vehicle_box]),
+            "provisional": self.provisional,
         }

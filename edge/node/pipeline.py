@@ -31,6 +31,8 @@ class FrameResult:
     reads: list[PlateRead] = field(default_factory=list)
     vehicles: Detections = field(default_factory=Detections.empty)
     events: list[PlateEvent] = field(default_factory=list)
+    # passes still in view whose fused text is new this frame (provisional events)
+    sightings: list[PlateEvent] = field(default_factory=list)
     ms: dict[str, float] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ comes through as read.
 
 from __future__ import annotations
 
+import math
 import string
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -28,10 +29,15 @@ __all__ = [
     "PlateFormat",
     "MAX_COST",
     "MAX_SUBSTITUTIONS",
+    "BAND_GLYPHS",
+    "CountryFit",
     "country_candidates",
+    "country_fits",
+    "edge_trims",
     "format_plate",
     "normalise",
     "parse",
+    "readings",
 ]
 
 # --------------------------------------------------------------------------- normalise
@@ -404,6 +410,11 @@ def _decide(
             choices = exact_elsewhere or inside
     if not choices:
         return text, text, None
+    if not countries and choices[0].cost > _EPS and _rival(choices):
+        # No camera countries, no exact fit, and another country's format corrects the
+        # read differently at a comparable cost: which correction is right is open, so
+        # the read stays as the OCR saw it (`readings` lists the corrections).
+        return text, text, None
     ties = [c for c in choices if c.cost <= choices[0].cost + _EPS]
     if countries and len(ties) > 1:
         preferred = [c for c in ties if c.country in rank]
@@ -417,38 +428,173 @@ def _decide(
     return fixed, _render(fixed, _agreed(layouts)), ties[0].country if len(ties) == 1 else None
 
 
+def _rival(choices: Sequence[_Choice]) -> bool:
+    """Whether a country other than the cheapest corrects the read into another text at
+    a cost within `RIVAL_MARGIN` of the cheapest."""
+    best = choices[0]
+    return any(
+        c.cost <= best.cost + RIVAL_MARGIN + _EPS and set(c.texts) != set(best.texts)
+        for c in choices[1:]
+    )
+
+
+RIVAL_MARGIN = 0.5  # corrections this close in cost are equally plausible
 _EDGE_EMBLEM_MAX_CONF = 0.6  # an edge character read less surely than this may be an emblem
+# What the plate's edges add to a read: the blue band (its stars, in infrared often its
+# whole strip) read as E, Z, B, I or 1 before the plate; a screw or the frame as I or 1
+# after it.
+BAND_GLYPHS = frozenset("EZBI1")
+EDGE_GLYPHS = frozenset("I1J")
+_UNSURE_MARGIN = 0.15  # an edge character this much less sure than the rest is doubtful
+_TRIM_MAX_COST = 1.0  # with camera countries: the rest may need one plain correction
+
+
+def _in(country: str, countries: Sequence[str] | None) -> bool:
+    return not countries or country in {c.upper() for c in countries}
+
+
+def _fits_as_read(text: str, countries: Sequence[str] | None) -> bool:
+    """Whether `text` fits a format exactly: of the camera's countries where it has any."""
+    return any(not f.fixes and _in(f.country, countries) for f in _fits(text))
+
+
+def edge_trims(
+    text: str,
+    confs: Sequence[float] | None,
+    countries: Sequence[str] | None = None,
+    *,
+    night: bool = False,
+) -> list[tuple[int, int]]:
+    """(start, end) of the rests of `text` left when what a plate's edges add is dropped,
+    best first: a character (or the band's two country letters) before the plate, or one
+    after it.
+
+    With camera countries an edge character is dropped when the read does not fit their
+    formats as it is and the rest does (one plain correction allowed).  Without, only a
+    typical band or edge glyph that is doubtful (read at night, where infrared turns the
+    band into a letter, or less surely than the rest), or any edge character read unsurely
+    where the whole read fits no format; and only when the rest fits a known format
+    exactly.  A read that fits the camera's formats as read keeps every character.
+    """
+    n = len(text)
+    if n < 6 or (countries and _fits_as_read(text, countries)):
+        return []
+    whole_fits = bool(_fits(text))
+    foreign = any(not f.fixes for f in _fits(text))  # (none of the camera's: see above)
+    whole_cost = min(
+        (c.cost for c in _by_country(text, confs) if _in(c.country, countries)), default=math.inf
+    )
+    out = []
+    for start, end in ((1, n), (2, n), (0, n - 1)):
+        rest = text[start:end]
+        cut = text[:start] + text[end:]
+        rest_confs = None if confs is None else confs[start:end]
+        if start == 2 and cut not in KNOWN_COUNTRIES:
+            continue
+        glyph_ok = cut in (BAND_GLYPHS if start else EDGE_GLYPHS)
+        conf = None if confs is None else confs[0 if start else -1]
+        unsure = conf is not None and (
+            conf <= _EDGE_EMBLEM_MAX_CONF
+            or conf < sum(rest_confs or ()) / max(1, len(rest_confs or ())) - _UNSURE_MARGIN
+        )
+        doubtful_glyph = glyph_ok and (night or unsure)
+        if countries:
+            if foreign and not doubtful_glyph:
+                continue  # a foreign plate read whole, unless its edge glyph is doubtful
+            fits = [c for c in _by_country(rest, rest_confs) if _in(c.country, countries)]
+            if fits and fits[0].cost <= min(_TRIM_MAX_COST, whole_cost) + _EPS and (
+                fits[0].cost + _EPS < whole_cost
+            ):
+                out.append((start, end))
+            continue
+        rest_fits = _by_country(rest, rest_confs)
+        if not rest_fits or rest_fits[0].cost > _TRIM_MAX_COST + _EPS:
+            continue
+        if start == 2:  # the band's country letters: the rest must be of that country
+            if any(not f.fixes and f.country == cut for f in _fits(rest)):
+                out.append((start, end))
+            continue
+        exact_rest = rest_fits[0].cost <= _EPS  # by day a dropped glyph leaves an exact fit
+        emblem = conf is not None and conf <= _EDGE_EMBLEM_MAX_CONF and not whole_fits
+        if (doubtful_glyph and (exact_rest or night)) or (emblem and exact_rest):
+            out.append((start, end))
+    return out
 
 
 def _decide_trimmed(
-    text: str, confs: Sequence[float] | None, countries: Sequence[str] | None
+    text: str,
+    confs: Sequence[float] | None,
+    countries: Sequence[str] | None,
+    night: bool = False,
 ) -> tuple[str, str, str | None, slice]:
-    """`_decide`, and where nothing fits: the read without what the plate's edges add.
+    """`_decide`, or where what the plate's edges add is read (`edge_trims`): `_decide`
+    on the rest.  The slice says which characters of `text` were kept."""
+    for start, end in edge_trims(text, confs, countries, night=night):
+        rest = text[start:end]
+        rest_confs = None if confs is None else confs[start:end]
+        band = text[:start] if start == 2 else ""
+        return (*_decide(rest, rest_confs, [band] if band else countries), slice(start, end))
+    return (*_decide(text, confs, countries), slice(None))
 
-    The blue band's country letters ("LT" in the band, read before "ABC123"), and flags
-    and emblems read as a character with low confidence, are dropped when what remains
-    fits a known format exactly.  The slice says which characters of `text` were kept.
-    """
-    decided = (*_decide(text, confs, countries), slice(None))
-    if decided[0] != text or decided[2] is not None or len(text) < 6 or _by_country(text, confs):
-        return decided
-    options: list[tuple[str, Sequence[float] | None]] = []
-    for n in (2, 1):
-        head = text[:n]
-        if any(head == c for c in KNOWN_COUNTRIES) or (
-            n == 1 and confs is not None and confs[0] <= _EDGE_EMBLEM_MAX_CONF
-        ):
-            options.append((text[n:], None if confs is None else confs[n:]))
-    if confs is not None and confs[-1] <= _EDGE_EMBLEM_MAX_CONF:
-        options.append((text[:-1], confs[:-1]))
-    for rest, rest_confs in options:
-        fits = _by_country(rest, rest_confs)
-        band = text[: len(text) - len(rest)] if text.endswith(rest) else ""
-        if fits and fits[0].cost <= _EPS and (len(band) != 2 or band == fits[0].country
-                                               or any(f.country == band for f in fits)):
-            kept = slice(len(band), len(band) + len(rest))
-            return (*_decide(rest, rest_confs, countries if len(band) != 2 else [band]), kept)
-    return decided
+
+@dataclass(frozen=True, slots=True)
+class CountryFit:
+    """A read fitted to one country's formats: `text` (corrected) is the fit of the read's
+    characters `start:end` (what the plate's edges add left out), at `cost`."""
+
+    country: str
+    text: str
+    cost: float
+    start: int
+    end: int
+
+
+def country_fits(
+    text: str,
+    confs: Sequence[float] | None = None,
+    countries: Sequence[str] | None = None,
+    *,
+    night: bool = False,
+) -> list[CountryFit]:
+    """Every country's cheapest fits of a normalised read, and of the read without what the
+    plate's edges add (`edge_trims`), cheapest first.  With camera countries: their formats,
+    and other countries' only where a read fits exactly."""
+    if confs is not None and len(confs) != len(text):
+        confs = None
+    out = []
+    for start, end in [(0, len(text)), *edge_trims(text, confs, countries, night=night)]:
+        rest = text[start:end]
+        for choice in _by_country(rest, None if confs is None else confs[start:end]):
+            if not (_in(choice.country, countries) or choice.cost <= _EPS):
+                continue
+            for fixed in choice.texts:
+                out.append(CountryFit(choice.country, fixed, choice.cost, start, end))
+    return sorted(out, key=lambda f: (round(f.cost, 6), f.end - f.start != len(text)))
+
+
+def readings(
+    text: str,
+    countries: Sequence[str] | None = None,
+    *,
+    also: Sequence[str] = (),
+    limit: int = 4,
+) -> list[str]:
+    """Other readings of `text` (normalised, as decided): the other corrections the
+    formats (of the camera's countries, where it has any) would make, cheapest first,
+    after the texts in `also` (e.g. the read as OCR saw it); `text` itself not included.
+    The OCR's confidence does not bound them: they are what a watchlist may also try."""
+    out: list[str] = []
+    for t in also:
+        if t and t != text and t not in out:
+            out.append(t)
+    corrections = sorted(
+        (f for f in _fits(text) if f.fixes and _in(f.country, countries)),
+        key=lambda f: (sum(cost for _, cost in f.fixes), _ORDER[f.country]),
+    )
+    for fit in corrections:  # within the substitution cap, however sure the OCR was
+        if fit.text != text and fit.text not in out:
+            out.append(fit.text)
+    return out[:limit]
 
 
 def country_candidates(text: str) -> list[tuple[str, str, int]]:
@@ -476,6 +622,8 @@ def parse(
     confidence: float = 1.0,
     char_confidence: Sequence[float] = (),
     countries: Sequence[str] | None = None,
+    *,
+    night: bool = False,
 ) -> PlateText:
     """Normalise a read, fit it to the known formats, correct it where a format says so.
 
@@ -491,7 +639,9 @@ def parse(
     text = normalise(raw)
     confs = tuple(float(c) for c in char_confidence)
     usable = len(confs) == len(text)
-    fixed, formatted, country, kept = _decide_trimmed(text, confs if usable else None, countries)
+    fixed, formatted, country, kept = _decide_trimmed(
+        text, confs if usable else None, countries, night
+    )
     if usable:
         confs = confs[kept]
     return PlateText(raw, fixed, formatted, country, float(confidence), confs)

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.core.types import Detections, Frame, PlateEvent, PlateRead
+from edge.core.types import Detections, Frame, PlateEvent, PlateRead, PlateText
 from edge.node.config import PipelineConfig
 from edge.node.engines import Engines
 from edge.node.image_reader import ImageReader
 from edge.node.jpeg import jpeg_of_width
+from edge.node.read import View, cut_view, view_score
 from edge.node.scene import MotionGate, NightDetector, looks_night
 from edge.node.settled import SettledReads
 from edge.node.timing import StageTimer
@@ -74,6 +75,7 @@ class VideoPipeline:
                                     max_history=t.max_history, countries=config.countries,
                                     camera=camera, single_read_confidence=t.single_read_confidence,
                                     dedupe_s=t.dedupe_s)
+        self.tracker.reread = self._reread
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9
@@ -123,8 +125,24 @@ class VideoPipeline:
         with timer.stage("track"):
             result.events = restarted + self._confident(self.tracker.update(result.reads,
                                                                             frame.pts))
+            if result.reads:
+                self._keep_views(frame.image, result.reads, night and self.config.night.enhance)
         result.ms = timer.ms
         return result
+
+    def _keep_views(self, image: np.ndarray, reads: list[PlateRead], enhance: bool) -> None:
+        """Each pass keeps its best looks at the plate (size, sharpness, detector
+        confidence), the plate with a margin cut from the frame, to read them again."""
+        fresh = {id(r) for r in reads}
+        for track in self.tracker.tracks:
+            read = track.reads[-1] if track.reads else None
+            if read is not None and id(read) in fresh:
+                score = view_score(read)
+                if track.wants_view(score):
+                    track.keep_view(cut_view(image, read, enhance, score))
+
+    def _reread(self, views: list[View]) -> list[PlateText]:
+        return self.reader.reader.reread(views, self.config.ocr.still_crops)
 
     def finish(self) -> list[PlateEvent]:
         return self._confident(self.tracker.flush())

@@ -10,8 +10,13 @@ import cv2
 import numpy as np
 
 from edge.core import plates
-from edge.core.types import OcrResult, PlateText
+from edge.core.types import OcrResult, PlateRead, PlateText
 from edge.node.backends import PlateRecogniser
+
+# A view keeps this much of the frame around its plate box, of the box's width and height
+# on each side: room for every alternative crop (widen up to 0.5 of the width).
+VIEW_MARGIN = 0.5
+SHARPNESS_HALF = 100.0  # Laplacian variance at which a view counts half sharp
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,48 @@ def enhance_night(crop: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(_CLAHE.apply(gray), cv2.COLOR_GRAY2BGR)
 
 
+@dataclass(frozen=True)
+class View:
+    """One of a pass's best looks at its plate, kept to be read again: the frame around the
+    plate box (a copy, not the frame), the box in its pixels, and the read it gave."""
+
+    patch: np.ndarray
+    box: tuple[float, float, float, float]
+    enhance: bool  # read with the night enhancement, as the frame was
+    read: PlateRead
+    score: float
+
+
+def sharpness(crop: np.ndarray | None) -> float:
+    """Variance of the Laplacian of a crop's grey levels: higher is sharper."""
+    if crop is None or crop.size == 0:
+        return 0.0
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def view_score(read: PlateRead) -> float:
+    """How good a look a read had at its plate: the plate's size (the square root of its
+    area, in pixels), its sharpness, and the detector's confidence."""
+    x1, y1, x2, y2 = read.box
+    size = math.sqrt(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+    sharp = sharpness(read.crop)
+    return read.detection_confidence * size * sharp / (sharp + SHARPNESS_HALF)
+
+
+def cut_view(image: np.ndarray, read: PlateRead, enhance: bool,
+             score: float | None = None) -> View:
+    """A `View` of `read`'s plate in `image`: its box with `VIEW_MARGIN` all round."""
+    x1, y1, x2, y2 = map(float, read.box)
+    mx, my = VIEW_MARGIN * (x2 - x1), VIEW_MARGIN * (y2 - y1)
+    H, W = image.shape[:2]
+    ix1, iy1 = max(0, int(math.floor(x1 - mx))), max(0, int(math.floor(y1 - my)))
+    ix2, iy2 = min(W, int(math.ceil(x2 + mx))), min(H, int(math.ceil(y2 + my)))
+    patch = image[iy1:iy2, ix1:ix2].copy()
+    box = (x1 - ix1, y1 - iy1, x2 - ix1, y2 - iy1)
+    return View(patch, box, enhance, read, view_score(read) if score is None else score)
+
+
 class PlateReader:
     """Turns plate boxes in one image into `PlateText`s, one recogniser batch per call."""
 
@@ -100,7 +147,8 @@ class PlateReader:
         self.countries = list(countries) if countries else None
 
     def layouts(self, image: np.ndarray, box: Sequence[float], night: bool, *,
-                main: bool = True, more: bool = True) -> list[list[np.ndarray]]:
+                main: bool = True, more: bool = True,
+                geometry: CropGeometry | None = None) -> list[list[np.ndarray]]:
         """Ways to read one plate, each a list of line images: with `main`, the main crop
         (and for a squarish plate its two lines); with `more`, the alternative crops.
 
@@ -108,7 +156,7 @@ class PlateReader:
         EU and TR plates) or one line seen at an angle or with a tall frame (many US
         plates): both readings are tried and the more confident one is kept.
         """
-        geometry = self.geometry
+        geometry = geometry or self.geometry
         out = []
         if main:
             one_line = self._crop(image, box, geometry, night)
@@ -151,24 +199,35 @@ class PlateReader:
         """
         adaptive = self.geometry.adaptive
         first = [self.layouts(image, box, night, more=not adaptive) for box in boxes]
-        candidates = self._recognise(first)
+        candidates = self._recognise(first, [night] * len(first))
         if adaptive and self.geometry.alternatives:
-            doubtful = [i for i, c in enumerate(candidates) if c and not _sure(_agree(c))]
+            doubtful = [i for i, c in enumerate(candidates) if c and not sure(_agree(c))]
             more = self._recognise([self.layouts(image, boxes[i], night, main=False)
-                                    for i in doubtful])
+                                    for i in doubtful], [night] * len(doubtful))
             for i, extra in zip(doubtful, more, strict=True):
                 candidates[i].extend(extra)
         return [(_agree(c), crop_plate(image, box, self.geometry) if c else None)
                 for c, box in zip(candidates, boxes, strict=True)]
 
-    def _recognise(self, per_box: list[list[list[np.ndarray]]]) -> list[list[PlateText]]:
-        """Every layout of every box read in one recogniser batch."""
+    def reread(self, views: Sequence[View],
+               crops: Sequence[tuple[float, float]]) -> list[PlateText]:
+        """The views read again, one reading each, in one recogniser batch: the main crop and
+        the `crops` (widen, trim) the still path reads, the text most agree on."""
+        geometry = replace(self.geometry, alternatives=tuple(crops), adaptive=False)
+        per_view = [self.layouts(v.patch, v.box, v.enhance, geometry=geometry) for v in views]
+        found = self._recognise(per_view, [v.enhance for v in views])
+        return [_agree(c) for c in found]
+
+    def _recognise(self, per_box: list[list[list[np.ndarray]]],
+                   nights: Sequence[bool]) -> list[list[PlateText]]:
+        """Every layout of every box read in one recogniser batch; `nights` says, per box,
+        whether it was read at night."""
         lines = [line for layouts in per_box for layout in layouts for line in layout]
         results = iter(self.recognize(lines) if lines else [])
-        return [[self._to_plate([next(results) for _ in layout]) for layout in layouts]
-                for layouts in per_box]
+        return [[self._to_plate([next(results) for _ in layout], night) for layout in layouts]
+                for layouts, night in zip(per_box, nights, strict=True)]
 
-    def _to_plate(self, parts: list[OcrResult]) -> PlateText:
+    def _to_plate(self, parts: list[OcrResult], night: bool = False) -> PlateText:
         raw = "".join(p.text for p in parts)
         chars: list[float] = []
         for part in parts:
@@ -176,7 +235,7 @@ class PlateReader:
                 # keep one confidence per character that survives normalisation
                 chars.extend([conf] * len(plates.normalise(ch)))
         confidence = float(np.mean(chars)) if chars else 0.0
-        return plates.parse(raw, confidence, chars, countries=self.countries)
+        return plates.parse(raw, confidence, chars, countries=self.countries, night=night)
 
 
 def _agree(candidates: list[PlateText]) -> PlateText:
@@ -191,7 +250,7 @@ def _agree(candidates: list[PlateText]) -> PlateText:
     return max((c for c in candidates if c.text == text), key=_plausibility)
 
 
-def _sure(plate: PlateText) -> bool:
+def sure(plate: PlateText) -> bool:
     """A reading that needs no second look: it fits a known format, every character
     read with confidence."""
     return (plate.country is not None and plate.confidence >= 0.9

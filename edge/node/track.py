@@ -7,18 +7,21 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from edge.core.boxes import iou
 from edge.core.edit import levenshtein
-from edge.core.types import PlateEvent, PlateRead
+from edge.core.types import PlateEvent, PlateRead, PlateText
+from edge.node.read import View, sure
 from edge.node.vote import Vote, read_text, similar, vote
 
 log = logging.getLogger(__name__)
 
 BEST_KEPT = 5  # the best reads a track keeps even after its history rolls over
+BEST_VIEWS = 3  # the best looks at its plate a track keeps to read again at its end
+PASS_SURE = 0.85  # a pass's agreed read at least this confident, in a known format, is sure
 VELOCITY_POINTS = 5  # recent points the constant-velocity fit uses
 MAX_SCALE = 2.5  # largest plate size change allowed between two sightings
 TEXT_BONUS = 0.3  # cost taken off when a read's text matches the track's
@@ -64,6 +67,7 @@ class Track:
     label: str = ""  # text of the most confident read so far
     _label_confidence: float = -1.0
     _best: list[tuple[float, int, PlateRead]] = field(default_factory=list)  # min-heap
+    views: list[View] = field(default_factory=list)  # the best looks, best first
     _velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # cx, cy, w, h per s
 
     @classmethod
@@ -112,6 +116,16 @@ class Track:
         h = min(max(last.h + vh * dt, last.h / MAX_SCALE), last.h * MAX_SCALE)
         return Point(pts, last.cx + vx * dt, last.cy + vy * dt, w, h)
 
+    def wants_view(self, score: float) -> bool:
+        """Whether a look this good would be among the track's best views."""
+        return len(self.views) < BEST_VIEWS or score > self.views[-1].score
+
+    def keep_view(self, view: View) -> None:
+        """Keep `view` among the best `BEST_VIEWS`, dropping the worst."""
+        self.views.append(view)
+        self.views.sort(key=lambda v: v.score, reverse=True)
+        del self.views[BEST_VIEWS:]
+
     def voting_reads(self) -> list[PlateRead]:
         """The history plus the best reads it may have rolled past."""
         reads = list(self.reads)
@@ -138,6 +152,10 @@ class PlateTracker:
     Times are the frames' `pts` in seconds; frames may come at irregular intervals.
     `max_speed` is the fastest a plate may move, in its own widths per second.
     """
+
+    # Reads a pass's best views again at its end (the still path's crops, one recogniser
+    # batch), one reading per view; the pipeline sets it.  None: no re-reading.
+    reread: Callable[[list[View]], list[PlateText]] | None = None
 
     def __init__(
         self,
@@ -271,6 +289,10 @@ class PlateTracker:
             log.debug("track %d ended with %d read(s): too few to vote", track.id, len(reads))
             return None
         agreed = vote(reads, self.countries)
+        if self.reread is not None and track.views:
+            reads, again = _read_again(track.views, reads, agreed, self.reread)
+            if again:
+                agreed = vote(reads, self.countries) or agreed
         if agreed is None:
             log.debug("track %d ended without an agreed read", track.id)
             return None
@@ -295,6 +317,7 @@ class PlateTracker:
             scene_jpeg=best.scene_jpeg,
             alternatives=list(agreed.alternatives),
             night=2 * sum(r.night for r in reads) > len(reads),
+            readings=list(agreed.readings),
         )
 
     def _is_duplicate(self, track: Track, agreed: Vote, trajectory: list[Point]) -> bool:
@@ -331,6 +354,28 @@ class PlateTracker:
                 return True
         self._recent.append(_Recent(text, track.last_seen, trajectory[-1], track.id))
         return False
+
+
+def _read_again(
+    views: Sequence[View],
+    reads: list[PlateRead],
+    agreed: Vote | None,
+    reread: Callable[[list[View]], list[PlateText]],
+) -> tuple[list[PlateRead], bool]:
+    """The pass's reads with its doubtful best views read again (all of them where the
+    pass's own text is doubtful), each new reading in place of the view's first read; and
+    whether any view was read again."""
+    doubtful_pass = (
+        agreed is None or agreed.plate.country is None or agreed.confidence < PASS_SURE
+    )
+    todo = [v for v in views if doubtful_pass or not sure(v.read.plate)]
+    if not todo:
+        return reads, False
+    again = {id(v.read): replace(v.read, plate=p)
+             for v, p in zip(todo, reread(list(todo)), strict=True) if p.text}
+    out = [again.pop(id(r), r) for r in reads]
+    out += sorted(again.values(), key=lambda r: r.pts)  # views rolled out of the history
+    return out, True
 
 
 def direction(trajectory: Sequence[Point]) -> str:

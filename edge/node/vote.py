@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.core import plates
 from edge.core.edit import alignment, levenshtein
@@ -29,6 +29,9 @@ class Vote:
     confidence: float  # 0..1
     best: PlateRead  # the read whose crop best shows the agreed plate
     alternatives: list[tuple[str, int]] = field(default_factory=list)  # (text, reads)
+    # other readings of the agreed characters: as the OCR saw them where the formats bent
+    # them, the corrections other countries' formats would make, the read with its edge
+    readings: list[str] = field(default_factory=list)
 
 
 def read_text(read: PlateRead) -> str:
@@ -80,8 +83,20 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
     group = set(members[seed])
     group_reads = [(r, t) for r, t in voters if t in group]
 
-    agreed, char_conf = _vote_characters(group_reads, seed, weight)
-    votes = len(group_reads)
+    fused = _fuse_by_country(group_reads, countries)
+    seen_as: list[str] = []  # texts the OCR saw that the fusion may have bent or cut
+    if fused is None:
+        country = None
+        raw_agreed = ""
+        agreed, char_conf = _vote_characters(
+            [(r, t, _char_confs(r, t)) for r, t in group_reads], seed, weight
+        )
+        votes = len(group_reads)
+    else:
+        country, fitted, as_seen, seen_as = fused
+        agreed, char_conf = _vote_characters(fitted, seed, weight)
+        raw_agreed = _vote_characters(as_seen, seed, weight)[0]
+        votes = len(fitted)
     agreement = votes / total
     mean_char = sum(char_conf) / len(char_conf)
     # One read alone is less sure than several agreeing: 0.7, 0.85, 0.93, ... 1.
@@ -91,17 +106,28 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
     plate = plates.parse(
         agreed, confidence=confidence, char_confidence=char_conf, countries=countries
     )
+    if country is not None and plate.country != country and not countries:
+        # the pass decided its country: the agreed text is read in that country's formats
+        # (where they tie with another, parse named none and that stands)
+        decided = plates.parse(
+            agreed, confidence=confidence, char_confidence=char_conf, countries=[country]
+        )
+        if plate.country is not None or decided.text != plate.text:
+            plate = decided
+    if raw_agreed:  # the raw text is what the OCR saw, voted
+        plate = replace(plate, raw=raw_agreed)
     if len(plate.text) < MIN_LENGTH:
         return None
 
     def best_key(item: tuple[PlateRead, str]) -> tuple[bool, float, float]:
         read, text = item
         x1, y1, x2, y2 = read.box
-        return text == agreed, round(read.confidence, 2), max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        return text in (agreed, raw_agreed), round(read.confidence, 2), area
 
     best = max(group_reads, key=best_key)[0]
     alternatives = sorted(
-        ((t, n) for t, n in count.items() if t not in (agreed, plate.text)),
+        ((t, n) for t, n in count.items() if t not in (agreed, raw_agreed, plate.text)),
         key=lambda tn: (-tn[1], tn[0]),
     )[:MAX_ALTERNATIVES]
     return Vote(
@@ -111,11 +137,102 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
         confidence=float(plate.confidence),
         best=best,
         alternatives=alternatives,
+        readings=plates.readings(plate.text, countries,
+                                 also=[raw_agreed or agreed, *seen_as]),
     )
 
 
+# A read whose edge character may be the band's counts for its whole text this much less
+# than for the text without it.
+WHOLE_WEIGHT = 0.8
+# Without camera countries: a country whose reads fit it exactly carry less than this share
+# of the pass is decided only where no other country's correction comes close (this share
+# of its support); otherwise the reads are fused as the OCR saw them.
+EXACT_SHARE = 0.5
+RIVAL_SHARE = 0.6
+
+
+_Voter = tuple[PlateRead, str, tuple[float, ...] | None]
+
+
+def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
+    cc = read.plate.char_confidence
+    return tuple(cc) if len(cc) == len(text) else None
+
+
+def _fuse_by_country(
+    group: list[tuple[PlateRead, str]], countries: Sequence[str] | None
+) -> tuple[str, list[_Voter], list[_Voter], list[str]] | None:
+    """One country for the pass, from the formats every read fits, and each read's text in
+    it: (country, voters with their texts fitted to it, voters with the characters the OCR
+    saw, whole texts seen where an edge was cut), or None where most of the pass fits no
+    format.  A voter is (read, text, char confidences).
+
+    A read supports each country by its cheapest fit there (of the whole read, or of the
+    read without what the plate's edges add), weighted by its confidence and by how little
+    the fit corrects.  The country with the most support wins; its reads vote with their
+    texts fitted to it: corrected, or with no camera countries and a comparable rival
+    correction, as the OCR saw them.
+    """
+    support: defaultdict[str, float] = defaultdict(float)
+    exact: defaultdict[str, float] = defaultdict(float)
+    fits_of: list[dict[str, plates.CountryFit]] = []
+    total = 0.0
+    for read, text in group:
+        confs = _char_confs(read, text)
+        fits = plates.country_fits(text, confs, countries, night=read.night)
+        cut = any(f.end - f.start != len(text) for f in fits)
+        best: dict[str, tuple[float, plates.CountryFit]] = {}
+        for fit in fits:
+            quality = 1.0 / (1.0 + fit.cost)
+            if cut and fit.end - fit.start == len(text):
+                quality *= WHOLE_WEIGHT
+            if fit.country not in best or quality > best[fit.country][0]:
+                best[fit.country] = (quality, fit)
+        for country, (quality, fit) in best.items():
+            support[country] += read.confidence * quality
+            if fit.cost <= 1e-9:
+                exact[country] += read.confidence
+        total += read.confidence
+        fits_of.append({c: f for c, (_, f) in best.items()})
+    if not support:
+        return None
+    rank = {c.upper(): i for i, c in reversed(list(enumerate(countries or ())))}
+    order = {c: i for i, c in enumerate(plates.KNOWN_COUNTRIES)}
+    country = max(support, key=lambda c: (round(support[c], 9), -rank.get(c, len(rank)),
+                                          -order.get(c, len(order))))
+    if support[country] < 0.5 * total:
+        return None
+    as_read = False
+    if not countries and exact[country] < EXACT_SHARE * total:
+        texts = {f.text for fits in fits_of for c, f in fits.items() if c == country}
+        as_read = any(
+            support[c] >= RIVAL_SHARE * support[country]
+            and {f.text for fits in fits_of for k, f in fits.items() if k == c} != texts
+            for c in support if c != country
+        )
+    fitted: list[tuple[PlateRead, str, tuple[float, ...] | None]] = []
+    raw: list[tuple[PlateRead, str, tuple[float, ...] | None]] = []
+    seen: list[str] = []
+    for (read, text), by_country in zip(group, fits_of, strict=True):
+        confs = _char_confs(read, text)
+        found = by_country.get(country)
+        if found is None:  # fits no format of the country: votes as read
+            fitted.append((read, text, confs))
+            raw.append((read, text, confs))
+            continue
+        kept = None if confs is None else confs[found.start : found.end]
+        fitted.append((read, text[found.start : found.end] if as_read else found.text, kept))
+        raw.append((read, text[found.start : found.end], kept))
+        if found.end - found.start != len(text) and text not in seen:
+            seen.append(text)
+    return country, fitted, raw, seen[:2]
+
+
 def _vote_characters(
-    group: list[tuple[PlateRead, str]], seed: str, weight: dict[str, float]
+    group: list[tuple[PlateRead, str, tuple[float, ...] | None]],
+    seed: str,
+    weight: dict[str, float],
 ) -> tuple[str, tuple[float, ...]]:
     """Vote position by position over the group's modal length.
 
@@ -123,22 +240,26 @@ def _vote_characters(
     the voters there: the mean confidence of that character, dissenters counting 0.
     """
     length_weight: defaultdict[int, float] = defaultdict(float)
-    for read, text in group:
+    text_weight: defaultdict[str, float] = defaultdict(float)
+    for read, text, _ in group:
         length_weight[len(text)] += read.confidence
+        text_weight[text] += read.confidence
     length = max(length_weight, key=lambda n: (length_weight[n], n == len(seed)))
     reference = (
         seed
-        if len(seed) == length
-        else max((t for _, t in group if len(t) == length), key=lambda t: weight[t])
+        if len(seed) == length and seed in text_weight
+        else max((t for _, t, _ in group if len(t) == length),
+                 key=lambda t: (weight.get(t, 0.0) + text_weight[t], t))
     )
 
     scores: list[defaultdict[str, float]] = [defaultdict(float) for _ in range(length)]
     voters = [0.0] * length
-    for read, text in group:
+    for read, text, cc in group:
         scale = 0.5 + 0.5 * read.detection_confidence
-        cc = read.plate.char_confidence
         per_char = (
-            [c * scale for c in cc] if len(cc) == len(text) else [read.confidence] * len(text)
+            [c * scale for c in cc]
+            if cc is not None and len(cc) == len(text)
+            else [read.confidence] * len(text)
         )
         if len(text) == length:
             positions: list[int | None] = list(range(length))

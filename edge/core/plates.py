@@ -30,6 +30,8 @@ __all__ = [
     "MAX_COST",
     "MAX_SUBSTITUTIONS",
     "BAND_GLYPHS",
+    "LEADING_GLYPHS",
+    "TRAILING_GLYPHS",
     "CountryFit",
     "country_candidates",
     "country_fits",
@@ -441,10 +443,11 @@ def _rival(choices: Sequence[_Choice]) -> bool:
 RIVAL_MARGIN = 0.5  # corrections this close in cost are equally plausible
 _EDGE_EMBLEM_MAX_CONF = 0.6  # an edge character read less surely than this may be an emblem
 # What the plate's edges add to a read: the blue band (its stars, in infrared often its
-# whole strip) read as E, Z, B, I or 1 before the plate; a screw or the frame as I or 1
-# after it.
-BAND_GLYPHS = frozenset("EZBI1")
-EDGE_GLYPHS = frozenset("I1J")
+# whole strip) read as E, Z or B before the plate; a screw or the frame as I or 1 before
+# it, as I, 1 or J after it.
+BAND_GLYPHS = frozenset("EZB")
+LEADING_GLYPHS = BAND_GLYPHS | frozenset("I1")
+TRAILING_GLYPHS = frozenset("I1J")
 _UNSURE_MARGIN = 0.15  # an edge character this much less sure than the rest is doubtful
 _TRIM_MAX_COST = 1.0  # with camera countries: the rest may need one plain correction
 
@@ -470,11 +473,13 @@ def edge_trims(
     after it.
 
     With camera countries an edge character is dropped when the read does not fit their
-    formats as it is and the rest does (one plain correction allowed).  Without, only a
-    typical band or edge glyph that is doubtful (read at night, where infrared turns the
-    band into a letter, or less surely than the rest), or any edge character read unsurely
-    where the whole read fits no format; and only when the rest fits a known format
-    exactly.  A read that fits the camera's formats as read keeps every character.
+    formats as it is and the rest does, more cheaply (one plain correction allowed); where
+    the whole read fits another country's format exactly (a foreign plate) only a band
+    glyph before it, or a doubtful edge glyph.  Without camera countries: a typical edge
+    glyph that is doubtful (read at night, where infrared turns the band into a letter, or
+    less surely than the rest), or any edge character read unsurely where the whole read
+    fits no format; the rest must fit a known format exactly (by night: one correction).
+    A read that fits the camera's formats as read keeps every character.
     """
     n = len(text)
     if n < 6 or (countries and _fits_as_read(text, countries)):
@@ -491,7 +496,7 @@ def edge_trims(
         rest_confs = None if confs is None else confs[start:end]
         if start == 2 and cut not in KNOWN_COUNTRIES:
             continue
-        glyph_ok = cut in (BAND_GLYPHS if start else EDGE_GLYPHS)
+        glyph_ok = cut in (LEADING_GLYPHS if start else TRAILING_GLYPHS)
         conf = None if confs is None else confs[0 if start else -1]
         unsure = conf is not None and (
             conf <= _EDGE_EMBLEM_MAX_CONF
@@ -499,8 +504,8 @@ def edge_trims(
         )
         doubtful_glyph = glyph_ok and (night or unsure)
         if countries:
-            if foreign and not doubtful_glyph:
-                continue  # a foreign plate read whole, unless its edge glyph is doubtful
+            if foreign and not (doubtful_glyph or (start == 1 and cut in BAND_GLYPHS)):
+                continue  # a foreign plate read whole, unless its edge may be the band
             fits = [c for c in _by_country(rest, rest_confs) if _in(c.country, countries)]
             if fits and fits[0].cost <= min(_TRIM_MAX_COST, whole_cost) + _EPS and (
                 fits[0].cost + _EPS < whole_cost
@@ -587,13 +592,9 @@ def readings(
     for t in also:
         if t and t != text and t not in out:
             out.append(t)
-    corrections = sorted(
-        (f for f in _fits(text) if f.fixes and _in(f.country, countries)),
-        key=lambda f: (sum(cost for _, cost in f.fixes), _ORDER[f.country]),
-    )
-    for fit in corrections:  # within the substitution cap, however sure the OCR was
-        if fit.text != text and fit.text not in out:
-            out.append(fit.text)
+    for choice in _by_country(text, None):  # plain costs: however sure the OCR was
+        if _in(choice.country, countries):
+            out += [t for t in choice.texts if t != text and t not in out]
     return out[:limit]
 
 

@@ -257,6 +257,12 @@ def sure(plate: PlateText) -> bool:
             and min(plate.char_confidence, default=0.0) >= 0.6)
 
 
+def doubtful(plate: PlateText) -> bool:
+    """A reading worth a second look: read unsurely, or fitting no known format."""
+    return not (plate.confidence >= 0.9 and min(plate.char_confidence, default=0.0) >= 0.6
+                and (plate.country is not None or bool(plates.country_candidates(plate.text))))
+
+
 def _plausibility(plate: PlateText) -> float:
     """How much a candidate reading looks like a plate: confident, of plate length, and
     fitting a known format."""

@@ -11,17 +11,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from edge.core import plates
 from edge.core.boxes import iou
 from edge.core.edit import levenshtein
 from edge.core.types import PlateEvent, PlateRead, PlateText
-from edge.node.read import View, sure
+from edge.node.read import View, doubtful
 from edge.node.vote import Vote, read_text, similar, vote
 
 log = logging.getLogger(__name__)
 
 BEST_KEPT = 5  # the best reads a track keeps even after its history rolls over
 BEST_VIEWS = 3  # the best looks at its plate a track keeps to read again at its end
-PASS_SURE = 0.85  # a pass's agreed read at least this confident, in a known format, is sure
+PASS_SURE = 0.8  # a pass's agreed read this confident, in a known format, needs no second look
 VELOCITY_POINTS = 5  # recent points the constant-velocity fit uses
 MAX_SCALE = 2.5  # largest plate size change allowed between two sightings
 TEXT_BONUS = 0.3  # cost taken off when a read's text matches the track's
@@ -365,10 +366,10 @@ def _read_again(
     """The pass's reads with its doubtful best views read again (all of them where the
     pass's own text is doubtful), each new reading in place of the view's first read; and
     whether any view was read again."""
-    doubtful_pass = (
-        agreed is None or agreed.plate.country is None or agreed.confidence < PASS_SURE
+    doubtful_pass = agreed is None or agreed.confidence < PASS_SURE or not (
+        agreed.plate.country or plates.country_candidates(agreed.plate.text)
     )
-    todo = [v for v in views if doubtful_pass or not sure(v.read.plate)]
+    todo = [v for v in views if doubtful_pass or doubtful(v.read.plate)]
     if not todo:
         return reads, False
     again = {id(v.read): replace(v.read, plate=p)

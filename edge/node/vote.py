@@ -93,10 +93,10 @@ def vote(reads: Sequence[PlateRead], countries: Sequence[str] | None = None) -> 
         )
         votes = len(group_reads)
     else:
-        country, fitted, as_seen, seen_as = fused
-        agreed, char_conf = _vote_characters(fitted, seed, weight)
-        raw_agreed = _vote_characters(as_seen, seed, weight)[0]
-        votes = len(fitted)
+        country, seen_as = fused.country, fused.seen
+        agreed, char_conf = _vote_characters(fused.fitted, seed, weight)
+        raw_agreed = _vote_characters(fused.as_seen, seed, weight)[0]
+        votes = len(fused.fitted)
     agreement = votes / total
     mean_char = sum(char_conf) / len(char_conf)
     # One read alone is less sure than several agreeing: 0.7, 0.85, 0.93, ... 1.
@@ -152,7 +152,20 @@ EXACT_SHARE = 0.5
 RIVAL_SHARE = 0.6
 
 
-_Voter = tuple[PlateRead, str, tuple[float, ...] | None]
+_Voter = tuple[PlateRead, str, tuple[float, ...] | None]  # (read, text, char confidences)
+
+
+@dataclass(frozen=True)
+class _Fusion:
+    """A pass's reads in its country: `country` (None where, without camera countries,
+    another country's correction comes as close: the reads then vote as the OCR saw them),
+    the voters with their texts fitted to it, the voters with the characters the OCR saw
+    (edges cut), and whole texts seen where an edge was cut."""
+
+    country: str | None
+    fitted: list[_Voter]
+    as_seen: list[_Voter]
+    seen: list[str]
 
 
 def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
@@ -162,11 +175,9 @@ def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
 
 def _fuse_by_country(
     group: list[tuple[PlateRead, str]], countries: Sequence[str] | None
-) -> tuple[str, list[_Voter], list[_Voter], list[str]] | None:
+) -> _Fusion | None:
     """One country for the pass, from the formats every read fits, and each read's text in
-    it: (country, voters with their texts fitted to it, voters with the characters the OCR
-    saw, whole texts seen where an edge was cut), or None where most of the pass fits no
-    format.  A voter is (read, text, char confidences).
+    it; None where most of the pass fits no format.
 
     A read supports each country by its cheapest fit there (of the whole read, or of the
     read without what the plate's edges add), weighted by its confidence and by how little
@@ -177,7 +188,7 @@ def _fuse_by_country(
     support: defaultdict[str, float] = defaultdict(float)
     exact: defaultdict[str, float] = defaultdict(float)
     fits_of: list[dict[str, plates.CountryFit]] = []
-    total = 0.0
+    total = fitting = 0.0
     for read, text in group:
         confs = _char_confs(read, text)
         fits = plates.country_fits(text, confs, countries, night=read.night)
@@ -194,6 +205,7 @@ def _fuse_by_country(
             if fit.cost <= 1e-9:
                 exact[country] += read.confidence
         total += read.confidence
+        fitting += read.confidence if best else 0.0
         fits_of.append({c: f for c, (_, f) in best.items()})
     if not support:
         return None
@@ -201,7 +213,7 @@ def _fuse_by_country(
     order = {c: i for i, c in enumerate(plates.KNOWN_COUNTRIES)}
     country = max(support, key=lambda c: (round(support[c], 9), -rank.get(c, len(rank)),
                                           -order.get(c, len(order))))
-    if support[country] < 0.5 * total:
+    if fitting < 0.5 * total:  # most of the pass fits no format: nothing to decide
         return None
     as_read = False
     if not countries and exact[country] < EXACT_SHARE * total:
@@ -226,7 +238,7 @@ def _fuse_by_country(
         raw.append((read, text[found.start : found.end], kept))
         if found.end - found.start != len(text) and text not in seen:
             seen.append(text)
-    return country, fitted, raw, seen[:2]
+    return _Fusion(None if as_read else country, fitted, raw, seen[:2])
 
 
 def _vote_characters(

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core import plates
-from edge.core.plates import KNOWN_COUNTRIES, country_candidates, format_plate, normalise, parse
+from edge.core.plates import (
+    KNOWN_COUNTRIES,
+    country_candidates,
+    format_plate,
+    normalise,
+    parse,
+    readings,
+)
 from edge.core.types import PlateText
 
 # --------------------------------------------------------------------------- normalise
@@ -357,3 +364,30 @@ def test_vietnamese_plates_are_not_named_turkish():
     assert parse("51G12345").country is None  # both shapes fit: no country is named
     assert parse("51G12345", countries=["VN"]).country == "VN"
     assert parse("34ABC123").country == "TR"
+
+
+def test_a_band_glyph_before_a_plate_of_the_camera_countries_is_dropped():
+    # EABC123 fits a Polish format exactly; a Lithuanian camera reads the band's E off
+    for night in (False, True):
+        p = parse("EABC123", 0.9, [0.9] * 7, countries=["LT"], night=night)
+        assert (p.text, p.country) == ("ABC123", "LT")
+    # a Polish camera: the read fits its formats as read, nothing is dropped
+    assert parse("EABC123", countries=["PL"], night=True).text == "EABC123"
+    # no country list: a typical band glyph, read at night, when the rest fits
+    assert parse("EABC123", 0.9, [0.9] * 7, night=True).text == "ABC123"
+    assert parse("EABC123", 0.9, [0.9] * 7).text == "EABC123"  # by day, surely read: kept
+    assert parse("BRK906AJ", 0.9, [0.9] * 8, night=True).text == "RK906AJ"
+    # a screw after the plate, read less surely (read as surely, ABC-1231 is a US plate)
+    assert parse("ABC1231", 0.9, [0.9] * 6 + [0.6], countries=["LT"]).text == "ABC123"
+    assert parse("ABC1231", 0.9, [0.9] * 7, countries=["LT"]).text == "ABC1231"
+
+
+def test_without_countries_rival_corrections_leave_the_read_as_ocr_saw_it():
+    # Slovak KE-123OZ read with a zero: Polish KE12302 and Slovak KE123OZ as plausible
+    assert parse("KE1230Z").text == "KE1230Z"
+    assert parse("KE123OZ").text == "KE123OZ"  # fits Slovak as read
+    assert readings("KE123OZ")[:1] == ["KE12302"]
+    assert set(readings("KE1230Z")) >= {"KE12302", "KE123OZ"}
+    assert readings("KE123OZ", countries=["SK"]) == []  # Poland is not the camera's
+    # with a country list, its correction is made
+    assert parse("KE1230Z", countries=["SK"]).text == "KE123OZ"

@@ -110,3 +110,61 @@ def test_plate_rules_apply_to_the_agreed_read() -> None:
         "LT",
     )
     assert result.votes == 3 and result.alternatives == []
+
+
+# --------------------------------------------------------------------------- a pass, fused
+
+
+def night_read(text: str, char_conf: Sequence[float] | None = None) -> PlateRead:
+    read = make_read(text, char_conf=char_conf or [0.9] * len(text))
+    read.night = True
+    return read
+
+
+def test_a_band_glyph_read_at_night_is_dropped() -> None:
+    # Infrared turns the blue band into an "E" before a Lithuanian plate, in every frame.
+    reads = [night_read("EABC123")] * 4
+    lt = vote(reads, countries=["LT"])
+    assert lt is not None and (lt.plate.text, lt.plate.country) == ("ABC123", "LT")
+    assert "EABC123" in lt.readings  # what the OCR saw stays an alternative
+    # no camera countries: E is a typical band glyph and the rest fits a known format
+    assert agreed(reads).plate.text == "ABC123"
+    # a Slovak plate whose band reads as "Z" (the whole would fit a 2023 Polish format)
+    sk = agreed([night_read("ZRK906AJ")] * 3 + [night_read("RK906AJ")])
+    assert sk.plate.text == "RK906AJ" and "ZRK906AJ" in sk.readings
+
+
+def test_a_real_character_of_a_plate_that_fits_as_read_is_kept() -> None:
+    # "EKR12345" is a Polish plate as read: a Polish camera keeps the E, day or night
+    reads = [night_read("EKR12345")] * 4
+    assert agreed_with(reads, ["PL"]).plate.text == "EKR12345"
+    # by day, read as surely as the rest, E is a character
+    assert agreed([make_read("EABC123", char_conf=[0.95] * 7)] * 4).plate.text == "EABC123"
+
+
+def agreed_with(reads: list[PlateRead], countries: list[str]) -> Vote:
+    result = vote(reads, countries=countries)
+    assert result is not None
+    return result
+
+
+def test_without_countries_a_read_fitting_several_formats_keeps_what_ocr_saw() -> None:
+    # Slovak KE-123OZ as read; a Polish format would make it KE12302
+    result = agreed([make_read("KE123OZ")] * 4)
+    assert result.plate.text == "KE123OZ"
+    assert "KE12302" in result.readings
+    # read with a zero: Slovak and Polish corrections are as plausible, the read stays
+    zero = agreed([make_read("KE1230Z")] * 4)
+    assert zero.plate.text == "KE1230Z"
+    assert {"KE12302", "KE123OZ"} <= set(zero.readings)
+
+
+def test_a_pass_whose_reads_disagree_on_the_country_fuses_to_one_country() -> None:
+    # Three reads of a Slovak plate, two read as a Polish one; voted character by
+    # character they make BA302O2, a plate of no country.  The pass is Slovak.
+    sk = [0.95] * 5 + [0.9, 0.5]
+    pl = [0.95] * 5 + [0.6, 0.95]
+    reads = [make_read("BA302OZ", char_conf=sk)] * 3 + [make_read("BA30202", char_conf=pl)] * 2
+    result = agreed(reads)
+    assert (result.plate.text, result.plate.country) == ("BA302OZ", "SK")
+    assert result.plate.raw == "BA302O2"  # what the OCR saw, voted

@@ -9,7 +9,11 @@ compiled to bit masks, so fitting a read to all formats is a few integer operati
 Where a pattern wants a letter and the read has a digit (or the other way round), the
 usual OCR confusions (`edge.core.confusions.READ_AS`) are corrected, at a cost that grows
 with the character's OCR confidence; a read needing too many corrections fits nothing and
-comes through as read.
+comes through as read.  Without camera countries, a read that two countries' formats
+correct differently at a comparable cost also comes through as read (`readings` lists the
+corrections).  What the plate's edges add (the blue band read as E, Z or B, a screw read as
+I or 1) is dropped where the rest fits and the whole does not, or the glyph is doubtful
+(`edge_trims`).
 """
 
 from __future__ import annotations
@@ -453,7 +457,11 @@ _TRIM_MAX_COST = 1.0  # with camera countries: the rest may need one plain corre
 
 
 def _in(country: str, countries: Sequence[str] | None) -> bool:
-    return not countries or country in {c.upper() for c in countries}
+    """Whether `country` is one of the camera's (any, where it has none)."""
+    if not countries:
+        return True
+    prior = [countries] if isinstance(countries, str) else countries
+    return country in {c.upper() for c in prior}
 
 
 def _fits_as_read(text: str, countries: Sequence[str] | None) -> bool:

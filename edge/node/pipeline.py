@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.core.types import Detections, Frame, PlateEvent, PlateRead
 from edge.node.config import PipelineConfig
+from edge.node.bytetrack import ByteTrackAssociation
 from edge.node.engines import Engines
 from edge.node.image_reader import ImageReader
 from edge.node.jpeg import jpeg_of_width
@@ -73,7 +74,9 @@ class VideoPipeline:
         self.tracker = PlateTracker(max_age_s=t.max_age_s, min_reads=t.min_reads,
                                     max_history=t.max_history, countries=config.countries,
                                     camera=camera, single_read_confidence=t.single_read_confidence,
-                                    dedupe_s=t.dedupe_s)
+                                    dedupe_s=t.dedupe_s, min_confidence=t.min_confidence,
+                                    association=(ByteTrackAssociation(max_age_s=t.max_age_s)
+                                                 if t.association == "bytetrack" else None))
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9

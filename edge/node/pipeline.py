@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.core.types import Detections, Frame, PlateEvent, PlateRead
-from edge.node.config import PipelineConfig
 from edge.node.bytetrack import ByteTrackAssociation
+from edge.node.config import PipelineConfig
 from edge.node.engines import Engines
 from edge.node.image_reader import ImageReader
 from edge.node.jpeg import jpeg_of_width

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test models browser rtsp systemd-tools systemd-tree checks clean
+.PHONY: demo test models browser rtsp systemd-tools systemd-tree checks clean tracker-bench
 
 $(BIN)/anpr-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ models: $(BIN)/anpr-edge
 demo: models
 	$(BIN)/anpr-edge demo
 
-test: models browser rtsp systemd-tools
+test: models browser rtsp systemd-tools tracker-bench
 	$(BIN)/python -m pytest -q
+
+# ByteTrack (the `trackers` package), compared with the edge's own association in the
+# benchmarks; --no-deps: it asks for opencv-python, and the headless OpenCV is already here.
+# Its tests skip, saying why, without it.
+tracker-bench: $(BIN)/anpr-edge
+	@$(BIN)/python -c "import trackers" 2>/dev/null || $(BIN)/pip install -q --no-deps 'trackers>=2.6,<3' || echo "trackers not installed: the ByteTrack association tests will skip"
 
 # The console's browser tests drive Debian's chromium; they skip, saying why, without it.
 browser:

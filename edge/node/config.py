@@ -62,6 +62,10 @@ class TrackConfig(Strict):
     settle_after: int = Field(3, ge=0, le=100, description="a plate read the same with "
                               "confidence this many times in a row is followed, not read "
                               "on every frame; 0 reads every plate on every frame")
+    association: Literal["plate", "bytetrack"] = Field(
+        "plate", description="which boxes of a frame continue which passes: `plate`, the "
+        "edge's own (motion, plate size, text, vehicle box); `bytetrack`, ByteTrack from the "
+        "`trackers` package (benchmark extra), to compare")
 
 
 class MotionConfig(Strict):

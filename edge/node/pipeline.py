@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.core.types import Detections, Frame, PlateEvent, PlateRead, PlateText
+from edge.node.bytetrack import ByteTrackAssociation
 from edge.node.config import PipelineConfig
 from edge.node.engines import Engines
 from edge.node.image_reader import ImageReader
@@ -74,7 +75,9 @@ class VideoPipeline:
         self.tracker = PlateTracker(max_age_s=t.max_age_s, min_reads=t.min_reads,
                                     max_history=t.max_history, countries=config.countries,
                                     camera=camera, single_read_confidence=t.single_read_confidence,
-                                    dedupe_s=t.dedupe_s)
+                                    dedupe_s=t.dedupe_s, min_confidence=t.min_confidence,
+                                    association=(ByteTrackAssociation(max_age_s=t.max_age_s)
+                                                 if t.association == "bytetrack" else None))
         self.tracker.reread = self._reread
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9

@@ -6,13 +6,14 @@ import heapq
 import itertools
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from edge.core import plates
 from edge.core.boxes import iou
+from edge.core.confusions import CLASSES
 from edge.core.edit import levenshtein
 from edge.core.types import PlateEvent, PlateRead, PlateText
 from edge.node.read import View, doubtful
@@ -28,6 +29,29 @@ MAX_SCALE = 2.5  # largest plate size change allowed between two sightings
 TEXT_BONUS = 0.3  # cost taken off when a read's text matches the track's
 CLASH_IOU = 0.5  # overlap a clearly different text needs to join a track anyway
 NEAR_WIDTHS = 8.0  # "near the same place" for merging duplicates, in plate widths
+SIZE_SLACK = math.log(1.35)  # plate size off its predicted size a track accepts (log) ...
+SIZE_RATE = 1.0  # ... plus this much (log) a second unseen
+VEHICLE_IOU = 0.3  # least overlap of a read's vehicle box with the track's vehicle
+APART_IOU = 0.1  # two boxes in one frame overlapping less than this are two plates
+GAP_FRAMES = 1.5  # a track unseen for this many frame intervals has lost its plate
+SETTLED_READS = 3  # reads of one text that make it a track's own
+TOGETHER_KEPT = 32  # the tracks a track remembers having been seen beside
+# each look-alike (0 D O Q, 2 Z, 5 S, ...) as its class's first: reads of one plate that
+# differ only in those are the same text to the tracker
+_FOLD = str.maketrans({c: group[0] for group in CLASSES for c in group})
+
+
+def folded(text: str) -> str:
+    """`text` with look-alike characters made one."""
+    return text.translate(_FOLD)
+
+
+def same_text(a: str, b: str) -> bool:
+    """Whether two folded texts are one plate's, but for a character read at either end
+    (a band, an emblem, a screw)."""
+    if len(a) < len(b):
+        a, b = b, a
+    return a == b or (len(a) == len(b) + 1 and b in (a[1:], a[:-1]))
 
 
 class Point(NamedTuple):
@@ -70,6 +94,11 @@ class Track:
     _best: list[tuple[float, int, PlateRead]] = field(default_factory=list)  # min-heap
     views: list[View] = field(default_factory=list)  # the best looks, best first
     _velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # cx, cy, w, h per s
+    # the vehicle the plate was last seen on, and the plate's box then
+    vehicle_box: tuple[float, float, float, float] | None = None
+    vehicle_at: Point | None = None
+    # tracks seen in the same frame as this one, apart from it: other plates (bounded)
+    together: dict[int, None] = field(default_factory=dict)
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -127,6 +156,31 @@ class Track:
         self.views.sort(key=lambda v: v.score, reverse=True)
         del self.views[BEST_VIEWS:]
 
+    def text(self) -> str:
+        """The folded text most of its recent reads agree on (the most confident read's
+        on a tie)."""
+        return self.consensus()[0]
+
+    def consensus(self) -> tuple[str, int]:
+        """`text`, and how many of the recent reads have it."""
+        label = folded(self.label)
+        counts = Counter(t for t in (folded(read_text(r)) for r in self.reads) if len(t) >= 3)
+        if not counts:
+            return label, 0
+        top = max(counts.values())
+        if counts.get(label, 0) == top:
+            return label, top
+        return next(t for t, n in counts.items() if n == top), top
+
+    def predicted_vehicle(self, plate: Point) -> tuple[float, float, float, float] | None:
+        """The vehicle's box moved and scaled as its plate is from `vehicle_at` to `plate`."""
+        if self.vehicle_box is None or self.vehicle_at is None:
+            return None
+        at, scale = self.vehicle_at, plate.w / self.vehicle_at.w
+        x1, y1, x2, y2 = self.vehicle_box
+        return (plate.cx + (x1 - at.cx) * scale, plate.cy + (y1 - at.cy) * scale,
+                plate.cx + (x2 - at.cx) * scale, plate.cy + (y2 - at.cy) * scale)
+
     def voting_reads(self) -> list[PlateRead]:
         """The history plus the best reads it may have rolled past."""
         reads = list(self.reads)
@@ -140,9 +194,21 @@ class _Recent:
     """An emitted event, remembered briefly so a re-found plate is not reported twice."""
 
     text: str
+    first_seen: float
     last_seen: float
     where: Point
     track_id: int
+    together: frozenset[int]  # tracks seen beside it: other plates
+
+
+class BoxAssociation(Protocol):
+    """Another tracker's box association (e.g. ByteTrack): one frame's plate boxes in,
+    each box's track id out (its own ids, new ones for new tracks)."""
+
+    def assign(self, boxes: Sequence[tuple[float, float, float, float]],
+               confidences: Sequence[float], pts: float) -> list[int]: ...
+
+    def reset(self) -> None: ...
 
 
 class PlateTracker:
@@ -170,6 +236,8 @@ class PlateTracker:
         dedupe_s: float = 5.0,
         countries: Sequence[str] | None = None,
         camera: str = "",
+        association: BoxAssociation | None = None,
+        min_confidence: float = 0.0,
     ) -> None:
         if max_age_s <= 0 or min_reads < 1 or max_history < 1 or max_speed <= 0:
             raise ValueError("max_age_s, min_reads, max_history and max_speed must be positive")
@@ -182,10 +250,15 @@ class PlateTracker:
         self.dedupe_s = dedupe_s
         self.countries = countries
         self.camera = camera
+        self.min_confidence = min_confidence  # a pass less sure is not reported
         self._tracks: dict[int, Track] = {}
         self._ids = itertools.count(1)
         self._recent: deque[_Recent] = deque(maxlen=64)
         self._last_pts: float | None = None
+        self._intervals: deque[float] = deque(maxlen=9)  # between recent frames, seconds
+        # None: our own association; else another tracker's, its ids mapped to ours
+        self.association = association
+        self._outside: dict[int, int] = {}
 
     @property
     def active(self) -> int:
@@ -203,10 +276,14 @@ class PlateTracker:
         if self._last_pts is not None and pts < self._last_pts:
             log.info("pts went back from %.3f to %.3f: ending all tracks", self._last_pts, pts)
             events += self.flush()
+        if self._last_pts is not None and pts > self._last_pts:
+            self._intervals.append(pts - self._last_pts)
         self._last_pts = pts
         expired = [t for t in self._tracks.values() if pts - t.last_seen > self.max_age_s]
         events += self._end(expired)
-        if reads:
+        if self.association is not None:
+            self._associate_outside(reads, pts)
+        elif reads:
             self._associate(reads, pts)
         return events
 
@@ -219,67 +296,170 @@ class PlateTracker:
         events = self._end(list(self._tracks.values()))
         self._recent.clear()
         self._last_pts = None
+        self._intervals.clear()
+        if self.association is not None:
+            self.association.reset()
+        self._outside.clear()
         return events
+
+    def _interval(self) -> float:
+        """The usual time between two analysed frames (0 until there are a few)."""
+        if len(self._intervals) < 3:
+            return 0.0
+        return sorted(self._intervals)[len(self._intervals) // 2]
 
     def _associate(self, reads: Sequence[PlateRead], pts: float) -> None:
         texts = [read_text(r) for r in reads]
+        interval = self._interval()
         pairs: list[tuple[float, int, int]] = []
         for track in self._tracks.values():
             predicted = track.predict(pts)
             speed = self.max_speed if track.seen < 2 else self.max_speed / 2
             allowed = 1.0 + speed * max(0.0, pts - track.last_seen)
+            # unseen on a frame or more: its plate was lost, and what comes back may be
+            # the car behind
+            lost = interval > 0 and pts - track.last_seen > GAP_FRAMES * interval
+            vehicle = track.predicted_vehicle(predicted)
+            known, support = track.consensus()
+            lost = lost and support >= SETTLED_READS
             for i, read in enumerate(reads):
-                cost = self._cost(track, predicted, allowed, read, texts[i])
+                cost = self._cost(track, predicted, allowed, read, texts[i], lost=lost,
+                                  vehicle=vehicle, known=known)
                 if cost is not None:
                     pairs.append((cost, track.id, i))
         pairs.sort()
+        chosen: dict[int, int] = {}  # read -> track
         used_tracks: set[int] = set()
-        used_reads: set[int] = set()
         for _, track_id, i in pairs:
-            if track_id in used_tracks or i in used_reads:
+            if track_id in used_tracks or i in chosen:
                 continue
             used_tracks.add(track_id)
-            used_reads.add(i)
-            self._tracks[track_id].add(reads[i], pts)
-        for i, read in enumerate(reads):
-            if i not in used_reads:
+            chosen[i] = track_id
+        self._give(reads, pts, [chosen.get(i) for i in range(len(reads))])
+
+    def _associate_outside(self, reads: Sequence[PlateRead], pts: float) -> None:
+        """Another tracker's association: its track ids, mapped to ours."""
+        assert self.association is not None
+        ids = self.association.assign([r.box for r in reads],
+                                      [r.detection_confidence for r in reads], pts)
+        ours = [self._outside.get(i) for i in ids]
+        ours = [o if o in self._tracks else None for o in ours]
+        given = self._give(reads, pts, ours)
+        for outside, track_id in zip(ids, given, strict=True):
+            self._outside[outside] = track_id
+
+    def _give(self, reads: Sequence[PlateRead], pts: float,
+              tracks: Sequence[int | None]) -> list[int]:
+        """Add each read to its track (None: a new one); note which tracks were seen
+        beside which, apart: those are different plates."""
+        given = []
+        for read, track_id in zip(reads, tracks, strict=True):
+            if track_id is None or track_id in given:
                 track_id = next(self._ids)
                 self._tracks[track_id] = Track.start(track_id, read, pts, self.max_history)
+            else:
+                self._tracks[track_id].add(read, pts)
+            track = self._tracks[track_id]
+            if read.vehicle_box is not None:
+                track.vehicle_box, track.vehicle_at = read.vehicle_box, Point.of(read.box, pts)
+            given.append(track_id)
+        for a, read_a in zip(given, reads, strict=True):
+            for b, read_b in zip(given, reads, strict=True):
+                if a != b and iou(read_a.box, read_b.box) < APART_IOU:
+                    together = self._tracks[a].together
+                    together[b] = None
+                    while len(together) > TOGETHER_KEPT:
+                        del together[next(iter(together))]
+        return given
 
     def _cost(
-        self, track: Track, predicted: Point, allowed: float, read: PlateRead, text: str
+        self, track: Track, predicted: Point, allowed: float, read: PlateRead, text: str, *,
+        lost: bool = False, vehicle: tuple[float, float, float, float] | None = None,
+        known: str = "",
     ) -> float | None:
         """Cost of giving `read` to `track` (lower is better), or None where it cannot be."""
         seen = Point.of(read.box, predicted.pts)
         ratio = seen.w / predicted.w
         if not 1 / MAX_SCALE <= ratio <= MAX_SCALE:
             return None
+        unseen = max(0.0, predicted.pts - track.last_seen)
+        # A followed plate grows or shrinks as it has lately; one suddenly much smaller or
+        # larger than predicted is another car's (the next one, further back).
+        if track.seen >= 2 and abs(math.log(ratio)) > SIZE_SLACK + SIZE_RATE * unseen:
+            return None
         overlap = iou(predicted.box, seen.box)
         distance = math.hypot(seen.cx - predicted.cx, seen.cy - predicted.cy)
         distance /= (seen.w + predicted.w) / 2
         label = track.label
-        clash = len(label) >= 4 and len(text) >= 4 and levenshtein(label, text) > 2
-        # A clearly different text is another plate unless it sits right where this
-        # one should be (then it is this plate read badly); otherwise the box must
-        # overlap the prediction or lie within the distance the plate could move.
+        known = known or folded(label)
+        fold = folded(text)
+        differs = (len(known) >= 4 and len(text) >= 4 and not same_text(known, fold)
+                   and not same_text(folded(label), fold))
+        clash = (len(label) >= 4 and len(text) >= 4
+                 and levenshtein(folded(label), fold) > 2 and levenshtein(known, fold) > 2)
+        # A plate that comes back after it was lost, reading otherwise, is the car behind
+        # (a misread of the same plate starts a track of its own, and its event merges
+        # into this one's). While it is followed, a clearly different text is another
+        # plate unless it sits right where this one should be (then it is this plate
+        # read badly); otherwise the box must overlap the prediction or lie within the
+        # distance the plate could move.
+        if lost and differs:
+            return None
         if clash and overlap < CLASH_IOU:
             return None
         if overlap < self.iou_threshold and distance > allowed:
             return None
         cost = 0.5 * (1 - overlap) + 0.5 * min(distance / allowed, 1.0)
         cost += 0.2 * abs(math.log(ratio))
-        if label and len(text) >= 3 and similar(label, text):
+        if vehicle is not None and read.vehicle_box is not None:
+            # a plate belongs to its vehicle: another vehicle's box is another plate
+            on_vehicle = iou(vehicle, read.vehicle_box)
+            if on_vehicle < VEHICLE_IOU:
+                return None
+            cost += 0.3 * (1 - on_vehicle)
+        if label and len(text) >= 3 and (similar(label, text) or similar(known, fold)):
             cost -= TEXT_BONUS
         return cost
 
     def _end(self, tracks: list[Track]) -> list[PlateEvent]:
         events = []
-        for track in sorted(tracks, key=lambda t: (t.last_seen, t.id)):
-            del self._tracks[track.id]
+        ended = {t.id for t in tracks}
+        if self._outside and ended:
+            self._outside = {k: v for k, v in self._outside.items() if v not in ended}
+        for track_id in [t.id for t in sorted(tracks, key=lambda t: (t.last_seen, t.id))]:
+            track = self._tracks.pop(track_id)
+            into = self._same_pass(track)
+            if into is not None:
+                log.debug("track %d is track %d's pass: merged", track.id, into.id)
+                self._tracks[into.id] = merged(into, track, self.max_history)
+                continue
             event = self._event(track)
             if event is not None:
                 events.append(event)
         return events
+
+    def _same_pass(self, track: Track) -> Track | None:
+        """A live track following the same plate as `track` (which has ended): one that
+        reads the same and was followed at the same time, or took up where it was lost;
+        never one seen beside it."""
+        text = track.text()
+        if len(text) < 4:
+            return None
+        last = track.tail[-1]
+        for other in self._tracks.values():
+            if other.id in track.together or track.id in other.together:
+                continue
+            if not same_text(other.text(), text):
+                continue
+            first = other.trajectory[0]
+            if other.first_seen <= track.last_seen:
+                near = math.hypot(first.cx - last.cx, first.cy - last.cy)
+                if near <= NEAR_WIDTHS * max(first.w, last.w):
+                    return other
+            elif (other.first_seen - track.last_seen <= self.max_age_s
+                  and self._continues(last, track._velocity, first)):
+                return other
+        return None
 
     def _event(self, track: Track) -> PlateEvent | None:
         reads = track.voting_reads()
@@ -324,37 +504,74 @@ class PlateTracker:
     def _is_duplicate(self, track: Track, agreed: Vote, trajectory: list[Point]) -> bool:
         """Whether an event for this pass was already emitted; if so, merge into it.
 
-        The same text within `dedupe_s` is the same vehicle wherever it was seen
-        (the tracker lost and re-found it); a similar text must also be near.
+        The same text (but for look-alikes and a character at either end) within
+        `dedupe_s` is the same vehicle wherever it was seen: the tracker lost and found it
+        again. A text a character off is the same vehicle only where both tracks were
+        followed at once, near each other, and never seen side by side in one frame; a
+        plate that comes back reading otherwise is the car behind, whose plate may be a
+        character or two off (RK906AJ, RK026AJ).
         """
         text = agreed.plate.text
         while self._recent and track.first_seen - self._recent[0].last_seen > self.dedupe_s:
             self._recent.popleft()
+        if agreed.confidence < self.min_confidence:
+            return False  # not reported: it must not hide a surer read of the same pass
         first = trajectory[0]
         for recent in self._recent:
             if track.first_seen - recent.last_seen > self.dedupe_s:
                 continue
-            near = math.hypot(
-                first.cx - recent.where.cx, first.cy - recent.where.cy
-            ) <= NEAR_WIDTHS * max(first.w, recent.where.w)
-            # A plate lost and found again reads the same, or one character off, and
-            # comes back soon; two cars in a row may have plates two characters apart
-            # (RK906AJ, RK026AJ) at the same place a few seconds apart.
-            soon = track.first_seen - recent.last_seen <= 2 * self.max_age_s
-            if text == recent.text or (
-                near and soon and levenshtein(text, recent.text) <= 1
-            ):
+            if text == recent.text or same_text(folded(text), folded(recent.text)):
+                same = True
+            elif track.id in recent.together or recent.track_id in track.together:
+                same = False
+            elif track.first_seen <= recent.last_seen:  # both followed at once
+                same = levenshtein(folded(text), folded(recent.text)) <= 1 and math.hypot(
+                    first.cx - recent.where.cx, first.cy - recent.where.cy
+                ) <= NEAR_WIDTHS * max(first.w, recent.where.w)
+            else:
+                same = False
+            if same:
                 log.debug(
                     "track %d read %s again: merged into track %d's event",
                     track.id,
                     text,
                     recent.track_id,
                 )
-                recent.last_seen = max(recent.last_seen, track.last_seen)
-                recent.where = trajectory[-1]
+                if track.last_seen >= recent.last_seen:
+                    recent.last_seen = track.last_seen
+                    recent.where = trajectory[-1]
+                recent.together = recent.together | frozenset(track.together)
                 return True
-        self._recent.append(_Recent(text, track.last_seen, trajectory[-1], track.id))
+        self._recent.append(_Recent(text, track.first_seen, track.last_seen, trajectory[-1],
+                                    track.id, frozenset(track.together)))
         return False
+
+    def _continues(self, last: Point, velocity: tuple[float, float, float, float],
+                   first: Point) -> bool:
+        """Whether a plate first seen at `first` is where, and the size, that a plate
+        last seen at `last` would have been by then, moving as it did."""
+        dt = max(0.0, first.pts - last.pts)
+        vx, vy, vw, _ = velocity
+        w = min(max(last.w + vw * dt, last.w / MAX_SCALE), last.w * MAX_SCALE)
+        if abs(math.log(first.w / w)) > SIZE_SLACK + SIZE_RATE * dt:
+            return False
+        distance = math.hypot(first.cx - (last.cx + vx * dt), first.cy - (last.cy + vy * dt))
+        return distance / ((first.w + w) / 2) <= 1.0 + self.max_speed / 2 * dt
+
+
+def merged(live: Track, ended: Track, max_history: int) -> Track:
+    """One track of two that followed one plate: `live` (still followed) with `ended`'s
+    reads, in time order, bounded as a track is."""
+    reads = sorted(live.voting_reads() + ended.voting_reads(), key=lambda r: r.pts)
+    track = Track.start(live.id, reads[0], reads[0].pts, max_history)
+    for read in reads[1:]:
+        track.add(read, read.pts)
+    track.first_seen = min(live.first_seen, ended.first_seen)
+    track.vehicle_box, track.vehicle_at = live.vehicle_box, live.vehicle_at
+    track.together = dict.fromkeys(list(ended.together) + list(live.together))
+    while len(track.together) > TOGETHER_KEPT:
+        del track.together[next(iter(track.together))]
+    return track
 
 
 def _read_again(

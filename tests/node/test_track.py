@@ -221,3 +221,113 @@ def test_two_cars_in_a_row_with_plates_two_characters_apart_are_two_events() -> 
         events += tracker.update([make_read("RK026AJ", (100, 100 + i, 180, 120 + i), pts)], pts)
     events += tracker.flush()
     assert [e.text for e in events] == ["RK906AJ", "RK026AJ"]
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def towards(text: str, start: float, n: int = 10, x: float = 300.0,
+            vehicle: bool = False) -> list[PlateRead]:
+    """A car coming at the camera from the same far point as every car before it: its
+    plate grows from 40 to 112 px wide and moves down the frame (a drive-by)."""
+    reads = []
+    for i in range(n):
+        w = 40 + 8 * i
+        read = make_read(text, box_at(x, 200 + 25 * i, w), start + 0.1 * i)
+        if vehicle:
+            cx, cy = x, 200 + 25 * i
+            read.vehicle_box = (cx - 1.5 * w, cy - 1.5 * w, cx + 1.5 * w, cy + 0.3 * w)
+        reads.append(read)
+    return reads
+
+
+def test_two_cars_0_2_s_apart_with_plates_one_character_apart_are_two_events() -> None:
+    # The second car shows 0.2 s after the first left, far back where the first came from.
+    first = towards("AB123CD", start=0.0)
+    second = towards("AB128CD", start=1.1)
+    events = run(PlateTracker(), by_frame(first, second))
+    assert [(e.text, e.frames) for e in events] == [("AB123CD", 10), ("AB128CD", 10)]
+
+
+def test_a_plate_hidden_for_0_3_s_mid_pass_is_one_event() -> None:
+    # Crossing the picture at 25 plate widths a second, hidden behind a post for 0.3 s,
+    # and read a little differently when it comes out (look-alikes, a band glyph).
+    texts = ["AB123CD"] * 6 + ["AB1Z3CD", "EAB123CD"] + ["AB123CD"] * 6
+    times = [0.1 * i for i in range(6)] + [0.9 + 0.1 * i for i in range(8)]
+    reads = [make_read(t, box_at(100 + 1500 * p, 400, 60), p)
+             for t, p in zip(texts, times, strict=True)]
+    frames = by_frame(reads[:6]) + [(0.6, []), (0.7, []), (0.8, [])] + by_frame(reads[6:])
+    (event,) = run(PlateTracker(), frames)
+    assert event.text == "AB123CD"
+    assert (event.first_seen, event.last_seen) == (0.0, pytest.approx(1.6))
+    assert event.frames == 14
+
+
+def test_two_plates_side_by_side_are_two_events() -> None:
+    # Two cars of one fleet in two lanes, their plates a character apart.
+    left = approaching("AB123CD", start=0.0, x=300)
+    right = approaching("AB124CD", start=0.0, x=700)
+    events = run(PlateTracker(), by_frame(left, right))
+    assert sorted((e.text, e.frames) for e in events) == [("AB123CD", 10), ("AB124CD", 10)]
+
+
+def test_two_overlapping_tracks_of_one_plate_are_one_event() -> None:
+    # One plate followed twice for half a second (two boxes of it, a third of a plate
+    # apart), one track reading an O for its D: one pass, voted over all its reads.
+    one = [make_read("OS749ZA", box_at(300 + 100 * p, 500), p, conf=0.8)
+           for p in (0.1 * i for i in range(11))]
+    two = [make_read("DS749ZA", box_at(330 + 100 * p, 500), p, conf=0.95)
+           for p in (0.5 + 0.1 * i for i in range(16))]
+    (event,) = run(PlateTracker(), by_frame(one, two))
+    assert event.text == "DS749ZA"
+    assert (event.first_seen, event.last_seen) == (0.0, pytest.approx(2.0))
+
+
+def test_a_plate_back_at_the_same_place_with_another_text_is_a_new_pass() -> None:
+    # A car waits at a barrier and leaves; the next one pulls up to the same place.
+    first = [make_read("AB123CD", box_at(500, 400), 0.1 * i) for i in range(10)]
+    second = [make_read("XY987ZW", box_at(502, 401), 1.2 + 0.1 * i) for i in range(10)]
+    events = run(PlateTracker(), by_frame(first, second))
+    assert [(e.text, e.frames) for e in events] == [("AB123CD", 10), ("XY987ZW", 10)]
+    # ... also where its plate is a character off the first one's
+    second = [make_read("AB128CD", box_at(502, 401), 1.2 + 0.1 * i) for i in range(10)]
+    events = run(PlateTracker(), by_frame(first, second))
+    assert [(e.text, e.frames) for e in events] == [("AB123CD", 10), ("AB128CD", 10)]
+
+
+def test_a_plate_belongs_to_its_vehicle() -> None:
+    # A car passes right in front of a parked one; the moving plate's box lands where the
+    # parked plate's would be, but on another vehicle.
+    parked = [make_read("AB123CD", box_at(500, 400), 0.1 * i) for i in range(10)]
+    for read in parked:
+        read.vehicle_box = (350, 250, 650, 450)
+    passing = [make_read("AB123CF", box_at(510, 402), 1.0 + 0.1 * i) for i in range(5)]
+    for read in passing:
+        read.vehicle_box = (440, 320, 1100, 480)
+    frames = by_frame(parked) + by_frame(passing)
+    events = run(PlateTracker(dedupe_s=0.0), frames)
+    assert sorted((e.text, e.frames) for e in events) == [("AB123CD", 10), ("AB123CF", 5)]
+    # without vehicle boxes the passing plate continues the parked one's track
+    for read in parked + passing:
+        read.vehicle_box = None
+    (event,) = run(PlateTracker(dedupe_s=0.0), frames)
+    assert event.frames == 15
+
+
+def test_two_cars_in_a_row_with_vehicles_detected_are_two_events() -> None:
+    first = towards("AB123CD", start=0.0, vehicle=True)
+    second = towards("AB128CD", start=1.1, vehicle=True)
+    events = run(PlateTracker(), by_frame(first, second))
+    assert [e.text for e in events] == ["AB123CD", "AB128CD"]
+
+
+def test_memory_of_plates_seen_together_stays_bounded() -> None:
+    tracker = PlateTracker()
+    for i in range(300):  # a busy scene: a new plate beside a parked one every frame
+        pts = 0.1 * i
+        reads = [make_read("AB123CD", box_at(300, 300), pts),
+                 make_read(f"XY{i:03d}ZW", box_at(900, 300 + (i % 2) * 200), pts)]
+        tracker.update(reads, pts)
+    parked = max(tracker.tracks, key=lambda t: t.seen)
+    assert parked.seen == 300
+    assert len(parked.together) <= 32

@@ -77,6 +77,7 @@ class VideoPipeline:
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9
+        self._sighted: dict[int, tuple[str, int]] = {}  # live passes' sightings, as last given
 
     def wants(self, pts: float) -> bool:
         """Whether a frame at `pts` is due for analysis at the configured rate. A clock
@@ -123,6 +124,8 @@ class VideoPipeline:
         with timer.stage("track"):
             result.events = restarted + self._confident(self.tracker.update(result.reads,
                                                                             frame.pts))
+            if result.reads:
+                result.sightings = self.tracker.sightings(frame.pts, self._sighted)
         result.ms = timer.ms
         return result
 

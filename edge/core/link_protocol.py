@@ -599,10 +599,12 @@ def _hit_v2(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> Hit
 
 def _hit_v3(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> HitMessage:
     base = _hit_v2(h, hit_id, crop, scene)
-    vehicle = h.get("vehicle") or {}
+    vehicle = h.get("vehicle")
+    vehicle = {} if vehicle is None else vehicle
     if not isinstance(vehicle, dict):
         raise ProtocolError("invalid", "vehicle must be an object")
-    completes = h.get("completes") or ""
+    completes = h.get("completes")
+    completes = "" if completes is None else completes
     return dataclasses.replace(
         base,
         match=dataclasses.replace(base.match, reading=_obj(h, "match").get("reading", "")),

@@ -45,7 +45,16 @@ HIT_COLUMNS: dict[str, type] = {
     "version": int,
     "crop_bytes": int,
     "scene_bytes": int,
+    # added with early hits (wire version 3); older databases get them, empty, at open
+    "reading": str,  # the other reading of the plate the list matched ("": its text)
+    "vehicle_type": str,
+    "vehicle_colour": str,
+    "revision": int,  # 0 as raised; 1 once the pass's final read completed it
+    "completed_by": str,  # the id of the message that completed it
 }
+# The defaults of the columns added since the first release, for rows stored before.
+HIT_DEFAULTS: dict[str, object] = {"reading": "", "vehicle_type": "", "vehicle_colour": "",
+                                   "revision": 0, "completed_by": ""}
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,11 @@ class StoredHit:
     version: int  # of the wire message it came in
     crop_bytes: int  # the pictures' sizes as sent (0: none); `HitReader.picture` reads them
     scene_bytes: int
+    reading: str  # the other reading of the plate the list matched; "": the text itself
+    vehicle_type: str
+    vehicle_colour: str
+    revision: int  # 0: as raised; 1: completed by the pass's final read (same alert)
+    completed_by: str
 
     def to_json(self, *, rowid: bool = True) -> dict[str, Any]:
         """The record as a JSON object, in the table's column order (`rowid` first)."""
@@ -171,6 +185,21 @@ class HitReader:
     def after(self, rowid: int, limit: int = 500) -> list[StoredHit]:
         """Hits stored after `rowid`, oldest first (for following new hits)."""
         return self._read(f"{_SELECT} WHERE rowid > ? ORDER BY rowid LIMIT ?", [rowid, limit])
+
+    def last_change(self) -> int:
+        """The sequence number of the last update of a stored hit (0: none yet)."""
+        with self.pool.connection() as db:
+            return int(db.execute("SELECT coalesce(max(seq), 0) FROM hit_changes").fetchone()[0])
+
+    def changed_after(self, seq: int, limit: int = 500) -> list[tuple[int, StoredHit]]:
+        """Hits updated after change `seq` (an early hit completed), oldest change first,
+        each with its change's number."""
+        with self.pool.connection() as db:
+            rows = db.execute(
+                f"SELECT c.seq, h.rowid, {', '.join('h.' + c for c in _COLUMNS)} FROM "
+                "hit_changes c JOIN hits h ON h.hit_id = c.hit_id WHERE c.seq > ? "
+                "ORDER BY c.seq LIMIT ?", [seq, limit]).fetchall()
+        return [(row[0], StoredHit(*row[1:])) for row in rows]
 
     def recent(self, received_since: dt.datetime, limit: int = 500) -> list[StoredHit]:
         """Up to `limit` hits received from `received_since`, the last stored first."""

@@ -20,6 +20,7 @@ alone.  The retention methods (`delete_hits`, `move_pictures`, `drop_segment`,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -31,7 +32,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.collector.hits import HIT_COLUMNS, picture_place
+from edge.collector.hits import HIT_COLUMNS, HIT_DEFAULTS, picture_place
 from edge.collector.images import SEGMENT_BYTES, ImageLog
 from edge.core.link_protocol import HitMessage
 from edge.core.times import format_time, utc_now
@@ -135,10 +136,21 @@ class HitStore:
         db = self.db
         if "hits" not in db.table_names():
             with db.atomic():
-                db.table("hits").create(HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"})
+                db.table("hits").create(HIT_COLUMNS, pk="hit_id", not_null={"node", "camera"},
+                                        defaults=HIT_DEFAULTS)
                 db.table("hits").create_index(["seen_at"])
                 db.table("hits").create_index(["received_at"])
                 db.table("hits").create_index(["plate_text"])
+        have = {c.name for c in db.table("hits").columns}
+        for name, default in HIT_DEFAULTS.items():  # a database from before early hits
+            if name not in have:
+                kind = "INTEGER" if isinstance(default, int) else "TEXT"
+                db.execute(f"ALTER TABLE hits ADD COLUMN {name} {kind} NOT NULL "
+                           f"DEFAULT {default!r}")
+        if "hit_changes" not in db.table_names():
+            # each update of a stored hit (an early hit completed), for the console to follow
+            db.execute("CREATE TABLE hit_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                       "hit_id TEXT NOT NULL)")
         if "hit_images" not in db.table_names():
             db.table("hit_images").create(
                 {"hit_id": str, "kind": str, "segment": int, "offset": int, "length": int},
@@ -243,24 +255,51 @@ class HitStore:
     ) -> tuple[list[str], list[str]]:
         """Store `hits` durably; returns (ids newly stored, ids already here).
 
-        Duplicates (already stored, or twice in `hits`) are not stored again.
-        Only one thread may commit (the collector's writer).
+        Duplicates (already stored, or twice in `hits`) are not stored again. A hit that
+        `completes` an early one updates it (text, match, pictures, vehicle), keeping when
+        it was seen and received: one alert, completed. Where the early hit has not come
+        (yet), the completion is stored under the early hit's id, and the early hit, when
+        it comes, is a duplicate. Only one thread may commit (the collector's writer).
         """
         received = format_time(received_at or utc_now())
-        have = self._existing([h.hit_id for h in hits])
-        new: list[HitMessage] = []
+        targets = [h.completes for h in hits if h.completes]
+        have = self._existing([h.hit_id for h in hits] + targets)
+        done = self._completed_by(targets)
+        new: list[HitMessage] = []  # rows to insert
+        updates: list[HitMessage] = []  # completions of stored hits
+        stored: list[str] = []
         dups: list[str] = []
         for h in hits:
-            if h.hit_id in have:
+            if h.completes and h.hit_id in done.get(h.completes, ()):
+                dups.append(h.hit_id)  # this completion was applied before
+            elif h.completes and h.completes in have:
+                if not self._same_node(h.completes, h.node, new):
+                    log.warning("hit %s from %s completes %s of another node: stored as a "
+                                "hit of its own", h.hit_id, h.node, h.completes)
+                    have.add(h.hit_id)
+                    new.append(dataclasses.replace(h, completes=""))
+                else:
+                    updates.append(h)
+                done.setdefault(h.completes, set()).add(h.hit_id)
+                stored.append(h.hit_id)
+            elif h.completes:
+                # the completion came first: it stands for the early hit, and is complete
+                have.add(h.completes)
+                done.setdefault(h.completes, set()).add(h.hit_id)
+                new.append(h)
+                stored.append(h.hit_id)
+            elif h.hit_id in have:
                 dups.append(h.hit_id)
             else:
                 have.add(h.hit_id)
                 new.append(h)
-        if not new:
+                stored.append(h.hit_id)
+        if not new and not updates:
             return [], dups
+        rows = [(_stored_id(h), h) for h in (*new, *updates)]
         refs = [
-            (h.hit_id, kind, data)
-            for h in new
+            (hid, kind, data)
+            for hid, h in rows
             for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
             if data
         ]
@@ -270,15 +309,63 @@ class HitStore:
                 # Not insert_all: on this path sqlite-utils would spend more time building
                 # SQL than SQLite spends storing the rows.
                 self._insert("hits", list(HIT_COLUMNS), [_row(h, received) for h in new])
-                self._insert(
-                    "hit_images",
-                    ["hit_id", "kind", "segment", "offset", "length"],
+                for h in updates:
+                    self._complete(h)
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO hit_images (hit_id, kind, segment, offset, length)"
+                    " VALUES (?, ?, ?, ?, ?)",
                     [(hid, kind, *w) for (hid, kind, _), w in zip(refs, where, strict=True)],
                 )
         except sqlite3.Error as e:
-            self._take_back(where, e, lambda: not self._existing([new[0].hit_id]))
+            first = _stored_id(rows[0][1])
+            self._take_back(where, e, lambda: not self._existing([first]))
             raise
-        return [h.hit_id for h in new], dups
+        return stored, dups
+
+    def _completed_by(self, targets: list[str]) -> dict[str, set[str]]:
+        """The completion already applied to each of `targets`, by target."""
+        out: dict[str, set[str]] = {}
+        for i in range(0, len(targets), 500):
+            chunk = targets[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for hit_id, by in self.db.execute(
+                f"SELECT hit_id, completed_by FROM hits WHERE hit_id IN ({marks})", chunk
+            ):
+                if by:
+                    out.setdefault(hit_id, set()).add(by)
+        return out
+
+    def _same_node(self, hit_id: str, node: str, batch: Sequence[HitMessage]) -> bool:
+        """Whether stored hit `hit_id` (or one of `batch`, not yet inserted) is `node`'s: a
+        node completes its own hits only."""
+        for h in batch:
+            if _stored_id(h) == hit_id:
+                return h.node == node
+        row = self.db.execute("SELECT node FROM hits WHERE hit_id = ?", [hit_id]).fetchone()
+        return row is not None and bool(row[0] == node)
+
+    def _complete(self, h: HitMessage) -> None:
+        """Update the stored early hit `h.completes` with the pass's final read."""
+        p, m = h.plate, h.match
+        sets = {
+            "plate_text": p.text, "plate_raw": p.raw, "plate_formatted": p.formatted,
+            "country": p.country, "confidence": p.confidence,
+            "direction": h.location.direction, "entry_id": m.entry_id,
+            "entry_plate": m.entry_plate, "match_kind": m.kind, "match_distance": m.distance,
+            "reason": m.reason, "reading": m.reading, "vehicle_type": h.vehicle_type,
+            "vehicle_colour": h.vehicle_colour, "version": h.wire_version,
+            "completed_by": h.hit_id,
+        }  # fmt: skip
+        if h.crop_jpeg:
+            sets["crop_bytes"] = len(h.crop_jpeg)
+        if h.scene_jpeg:
+            sets["scene_bytes"] = len(h.scene_jpeg)
+        assign = ", ".join(f"{k} = ?" for k in sets)
+        self.db.conn.execute(
+            f"UPDATE hits SET {assign}, revision = revision + 1 WHERE hit_id = ?",
+            [*sets.values(), h.completes],
+        )
+        self.db.conn.execute("INSERT INTO hit_changes (hit_id) VALUES (?)", [h.completes])
 
     def _take_back(
         self, where: Sequence[tuple[int, int, int]], e: sqlite3.Error, not_stored: Any
@@ -409,6 +496,7 @@ class HitStore:
             ):
                 freed[segment] = length
             self.db.execute(f"DELETE FROM hit_images WHERE hit_id IN ({marks})", ids)
+            self.db.execute(f"DELETE FROM hit_changes WHERE hit_id IN ({marks})", ids)
             self.db.execute(f"DELETE FROM hits WHERE hit_id IN ({marks})", ids)
         return len(ids), freed
 
@@ -550,9 +638,16 @@ def _row(h: HitMessage, received: str) -> tuple[Any, ...]:
     """A hit as a row of `hits`, in the order of `HIT_COLUMNS`."""
     loc, p, m = h.location, h.plate, h.match
     return (
-        h.hit_id, h.node, h.camera, format_time(h.seen_at), received,
+        _stored_id(h), h.node, h.camera, format_time(h.seen_at), received,
         loc.lat, loc.lon, loc.road, loc.direction,
         p.text, p.raw, p.formatted, p.country, p.confidence,
         m.watchlist, m.entry_id, m.entry_plate, m.kind, m.distance, m.priority, m.reason,
         h.wire_version, len(h.crop_jpeg), len(h.scene_jpeg),
+        m.reading, h.vehicle_type, h.vehicle_colour, 1 if h.completes else 0, h.hit_id
+        if h.completes else "",
     )  # fmt: skip
+
+
+def _stored_id(h: HitMessage) -> str:
+    """The id `h` is stored under: a completion stands for the early hit it completes."""
+    return h.completes or h.hit_id

@@ -1,11 +1,18 @@
 """The link's wire format: hits, heartbeats, acknowledgements and refusals, versioned and capped.
 
 Every message is a ZeroMQ multipart message whose first frame is a tag naming its
-kind and version (`ANPR/HIT/2`).  The rest is a small JSON header and, for a hit,
+kind and version (`ANPR/HIT/3`).  The rest is a small JSON header and, for a hit,
 the JPEG images as raw frames, so images are never parsed or base64-inflated.
 
-    HIT/2  [tag, header, crop_jpeg, scene_jpeg]   edge -> collector (current)
+    HIT/3  [tag, header, crop_jpeg, scene_jpeg]   edge -> collector (current)
+    HIT/2  [tag, header, crop_jpeg, scene_jpeg]   edge -> collector (edges before early hits)
     HIT/1  [tag, header, crop_jpeg]               edge -> collector (edges before 0.2)
+
+Version 3 adds to version 2's header: `completes` (the id of an early hit, raised while
+the vehicle was still in view, that this message completes with the pass's final read:
+the collector updates that hit rather than storing a second one), the vehicle's type
+and colour, and `match.reading` (the other reading of the plate that matched, when the
+list matched one rather than the plate's text).
     HB/1   [tag, {"node", "sent_at", "status"}]   edge -> collector
     ACK/1  [tag, {"ids": [...], "t": ...}]        collector -> edge, after the commit
     REJ/1  [tag, {"id", "reason"}]                collector -> edge, a hit it will never take
@@ -16,6 +23,7 @@ with a short `reason` the collector counts by.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -30,15 +38,16 @@ from typing import Any
 from edge.core.errors import ProtocolError
 from edge.core.times import UTC, format_time, parse_iso, utc_now
 
-PROTOCOL_VERSION = 2
-HIT_VERSIONS = (1, 2)
+PROTOCOL_VERSION = 3
+HIT_VERSIONS = (1, 2, 3)
 
 TAG_HIT_V1 = b"ANPR/HIT/1"
 TAG_HIT_V2 = b"ANPR/HIT/2"
+TAG_HIT_V3 = b"ANPR/HIT/3"
 TAG_HEARTBEAT = b"ANPR/HB/1"
 TAG_ACK = b"ANPR/ACK/1"
 TAG_REJECT = b"ANPR/REJ/1"
-_HIT_TAGS = {TAG_HIT_V1: 1, TAG_HIT_V2: 2}
+_HIT_TAGS = {TAG_HIT_V1: 1, TAG_HIT_V2: 2, TAG_HIT_V3: 3}
 _MAX_TAG = 32
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -202,9 +211,13 @@ class WatchlistMatch:
     priority: int = 5
     reason: str = ""  # why the plate is listed, e.g. "stolen vehicle"
     distance: float = 0.0  # the watchlist's OCR-aware edit cost, for a fuzzy match
+    # The other reading of the plate (under another country's format) that matched, when
+    # the list matched it rather than the plate's text; "" when the text itself matched.
+    reading: str = ""
 
     def __post_init__(self) -> None:
         _check_text(self.watchlist, "watchlist", max_len=64, empty=False)
+        _check_text(self.reading, "match reading", max_len=32)
         _check_text(self.entry_id, "entry id", max_len=64, empty=False)
         if not isinstance(self.kind, str) or not _KIND.match(self.kind):
             raise ProtocolError("invalid", "match kind must be a lower-case word")
@@ -228,10 +241,22 @@ class HitMessage:
     scene_jpeg: bytes = field(default=b"", repr=False)
     hit_id: str = field(default_factory=new_hit_id)
     wire_version: int = field(default=PROTOCOL_VERSION, compare=False)
+    # The id of the early hit (raised while the vehicle was in view) this one completes
+    # with the pass's final read, picture and vehicle; "" for a hit of its own.
+    completes: str = ""
+    vehicle_type: str = ""  # "car", "truck", "bus", "motorcycle"; "" when not seen
+    vehicle_colour: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.hit_id, str) or not _ID.match(self.hit_id):
             raise ProtocolError("invalid", "hit id must be 8-64 of [0-9A-Za-z_-]")
+        if not isinstance(self.completes, str) or (self.completes
+                                                   and not _ID.match(self.completes)):
+            raise ProtocolError("invalid", "completes must be a hit id", self.hit_id)
+        if self.completes == self.hit_id:
+            raise ProtocolError("invalid", "a hit cannot complete itself", self.hit_id)
+        _clean_text(self, "vehicle_type", "vehicle type", 32)
+        _clean_text(self, "vehicle_colour", "vehicle colour", 32)
         _check_name(self.node, "node")
         _check_name(self.camera, "camera")
         if not isinstance(self.seen_at, dt.datetime) or self.seen_at.tzinfo is None:
@@ -272,9 +297,13 @@ class HitMessage:
     def encode(
         self, version: int = PROTOCOL_VERSION, limits: Limits = DEFAULT_LIMITS
     ) -> list[bytes]:
-        """The message's frames.  Version 1 (for a collector not yet upgraded) drops the scene."""
+        """The message's frames.  Versions 2 and 1 (for a collector not yet upgraded) drop what
+        they cannot say: a completion then reaches it as a hit of its own; version 1 also
+        drops the scene."""
         self.check_size(limits)
-        if version == 2:
+        if version == 3:
+            frames = [TAG_HIT_V3, _dumps(self._header_v3()), self.crop_jpeg, self.scene_jpeg]
+        elif version == 2:
             frames = [TAG_HIT_V2, _dumps(self._header_v2()), self.crop_jpeg, self.scene_jpeg]
         elif version == 1:
             frames = [TAG_HIT_V1, _dumps(self._header_v1()), self.crop_jpeg]
@@ -314,6 +343,13 @@ class HitMessage:
                 "distance": m.distance,
             },
         }
+
+    def _header_v3(self) -> dict[str, Any]:
+        header = self._header_v2()
+        header["match"]["reading"] = self.match.reading
+        header["completes"] = self.completes or None
+        header["vehicle"] = {"type": self.vehicle_type, "colour": self.vehicle_colour}
+        return header
 
     def _header_v1(self) -> dict[str, Any]:
         # The first release's flat header: no road, direction, formatted plate or scene.
@@ -506,15 +542,17 @@ def decode_message(frames: Sequence[object], limits: Limits = DEFAULT_LIMITS) ->
 
 
 def _decode_hit(frames: Sequence[object], version: int, limits: Limits) -> HitMessage:
-    _expect_frames(frames, 4 if version == 2 else 3, f"hit v{version}")
+    _expect_frames(frames, 3 if version == 1 else 4, f"hit v{version}")
     header = _loads(frames[1], limits.max_header_bytes, "hit header")
     hit_id = header.get("id")
     hit_id = hit_id if isinstance(hit_id, str) and _ID.match(hit_id) else None
     if hit_id is None:
         raise ProtocolError("invalid", "hit id must be 8-64 of [0-9A-Za-z_-]")
     crop = _image(frames[2], limits.max_crop_bytes, "crop", hit_id)
-    scene = _image(frames[3], limits.max_scene_bytes, "scene", hit_id) if version == 2 else b""
+    scene = _image(frames[3], limits.max_scene_bytes, "scene", hit_id) if version > 1 else b""
     try:
+        if version == 3:
+            return _hit_v3(header, hit_id, crop, scene)
         if version == 2:
             return _hit_v2(header, hit_id, crop, scene)
         return _hit_v1(header, hit_id, crop)
@@ -556,6 +594,24 @@ def _hit_v2(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> Hit
         crop_jpeg=crop,
         scene_jpeg=scene,
         wire_version=2,
+    )
+
+
+def _hit_v3(h: Mapping[str, Any], hit_id: str, crop: bytes, scene: bytes) -> HitMessage:
+    base = _hit_v2(h, hit_id, crop, scene)
+    vehicle = h.get("vehicle")
+    vehicle = {} if vehicle is None else vehicle
+    if not isinstance(vehicle, dict):
+        raise ProtocolError("invalid", "vehicle must be an object")
+    completes = h.get("completes")
+    completes = "" if completes is None else completes
+    return dataclasses.replace(
+        base,
+        match=dataclasses.replace(base.match, reading=_obj(h, "match").get("reading", "")),
+        completes=completes,
+        vehicle_type=vehicle.get("type") or "",
+        vehicle_colour=vehicle.get("colour") or "",
+        wire_version=3,
     )
 
 

@@ -14,6 +14,7 @@ disk, hits are stored without their scene picture and reads are not kept at all.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import json
@@ -302,11 +303,7 @@ class Outbox:
         if crop is hit.crop_jpeg and scene is hit.scene_jpeg:
             return hit
         log.info("hit %s: pictures re-encoded to fit the size caps", hit.hit_id)
-        return HitMessage(
-            node=hit.node, camera=hit.camera, seen_at=hit.seen_at, plate=hit.plate,
-            match=hit.match, location=hit.location, crop_jpeg=crop, scene_jpeg=scene,
-            hit_id=hit.hit_id,
-        )  # fmt: skip
+        return dataclasses.replace(hit, crop_jpeg=crop, scene_jpeg=scene)
 
     def pending(self, limit: int = 100, exclude: Iterable[str] = ()) -> list[HitMessage]:
         """Undelivered hits, most urgent (lowest priority number) first, then oldest first;

@@ -82,6 +82,7 @@ class VideoPipeline:
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9
+        self._sighted: dict[int, tuple[str, int]] = {}  # live passes' sightings, as last given
 
     def wants(self, pts: float) -> bool:
         """Whether a frame at `pts` is due for analysis at the configured rate. A clock
@@ -130,6 +131,7 @@ class VideoPipeline:
                                                                             frame.pts))
             if result.reads:
                 self._keep_views(frame.image, result.reads, night and self.config.night.enhance)
+                result.sightings = self.tracker.sightings(frame.pts, self._sighted)
         result.ms = timer.ms
         return result
 

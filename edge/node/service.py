@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from edge.core.status import (
     WatchlistStatus,
 )
 from edge.core.types import Frame, PlateEvent
+from edge.core.watchlist.entry import WatchlistHit
 from edge.core.watchlist.matcher import Matcher
 from edge.node.config import CameraConfig, EdgeConfig, HealthConfig, config_hash
 from edge.node.engines import Engines
@@ -58,6 +60,13 @@ from edge.node.watchlist.sync import WatchlistSync
 log = logging.getLogger(__name__)
 
 MAX_HITS_PER_EVENT = 3  # one read may be on several lists; each list's operators hear of it
+# A pass still in view raises its hit early when its fused text so far is this sure and
+# two reads agree, or one read alone is as sure as `track.single_read_confidence` (its
+# fused confidence is then 0.7 of the read's: vote's support for one read). A fuzzy
+# match waits for two agreeing reads: one misread character is what fuzzy forgives.
+EARLY_CONFIDENCE = 0.6
+SINGLE_READ_SUPPORT = 0.7
+MAX_LIVE_PASSES = 1024  # passes with an early hit awaiting their final event, per node
 CROP_MAX_WIDTH = 400
 SCENE_MAX_WIDTH = 960
 # A live source is asked for a frame at least this often, so that a camera loop goes
@@ -72,6 +81,17 @@ def _version() -> str:
         return importlib.metadata.version("anpr-edge")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+@dataclass(frozen=True)
+class EarlyHit:
+    """A hit raised while its vehicle was in view, for the pass's final event to complete."""
+
+    hit_id: str
+    match: WatchlistMatch
+
+
+Match = tuple[WatchlistHit, str]  # a list entry hit, and the other reading it was found on
 
 
 @dataclass
@@ -268,7 +288,8 @@ class CameraWorker:
             finally:
                 self._analysed_at = time.monotonic()
             self.status.processed += result.processed
-            for event in result.events:
+            # sightings first: a pass that ends this frame raised its early hit already
+            for event in (*result.sightings, *result.events):
                 self._emit(event, self._wall_of(event))
         if source.live:
             return "stopped"
@@ -315,7 +336,7 @@ class CameraWorker:
         return wall - (pts - event.last_seen)
 
     def _emit(self, event: PlateEvent, seen_wall: float) -> None:
-        self.status.events += 1
+        self.status.events += not event.provisional
         try:
             self.on_event(self.camera, event, seen_wall)
         except Exception:
@@ -374,6 +395,11 @@ class EdgeService:
                         for c in config.cameras]
         self._lock = threading.Lock()
         self._closed = False
+        # (camera, track id) -> the early hits of a pass still in view, by list; its final
+        # event completes them. Lost at a restart, as the passes in flight are: the early
+        # hits themselves are in the outbox by then.
+        self._live: OrderedDict[tuple[str, int], dict[str, EarlyHit]] = OrderedDict()
+        self._live_lock = threading.Lock()
 
     def open_camera(self, camera: CameraConfig) -> Source:
         """Open a camera's source, with the password of its credentials file if it has one
@@ -479,11 +505,16 @@ class EdgeService:
         return self._matcher
 
     def handle_event(self, camera: CameraConfig, event: PlateEvent, seen_wall: float) -> None:
+        if event.provisional:
+            self._sighting(camera, event, seen_wall)
+            return
         seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
-        hits = self.matcher.match(event.text, event.country, now=seen_wall)
+        hits = self._matches(event, seen_wall)
         crop = _jpeg(event.best_crop, CROP_MAX_WIDTH)
-        if hits:
-            stored = self._store_hits(camera, event, hits, seen_at, crop)
+        with self._live_lock:
+            early = self._live.pop((camera.id, event.track_id), {})
+        if hits or early:
+            stored = self._store_hits(camera, event, hits, seen_at, crop, early)
         else:
             stored = self.outbox.record_read(camera.id, event.text, seen_at=seen_at,
                                              confidence=event.confidence, crop_jpeg=crop,
@@ -494,43 +525,100 @@ class EdgeService:
             # "stored": false is a pass a power cut now would lose: a hit waiting in
             # memory for room on the disk, or a read the disk had no room for
             line = event.to_json() | {"camera": camera.id, "seen_at": seen_at.isoformat(),
-                                      "hits": [h.entry.list for h in hits[:MAX_HITS_PER_EVENT]],
+                                      "hits": [h.entry.list for h, _ in hits[:MAX_HITS_PER_EVENT]],
+                                      "completed": sorted(e.hit_id for e in early.values()),
                                       "stored": stored}
             with self._lock:
                 print(json.dumps(line), file=self.events_out, flush=True)
 
-    def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Any],
-                    seen_at: dt.datetime, crop: bytes) -> bool:
+    def _matches(self, event: PlateEvent, now: float) -> list[Match]:
+        """The list entries the pass hits, at most one per list: on its text first, then on
+        its other readings (another format's reading of the same characters, so any
+        country), each hit with the reading it was found on ("" for the text)."""
+        found: list[Match] = []
+        lists: set[str] = set()
+        for i, text in enumerate([event.text, *event.readings]):
+            if i and text == event.text:
+                continue
+            for hit in self.matcher.match(text, event.country if i == 0 else None, now=now):
+                if hit.entry.list not in lists:
+                    lists.add(hit.entry.list)
+                    found.append((hit, "" if i == 0 else text))
+        return found
+
+    def _sighting(self, camera: CameraConfig, event: PlateEvent, seen_wall: float) -> None:
+        """A pass still in view: the first confident read of it that hits a list raises that
+        list's hit at once; the pass's final event completes it."""
+        t = camera.pipeline.track if camera.pipeline is not None else None
+        single = t.single_read_confidence if t is not None else 0.9
+        several = event.frames >= 2 and event.confidence >= EARLY_CONFIDENCE
+        if not (several or event.confidence >= SINGLE_READ_SUPPORT * single):
+            return
+        key = (camera.id, event.track_id)
+        with self._live_lock:
+            raised = set(self._live.get(key, {}))
+        hits = [(h, r) for h, r in self._matches(event, seen_wall)
+                if h.entry.list not in raised and (several or h.kind != "fuzzy")]
+        if not hits:
+            return
+        seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
+        early: dict[str, EarlyHit] = {}
+        self._store_hits(camera, event, hits, seen_at, _jpeg(event.best_crop, CROP_MAX_WIDTH),
+                         {}, raised=early)
+        with self._live_lock:
+            self._live.setdefault(key, {}).update(early)
+            self._live.move_to_end(key)
+            while len(self._live) > MAX_LIVE_PASSES:  # passes whose final event never came
+                self._live.popitem(last=False)
+
+    def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Match],
+                    seen_at: dt.datetime, crop: bytes, early: dict[str, EarlyHit],
+                    raised: dict[str, EarlyHit] | None = None) -> bool:
         """Hand each list's hit to the outbox; True when all of them are on disk (a full
-        disk leaves them waiting in the outbox's memory, to be stored when it has room)."""
+        disk leaves them waiting in the outbox's memory, to be stored when it has room).
+
+        The `early` hits of this pass (raised while it was in view) are completed with
+        this event, on their lists whether or not the final text still hits them; the
+        other lists' hits are new. The new ones go into `raised` when it is given.
+        """
         loc = camera.location
         location = CameraLocation(lat=loc.lat, lon=loc.lon, road=loc.road or "",
                                   direction=loc.direction or event.direction)
         plate = HitPlate(text=event.text, raw=event.raw, formatted=event.formatted,
                          country=event.country, confidence=min(1.0, max(0.0, event.confidence)))
-        seen_lists: set[str] = set()
+        found = {hit.entry.list: (hit, reading) for hit, reading in hits}
         stored = True
-        for hit in hits:
-            if hit.entry.list in seen_lists:
-                continue
-            seen_lists.add(hit.entry.list)
-            if len(seen_lists) > MAX_HITS_PER_EVENT:
-                break
-            entry = hit.entry
-            match = WatchlistMatch(watchlist=entry.list, entry_id=str(entry.id), kind=hit.kind,
-                                   entry_plate=entry.pattern, priority=entry.priority,
-                                   reason=entry.reason, distance=float(hit.distance))
+
+        def store(match: WatchlistMatch, completes: str = "") -> str:
+            nonlocal stored
             message = HitMessage(node=self.config.node_id, camera=camera.id, seen_at=seen_at,
                                  plate=plate, match=match, location=location,
-                                 crop_jpeg=crop, scene_jpeg=event.scene_jpeg or b"")
+                                 crop_jpeg=crop, scene_jpeg=event.scene_jpeg or b"",
+                                 completes=completes, vehicle_type=event.vehicle_type or "",
+                                 vehicle_colour=event.vehicle_colour or "")
             hit_id = self.outbox.add_hit(message)
-            waiting = self.outbox.is_waiting(hit_id)
-            stored = stored and not waiting
+            stored = stored and not self.outbox.is_waiting(hit_id)
+            return hit_id
+
+        for name, was in early.items():
+            now = found.pop(name, None)
+            match = _match_of(*now) if now is not None else was.match
+            hit_id = store(match, completes=was.hit_id)
+            log.info("camera %s: hit %s completed by %s with the pass's final read%s",
+                     camera.id, was.hit_id, hit_id,
+                     "" if now is not None else " (which no longer matches the list)")
+        for name, (hit, reading) in list(found.items())[:max(0, MAX_HITS_PER_EVENT - len(early))]:
+            match = _match_of(hit, reading)
+            hit_id = store(match)
+            if raised is not None:
+                raised[name] = EarlyHit(hit_id, match)
             # neither plate nor reason: the journal outlives the outbox, and a cabinet
             # beside the road is no place to learn who is wanted for what
-            log.warning("camera %s: HIT %s on list %s (entry %s, %s match)%s", camera.id, hit_id,
-                        entry.list, entry.id, hit.kind,
-                        " waits in memory: the disk is full" if waiting else "")
+            log.warning("camera %s: HIT %s on list %s (entry %s, %s match%s)%s%s", camera.id,
+                        hit_id, name, hit.entry.id, hit.kind, ", on another reading"
+                        if reading else "", " while in view" if event.provisional else "",
+                        " waits in memory: the disk is full"
+                        if self.outbox.is_waiting(hit_id) else "")
             for worker in self.workers:
                 if worker.camera.id == camera.id:
                     worker.status.hits += 1
@@ -641,6 +729,14 @@ def open_camera(camera: CameraConfig, credentials_dir: str | None) -> Source:
     """Open `camera`'s source as the node does (`credentials_dir`: link.credentials_dir)."""
     url = camera_url(camera.source, camera.credentials, credentials_dir)
     return open_source(url, source_id=camera.id, fps=camera.fps)
+
+
+def _match_of(hit: WatchlistHit, reading: str) -> WatchlistMatch:
+    """A watchlist hit as the wire says it; `reading`: the other reading it was found on."""
+    entry = hit.entry
+    return WatchlistMatch(watchlist=entry.list, entry_id=str(entry.id), kind=hit.kind,
+                          entry_plate=entry.pattern, priority=entry.priority,
+                          reason=entry.reason, distance=float(hit.distance), reading=reading)
 
 
 def _jpeg(image: Any, max_width: int) -> bytes:

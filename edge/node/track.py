@@ -52,6 +52,9 @@ def same_text(a: str, b: str) -> bool:
     if len(a) < len(b):
         a, b = b, a
     return a == b or (len(a) == len(b) + 1 and b in (a[1:], a[:-1]))
+# A pass's sightings are given again while its agreeing reads grow up to this many: the
+# early match's rule wants a few, and past them a pass in view for long costs nothing.
+SIGHTING_SUPPORT = 3
 
 
 class Point(NamedTuple):
@@ -545,6 +548,40 @@ class PlateTracker:
         self._recent.append(_Recent(text, track.first_seen, track.last_seen, trajectory[-1],
                                     track.id, frozenset(track.together)))
         return False
+
+    def sightings(self, pts: float, shown: dict[int, tuple[str, int]]) -> list[PlateEvent]:
+        """Provisional events of the live passes read at `pts` whose fused text so far is
+        new, or is better supported than when last given (up to SIGHTING_SUPPORT agreeing
+        reads), for an early watchlist match while the vehicle is still in view.
+
+        `shown` (track id -> (text, agreeing reads) last given) is kept up to date here and
+        rid of the tracks that ended. An event's `frames` counts the reads that agree with
+        its text, not all of them.
+        """
+        for gone in [t for t in shown if t not in self._tracks]:
+            del shown[gone]
+        out: list[PlateEvent] = []
+        for track in self._tracks.values():
+            if track.last_seen != pts:
+                continue  # no new read: its fused text is what it was
+            agreed = vote(track.voting_reads(), self.countries)
+            if agreed is None:
+                continue
+            key = (agreed.plate.text, min(agreed.votes, SIGHTING_SUPPORT))
+            if shown.get(track.id) == key:
+                continue
+            shown[track.id] = key
+            best = agreed.best
+            out.append(PlateEvent(
+                text=agreed.plate.text, formatted=agreed.plate.formatted,
+                country=agreed.plate.country, confidence=agreed.confidence,
+                first_seen=track.first_seen, last_seen=track.last_seen, frames=agreed.votes,
+                direction=direction(track.trajectory), track_id=track.id,
+                raw=agreed.plate.raw, camera=self.camera, best_crop=best.crop,
+                best_box=best.box, scene_jpeg=best.scene_jpeg,
+                alternatives=list(agreed.alternatives), night=best.night, provisional=True,
+            ))  # fmt: skip
+        return out
 
     def _continues(self, last: Point, velocity: tuple[float, float, float, float],
                    first: Point) -> bool:

@@ -42,7 +42,7 @@ FUZZ = settings(
 
 def test_v2_round_trip_keeps_every_field():
     hit = make_hit(7, priority=3)
-    frames = hit.encode()
+    frames = hit.encode(version=2)
     assert frames[0] == TAG_HIT_V2 and len(frames) == 4
     back = decode(frames)
     assert back == hit

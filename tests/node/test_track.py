@@ -331,3 +331,23 @@ def test_memory_of_plates_seen_together_stays_bounded() -> None:
     parked = max(tracker.tracks, key=lambda t: t.seen)
     assert parked.seen == 300
     assert len(parked.together) <= 32
+
+
+def test_a_pass_in_view_is_sighted_when_its_fused_text_changes_and_not_again() -> None:
+    tracker = PlateTracker(camera="cam-1")
+    shown: dict[int, tuple[str, int]] = {}
+    texts = ["AB123CD"] * 5 + ["AB128CD"] * 12  # a car stopped at the booth, read better later
+    sighted: list[list[PlateEvent]] = []
+    for i, text in enumerate(texts):
+        pts = 0.1 * i
+        assert tracker.update([make_read(text, box_at(300, 200), pts, 0.99)], pts) == []
+        sighted.append(tracker.sightings(pts, shown))
+    # the first read, then as a second and a third agree, then the new text once
+    given = [(i, e.text, e.frames) for i, s in enumerate(sighted) for e in s]
+    assert given[:3] == [(0, "AB123CD", 1), (1, "AB123CD", 2), (2, "AB123CD", 3)]
+    assert [t for _, t, _ in given[3:]] == ["AB128CD"] * len(given[3:]) and len(given) <= 6
+    assert all(e.provisional and e.camera == "cam-1" for s in sighted for e in s)
+    (final,) = tracker.update([], 5.0)  # gone: the final event, of the same track
+    assert not final.provisional and final.text == "AB128CD"
+    assert {e.track_id for s in sighted for e in s} == {final.track_id}
+    assert tracker.sightings(5.0, shown) == [] and shown == {}

@@ -33,7 +33,8 @@ HIT_FIELDS = (
     "hit_id", "priority", "seen_at", "received_at", "node", "camera", "road", "direction",
     "lat", "lon", "plate_text", "plate_formatted", "plate_raw", "country", "confidence",
     "watchlist", "entry_id", "entry_plate", "agency", "reason", "match_kind",
-    "match_distance", "crop_bytes", "scene_bytes",
+    "match_distance", "reading", "vehicle_type", "vehicle_colour", "revision",
+    "crop_bytes", "scene_bytes",
 )  # fmt: skip
 # A hit as the console sends it: its rowid, these columns of the stored hit, its agency.
 _SHOWN = tuple(f for f in HIT_FIELDS if f != "agency")
@@ -139,6 +140,15 @@ class ConsoleData:
         hits = self._shown(self.hits.after(rowid, limit))
         self._note_places(hits)
         return hits
+
+    def last_change(self) -> int:
+        return self.hits.last_change()
+
+    def changed_after(self, seq: int, limit: int = 200) -> tuple[int, list[dict[str, Any]]]:
+        """Hits updated after change `seq` (early hits completed), as shown, and the last
+        change read (`seq` when none)."""
+        changed = self.hits.changed_after(seq, limit)
+        return (changed[-1][0] if changed else seq), self._shown([h for _, h in changed])
 
     def recent(self, hours: float, limit: int = 500) -> list[dict[str, Any]]:
         """Hits received in the last `hours`, newest first."""

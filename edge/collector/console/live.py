@@ -2,8 +2,10 @@
 
 The collector's writer commits hits in its own thread and knows nothing of pages;
 this hub looks at the database every `poll_s` (one indexed query for rows after the
-last it saw) and hands each new hit to every subscriber's queue on the web server's
-event loop.  Acknowledgements are published by the request that made them.
+last it saw, one for hits updated since) and hands each new or updated hit to every
+subscriber's queue on the web server's event loop. An updated hit (an early hit the
+pass's final read completed) goes out as a `hit` of the same id: pages redraw its card,
+and do not alert again.  Acknowledgements are published by the request that made them.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class LiveHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_rowid = 0
+        self.last_change = 0
         self.published = 0
 
     def start(self) -> None:
         self.last_rowid = self.data.last_rowid()
+        self.last_change = self.data.last_change()
         self.data.load_places()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="console-live", daemon=True)
@@ -111,6 +115,7 @@ class LiveHub:
         while not self._stop.wait(0 if more else self.poll_s):
             try:
                 hits = self.data.hits_after(self.last_rowid, _BATCH)
+                change, changed = self.data.changed_after(self.last_change, _BATCH)
             except Exception as e:  # a locked or vanished database: say so, keep trying
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -123,4 +128,8 @@ class LiveHub:
             for h in hits:
                 self.publish("hit", h)
                 self.last_rowid = h["rowid"]
-            more = len(hits) == _BATCH
+            for h in changed:
+                if h["rowid"] <= self.last_rowid:  # a new hit was sent as it is now
+                    self.publish("hit", h)
+            self.last_change = change
+            more = len(hits) == _BATCH or len(changed) == _BATCH

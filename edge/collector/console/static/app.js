@@ -83,11 +83,17 @@
   }
 
   function matchText(h) {
+    // a hit on another reading of the plate (another format's) says which
+    const on = h.reading ? ` on the other reading ${h.reading}` : "";
     const kind = h.match_kind || "exact";
-    if (kind === "fuzzy") return `fuzzy at distance ${h.match_distance || 0}`;
-    if (kind === "wildcard") return `wildcard ${h.entry_plate || ""}`.trim();
-    if (kind === "exact") return "exact";
-    return kind;
+    if (kind === "fuzzy") return `fuzzy at distance ${h.match_distance || 0}${on}`;
+    if (kind === "wildcard") return `wildcard ${h.entry_plate || ""}`.trim() + on;
+    if (kind === "exact") return `exact${on}`;
+    return kind + on;
+  }
+
+  function vehicleText(h) {
+    return [h.vehicle_colour, h.vehicle_type].filter(Boolean).join(" ");
   }
 
   function plateText(h) {
@@ -184,9 +190,9 @@
       "data-plate": h.plate_text,
     });
     const crop = el("img", { class: "crop", alt: `plate ${plateText(h)}`,
-                             src: h.crop_bytes ? `/api/hits/${h.hit_id}/crop.jpg` : null });
+                             src: h.crop_bytes ? `/api/hits/${h.hit_id}/crop.jpg?r=${h.revision || 0}` : null });
     const scene = el("img", { class: "scene", alt: "scene", title: "show the scene larger",
-                              src: h.scene_bytes ? `/api/hits/${h.hit_id}/scene.jpg` : null,
+                              src: h.scene_bytes ? `/api/hits/${h.hit_id}/scene.jpg?r=${h.revision || 0}` : null,
                               onclick: () => { $("scene-big").src = scene.src; $("scene-dialog").showModal(); } });
     card.append(
       el("div", { class: "pictures" }, h.crop_bytes ? crop : el("div", { class: "nopic", text: "no crop" }),
@@ -201,6 +207,7 @@
           h.agency ? el("span", { class: "agency", text: ` \u00b7 ${h.agency}` }) : null),
         el("div", { class: "match", text: `match: ${matchText(h)}` +
            (h.entry_plate && h.entry_plate !== h.plate_text && h.match_kind !== "wildcard" ? ` (listed ${h.entry_plate})` : "") }),
+        vehicleText(h) ? el("div", { class: "vehicle", text: `vehicle: ${vehicleText(h)}` }) : null,
         el("div", { class: "where" },
           el("a", { href: `#search?camera=${encodeURIComponent(h.node + "/" + h.camera)}`,
                     text: `${h.node}/${h.camera}` }), where ? ` \u00b7 ${where}` : ""),
@@ -243,7 +250,7 @@
   // Cards are made once per hit and state of acknowledgement, so that a note being typed
   // survives new hits arriving; only their order and the "ago" texts change.
   function card(h) {
-    const key = `${h.acks.length}`;
+    const key = `${h.acks.length}/${h.revision || 0}`;
     const have = state.cards.get(h.hit_id);
     if (have && have.key === key) return have.node;
     const node = hitCard(h);
@@ -288,7 +295,12 @@
 
   function addHit(h, isNew) {
     if (!h.acks) h.acks = [];
-    if (state.hits.has(h.hit_id)) isNew = false;
+    const old = state.hits.get(h.hit_id);
+    if (old) {
+      // the same alert, completed by the pass's final read: redrawn, not raised again
+      isNew = false;
+      if (old.acks.length > h.acks.length) h.acks = old.acks;
+    }
     state.hits.set(h.hit_id, h);
     renderBoard();
     if (isNew) {

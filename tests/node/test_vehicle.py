@@ -3,16 +3,21 @@ bounded number of times a pass."""
 
 from __future__ import annotations
 
+import io
+import json
+
 import cv2
 import numpy as np
 import pytest
 from helpers.data import data_dir
+from helpers.stand_ins import idle_engines
 from helpers.vehicles import DrawnScene
 
 from edge.core.types import Detections, PlateEvent, PlateRead, PlateText
-from edge.node.config import DescribeConfig, PipelineConfig
+from edge.node.config import CameraConfig, DescribeConfig, EdgeConfig, PipelineConfig
 from edge.node.engines import Engines
 from edge.node.pipeline import VideoPipeline
+from edge.node.service import EdgeService
 from edge.node.vehicle import VehicleDescriber, main_colour, vehicle_colour
 from edge.synthetic.drive_by import Camera, SyntheticDriveBy
 
@@ -153,3 +158,17 @@ def test_a_real_cars_type_comes_from_the_vehicle_detector(engines):
     assert event.vehicle_colour == "grey"  # a dark grey hatchback
     box = event.vehicle_box
     assert box is not None and box[0] <= plate[0] and box[2] >= plate[2]
+
+
+def test_the_nodes_read_records_and_events_say_what_the_vehicle_is(tmp_path):
+    config = EdgeConfig.model_validate({"node_id": "n1", "state_dir": str(tmp_path / "s")})
+    out = io.StringIO()
+    node = EdgeService(config, events_out=out, engines=idle_engines())
+    event = PlateEvent("ZZ999ZZ", "ZZ 999 ZZ", None, 0.9, 0.0, 1.0, 5, "approaching",
+                       vehicle_type="truck", vehicle_colour="white",
+                       vehicle_box=(10.0, 20.0, 300.0, 200.0))
+    node.handle_event(CameraConfig(id="lane-1", source="unused.mp4"), event, 1_900_000_000.0)
+    details = node.outbox.reads(1)[0]["details"]
+    assert (details["vehicle_type"], details["vehicle_colour"]) == ("truck", "white")
+    line = json.loads(out.getvalue())
+    assert (line["vehicle_type"], line["vehicle_colour"]) == ("truck", "white")

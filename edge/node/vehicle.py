@@ -46,7 +46,10 @@ def colour_names(pixels: np.ndarray) -> np.ndarray:
     chroma = f.max(axis=1) - f.min(axis=1)
     names = np.empty(len(px), np.int64)
     s = chroma / np.maximum(v, 1.0)
-    grey = (chroma < 18.0) | (s < 0.2)  # a tint of sky or light on white, silver or grey
+    # a tint of light on white, silver or grey; shade and overcast skies cast blue, so
+    # blue paint must be more saturated than a cast
+    bluish = (h >= 86) & (h < 132)
+    grey = (chroma < 18.0) | (s < np.where(bluish, 0.35, 0.2))
     names[:] = np.where(v < 60, 0, np.where(v < 135, 1, np.where(v < 195, 2, 3)))
     idx = {n: PALETTE.index(n) for n in CHROMATIC}
     col = np.full(len(px), idx["purple"], np.int64)

@@ -27,6 +27,7 @@ SMALL = Camera(width=640, height=360, focal=1100.0)
 @pytest.mark.parametrize("bgr, name", [
     ((236, 236, 236), "white"), ((20, 20, 22), "black"), ((110, 110, 108), "grey"),
     ((175, 172, 170), "silver"), ((184, 170, 160), "silver"), ((235, 218, 205), "white"),
+    ((170, 140, 125), "silver"),  # the blue cast of shade or an overcast sky
     ((40, 42, 168), "red"), ((60, 50, 120), "red"), ((92, 48, 28), "blue"),
     ((52, 80, 44), "green"), ((30, 200, 230), "yellow"), ((20, 120, 240), "orange"),
     ((40, 70, 110), "brown"), ((150, 178, 196), "beige"), ((140, 40, 120), "purple"),

@@ -66,5 +66,5 @@ def engines(ocr_model: str, vehicles: bool, threads: int | None) -> Engines:
     return Engines.load(ocr_model=ocr_model, vehicles=vehicles, threads=threads)
 
 
-def engines_for(config: PipelineConfig, threads: int | None) -> Engines:
-    return engines(config.ocr.model, config.detect.mode != "full", threads)
+def engines_for(config: PipelineConfig, threads: int | None, *, video: bool = True) -> Engines:
+    return engines(config.ocr.model, config.needs_vehicles(video=video), threads)

@@ -267,7 +267,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     out_dir = results.output_dir(args.out, "stills")
     result = results.start("stills", argv, seed=None, repeat=args.repeat,
                            config=config.model_dump(mode="json"))
-    reader = StillReader(engines_for(config, threads), config)
+    reader = StillReader(engines_for(config, threads, video=False), config)
     figures: dict[str, Any] = {}
     details: dict[str, Any] = {}
     targets: list[dict[str, Any]] = []

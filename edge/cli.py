@@ -45,18 +45,19 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConf
     return config, pipeline
 
 
-def _engines(config: EdgeConfig, pipeline: PipelineConfig):  # noqa: ANN202
+def _engines(config: EdgeConfig, pipeline: PipelineConfig, *, video: bool = True):  # noqa: ANN202
 
     manifest = models.load_manifest(config.models_dir)
     return Engines.load(manifest, ocr_model=pipeline.ocr.model,
-                        vehicles=pipeline.detect.mode != "full", threads=config.threads or None)
+                        vehicles=pipeline.needs_vehicles(video=video),
+                        threads=config.threads or None)
 
 
 def _read(args: argparse.Namespace) -> int:
 
 
     config, pipeline = _pipeline_config(args)
-    reader = StillReader(_engines(config, pipeline), pipeline)
+    reader = StillReader(_engines(config, pipeline, video=False), pipeline)
     failures = 0
     for path in args.images:
         image = cv2.imread(path, cv2.IMREAD_COLOR)

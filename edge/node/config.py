@@ -34,6 +34,21 @@ class DetectConfig(Strict):
                                     "read (too few pixels a character to read)")
 
 
+class DescribeConfig(Strict):
+    """What carries each plate (type and main colour), for video passes."""
+
+    enabled: bool = Field(True, description="describe each pass's vehicle; in detect.mode "
+                          "full this loads the vehicle detector and runs it a few times a "
+                          "pass, on a small window around the plate")
+    max_looks: int = Field(2, ge=1, le=10, description="looks at a pass's vehicle at most")
+    min_plate_height: float = Field(14.0, ge=0, description="pixels; a pass is first "
+                                    "described once its plate is this tall")
+    regrow: float = Field(1.5, ge=1.0, le=10.0, description="described again once its "
+                          "plate is this many times as wide as at the last look")
+    size: int = Field(320, ge=96, le=1280, description="long side of the vehicle "
+                      "detector's input for the window around a plate")
+
+
 class OcrConfig(Strict):
     model: str = "ocr-ppocrv6-small"
     # measured: deskewing did not help on EU photos and cost 3 points on US ones
@@ -107,6 +122,12 @@ class PipelineConfig(Strict):
     track: TrackConfig = TrackConfig()
     motion: MotionConfig = MotionConfig()
     night: NightConfig = NightConfig()
+    describe: DescribeConfig = DescribeConfig()
+
+    def needs_vehicles(self, *, video: bool = True) -> bool:
+        """Whether this pipeline runs the vehicle detector: to find plates inside vehicles,
+        or (video) to describe each pass's vehicle."""
+        return self.detect.mode != "full" or (video and self.describe.enabled)
 
 
 class CameraConfig(Strict):

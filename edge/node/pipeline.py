@@ -20,6 +20,7 @@ from edge.node.scene import MotionGate, NightDetector, looks_night
 from edge.node.settled import SettledReads
 from edge.node.timing import StageTimer
 from edge.node.track import PlateTracker
+from edge.node.vehicle import VehicleDescriber
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class VideoPipeline:
         self.last_processed = -1e9
         self.last_sampled = -1e9
         self._sighted: dict[int, tuple[str, int]] = {}  # live passes' sightings, as last given
+        self.describer = (VehicleDescriber(engines.vehicles, config.describe,
+                                           config.detect.vehicle_confidence)
+                          if config.describe.enabled else None)
 
     def wants(self, pts: float) -> bool:
         """Whether a frame at `pts` is due for analysis at the configured rate. A clock
@@ -132,6 +136,9 @@ class VideoPipeline:
             if result.reads:
                 self._keep_views(frame.image, result.reads, night and self.config.night.enhance)
                 result.sightings = self.tracker.sightings(frame.pts, self._sighted)
+        if self.describer is not None:
+            with timer.stage("describe"):
+                self._describe(frame, result, vehicles if result.processed else None)
         result.ms = timer.ms
         return result
 
@@ -150,7 +157,25 @@ class VideoPipeline:
         return self.reader.reader.reread(views, self.config.ocr.still_crops)
 
     def finish(self) -> list[PlateEvent]:
-        return self._confident(self.tracker.flush())
+        events = self._confident(self.tracker.flush())
+        if self.describer is not None:
+            self.describer.apply(events)
+            self.describer.keep_only(())
+        return events
+
+    def _describe(self, frame: Frame, result: FrameResult, vehicles: Detections | None) -> None:
+        """Look at the vehicles of the passes read in this frame (a few times a pass), and
+        give the events leaving now what was seen of theirs."""
+        assert self.describer is not None
+        if result.reads:
+            mine = {id(r) for r in result.reads}
+            # this frame's read of each live pass: the one the tracker just gave it
+            reads = {t.id: t.reads[-1] for t in self.tracker.tracks
+                     if t.reads and id(t.reads[-1]) in mine}
+            found = vehicles if self.config.detect.mode != "full" else None
+            self.describer.look(frame.image, reads, result.night, found)
+        self.describer.apply(result.events + result.sightings)
+        self.describer.keep_only(t.id for t in self.tracker.tracks)
 
     def _confident(self, events: list[PlateEvent]) -> list[PlateEvent]:
         floor = self.config.track.min_confidence

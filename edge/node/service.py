@@ -381,8 +381,7 @@ class EdgeService:
         self.engines = engines or Engines.load(
             load_manifest(config.models_dir),
             ocr_model=config.ocr.model,
-            vehicles=any(c.pipeline and c.pipeline.detect.mode != "full"
-                         for c in config.cameras),
+            vehicles=any(c.pipeline and c.pipeline.needs_vehicles() for c in config.cameras),
             threads=config.threads or None)
         self.replica = WatchlistReplica(self.state_dir / "watchlists.db")
         self.sync: WatchlistSync | None = None
@@ -520,7 +519,10 @@ class EdgeService:
                                              confidence=event.confidence, crop_jpeg=crop,
                                              details={"formatted": event.formatted,
                                                       "country": event.country,
-                                                      "direction": event.direction}) is not None
+                                                      "direction": event.direction,
+                                                      "vehicle_type": event.vehicle_type,
+                                                      "vehicle_colour": event.vehicle_colour,
+                                                      }) is not None
         if self.events_out is not None:
             # "stored": false is a pass a power cut now would lose: a hit waiting in
             # memory for room on the disk, or a read the disk had no room for

@@ -61,10 +61,13 @@ def with_setting(config: PipelineConfig, item: str) -> PipelineConfig:
 
 
 @lru_cache(maxsize=4)
-def engines(ocr_model: str, vehicles: bool, threads: int | None) -> Engines:
+def engines(ocr_model: str, vehicles: bool, threads: int | None,
+            plate_model: str = "plates") -> Engines:
     """Models for these settings, loaded (and warmed up) once per process."""
-    return Engines.load(ocr_model=ocr_model, vehicles=vehicles, threads=threads)
+    return Engines.load(ocr_model=ocr_model, vehicles=vehicles, threads=threads,
+                        plate_model=plate_model)
 
 
 def engines_for(config: PipelineConfig, threads: int | None, *, video: bool = True) -> Engines:
-    return engines(config.ocr.model, config.needs_vehicles(video=video), threads)
+    return engines(config.ocr.model, config.needs_vehicles(video=video), threads,
+                   config.detect.model)

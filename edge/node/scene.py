@@ -22,6 +22,9 @@ class MotionGate:
         self.config = config
         self.background: np.ndarray | None = None
         self.last_motion_fraction = 0.0
+        # the box (frame pixels) around what changed on the last frame; None: nothing did,
+        # or no background yet
+        self.last_region: tuple[int, int, int, int] | None = None
 
     def moving(self, image: np.ndarray) -> bool:
         h, w = image.shape[:2]
@@ -31,6 +34,7 @@ class MotionGate:
         gray = gray.astype(np.float32)
         if self.background is None or self.background.shape != gray.shape:
             self.background = gray
+            self.last_region = None
             return True
         diff = cv2.absdiff(gray, self.background)
         cv2.accumulateWeighted(gray, self.background, 0.2)
@@ -38,6 +42,12 @@ class MotionGate:
         noise = float(np.median(diff))
         changed = diff > max(12.0, 4.0 * noise)
         self.last_motion_fraction = float(changed.mean())
+        ys, xs = np.nonzero(changed)
+        f = w / GATE_WIDTH
+        self.last_region = (None if not len(xs) else
+                            (int(xs.min() * f), int(ys.min() * f),
+                             min(w, int((xs.max() + 1) * f) + 1),
+                             min(h, int((ys.max() + 1) * f) + 1)))
         return self.last_motion_fraction >= self.config.min_area
 
 

@@ -380,7 +380,7 @@ class EdgeService:
                                              daemon=True)
         self.engines = engines or Engines.load(
             load_manifest(config.models_dir),
-            ocr_model=config.ocr.model,
+            ocr_model=config.ocr.model, plate_model=config.detect.model,
             vehicles=any(c.pipeline and c.pipeline.needs_vehicles() for c in config.cameras),
             threads=config.threads or None)
         self.replica = WatchlistReplica(self.state_dir / "watchlists.db")

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import numpy as np
 import pytest
 
-from edge.node.models import FIX_COMMAND, ModelError, load_manifest, models_dir
+from edge.node.detect.yolo import YoloDetector
+from edge.node.models import (
+    FIX_COMMAND,
+    REPO_MODELS_DIR,
+    ModelError,
+    load_manifest,
+    models_dir,
+    prepare,
+    sha256_file,
+)
 
 
 @pytest.fixture()
@@ -68,3 +79,27 @@ def test_unreadable_prepared_record_is_an_error(prepared_copy):
 def test_versions_are_short_hashes():
     versions = load_manifest().versions()
     assert all(len(v) == 12 for v in versions.values())
+
+
+def test_the_int8_plate_detector_is_prepared_deterministically(prepared_copy):
+    pytest.importorskip("onnx", reason="quantising needs the quantize extra (onnx)")
+    manifest_text = (REPO_MODELS_DIR / "manifest.toml").read_text()
+    assert "calibration_frames = 24" in manifest_text
+    # fewer calibration frames keep the test short; the recipe is the same
+    (prepared_copy / "manifest.toml").write_text(
+        manifest_text.replace("calibration_frames = 24", "calibration_frames = 3"))
+    hashes = []
+    for _ in range(2):
+        (prepared_copy / "plates-yolov8n-int8.onnx").unlink(missing_ok=True)
+        path = prepare(["plates-int8"], directory=prepared_copy)["plates-int8"]
+        hashes.append(sha256_file(path))
+        record = json.loads((prepared_copy / "prepared.json").read_text())
+        entry = record["files"]["plates-yolov8n-int8.onnx"]
+        assert entry["sha256"] == hashes[-1] and entry["source"] == "plates"
+        assert entry["source_sha256"] == sha256_file(prepared_copy / "plates-yolov8n.onnx")
+    assert hashes[0] == hashes[1]
+    manifest = load_manifest(prepared_copy)
+    assert manifest.path("plates-int8") == path  # recorded: it passes its hash check
+    detector = YoloDetector(path)
+    found = detector(np.full((360, 640, 3), 114, np.uint8))
+    assert len(found) == 0  # an empty grey frame: runs, finds nothing

@@ -8,27 +8,47 @@ from edge.core.boxes import nested, nms, tiles, touches_inner_edge
 from edge.core.types import Detections
 from edge.node.backends import PlateDetector, VehicleDetector
 from edge.node.config import DetectConfig
+from edge.node.detect.schedule import Region, WindowSchedule
 from edge.node.timing import StageTimer
+
+MIN_WINDOW_INPUT = 128  # a window's detector input, at least: some context around the plate
 
 
 class PlateFinder:
-    """Plate boxes in a frame: on the whole frame, inside vehicles, or both; optional tiles."""
+    """Plate boxes in a frame: on the whole frame, inside vehicles, or both; optional tiles.
+
+    With a `schedule` (video, `full` mode), most frames are searched only in windows around
+    the plates of the last frames and the moving region, at the whole frame's scale (the
+    plates keep the size in pixels the detector sees them at on a whole frame).
+    """
 
     def __init__(self, plates: PlateDetector, vehicles: VehicleDetector | None,
-                 config: DetectConfig):
+                 config: DetectConfig, schedule: WindowSchedule | None = None):
         if config.mode != "full" and vehicles is None:
             raise ValueError(f"detect.mode {config.mode!r} needs the vehicle detector loaded")
         self.plates = plates
         self.vehicles = vehicles
         self.config = config
+        self.schedule = schedule if config.mode == "full" else None
 
     def __call__(self, image: np.ndarray, timer: StageTimer, *, confidence: float,
-                 n_tiles: int = 0) -> tuple[Detections, Detections]:
-        """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode."""
+                 n_tiles: int = 0, motion: Region | None = None) -> tuple[Detections, Detections]:
+        """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode. `motion`:
+        the moving region (frame pixels), searched between whole frames when small."""
         cfg = self.config
         parts: list[Detections] = []
         vehicles = Detections.empty()
-        if cfg.mode in ("full", "both"):
+        windows = (self.schedule.regions(image.shape[:2], motion) if self.schedule
+                   else None)
+        if windows is not None:
+            scale = cfg.plate_size / max(image.shape[:2])
+            with timer.stage("detect_plates"):
+                for win in windows:
+                    size = max(MIN_WINDOW_INPUT,
+                               int(np.ceil(max(win[2] - win[0], win[3] - win[1]) * scale)))
+                    found = self._in_region(image, win, size, confidence)
+                    parts.append(found[~touches_inner_edge(found.xyxy, win, image.shape[:2])])
+        elif cfg.mode in ("full", "both"):
             with timer.stage("detect_plates"):
                 parts.append(self.plates(image, size=cfg.plate_size, confidence=confidence))
                 for tile in tiles(image.shape[:2], n_tiles, cfg.plate_size):
@@ -50,6 +70,8 @@ class PlateFinder:
         heights = plates.xyxy[:, 3] - plates.xyxy[:, 1]
         plates = plates[heights >= cfg.min_plate_height]
         order = np.argsort(-plates.confidence)[: cfg.max_plates]
+        if self.schedule:
+            self.schedule.update(plates.xyxy[order])
         return plates[order], vehicles
 
     def _in_region(self, image: np.ndarray, box: tuple[float, ...], size: int,

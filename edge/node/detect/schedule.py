@@ -1,0 +1,98 @@
+"""Where a video frame's plate detector looks: the whole frame every few analysed frames, and
+between them only windows around the plates of the last frames and the moving region."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Region = tuple[int, int, int, int]
+
+
+@dataclass
+class WindowSchedule:
+    """Decides, frame by frame, the regions the plate detector runs on.
+
+    A plate seen lately moves little between two analysed frames, so a window a few plate
+    sizes around it finds it again at a fraction of a whole frame's cost. A plate that
+    enters outside every window (and outside a small moving region) waits for the next
+    whole frame, at most `every - 1` analysed frames later. A moving region larger than
+    `motion_max` of the frame (a moving camera, rain) is not searched between whole frames:
+    searching it would cost a whole frame.
+    """
+
+    every: int = 3
+    margin: float = 1.0  # plate widths beyond the plate, left and right (heights: x 2)
+    min_window: int = 160
+    hold: int = 2  # windows follow a plate this many analysed frames after it was last found
+    motion_max: float = 0.3
+    count: int = 0
+    recent: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame, xyxy)
+
+    def regions(self, hw: tuple[int, int], motion: Region | None = None) -> list[Region] | None:
+        """The windows for the next frame, or None for the whole frame."""
+        n = self.count
+        self.count += 1
+        if self.every <= 1 or n % self.every == 0:
+            return None
+        h, w = hw
+        boxes = [b for _, found in self.recent for b in found]
+        wins = [self._window(b, hw) for b in boxes]
+        if motion is not None:
+            mx1, my1, mx2, my2 = motion
+            if (mx2 - mx1) * (my2 - my1) <= self.motion_max * h * w:
+                wins.append(_grow(motion, self.min_window, hw))
+        return merge_regions(wins)
+
+    def update(self, xyxy: np.ndarray) -> None:
+        """The plates found on the frame the last `regions` was for."""
+        frame = self.count - 1
+        if len(xyxy):
+            self.recent.append((frame, np.asarray(xyxy, np.float32).copy()))
+        self.recent = [(f, b) for f, b in self.recent if frame - f < self.hold]
+
+    def _window(self, box: np.ndarray, hw: tuple[int, int]) -> Region:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        bw, bh = x2 - x1, y2 - y1
+        grown = (int(x1 - self.margin * bw), int(y1 - 2 * self.margin * bh),
+                 int(np.ceil(x2 + self.margin * bw)), int(np.ceil(y2 + 2 * self.margin * bh)))
+        return _grow(grown, self.min_window, hw)
+
+
+def _grow(region: Region, least: int, hw: tuple[int, int]) -> Region:
+    """`region` widened about its centre to at least `least` pixels a side, inside the frame."""
+    h, w = hw
+    x1, y1, x2, y2 = region
+    if x2 - x1 < least:
+        cx = (x1 + x2) // 2
+        x1, x2 = cx - least // 2, cx + least - least // 2
+    if y2 - y1 < least:
+        cy = (y1 + y2) // 2
+        y1, y2 = cy - least // 2, cy + least - least // 2
+    # shift back inside rather than cut: the window keeps its size at the frame's edge
+    dx = max(0, -x1) - max(0, x2 - w)
+    dy = max(0, -y1) - max(0, y2 - h)
+    x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
+    return max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+
+
+def merge_regions(regions: list[Region]) -> list[Region]:
+    """Overlapping regions joined into their enclosing box, until none overlap: one
+    detector run over two close plates costs less than two."""
+    out = list(regions)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
+                              max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out

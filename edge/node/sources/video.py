@@ -30,6 +30,9 @@ from .decode import (
 log = logging.getLogger(__name__)
 log.addFilter(ScrubbingFilter())
 
+# close() waits this long for a decoder inside read() before leaving it to finish alone
+CLOSE_WAIT_S = 2.0
+
 
 class VideoFileSource(SourceBase):
     """Decodes a video file once, front to back.
@@ -121,29 +124,33 @@ class VideoFileSource(SourceBase):
             self._iterating = True
         if depth:
             self._ahead = DecodeAhead(self._decode(), depth=depth,
-                                      name=f"decode-{self.source_id}",
-                                      on_error=self._decoder_died)
+                                      name=f"decode-{self.source_id}")
         return self._ahead
 
     def __iter__(self) -> Iterator[Frame]:
         ahead = self._start(self._decode_ahead)
         try:
             yield from self._decode() if ahead is None else ahead
+        except Exception as exc:
+            if ahead is not None:  # said where the frames decoded before it are taken
+                self._decoder_died(exc)
+            raise
         finally:
-            self._stop_decoder()
-            self._release(timeout=2.0)
+            self._stop_decoder(CLOSE_WAIT_S)
+            self._release(CLOSE_WAIT_S)
             if self._health.state != CameraState.DEAD:
                 self._health.set_state(CameraState.ENDED)
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, decoded ahead on the decoder thread; None if none came within
         `timeout`, after the last one (health() then says ended) or once the decoder
-        has died (health() says dead, and why)."""
+        has died and its last frames are taken (health() says dead, and why)."""
         ahead = self._ahead or self._start(max(1, self._decode_ahead))
         assert ahead is not None
         try:
             item = ahead.get(timeout)
-        except BaseException:  # health() already says what the decoder died of
+        except BaseException as exc:  # the frames decoded before it are taken: say it
+            self._decoder_died(exc)
             return None
         if item is END:
             self._health.set_state(CameraState.ENDED)
@@ -214,16 +221,18 @@ class VideoFileSource(SourceBase):
             log.warning("%s", message)
             self._health.set_state(CameraState.ENDED, message)
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop decoding and release the file. A decoder blocked in read() longer than
-        `timeout` is left to release the capture itself when its read returns."""
+        `timeout` (CLOSE_WAIT_S) is left to release the capture itself when its read
+        returns."""
+        timeout = CLOSE_WAIT_S if timeout is None else timeout
         self._closed.set()
         self._stop_decoder(timeout)
         self._release(timeout)
         if self._health.state != CameraState.DEAD:
             self._health.set_state(CameraState.ENDED)
 
-    def _stop_decoder(self, timeout: float = 2.0) -> None:
+    def _stop_decoder(self, timeout: float) -> None:
         if self._ahead is not None:
             self._ahead.stop(timeout, self.source_id)
 

@@ -12,8 +12,10 @@ camera reopened again and again over a decoder that never returns opens no more 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final
@@ -32,6 +34,10 @@ MAX_STUCK_DECODERS = 2
 
 _stuck: dict[str, list[threading.Thread]] = {}
 _stuck_lock = threading.Lock()
+_running: weakref.WeakSet[DecodeAhead] = weakref.WeakSet()
+# At exit each decoder still running is stopped and given this long to leave the backend:
+# a thread inside OpenCV when the interpreter finalizes aborts the process (see LiveSource).
+EXIT_WAIT_S = 1.0
 
 
 def abandon(source_id: str, thread: threading.Thread) -> None:
@@ -86,6 +92,7 @@ class DecodeAhead:
         self._stopping = False
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        _running.add(self)
         self.thread.start()
 
     def _run(self) -> None:
@@ -144,14 +151,17 @@ class DecodeAhead:
         with self._changed:
             return len(self._buffer)
 
-    def stop(self, timeout: float, source_id: str) -> bool:
-        """Stop decoding and drop what is buffered; True if the thread ended within
-        `timeout`. One that did not (blocked in the backend) is abandoned to
-        `source_id`'s count of stuck decoders; it ends when its read returns."""
+    def _halt(self) -> None:
         with self._changed:
             self._stopping = True
             self._buffer.clear()
             self._changed.notify_all()
+
+    def stop(self, timeout: float, source_id: str) -> bool:
+        """Stop decoding and drop what is buffered; True if the thread ended within
+        `timeout`. One that did not (blocked in the backend) is abandoned to
+        `source_id`'s count of stuck decoders; it ends when its read returns."""
+        self._halt()
         if self.thread is threading.current_thread():
             return True
         self.thread.join(timeout)
@@ -161,3 +171,12 @@ class DecodeAhead:
                         "finish on its own", source_id, timeout)
             return False
         return True
+
+
+@atexit.register
+def _stop_all() -> None:
+    running = list(_running)
+    for ahead in running:
+        ahead._halt()
+    for ahead in running:
+        ahead.thread.join(EXIT_WAIT_S)

@@ -69,11 +69,16 @@ class CameraHealth:
     `observe` asks for it to be reopened. A live camera whose frames arrive while
     none has been analysed for `blind_after_s` is blind: the node sees nothing and
     must not say it is fine.
+
+    A source whose decoder thread died or is stuck (`SourceHealth.decoder_failed`), or
+    one that says it is live while its consumer has waited `decoder_stall_s` for a
+    frame without getting one (`waited`), is dead and reopened. None: no such limit.
     """
 
     def __init__(self, camera: str, *, min_fps_fraction: float = 0.5,
                  slow_after_s: float = 30.0, recover_s: float = 60.0, grace_s: float = 30.0,
                  blind_after_s: float = 5.0, rate: DeliveredRate | None = None,
+                 decoder_stall_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.camera = camera
         self.min_fps_fraction = min_fps_fraction
@@ -81,6 +86,7 @@ class CameraHealth:
         self.recover_s = recover_s
         self.grace_s = grace_s
         self.blind_after_s = blind_after_s
+        self.decoder_stall_s = decoder_stall_s
         self.rate = rate or DeliveredRate()
         self.expected_fps: float | None = None  # what the last look judged the rate by
         self._clock = clock
@@ -95,6 +101,7 @@ class CameraHealth:
         self._live_since: float | None = None  # this stretch of frames arriving began
         self._blind_since: float | None = None
         self._reconnects = 0  # the source's count when last observed
+        self._waiting_since: float | None = None  # the consumer has had no frame since
 
     @property
     def ok(self) -> bool:
@@ -102,6 +109,26 @@ class CameraHealth:
             return True
         return self.state in (CameraState.STARTING, CameraState.CONNECTING) and (
             self._clock() - self.started < self.grace_s)
+
+    def waited(self, got_frame: bool) -> None:
+        """The consumer asked its source for a frame and got one, or did not."""
+        if got_frame:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = self._clock()
+
+    def _decoder_trouble(self, now: float, health: SourceHealth) -> str | None:
+        """Why the source's decoder cannot deliver, or None."""
+        if health.decoder_failed:
+            return health.decoder_failed
+        if health.state != CameraState.LIVE:
+            self._waiting_since = None  # a camera away is waited for by its source
+            return None
+        since = self._waiting_since
+        limit = self.decoder_stall_s
+        if since is None or limit is None or now - since < limit:
+            return None
+        return f"decoder stalled: no frame for {now - since:.1f} s while the source is live"
 
     def observe(self, health: SourceHealth, configured_fps: float | None = None, *,
                 live: bool = True, analysed_at: float | None = None) -> bool:
@@ -113,6 +140,16 @@ class CameraHealth:
         (nothing analysed yet, or a caller that does not say) judges no blindness.
         """
         now = self._clock()
+        stalled = self._decoder_trouble(now, health)
+        if stalled is not None:
+            # the source cannot recover by itself: dead, reported, and reopened
+            self._problem, self._problem_at = CameraState.DEAD, now
+            self._problem_detail = stalled
+            self._slow_since = self._live_since = self._blind_since = None
+            self._waiting_since = None
+            self._reconnects = health.reconnects
+            self._set(CameraState.DEAD, stalled)
+            return True
         reopen = False
         source = CameraState(health.state)
         state: CameraState

@@ -133,7 +133,9 @@ class CameraWorker:
         h = health or HealthConfig()
         self.health = CameraHealth(camera.id, min_fps_fraction=h.min_fps_fraction,
                                    slow_after_s=h.slow_after_s, recover_s=h.recover_s,
-                                   blind_after_s=h.blind_after_s)
+                                   blind_after_s=h.blind_after_s,
+                                   decoder_stall_s=h.stall_s)
+        self._stall_s = h.stall_s
         # capped low: a camera back from a power cut is read again within seconds
         self.backoff = backoff or Backoff(1.0, RECONNECT_MAX_S)
         self.status = CameraCounters(camera.id)
@@ -234,6 +236,11 @@ class CameraWorker:
             return None
         self.opened.set()
         self.source = source
+        # a decoder stalled this long is reopened: the source's own limit where it says
+        # one, at most the hung-loop limit (the watchdog's) either way
+        own = getattr(source, "decode_timeout", None)
+        self.health.decoder_stall_s = min(self._stall_s, own) if own else self._stall_s
+        self.health.waited(True)  # a fresh source: no wait yet
         self._pts_shift = None
         self._source_reconnects = 0
         self._dropped_before = self.status.dropped
@@ -250,15 +257,21 @@ class CameraWorker:
             self.stop.wait(min(POLL_S, left))
 
     def _frames(self, source: Source) -> Iterator[Frame | None]:
-        """The source's frames; None now and then while a live source has none to give."""
+        """The source's frames; None now and then while it has none to give.
+
+        A source that decodes on its own thread (`read(timeout)`: live ones, files and
+        their decode-ahead) is waited on at most POLL_S at a time, so that the loop goes
+        on and its health sees a decoder that died or stalled: the camera is reported
+        and reopened (`CameraHealth.observe`), never hung."""
         read = getattr(source, "read", None)
-        if not (source.live and callable(read)):
+        if not callable(read):
             yield from source
             return
         while True:
             frame = read(timeout=POLL_S)
+            self.health.waited(frame is not None)
             if frame is None and source.health().state == CameraState.ENDED:
-                return  # closed
+                return  # closed, or a file at its end
             yield frame
 
     def _consume(self, source: Source, pipeline: VideoPipeline) -> str:

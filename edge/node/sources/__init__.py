@@ -59,7 +59,9 @@ def open_source(
     folder's frame rate (default 10), overrides a file's, or is requested from a
     USB camera. `options` go to the source: `capture_factory` for files and live
     sources, LiveSource's timing and buffer settings, and width/height/fourcc for
-    USB cameras. An unknown option is a TypeError that names it.
+    USB cameras, `decode_ahead` (frames decoded ahead on the decoder thread; 0: none)
+    for files and folders and `decode_timeout` for files. An unknown option is a
+    TypeError that names it.
     """
     text = os.fspath(spec).strip()
     scheme = _SCHEME.match(text)
@@ -76,9 +78,10 @@ def open_source(
         return _open_usb(device, source_id or text, fps, options)
     path = Path(text)
     if path.is_dir():
-        _check_options("an image folder", options, set())
-        return ImageFolderSource(path, source_id=source_id, fps=fps)
-    _check_options("a video file", options, {"capture_factory", "max_bad_reads"})
+        _check_options("an image folder", options, {"decode_ahead"})
+        return ImageFolderSource(path, source_id=source_id, fps=fps, **options)
+    _check_options("a video file", options, {"capture_factory", "max_bad_reads",
+                                             "decode_ahead", "decode_timeout"})
     return VideoFileSource(path, source_id=source_id, fps=fps, **options)
 
 

@@ -38,7 +38,9 @@ class SourceHealth:
     read to its end, or any source after close()). `since` is the UNIX time the
     state began; `fps` is measured over the last frames, 0 when none are arriving.
     `dropped` counts frames thrown away because the consumer fell behind;
-    `skipped` counts frames or images that could not be decoded.
+    `skipped` counts frames or images that could not be decoded. `decoder_failed`
+    says why the source's decoding thread died or is stuck where the source cannot
+    recover by itself: the node reopens it.
     """
 
     state: SourceState
@@ -49,6 +51,7 @@ class SourceHealth:
     last_error: str | None
     since: float
     skipped: int = 0
+    decoder_failed: str | None = None
 
 
 class Capture(Protocol):
@@ -138,6 +141,7 @@ class HealthTracker:
         self._skipped = 0
         self._reconnects = 0
         self._last_error: str | None = None
+        self._decoder_failed: str | None = None
         self._stamps: deque[float] = deque(maxlen=self._FPS_WINDOW)
 
     @property
@@ -155,6 +159,12 @@ class HealthTracker:
                 self._since = self._wall()
             self._changed.notify_all()
             return changed
+
+    def set_decoder_failed(self, why: str) -> None:
+        """The decoding thread died or is stuck and will not recover: `why`."""
+        with self._changed:
+            self._decoder_failed = scrub_url(why)
+            self._changed.notify_all()
 
     def count_frame(self) -> None:
         with self._changed:
@@ -203,6 +213,7 @@ class HealthTracker:
                 last_error=self._last_error,
                 since=self._since,
                 skipped=self._skipped,
+                decoder_failed=self._decoder_failed,
             )
 
 

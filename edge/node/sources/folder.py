@@ -17,6 +17,7 @@ from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import SourceBase, SourceError, as_bgr
+from .decode import DEFAULT_DECODE_AHEAD, DecodeAhead
 
 log = logging.getLogger(__name__)
 log.addFilter(ScrubbingFilter())
@@ -43,6 +44,8 @@ class ImageFolderSource(SourceBase):
 
     Frame `index` is the image's place in the sorted listing and `pts` is
     index / fps, so an unreadable image leaves a gap rather than shifting time.
+    Images are decoded on a thread of their own, `decode_ahead` ahead of the consumer
+    (0: on the consumer's thread), every one in order.
     """
 
     live = False
@@ -53,8 +56,12 @@ class ImageFolderSource(SourceBase):
         *,
         source_id: str | None = None,
         fps: float | None = None,
+        decode_ahead: int = DEFAULT_DECODE_AHEAD,
     ) -> None:
         self.path = Path(path)
+        if decode_ahead < 0:
+            raise ValueError(f"decode_ahead must be >= 0, got {decode_ahead!r}")
+        self._decode_ahead = decode_ahead
         rate = DEFAULT_FOLDER_FPS if fps is None else float(fps)
         if not rate > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
@@ -74,6 +81,18 @@ class ImageFolderSource(SourceBase):
         self._closed = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
+        if not self._decode_ahead:
+            yield from self._frames()
+            return
+        ahead = DecodeAhead(self._frames(), depth=self._decode_ahead,
+                            name=f"decode-{self.source_id}")
+        try:
+            yield from ahead
+        finally:
+            ahead.stop(2.0, self.source_id)
+            self._health.set_state(CameraState.ENDED)
+
+    def _frames(self) -> Iterator[Frame]:
         fps = self.nominal_fps or DEFAULT_FOLDER_FPS
         self._health.set_state(CameraState.LIVE)
         try:

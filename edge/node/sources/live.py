@@ -18,6 +18,7 @@ from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import Capture, CaptureFactory, SourceBase, SourceState, as_bgr, usable_fps
+from .decode import MAX_STUCK_DECODERS, abandon, stuck_decoders
 
 log = logging.getLogger(__name__)
 log.addFilter(ScrubbingFilter())
@@ -157,6 +158,12 @@ class LiveSource(SourceBase):
     seconds, repeats one picture for `frozen_after` seconds or stays black for
     `black_after` seconds is logged, reported in health() and reopened after a
     back-off delay, forever until close(). Meanwhile iteration simply waits.
+    A reader thread that dies of anything ends its connection at once, reported and
+    reopened as a failed read is. A reader left blocked inside the backend's read()
+    cannot be stopped: it is abandoned, and while `max_stuck` of this camera's readers
+    are (across reopens of the camera), no new one is started: the camera is
+    reported dead until one returns, instead of leaking a thread per stall. If the
+    watchdog itself dies, health() says so in `decoder_failed`: the node reopens.
 
     `capture_factory` opens the stream: a zero-argument callable returning an
     object with cv2.VideoCapture's read()/isOpened()/release()/get().
@@ -184,6 +191,7 @@ class LiveSource(SourceBase):
         healthy_after: float = 30.0,
         check_interval: float | None = None,
         rng: random.Random | None = None,
+        max_stuck: int = MAX_STUCK_DECODERS,
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size!r}")
@@ -198,6 +206,10 @@ class LiveSource(SourceBase):
         self._black_level = black_level
         self._healthy_after = healthy_after
         self._check_interval = check_interval or min(1.0, max(0.005, stall_timeout / 4))
+        self._max_stuck = max_stuck
+        # a consumer that waits longer than this for a frame while the source says live
+        # has a source whose own watchdog has failed
+        self.decode_timeout = stall_timeout + 2 * self._check_interval + 1.0
         self._backoff = Backoff(backoff_initial, backoff_max, backoff_jitter, rng)
         self._clock = time.monotonic
         self._t0 = self._clock()
@@ -261,14 +273,33 @@ class LiveSource(SourceBase):
             reader = self._reader
             if reader is not None and reader is not threading.current_thread():
                 reader.join(max(0.0, deadline - self._clock()))
+                if reader.is_alive():
+                    abandon(self.source_id, reader)
         self._health.set_state(CameraState.ENDED)
         log.info("%s: closed", self.source_id)
 
     # -- watchdog --------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        try:
+            self._reconnect_forever()
+        except BaseException as exc:  # a bug: said, so that the node reopens the camera
+            why = f"source watchdog died: {_describe(exc)}"
+            log.exception("%s: %s", self.source_id, why)
+            self._health.set_state(CameraState.DEAD, why)
+            self._health.set_decoder_failed(why)
+
+    def _reconnect_forever(self) -> None:
         attempts = 0
         while not self._closing.is_set():
+            stuck = stuck_decoders(self.source_id)
+            if stuck >= self._max_stuck:
+                why = (f"{stuck} reader thread(s) still blocked in the backend's read(); "
+                       "not reopened until one returns")
+                if self._health.set_state(CameraState.DEAD, why):
+                    log.warning("%s: %s", self.source_id, why)
+                self._closing.wait(self._backoff.next_delay())
+                continue
             if attempts:
                 self._health.count_reconnect()
             attempts += 1
@@ -276,14 +307,18 @@ class LiveSource(SourceBase):
             self._conn = conn
             if self._closing.is_set():
                 return  # close() ran before it could see this connection
-            self._reader = threading.Thread(
-                target=self._read_stream,
+            reader = threading.Thread(
+                target=self._reader_main,
                 args=(conn,),
                 name=f"source-{self.source_id}-reader",
                 daemon=True,
             )
-            self._reader.start()
-            self._watch(conn)
+            self._reader = reader
+            reader.start()
+            self._watch(conn, reader)
+            reader.join(min(0.1, self._check_interval))  # a reader that ended its conn exits
+            if reader.is_alive():
+                abandon(self.source_id, reader)  # counted while it stays blocked
             if self._closing.is_set():
                 return
             self._health.set_state(conn.state, conn.reason)
@@ -302,11 +337,14 @@ class LiveSource(SourceBase):
             )
             self._closing.wait(delay)
 
-    def _watch(self, conn: _Connection) -> None:
+    def _watch(self, conn: _Connection, reader: threading.Thread) -> None:
         """Return once `conn` has ended, ending it if it has gone quiet."""
         while not conn.ended.wait(self._check_interval):
             if self._closing.is_set():
                 conn.end(CameraState.ENDED, "closed")
+                return
+            if not reader.is_alive():
+                conn.end(CameraState.DEAD, "reader thread ended without a reason")
                 return
             now = self._clock()
             if conn.opened_at is None:
@@ -319,6 +357,14 @@ class LiveSource(SourceBase):
                 conn.end(CameraState.DEAD, f"no frame for {now - last:.1f} s")
 
     # -- reader thread ---------------------------------------------------------------
+
+    def _reader_main(self, conn: _Connection) -> None:
+        try:
+            self._read_stream(conn)
+        except BaseException as exc:  # not only Exception: any death is reported at once
+            conn.end(CameraState.DEAD, f"reader thread died: {scrub_url(_describe(exc))}")
+            log.error("%s: reader thread died: %s", self.source_id,
+                      scrub_url(_describe(exc)))
 
     def _read_stream(self, conn: _Connection) -> None:
         with _opening_lock:

@@ -17,9 +17,21 @@ from edge.core.status import CameraState
 from edge.core.types import Frame
 
 from .base import Capture, CaptureFactory, SourceBase, SourceError, as_bgr, usable_fps
+from .decode import (
+    DEFAULT_DECODE_AHEAD,
+    DEFAULT_DECODE_TIMEOUT,
+    END,
+    MAX_STUCK_DECODERS,
+    DecodeAhead,
+    describe,
+    stuck_decoders,
+)
 
 log = logging.getLogger(__name__)
 log.addFilter(ScrubbingFilter())
+
+# close() waits this long for a decoder inside read() before leaving it to finish alone
+CLOSE_WAIT_S = 2.0
 
 
 class VideoFileSource(SourceBase):
@@ -28,6 +40,12 @@ class VideoFileSource(SourceBase):
     `pts` is the frame index / fps (`fps` overrides the container's rate), or the
     decoder's position when neither is known. A frame that fails to decode is
     skipped and counted; `max_bad_reads` failures in a row end the file.
+
+    Decoding runs on its own thread, `decode_ahead` frames ahead of the consumer (0:
+    on the consumer's thread), so that it overlaps inference; every frame still comes,
+    in order. A decoder that raises is reported in health() (dead, `decoder_failed`)
+    and iteration raises what it died of; `read()` takes one frame with a timeout, for
+    a consumer that watches for a decoder that stalls (`decode_timeout`).
     """
 
     live = False
@@ -40,11 +58,21 @@ class VideoFileSource(SourceBase):
         fps: float | None = None,
         capture_factory: CaptureFactory | None = None,
         max_bad_reads: int = 25,
+        decode_ahead: int = DEFAULT_DECODE_AHEAD,
+        decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
     ) -> None:
         self.path = Path(path)
         _check_file(self.path)
         if fps is not None and usable_fps(fps) is None:
             raise ValueError(f"fps must be between 0 and 1000, got {fps!r}")
+        if decode_ahead < 0 or decode_timeout <= 0:
+            raise ValueError("decode_ahead must be >= 0 and decode_timeout positive, got "
+                             f"{decode_ahead!r}, {decode_timeout!r}")
+        stuck = stuck_decoders(source_id or self.path.stem)
+        if stuck >= MAX_STUCK_DECODERS:
+            # each reopen over a decoder that never returns would leak one more thread
+            raise SourceError(f"{self.path}: {stuck} decoder thread(s) of this source are "
+                              "still blocked in read(); not opened again until one returns")
         if capture_factory is None:
             # FFmpeg explicitly: CAP_ANY would also try the image-sequence reader,
             # which reads names like "cam%02d.jpg" as patterns.
@@ -66,6 +94,9 @@ class VideoFileSource(SourceBase):
         self._closed = threading.Event()
         self._iterating = False
         self._first_index = 0
+        self._decode_ahead = decode_ahead
+        self.decode_timeout = decode_timeout
+        self._ahead: DecodeAhead | None = None
         # Read one frame now so that a file that opens but holds no decodable
         # video fails here, where the caller can still handle it.
         self._first: np.ndarray | None = self._read_first()
@@ -86,16 +117,56 @@ class VideoFileSource(SourceBase):
             f"{self.path}: no decodable video frames (not a video, or a codec OpenCV lacks)"
         )
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _start(self, depth: int) -> DecodeAhead | None:
         with self._lock:
             if self._iterating:
                 raise RuntimeError(f"{self.source_id}: already being read")
             self._iterating = True
+        if depth:
+            self._ahead = DecodeAhead(self._decode(), depth=depth,
+                                      name=f"decode-{self.source_id}")
+        return self._ahead
+
+    def __iter__(self) -> Iterator[Frame]:
+        ahead = self._start(self._decode_ahead)
+        try:
+            yield from self._decode() if ahead is None else ahead
+        except Exception as exc:
+            if ahead is not None:  # said where the frames decoded before it are taken
+                self._decoder_died(exc)
+            raise
+        finally:
+            self._stop_decoder(CLOSE_WAIT_S)
+            self._release(CLOSE_WAIT_S)
+            if self._health.state != CameraState.DEAD:
+                self._health.set_state(CameraState.ENDED)
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, decoded ahead on the decoder thread; None if none came within
+        `timeout`, after the last one (health() then says ended) or once the decoder
+        has died and its last frames are taken (health() says dead, and why)."""
+        ahead = self._ahead or self._start(max(1, self._decode_ahead))
+        assert ahead is not None
+        try:
+            item = ahead.get(timeout)
+        except BaseException as exc:  # the frames decoded before it are taken: say it
+            self._decoder_died(exc)
+            return None
+        if item is END:
+            self._health.set_state(CameraState.ENDED)
+            return None
+        return item if isinstance(item, Frame) else None
+
+    def _decoder_died(self, exc: BaseException) -> None:
+        why = f"decoder thread died: {describe(exc)}"
+        self._health.set_state(CameraState.DEAD, why)
+        self._health.set_decoder_failed(why)
+
+    def _decode(self) -> Iterator[Frame]:
         try:
             yield from self._frames()
         finally:
             self._release()
-            self._health.set_state(CameraState.ENDED)
 
     def _frames(self) -> Iterator[Frame]:
         self._health.set_state(CameraState.LIVE)
@@ -150,14 +221,30 @@ class VideoFileSource(SourceBase):
             log.warning("%s", message)
             self._health.set_state(CameraState.ENDED, message)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Stop decoding and release the file. A decoder blocked in read() longer than
+        `timeout` (CLOSE_WAIT_S) is left to release the capture itself when its read
+        returns."""
+        timeout = CLOSE_WAIT_S if timeout is None else timeout
         self._closed.set()
-        self._release()
-        self._health.set_state(CameraState.ENDED)
+        self._stop_decoder(timeout)
+        self._release(timeout)
+        if self._health.state != CameraState.DEAD:
+            self._health.set_state(CameraState.ENDED)
 
-    def _release(self) -> None:
-        with self._lock:
+    def _stop_decoder(self, timeout: float) -> None:
+        if self._ahead is not None:
+            self._ahead.stop(timeout, self.source_id)
+
+    def _release(self, timeout: float | None = None) -> None:
+        """Release the capture; with `timeout`, give up waiting for a read in progress
+        after so long (the decoder releases it when its read returns: `_decode`)."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return
+        try:
             cap, self._cap = self._cap, None
+        finally:
+            self._lock.release()
         if cap is not None:
             cap.release()
 

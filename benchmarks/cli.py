@@ -51,12 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "scored per vehicle")
     p.add_argument("data", nargs="?", help="labelled folder with plate text (default: "
                    "../shared/data/plates-eu-dev)")
-    p.add_argument("--variants", default="day,night", help="day, night or both (default)")
+    p.add_argument("--variants", default="day,night",
+                   help="day, night, glare (night with headlight glare), comma-separated "
+                   "(default day,night)")
     p.add_argument("--frames", type=int, default=20, help="frames per vehicle (default 20)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the built video "
                    "(default 10)")
-    p.add_argument("--gap-s", type=float, default=1.0,
-                   help="empty road between two vehicles, seconds (default 1)")
+    p.add_argument("--gap-s", "--gaps", default="1",
+                   help="empty road between two passes, seconds; several, comma-separated "
+                   "(0.2,0.5,1), run each variant at each (default 1)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="two cars in one frame: photos in pairs, left and right lane")
+    p.add_argument("--size", help="render frames at 720p, 1080p or WIDTHxHEIGHT (default: "
+                   "each photo's own size; 720p with --realtime)")
+    p.add_argument("--realtime", action="store_true",
+                   help="write the clip as an mp4 and replay it at its own frame rate, late "
+                   "frames dropped as `replay`'s paced runs do; reports analysed frames lost")
     p.add_argument("--limit", type=int, help="use only the first N photos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worst", type=int, default=12, help="failed vehicles on the image sheet")

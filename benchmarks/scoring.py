@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from edge.core.boxes import iou
 from edge.core.edit import alignment, levenshtein
 
@@ -72,3 +74,38 @@ def confusions(pairs: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
 
 def rate(hits: int, total: int) -> float | None:
     return hits / total if total else None
+
+
+def same_plate(label: str, text: str) -> bool:
+    """Whether a read is plausibly of this plate: within a third of its length (at least 2
+    edits) of the label, O = 0. Another car's plate differs in more than that."""
+    return levenshtein(o_is_zero(label), o_is_zero(text)) <= max(2, len(label) // 3)
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Median, 90th percentile (numpy's linear one) and maximum, None when no values."""
+    if not len(values):
+        return {"n": 0, "median": None, "p90": None, "max": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"n": int(arr.size), "median": round(float(np.median(arr)), 3),
+            "p90": round(float(np.percentile(arr, 90)), 3), "max": round(float(arr.max()), 3)}
+
+
+def repeated_passes(events: Sequence[tuple[str, float, float]]) -> int:
+    """Events (text, first_seen, last_seen) that repeat a pass: events of one plate (same
+    text within `same_plate`'s edits, O = 0) that overlap in time are one car reported more
+    than once. Returns events minus the cars they make (0: one event a car)."""
+    parent = list(range(len(events)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (ti, fi, li) in enumerate(events):
+        for j in range(i):
+            tj, fj, lj = events[j]
+            if min(li, lj) >= max(fi, fj) and same_plate(ti, tj):
+                parent[root(i)] = root(j)
+    return len(events) - len({root(i) for i in range(len(events))})

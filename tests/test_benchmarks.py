@@ -17,8 +17,19 @@ import pytest
 from helpers.data import data_dir
 
 from benchmarks import cli, external, plots, results
-from benchmarks.datasets import DatasetError, Label, load_folder, resolve
-from benchmarks.driveby import VehicleWindow, approach_frames, assign, outcome, score
+from benchmarks.datasets import DatasetError, Label, LabelledImage, load_folder, resolve
+from benchmarks.driveby import (
+    ClipOptions,
+    DriveByClip,
+    VehicleWindow,
+    analysed_count,
+    approach_frames,
+    assign,
+    hit_times,
+    latency,
+    outcome,
+    score,
+)
 from benchmarks.engines import with_setting
 from benchmarks.scoring import (
     MISSING,
@@ -29,9 +40,12 @@ from benchmarks.scoring import (
     iou,
     match_boxes,
     o_is_zero,
+    quantiles,
+    repeated_passes,
 )
 from benchmarks.sheet import Example, contact_sheet
 from edge.core.types import PlateEvent
+from edge.synthetic.drive_by import render_plate
 
 # Photos of plates-eu-dev with large, clean plates; copied into tmp_path by the tests.
 EASY_EU = ("test_012", "test_046", "test_090")
@@ -301,7 +315,10 @@ def test_replay_suite_on_a_synthetic_video(tmp_path):
     assert fast["frame_ms"]["median"] > 0 and fast["peak_rss_mb"] > 0
     assert fast["cpu_percent"] > 0 and isinstance(fast["events"], int)
     assert [t["figure"] for t in result["targets"]] == ["slide.fast.realtime_factor",
-                                                         "slide.fast.frame_ms.median"]
+                                                         "slide.fast.frame_ms.median",
+                                                         "slide.fast.split_passes"]
+    assert fast["cpu_ms_per_analysed"] > 0 and fast["split_passes"] == 0
+    assert fast["cpu_ms_per_processed"] >= fast["cpu_ms_per_analysed"]
 
 
 def test_drive_by_frames_and_scoring_rules():
@@ -331,6 +348,131 @@ def test_drive_by_frames_and_scoring_rules():
     assert figures["other_events"] == 1  # another plate seen while RKO99 passed
 
 
+def plate_event(text: str, first: float, last: float, *, provisional: bool = False,
+                track: int = 0) -> PlateEvent:
+    return PlateEvent(text, text, None, 0.9, first, last, 3, "approaching", track_id=track,
+                      provisional=provisional)
+
+
+def window(label: str, first: float, last: float) -> VehicleWindow:
+    return VehicleWindow(None, label, first, last)  # type: ignore[arg-type]
+
+
+def test_a_track_over_two_cars_is_a_merged_pass_and_the_second_car_is_missed():
+    # two cars 0.2 s apart, plates one character apart: one event from the first car's
+    # first frame to the second car's last
+    cars = [window("BA123AB", 0.0, 1.9), window("BA128AB", 2.2, 4.1)]
+    strays = assign(cars, [plate_event("BA123AB", 0.1, 4.0)])
+    f = score(cars, strays)
+    assert f["merged_passes"] == 1 and f["events_spanning_vehicles"] == 1
+    assert [outcome(c) for c in cars] == ["read", "missed"]
+    assert f["split_passes"] == 0 and f["read_rate"] == 0.5
+
+
+def test_events_each_within_their_cars_time_are_not_merged_even_side_by_side():
+    # one after another, 0.2 s apart: each event within its own car's window
+    cars = [window("BA123AB", 0.0, 1.9), window("BA128AB", 2.2, 4.1)]
+    f = score(cars, assign(cars, [plate_event("BA123AB", 0.1, 1.9),
+                                  plate_event("BA128AB", 2.2, 4.0)]))
+    assert f["merged_passes"] == 0 and f["read_rate"] == 1.0
+    # side by side, in view together: the text decides whose event it is
+    left, right = window("KE123OZ", 0.0, 1.9), window("RK291AT", 0.6, 2.5)
+    f = score([left, right], assign([left, right], [plate_event("RK291AT", 0.7, 2.4),
+                                                    plate_event("KE1230Z", 0.2, 1.8)]))
+    assert [outcome(v) for v in (left, right)] == ["read_o_is_0", "read"]
+    assert f["merged_passes"] == 0 and f["events_spanning_vehicles"] == 0
+    # the right car's event that began before it was in view: it followed the left plate
+    left, right = window("KE123OZ", 0.0, 1.9), window("RK291AT", 0.6, 2.5)
+    f = score([left, right], assign([left, right], [plate_event("RK291AT", 0.1, 2.4)]))
+    assert f["merged_passes"] == 1 and outcome(left) == "missed"
+
+
+def test_one_car_in_two_events_is_a_split_pass():
+    cars = [window("BA123AB", 0.0, 1.9), window("RK291AT", 3.0, 4.9)]
+    f = score(cars, assign(cars, [plate_event("BA123AB", 0.1, 0.8),
+                                  plate_event("BA123A8", 1.2, 1.9),
+                                  plate_event("RK291AT", 3.0, 4.8)]))
+    assert f["split_passes"] == 1 and f["duplicate_events"] == 1 and f["merged_passes"] == 0
+
+
+def test_time_from_first_readable_to_the_first_right_sighting():
+    cars = [window("BA123AB", 0.0, 1.9), window("RK291AT", 3.0, 4.9),
+            window("XY999ZZ", 6.0, 7.9)]
+    cars[0].readable_pts, cars[1].readable_pts = 0.3, 3.0  # the third: its first frame
+    emitted = [
+        (0.5, plate_event("BA128AB", 0.3, 0.5, provisional=True, track=1)),  # not yet right
+        (0.9, plate_event("BA123AB", 0.3, 0.9, provisional=True, track=1)),  # right: 0.6 s
+        (2.9, plate_event("BA123AB", 0.3, 1.9, track=1)),  # the final event, later
+        (4.0, plate_event("BA123AB", 3.5, 4.0, provisional=True)),  # not this car's plate
+        (6.1, plate_event("RK291AT", 3.1, 4.9, track=2)),  # today's code: the final event
+        (8.0, plate_event("XY999ZZ", 6.2, 7.9, track=3)),
+    ]
+    hit_times(cars, emitted)
+    assert [c.hit_pts for c in cars] == [0.9, 6.1, 8.0]
+    wait = latency(cars)
+    assert wait["n"] == 3 and wait["median"] == pytest.approx(2.0)
+    assert wait["p90"] == pytest.approx(2.0 + 0.8 * (3.1 - 2.0)) and wait["max"] == 3.1
+    cars[2].hit_pts = None
+    hit_times(cars[2:], emitted[:3])
+    assert cars[2].hit_pts is None and latency(cars[2:])["median"] is None
+    assert quantiles([])["n"] == 0
+
+
+def test_events_of_one_plate_overlapping_in_time_repeat_a_pass():
+    # the dashcam's DS-749-ZA: two events 4.4-6.0 s and 5.3-9.0 s are one car twice
+    assert repeated_passes([("DS749ZA", 4.4, 6.0), ("DS749ZA", 5.3, 9.0)]) == 1
+    assert repeated_passes([("DS749ZA", 4.4, 6.0), ("DS749ZA", 7.0, 9.0)]) == 0  # came back
+    assert repeated_passes([("DS749ZA", 4.4, 6.0), ("GH123KL", 5.0, 9.0)]) == 0  # two cars
+    assert repeated_passes([("AB123CD", 0, 2), ("AB123CO", 1, 3), ("A8123CD", 2.5, 4)]) == 2
+    assert repeated_passes([]) == 0
+
+
+def test_analysed_count_follows_the_pipelines_rate():
+    assert analysed_count([k / 25 for k in range(50)], 10.0) == 17  # every 3rd of 25 fps
+    assert analysed_count([k / 10 for k in range(20)], 10.0) == 20
+
+
+def photo_items(tmp_path: Path, n: int) -> list[LabelledImage]:
+    items = []
+    for k, text in enumerate(["AB 123", "CD 456", "EF 789"][:n]):
+        rng = np.random.default_rng(k)
+        photo = rng.integers(60, 140, (300, 400, 3), dtype=np.uint8)
+        photo[200:228, 135:265] = cv2.resize(render_plate(text, "LT"), (130, 28),
+                                             interpolation=cv2.INTER_AREA)
+        path = tmp_path / f"p{k}.jpg"
+        cv2.imwrite(str(path), photo)
+        items.append(LabelledImage(path, (Label((135, 200, 265, 228), text.replace(" ", "")),)))
+    return items
+
+
+def test_clip_gaps_lanes_sizes_and_first_readable(tmp_path):
+    items = photo_items(tmp_path, 3)
+    # 0.2 s gap, shorter than a pass: the passes still come one after another, 2 frames
+    # of empty road between them (one photo fills the frame; two in view is --side-by-side)
+    clip = DriveByClip(items, ClipOptions(frames=6, fps=10, gap_s=0.2))
+    frames = list(clip)
+    assert len(frames) == len(clip) == 3 * (6 + 2)
+    windows = [(v.first_pts, v.last_pts) for v in clip.vehicles]
+    assert windows == [pytest.approx((0.0, 0.5)), pytest.approx((0.8, 1.3)),
+                       pytest.approx((1.6, 2.1))]
+    assert all(f.image.shape == (300, 400, 3) for f in frames)
+    # the first frame's plate is 0.45 x 28 px tall: readable (>= 14 px) from the 2nd frame
+    assert [v.readable_pts for v in clip.vehicles] == pytest.approx([0.1, 0.9, 1.7])
+    # side by side at 1080p: two lanes of 960 x 1080, the right car a third of a pass later
+    clip = DriveByClip(items, ClipOptions(frames=6, fps=10, gap_s=0.2, size=(1920, 1080),
+                                          side_by_side=True, night=True, glare=True))
+    frames = list(clip)
+    assert len(frames) == (6 + 2 + 2) + (6 + 2) and clip.source_id == "drive-by-glare"
+    assert all(f.image.shape == (1080, 1920, 3) for f in frames)
+    a, b, c = clip.vehicles
+    assert (a.lane, b.lane, c.lane) == (0, 1, 0)
+    assert (a.first_pts, a.last_pts) == pytest.approx((0.0, 0.5))
+    assert (b.first_pts, b.last_pts) == pytest.approx((0.2, 0.7))  # in view with a
+    assert c.first_pts == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="empty road"):
+        DriveByClip(items, ClipOptions(gap_s=-0.5))
+
+
 def test_drive_by_suite_on_two_photos(tmp_path):
     models_ready()
     eu = copy_photos(tmp_path / "plates", "plates-eu-dev", EASY_EU[:2])
@@ -348,6 +490,30 @@ def test_drive_by_suite_on_two_photos(tmp_path):
     assert all(v["outcome"] in ("read", "read_o_is_0", "wrong", "missed") for v in vehicles)
     assert result["clip"]["frames_per_vehicle"] == 6 and result["clip"]["generator"]
     assert any(t["figure"] == "day.duplicate_events" for t in result["targets"])
+    assert f["merged_passes"] >= 0 and f["split_passes"] >= 0
+    assert f["speed"]["cpu_ms_per_analysed"] > 0
+    assert "first_readable_to_hit_s" in f
+
+
+def test_drive_by_gap_sweep_side_by_side_1080p_glare_in_real_time(tmp_path):
+    models_ready()
+    eu = copy_photos(tmp_path / "plates", "plates-eu-dev", EASY_EU[:2])
+    out = tmp_path / "out"
+    result = run_cli("drive-by", str(eu), "--variants", "day,glare", "--frames", "4",
+                     "--gap-s", "0.2,0.5", "--side-by-side", "--size", "1080p", "--realtime",
+                     "--out", str(out), "--no-progress")
+    assert list(result["figures"]) == ["day@0.2s", "day@0.5s", "glare@0.2s", "glare@0.5s"]
+    assert result["clip"]["size"] == [1920, 1080] and result["clip"]["gaps_s"] == [0.2, 0.5]
+    f = result["figures"]["glare@0.2s"]
+    speed = f["speed"]
+    assert speed["realtime"] and speed["analysed_due"] == 4 + 1 + 2  # 10 fps: every frame
+    assert speed["analysed"] + speed["analysed_lost"] == speed["analysed_due"]
+    assert speed["frames"] == 7 and speed["wall_s"] >= 0.5  # paced by the clip's clock
+    lanes = [v["lane"] for v in result["details"]["glare@0.2s"]["vehicles"]]
+    assert lanes == [0, 1] and (out / "glare@0.2s.mp4").is_file()
+    names = {t["figure"] for t in result["targets"]}
+    assert {"glare@0.2s.merged_passes", "glare@0.2s.split_passes",
+            "glare@0.2s.speed.analysed_lost"} <= names
 
 
 def test_backends_suite_side_by_side_with_unavailable_ones_skipped(tmp_path):

@@ -1063,6 +1063,8 @@ def photo_approach(
     night: bool = False,
     seed: int = 0,
     start_scale: float = 0.45,
+    size: tuple[int, int] | None = None,
+    glare: bool = False,
 ) -> list[PhotoFrame]:
     """A car photo turned into a short approach: the picture grows from `start_scale` to
     full size (as 1 / distance, at constant speed) while it drifts down into place, with
@@ -1071,6 +1073,10 @@ def photo_approach(
 
     Frames keep the photo's size; the last one is the photo itself, degraded alike. The
     surroundings of the shrunken photo are a blurred copy of it, with no plate in them.
+    `size` (width, height) renders the frames at that size instead: the photo is first
+    fitted into it (`fit_photo`). `glare` adds a pair of headlights beside the plate, burnt
+    out at their cores, with a halo that spills over the plate (as at night, facing the car).
+    Without these two options the frames are exactly those of earlier versions.
     """
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
@@ -1083,6 +1089,9 @@ def photo_approach(
     x1, y1, x2, y2 = (float(v) for v in plate_box)
     if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
         raise ValueError(f"plate box {tuple(plate_box)} is not inside the {w}x{h} image")
+    if size is not None:
+        src, (x1, y1, x2, y2) = fit_photo(src, (x1, y1, x2, y2), size)
+        h, w = src.shape[:2]
     rng = np.random.default_rng(seed)
     if night:
         src = _night_photo(src, (x1, y1, x2, y2))
@@ -1117,6 +1126,14 @@ def photo_approach(
         )
         mask = cv2.GaussianBlur(mask, (0, 0), 2.0).astype(np.float32)[..., None] / 255.0
         frame = fg.astype(np.float32) * mask + background.astype(np.float32) * (1 - mask)
+        box = (
+            ax - scale * (cx - x1),
+            ay - scale * (cy - y1),
+            ax + scale * (x2 - cx),
+            ay + scale * (y2 - cy),
+        )
+        if glare:
+            headlight_glare(frame, box)
         # blur along the motion of the plate during the exposure
         _, bx, by = place(k + exposure)
         dx, dy = bx - ax, by - ay
@@ -1127,12 +1144,6 @@ def photo_approach(
         ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 75 if night else 85])
         if ok:
             img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        box = (
-            ax - scale * (cx - x1),
-            ay - scale * (cy - y1),
-            ax + scale * (x2 - cx),
-            ay + scale * (y2 - cy),
-        )
         out.append(PhotoFrame(img, box))
     return out
 
@@ -1144,12 +1155,66 @@ def drive_by_from_photo(
     frames: int = 20,
     night: bool = False,
     seed: int = 0,
+    size: tuple[int, int] | None = None,
+    glare: bool = False,
 ) -> list[np.ndarray]:
     """A short approach sequence (BGR frames) from a labelled still; see `photo_approach`,
     which also says where the plate is in each frame."""
     return [
-        f.image for f in photo_approach(image, plate_box, frames=frames, night=night, seed=seed)
+        f.image
+        for f in photo_approach(
+            image, plate_box, frames=frames, night=night, seed=seed, size=size, glare=glare
+        )
     ]
+
+
+FRAME_SIZES: dict[str, tuple[int, int]] = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def fit_photo(
+    image: np.ndarray, plate_box: Sequence[float], size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """`image` scaled to fit inside `size` (width, height), centred, the rest of the frame
+    a stretched and blurred copy of it (no readable plate there); and where the plate
+    (`plate_box`, x1 y1 x2 y2) is then."""
+    width, height = size
+    if width < 2 or height < 2:
+        raise ValueError(f"frame size must be at least 2x2, got {width}x{height}")
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    fill = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    out = cv2.GaussianBlur(fill, (0, 0), max(4.0, width / 60))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    ox, oy = (width - nw) // 2, (height - nh) // 2
+    out[oy : oy + nh, ox : ox + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    x1, y1, x2, y2 = (float(v) for v in plate_box)
+    box = (ox + x1 * s, oy + y1 * s, min(width, ox + x2 * s), min(height, oy + y2 * s))
+    return out, box
+
+
+def headlight_glare(frame: np.ndarray, plate_box: Sequence[float], strength: float = 160.0) -> None:
+    """Adds (in place, float32 BGR) two headlights to `frame` beside the plate at
+    `plate_box`: a car's lamps sit about 1.3 plate widths either side of the plate's centre
+    and a little above it; each is a saturated core with a halo whose light spills over the
+    plate's near end and lowers its contrast."""
+    x1, y1, x2, y2 = (float(v) for v in plate_box)
+    pw = max(1.0, x2 - x1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    sigma, core = 0.7 * pw, max(1.5, 0.1 * pw)
+    h, w = frame.shape[:2]
+    for lx in (cx - 1.3 * pw, cx + 1.3 * pw):
+        ly = cy - 0.4 * pw
+        r = 3 * sigma
+        xa, xb = max(0, int(lx - r)), min(w, int(lx + r) + 1)
+        ya, yb = max(0, int(ly - r)), min(h, int(ly + r) + 1)
+        if xb <= xa or yb <= ya:
+            continue
+        yy, xx = np.mgrid[ya:yb, xa:xb].astype(np.float32)
+        d = np.sqrt((xx - lx) ** 2 + (yy - ly) ** 2)
+        light = strength * np.exp(-(d * d) / (2 * sigma * sigma))
+        light += 255 * np.clip(core + 1 - d, 0, 1)
+        frame[ya:yb, xa:xb] += light[..., None]
 
 
 def _night_photo(src: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -17,6 +17,8 @@ from edge.synthetic.drive_by import (
     SyntheticDriveBy,
     compact,
     drive_by_from_photo,
+    fit_photo,
+    headlight_glare,
     photo_approach,
     plate_text,
     render_plate,
@@ -233,6 +235,34 @@ def test_photo_approach_is_deterministic_and_night_is_grey() -> None:
     assert np.abs(night[..., 0].astype(int) - night[..., 2]).max() <= 3  # JPEG's chroma
     x1, y1, x2, y2 = box
     assert night[y1:y2, x1:x2].mean() > 2 * night.mean()
+
+
+def test_photo_approach_at_1080p_keeps_the_plate_in_place() -> None:
+    photo, box = fake_photo()
+    fitted, fbox = fit_photo(photo, box, (1920, 1080))
+    assert fitted.shape == (1080, 1920, 3)
+    assert fbox == pytest.approx((240 + 135 * 3.6, 200 * 3.6, 240 + 265 * 3.6, 228 * 3.6))
+    seq = photo_approach(photo, box, frames=4, seed=1, size=(1920, 1080))
+    assert all(f.image.shape == (1080, 1920, 3) for f in seq)
+    assert np.allclose(seq[-1].plate_box, fbox, atol=1e-6)
+    x1, y1, x2, y2 = (round(v) for v in fbox)
+    got, want = (img[y1:y2, x1:x2].astype(np.float32).ravel() for img in (seq[-1].image, fitted))
+    assert np.corrcoef(got, want)[0, 1] > 0.9  # the plate, blurred and noisy, where it was
+
+
+def test_headlight_glare_burns_out_beside_the_plate_and_spills_over_it() -> None:
+    photo, box = fake_photo()
+    plain = photo_approach(photo, box, frames=2, night=True, seed=4)
+    lit = photo_approach(photo, box, frames=2, night=True, seed=4, glare=True)
+    x1, y1, x2, y2 = box
+    lamp_x, lamp_y = round((x1 + x2) / 2 + 1.3 * (x2 - x1)), round((y1 + y2) / 2 - 0.4 * 130)
+    assert lit[-1].image[lamp_y, lamp_x].min() >= 235 > plain[-1].image[lamp_y, lamp_x].max()
+    right_end = (slice(y1, y2), slice(x2 - 20, x2))
+    assert lit[-1].image[right_end].mean() > plain[-1].image[right_end].mean() + 20
+    assert lit[-1].plate_box == plain[-1].plate_box
+    frame = np.zeros((50, 50, 3), np.float32)
+    headlight_glare(frame, (400, 400, 500, 420))  # lamps out of the frame: nothing happens
+    assert not frame.any()
 
 
 def test_photo_approach_refuses_a_box_outside_the_photo() -> None:

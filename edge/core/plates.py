@@ -484,9 +484,9 @@ def edge_trims(
     formats as it is and the rest does, more cheaply (one plain correction allowed); where
     the whole read fits another country's format exactly (a foreign plate) only a band
     glyph before it, or a doubtful edge glyph.  Without camera countries: a typical edge
-    glyph that is doubtful (read at night, where infrared turns the band into a letter, or
-    less surely than the rest), or any edge character read unsurely where the whole read
-    fits no format; the rest must fit a known format exactly (by night: one correction).
+    glyph read less surely than the rest, or any edge character read unsurely where the
+    whole read fits no format; the rest must fit a known format exactly (at night, where
+    the OCR errs more, with one correction).  A pass adds its own evidence (`vote`).
     A read that fits the camera's formats as read keeps every character.
     """
     n = len(text)
@@ -510,7 +510,7 @@ def edge_trims(
             conf <= _EDGE_EMBLEM_MAX_CONF
             or conf < sum(rest_confs or ()) / max(1, len(rest_confs or ())) - _UNSURE_MARGIN
         )
-        doubtful_glyph = glyph_ok and (night or unsure)
+        doubtful_glyph = glyph_ok and unsure
         if countries:
             if foreign and not (doubtful_glyph or (start == 1 and cut in BAND_GLYPHS)):
                 continue  # a foreign plate read whole, unless its edge may be the band

@@ -150,6 +150,9 @@ WHOLE_WEIGHT = 0.8
 # of its support); otherwise the reads are fused as the OCR saw them.
 EXACT_SHARE = 0.5
 RIVAL_SHARE = 0.6
+# An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
+# this share of the pass read the plate without it.
+EDGE_EVIDENCE = 0.1
 
 
 _Voter = tuple[PlateRead, str, tuple[float, ...] | None]  # (read, text, char confidences)
@@ -173,6 +176,31 @@ def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
     return tuple(cc) if len(cc) == len(text) else None
 
 
+def _pass_trims(
+    text: str,
+    confs: tuple[float, ...] | None,
+    countries: Sequence[str] | None,
+    read_as: dict[str, float],
+    everyone: float,
+    fits: list[plates.CountryFit],
+) -> list[plates.CountryFit]:
+    """Fits of `text` without an edge glyph where the pass itself shows the glyph is not
+    the plate's: at least `EDGE_EVIDENCE` of the pass read the text without it."""
+    out = []
+    n = len(text)
+    for start, end, glyphs in ((1, n, plates.LEADING_GLYPHS), (0, n - 1, plates.TRAILING_GLYPHS)):
+        rest = text[start:end]
+        if (len(rest) < 5 or text[:start] + text[end:] not in glyphs
+                or read_as.get(rest, 0.0) < EDGE_EVIDENCE * everyone
+                or any(f.start == start and f.end == end for f in fits)):
+            continue
+        rest_confs = None if confs is None else confs[start:end]
+        out += [plates.CountryFit(f.country, f.text, f.cost, start, end)
+                for f in plates.country_fits(rest, rest_confs, countries)
+                if f.end - f.start == len(rest)]
+    return out
+
+
 def _fuse_by_country(
     group: list[tuple[PlateRead, str]], countries: Sequence[str] | None
 ) -> _Fusion | None:
@@ -189,9 +217,14 @@ def _fuse_by_country(
     exact: defaultdict[str, float] = defaultdict(float)
     fits_of: list[dict[str, plates.CountryFit]] = []
     total = fitting = 0.0
+    read_as: defaultdict[str, float] = defaultdict(float)  # weight of the reads of each text
+    for read, text in group:
+        read_as[text] += read.confidence
+    everyone = sum(read_as.values())
     for read, text in group:
         confs = _char_confs(read, text)
         fits = plates.country_fits(text, confs, countries, night=read.night)
+        fits += _pass_trims(text, confs, countries, read_as, everyone, fits)
         cut = any(f.end - f.start != len(text) for f in fits)
         best: dict[str, tuple[float, plates.CountryFit]] = {}
         for fit in fits:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -412,6 +412,10 @@ class EdgeService:
         # hits themselves are in the outbox by then.
         self._live: OrderedDict[tuple[str, int], dict[str, EarlyHit]] = OrderedDict()
         self._live_lock = threading.Lock()
+        # (camera, list, entry id) -> the last hit raised on it and when its pass was last
+        # seen: a pass the tracker lost and found again (it merges their final events
+        # within `track.dedupe_s`) takes that hit up rather than alerting again
+        self._recent: OrderedDict[tuple[str, str, str], tuple[EarlyHit, float]] = OrderedDict()
 
     def open_camera(self, camera: CameraConfig) -> Source:
         """Open a camera's source, with the password of its credentials file if it has one
@@ -525,6 +529,7 @@ class EdgeService:
         crop = _jpeg(event.best_crop, CROP_MAX_WIDTH)
         with self._live_lock:
             early = self._live.pop((camera.id, event.track_id), {})
+            self._note_recent(camera.id, early.values(), seen_wall)
         if hits or early:
             stored = self._store_hits(camera, event, hits, seen_at, crop, early)
         else:
@@ -570,21 +575,41 @@ class EdgeService:
         if not (several or event.confidence >= SINGLE_READ_SUPPORT * single):
             return
         key = (camera.id, event.track_id)
+        dedupe_s = t.dedupe_s if t is not None else 5.0
+        early: dict[str, EarlyHit] = {}
         with self._live_lock:
             raised = set(self._live.get(key, {}))
-        hits = [(h, r) for h, r in self._matches(event, seen_wall)
-                if h.entry.list not in raised and (several or h.kind != "fuzzy")]
-        if not hits:
+            hits = []
+            for hit, reading in self._matches(event, seen_wall):
+                name = hit.entry.list
+                if name in raised or not (several or hit.kind != "fuzzy"):
+                    continue
+                recent = self._recent.get((camera.id, name, str(hit.entry.id)))
+                if recent is not None and seen_wall - recent[1] <= dedupe_s:
+                    early[name] = recent[0]  # this vehicle's hit, raised a moment ago
+                else:
+                    hits.append((hit, reading))
+        if hits:
+            seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
+            self._store_hits(camera, event, hits, seen_at,
+                             _jpeg(event.best_crop, CROP_MAX_WIDTH), {}, raised=early)
+        if not early:
             return
-        seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
-        early: dict[str, EarlyHit] = {}
-        self._store_hits(camera, event, hits, seen_at, _jpeg(event.best_crop, CROP_MAX_WIDTH),
-                         {}, raised=early)
         with self._live_lock:
             self._live.setdefault(key, {}).update(early)
             self._live.move_to_end(key)
             while len(self._live) > MAX_LIVE_PASSES:  # passes whose final event never came
                 self._live.popitem(last=False)
+            self._note_recent(camera.id, early.values(), seen_wall)
+
+    def _note_recent(self, camera: str, hits: Iterable[EarlyHit], seen_wall: float) -> None:
+        """Remember `hits` as raised for a pass seen at `seen_wall`. Under `_live_lock`."""
+        for hit in hits:
+            k = (camera, hit.match.watchlist, hit.match.entry_id)
+            self._recent[k] = (hit, seen_wall)
+            self._recent.move_to_end(k)
+        while len(self._recent) > MAX_LIVE_PASSES:
+            self._recent.popitem(last=False)
 
     def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Match],
                     seen_at: dt.datetime, crop: bytes, early: dict[str, EarlyHit],

@@ -179,3 +179,24 @@ def test_a_node_killed_between_early_hit_and_completion_loses_nothing(tmp_path, 
     finally:
         node.stop()
     assert len(rows(stack)) == 1
+
+
+def test_a_pass_lost_and_found_again_takes_up_its_hit_rather_than_alerting_again(
+        tmp_path, stack):
+    node = booth_node(tmp_path, stack)
+    node.start()
+    try:
+        camera = node.config.cameras[0]
+        now = time.time()
+        for track, at in ((7, now), (8, now + 2.0)):  # the tracker lost it for 2 s
+            node.handle_event(camera, PlateEvent(
+                "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=track,
+                best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), at)
+        # the tracker merges the two passes' final events: the second track's is the one
+        node.handle_event(camera, PlateEvent("AB123CD", "AB 123 CD", None, 0.9, 0.0, 4.0, 9,
+                                             "left", track_id=8), now + 3.0)
+        wait_for(lambda: rows(stack) and rows(stack)[0]["revision"] == 1, 15, "the completion")
+        wait_for(lambda: node.outbox.backlog() == 0, 15, "the outbox to empty")
+        assert [(r["plate_text"], r["direction"]) for r in rows(stack)] == [("AB123CD", "left")]
+    finally:
+        node.stop()

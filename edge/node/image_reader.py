@@ -21,8 +21,8 @@ class ImageReader:
     """Plate boxes found in an image and read, best first.
 
     A photo alone is worth more time than a video frame: `for_photos` adds tiles for
-    small plates in big photos and more crops (`ocr.still_crops`) of each plate whose
-    first read is doubtful (of every plate with `ocr.still_adaptive` false); `for_video`
+    small plates in big photos and more crops (`ocr.still_crops`) of every plate (only of
+    those whose first read is doubtful with `ocr.still_adaptive`); `for_video`
     uses the cheaper video settings and searches most frames only in windows around the
     plates of the last frames (`WindowSchedule`).
     """

@@ -148,6 +148,7 @@ def _still(sure: bool) -> int:
             else OcrResult("A8C1Z3", 0.7, (0.9, 0.4, 0.9, 0.9, 0.5, 0.9)))
     ocr = LinesRead([text, text])
     config = PipelineConfig(countries=["LT"])
+    config.ocr.still_adaptive = True
     reader = StillReader(Engines(plates=detector, ocr=ocr), config)
     image = np.full((H, W, 3), 128, np.uint8)
     reads = reader.read(image, night=False)

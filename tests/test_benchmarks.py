@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,7 @@ from benchmarks.driveby import (
     latency,
     outcome,
     score,
+    without_cost,
 )
 from benchmarks.engines import with_setting
 from benchmarks.scoring import (
@@ -430,6 +432,19 @@ def test_events_of_one_plate_overlapping_in_time_repeat_a_pass():
 def test_analysed_count_follows_the_pipelines_rate():
     assert analysed_count([k / 25 for k in range(50)], 10.0) == 17  # every 3rd of 25 fps
     assert analysed_count([k / 10 for k in range(20)], 10.0) == 20
+
+
+def test_the_cost_of_rendering_frames_is_counted_apart():
+    def busy():
+        for k in range(3):
+            end = time.process_time() + 0.05
+            while time.process_time() < end:
+                pass
+            yield k
+
+    spent = [0.0]
+    assert list(without_cost(busy(), spent)) == [0, 1, 2]
+    assert 0.1 <= spent[0] <= 1.0
 
 
 def photo_items(tmp_path: Path, n: int) -> list[LabelledImage]:

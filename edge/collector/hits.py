@@ -90,11 +90,11 @@ class StoredHit:
     version: int  # of the wire message it came in
     crop_bytes: int  # the pictures' sizes as sent (0: none); `HitReader.picture` reads them
     scene_bytes: int
-    reading: str  # the other reading of the plate the list matched; "": the text itself
-    vehicle_type: str
-    vehicle_colour: str
-    revision: int  # 0: as raised; 1: completed by the pass's final read (same alert)
-    completed_by: str
+    reading: str = ""  # the other reading of the plate the list matched; "": the text itself
+    vehicle_type: str = ""
+    vehicle_colour: str = ""
+    revision: int = 0  # 0: as raised; 1: completed by the pass's final read (same alert)
+    completed_by: str = ""
 
     def to_json(self, *, rowid: bool = True) -> dict[str, Any]:
         """The record as a JSON object, in the table's column order (`rowid` first)."""

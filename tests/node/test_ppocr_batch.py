@@ -26,6 +26,7 @@ class WidthSession:
 
 def _recogniser() -> tuple[PpOcrRecognizer, WidthSession]:
     rec = PpOcrRecognizer.__new__(PpOcrRecognizer)
+    rec._init_cache()
     session = WidthSession()
     rec.session, rec.input_name = session, "x"  # type: ignore[assignment]
     rec.alphabet = np.array(["", *"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", "-", "."], object)
@@ -49,3 +50,17 @@ def test_crops_of_similar_width_share_one_batch_in_order():
     out = rec([_crop(200), _crop(420), _crop(210)])
     assert sorted(s[0] for s in session.shapes) == [1, 2]  # 200 and 210: one bucket
     assert [r.text for r in out] == [rec([_crop(w)])[0].text for w in (200, 420, 210)]
+
+
+def test_a_line_image_read_before_is_not_run_again():
+    rec, session = _recogniser()
+    a, b = _crop(200), _crop(420)
+    first = rec([a, b])
+    runs = len(session.shapes)
+    again = rec([a.copy(), _crop(300), b])  # the same pixels as before, and a new one
+    assert [r.text for r in again][::2] == [r.text for r in first]
+    assert [s[0] for s in session.shapes[runs:]] == [1]  # only the new one was run
+    other = _crop(200)
+    other[0, 0] = 0  # one pixel off: read afresh
+    rec([other])
+    assert len(session.shapes) == runs + 2

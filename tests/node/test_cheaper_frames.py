@@ -30,13 +30,12 @@ class PlatesAt:
                  confidence: float | None = None) -> Detections:
         h, w = image.shape[:2]
         self.calls.append((h, w, size))
-        # the finder hands views of the frame: where the view starts is in its base
-        base = image.base if image.base is not None else image
+        # the frame's pixels say where they are (`_frame`): the window's centre tells
+        # where the window lies, a view of the frame or a copy padded past its edge
         ox = oy = 0
-        if base is not image and base.ndim == 3 and base.shape[:2] == (H, W):
-            offset = (image.__array_interface__["data"][0]
-                      - base.__array_interface__["data"][0])
-            oy, ox = divmod(offset // 3, W)
+        if (h, w) != (H, W):
+            b, g, r = (int(v) for v in image[h // 2, w // 2])
+            ox, oy = b + ((g & 15) << 8) - w // 2, r + ((g >> 4) << 8) - h // 2
         found = [(x1 - ox, y1 - oy, x2 - ox, y2 - oy) for x1, y1, x2, y2 in self.plates
                  if x1 >= ox and y1 >= oy and x2 <= ox + w and y2 <= oy + h]
         if not found:
@@ -51,8 +50,17 @@ def _finder(every: int) -> tuple[PlateFinder, PlatesAt]:
     return PlateFinder(detector, None, DetectConfig(), schedule), detector
 
 
+def _frame() -> np.ndarray:
+    """A frame whose every pixel encodes its own position."""
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([x & 255, (x >> 8) | ((y >> 8) << 4), y & 255], axis=2).astype(np.uint8)
+
+
+FRAME = _frame()
+
+
 def _find(finder: PlateFinder, motion=None) -> Detections:  # noqa: ANN001
-    frame = np.zeros((H, W, 3), np.uint8)
+    frame = FRAME
     plates, _ = finder(frame, StageTimer(), confidence=0.25, motion=motion)
     return plates
 
@@ -71,7 +79,7 @@ def test_whole_frame_every_n_frames_and_windows_around_the_plate_between():
     for i in (1, 2, 4, 5):
         assert len(sizes[i]) == 1
         h, w = sizes[i][0]
-        assert h * w < 0.1 * H * W  # a window around the plate, not the frame
+        assert h * w < 0.15 * H * W  # a window around the plate, not the frame
     # the plate is found again where it is, in frame pixels
     assert found.xyxy[0].tolist() == [600, 400, 700, 430]
 
@@ -114,7 +122,54 @@ def test_windows_run_at_the_whole_frames_scale():
     _find(finder)
     (h, w, size), = detector.calls[1:]
     scale = DetectConfig().plate_size / W
-    assert size == max(128, int(np.ceil(max(h, w) * scale)))
+    assert size == max(h, w) * scale
+
+
+def _window_origin(image: np.ndarray) -> tuple[int, int]:
+    offset = image.__array_interface__["data"][0] - image.base.__array_interface__["data"][0]
+    oy, ox = divmod(offset // 3, W)
+    return ox, oy
+
+
+def test_windows_lie_on_the_whole_frames_detector_grid():
+    """A 1280x720 frame is letterboxed to 640x384 (12 grey rows on top), cut in 32-pixel
+    cells: a window covers whole cells of that input, so a plate in it falls on the pixels
+    and cells it has on a whole frame and is scored alike (found the same frames)."""
+    seen: list[np.ndarray] = []
+
+    def detector(image: np.ndarray, *, size: int | None = None,
+                 confidence: float | None = None) -> Detections:
+        seen.append(image)
+        return Detections(np.array([[600, 400, 700, 430]], np.float32) - (
+            np.array([*_window_origin(image)] * 2, np.float32) if image.base is not None
+            else 0), np.full(1, 0.9), np.zeros(1))
+
+    finder = PlateFinder(detector, None, DetectConfig(), WindowSchedule(every=2))
+    for _ in range(2):
+        _find(finder)
+    window = seen[1]
+    ox, oy = _window_origin(window)
+    assert (ox * 0.5) % 32 == 0 and (oy * 0.5 + 12) % 32 == 0
+    assert (window.shape[0] * 0.5) % 32 == 0 and (window.shape[1] * 0.5) % 32 == 0
+
+
+def test_a_window_past_the_frames_edge_is_padded_grey_like_the_letterbox():
+    seen: list[np.ndarray] = []
+
+    def detector(image: np.ndarray, *, size: int | None = None,
+                 confidence: float | None = None) -> Detections:
+        seen.append(image)
+        return Detections(np.array([[600, 700, 700, 720]], np.float32), np.full(1, 0.9),
+                          np.zeros(1))
+
+    finder = PlateFinder(detector, None, DetectConfig(), WindowSchedule(every=2))
+    frame = np.full((H, W, 3), 7, np.uint8)
+    for _ in range(2):
+        finder(frame, StageTimer(), confidence=0.25)
+    window = seen[1]
+    # the input's last cell row ends 12 grey rows (24 frame rows) below the frame
+    assert (window.shape[0] * 0.5) % 32 == 0
+    assert (window[-24:] == 114).all() and (window[:-24] == 7).all()
 
 
 def test_overlapping_windows_merge():

@@ -8,10 +8,12 @@ from edge.core.boxes import nested, nms, tiles, touches_inner_edge
 from edge.core.types import Detections
 from edge.node.backends import PlateDetector, VehicleDetector
 from edge.node.config import DetectConfig
-from edge.node.detect.schedule import Region, WindowSchedule
+from edge.node.detect.schedule import Region, WindowSchedule, merge_regions
+from edge.node.detect.yolo import frame_input
 from edge.node.timing import StageTimer
 
-MIN_WINDOW_INPUT = 128  # a window's detector input, at least: some context around the plate
+GRID = 32  # the detector's stride: its input's cells, in input pixels
+PAD = 114  # the letterbox's grey
 
 
 class PlateFinder:
@@ -19,7 +21,11 @@ class PlateFinder:
 
     With a `schedule` (video, `full` mode), most frames are searched only in windows around
     the plates of the last frames and the moving region, at the whole frame's scale (the
-    plates keep the size in pixels the detector sees them at on a whole frame).
+    plates keep the size in pixels the detector sees them at on a whole frame). Each
+    window is snapped to the whole frame's detector grid (its letterboxed input, cut on the
+    stride's cells): a plate in a window falls on the same pixels and cells as on a whole
+    frame, so the detector scores it as it would there, and a plate is found between whole
+    frames when a whole frame would find it.
     """
 
     def __init__(self, plates: PlateDetector, vehicles: VehicleDetector | None,
@@ -41,12 +47,10 @@ class PlateFinder:
         windows = (self.schedule.regions(image.shape[:2], motion) if self.schedule
                    else None)
         if windows is not None:
-            scale = cfg.plate_size / max(image.shape[:2])
             with timer.stage("detect_plates"):
-                for win in windows:
-                    size = max(MIN_WINDOW_INPUT,
-                               int(np.ceil(max(win[2] - win[0], win[3] - win[1]) * scale)))
-                    found = self._in_region(image, win, size, confidence)
+                for win in merge_regions([self._on_grid(win, image.shape[:2])
+                                          for win in windows]):
+                    found = self._in_window(image, win, confidence)
                     parts.append(found[~touches_inner_edge(found.xyxy, win, image.shape[:2])])
         elif cfg.mode in ("full", "both"):
             with timer.stage("detect_plates"):
@@ -73,6 +77,36 @@ class PlateFinder:
         if self.schedule:
             self.schedule.update(plates.xyxy[order])
         return plates[order], vehicles
+
+    def _on_grid(self, region: Region, hw: tuple[int, int]) -> Region:
+        """`region` grown to whole cells of the whole frame's letterboxed detector input,
+        in frame pixels (it may reach past the frame into the letterbox's padding)."""
+        (in_h, in_w), s, (pad_x, pad_y) = frame_input(hw, self.config.plate_size)
+        x0 = max(0, int(np.floor((region[0] * s + pad_x) / GRID)) * GRID)
+        y0 = max(0, int(np.floor((region[1] * s + pad_y) / GRID)) * GRID)
+        x1 = min(in_w, int(np.ceil((region[2] * s + pad_x) / GRID)) * GRID)
+        y1 = min(in_h, int(np.ceil((region[3] * s + pad_y) / GRID)) * GRID)
+        return (round((x0 - pad_x) / s), round((y0 - pad_y) / s),
+                round((x1 - pad_x) / s), round((y1 - pad_y) / s))
+
+    def _in_window(self, image: np.ndarray, win: Region, confidence: float) -> Detections:
+        """Plates in a window on the grid, at the whole frame's scale; the part of it past
+        the frame is the letterbox's grey, as on the whole frame's input."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = win
+        (_, _), s, _ = frame_input((h, w), self.config.plate_size)
+        size = round(max(x1 - x0, y1 - y0) * s)
+        if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+            view = image[y0:y1, x0:x1]
+        else:
+            view = np.full((y1 - y0, x1 - x0, 3), PAD, image.dtype)
+            cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+            view[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = image[cy0:cy1, cx0:cx1]
+        found = self.plates(view, size=size, confidence=confidence)
+        found.xyxy += np.array([x0, y0, x0, y0], dtype=np.float32)
+        found.xyxy[:, [0, 2]] = found.xyxy[:, [0, 2]].clip(0, w)
+        found.xyxy[:, [1, 3]] = found.xyxy[:, [1, 3]].clip(0, h)
+        return found
 
     def _in_region(self, image: np.ndarray, box: tuple[float, ...], size: int,
                    confidence: float) -> Detections:

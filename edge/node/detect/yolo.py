@@ -38,6 +38,20 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, L
     return out, Letterbox(scale, left, top)
 
 
+def frame_input(hw: tuple[int, int], size: int) -> tuple[tuple[int, int], float,
+                                                        tuple[int, int]]:
+    """A dynamic model's input for an image `hw` at long side `size`, as `letterbox`
+    makes it: ((input h, w), scale, (left, top) padding)."""
+    h, w = hw
+    scale = size / max(h, w)
+    up = lambda v: max(STRIDE, int(np.ceil(v * scale / STRIDE)) * STRIDE)  # noqa: E731
+    in_h, in_w = up(h), up(w)
+    s = min(in_w / w, in_h / h)
+    new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
+    left, top = int(round((in_w - new_w) / 2 - 0.1)), int(round((in_h - new_h) / 2 - 0.1))
+    return (in_h, in_w), s, (left, top)
+
+
 class YoloDetector:
     """A YOLOv8 ONNX detector (output `(1, 4 + classes, anchors)`, boxes as cx, cy, w, h).
 
@@ -61,11 +75,7 @@ class YoloDetector:
     def input_shape(self, image_hw: tuple[int, int], size: int | None = None) -> tuple[int, int]:
         if self.fixed:
             return self.fixed
-        size = size or self.size
-        h, w = image_hw
-        scale = size / max(h, w)
-        up = lambda v: max(STRIDE, int(np.ceil(v * scale / STRIDE)) * STRIDE)  # noqa: E731
-        return up(h), up(w)
+        return frame_input(image_hw, size or self.size)[0]
 
     def __call__(self, image: np.ndarray, *, size: int | None = None,
                  confidence: float | None = None) -> Detections:

@@ -118,8 +118,9 @@ def test_run_demo_prints_events_table_and_summary() -> None:
         [("ABC 123", "LT", False), ("WX 12345", "PL", False), ("CA 1234 AB", "BG", True)],
         camera=Camera(640, 360, focal=1100.0),
     )
-    # the oracle reads every crop it is given: every plate, every frame, one crop
-    config = PipelineConfig(detect=DetectConfig(min_plate_height=0),
+    # the oracle reads every crop it is given: every plate, every frame, one crop; it
+    # finds plates on whole frames only (it knows where the clip drew them), not windows
+    config = PipelineConfig(detect=DetectConfig(min_plate_height=0, full_every=1),
                             track=TrackConfig(settle_after=0), ocr=OcrConfig(video_crops=[]))
     out = io.StringIO()
     assert run_demo(Oracle(clip).engines(), config, out, clip=clip) == 0

@@ -151,10 +151,9 @@ WHOLE_WEIGHT = 0.8
 EXACT_SHARE = 0.5
 RIVAL_SHARE = 0.6
 # ... unless at least this share of the pass read the country's text exactly as it is, and
-# the rival was read exactly less than this share as often: the OCR saw the one, not the
-# other (a Czech 1B8 0338 read 1880338 in most frames and 1B80338 as it came closer).
-SEEN_SHARE = 0.1
-SEEN_RIVAL = 0.5
+# less than this share the rival's: the OCR saw the one, not the other (a Czech 1B8 0338
+# read 1880338 in most frames and 1B80338 as it came closer; never as Turkish 18B0338).
+SEEN_SHARE = 0.15
 # An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
 # this share of the pass read the plate without it.
 EDGE_EVIDENCE = 0.1
@@ -264,11 +263,11 @@ def _fuse_by_country(
     if not countries and exact[country] < EXACT_SHARE * total:
         texts = {f.text for fits in fits_of for c, f in fits.items() if c == country}
         # reads that fit the country as read are the OCR seeing its text: a rival whose
-        # text the OCR never saw (much less often) is a correction only, and no rival
-        read_so = exact[country] if exact[country] >= SEEN_SHARE * total else 0.0
+        # text the OCR (all but) never saw is a correction only, and no rival
+        seen_so = exact[country] >= SEEN_SHARE * total
         as_read = any(
             support[c] >= RIVAL_SHARE * support[country]
-            and exact[c] >= SEEN_RIVAL * read_so
+            and (not seen_so or exact[c] >= SEEN_SHARE * total)
             and {f.text for fits in fits_of for k, f in fits.items() if k == c} != texts
             for c in support if c != country
         )

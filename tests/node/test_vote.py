@@ -207,3 +207,12 @@ def test_a_position_the_reads_hardly_agree_on_is_dropped_where_reads_lack_it() -
     assert agreed(same + reads[-3:]).plate.text == "BYE649AG"
     # ... and so is one nobody read without: no read of the rest, nothing dropped
     assert len(agreed(reads[:6]).plate.text) == 8
+
+
+def test_a_few_exact_reads_of_one_country_decide_nothing() -> None:
+    # A Slovak BA-302OZ read BA3020Z in most frames (Slovak and Polish corrections tie)
+    # and as the Polish BA30202 in two of eighteen: too few to say the OCR saw a Polish
+    # plate, so the pass keeps what it saw.
+    conf = [0.95] * 5 + [0.9, 0.9]
+    reads = [make_read("BA3020Z", char_conf=conf)] * 16 + [make_read("BA30202", char_conf=conf)] * 2
+    assert agreed(reads).plate.text == "BA3020Z"

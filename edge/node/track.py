@@ -102,6 +102,9 @@ class Track:
     vehicle_at: Point | None = None
     # tracks seen in the same frame as this one, apart from it: other plates (bounded)
     together: dict[int, None] = field(default_factory=dict)
+    # when a read with a text (not a fragment) first and last came: see `read_span`
+    _read_first: float | None = None
+    _read_last: float | None = None
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -127,11 +130,23 @@ class Track:
         text = read_text(read)
         if len(text) >= 3 and read.confidence >= self._label_confidence:
             self.label, self._label_confidence = text, read.confidence
+        if len(text) >= 3:
+            self._read_first = pts if self._read_first is None else min(self._read_first, pts)
+            self._read_last = pts if self._read_last is None else max(self._read_last, pts)
         point = Point.of(read.box, pts)
         if len(self.head) < max(3, (self.tail.maxlen or 3) // 3):
             self.head.append(point)
         self.tail.append(point)
         self._velocity = _velocity(list(itertools.islice(reversed(self.tail), VELOCITY_POINTS)))
+
+    def read_span(self) -> tuple[float, float]:
+        """When the plate was read: from its first to its last read with a text, not the
+        fragments at either end (a blur, a bumper or the road where the plate was, read as
+        a character or two once the car has gone), which say nothing of this plate and may
+        fall in the next car's time.  The track's own times where no read had a text."""
+        if self._read_first is None or self._read_last is None:
+            return self.first_seen, self.last_seen
+        return self._read_first, self._read_last
 
     @property
     def trajectory(self) -> list[Point]:
@@ -484,13 +499,14 @@ class PlateTracker:
         if self._is_duplicate(track, agreed, trajectory):
             return None
         best = agreed.best
+        first_seen, last_seen = track.read_span()
         return PlateEvent(
             text=agreed.plate.text,
             formatted=agreed.plate.formatted,
             country=agreed.plate.country,
             confidence=agreed.confidence,
-            first_seen=track.first_seen,
-            last_seen=track.last_seen,
+            first_seen=first_seen,
+            last_seen=last_seen,
             frames=len(reads),
             direction=direction(trajectory),
             track_id=track.id,

@@ -150,10 +150,21 @@ WHOLE_WEIGHT = 0.8
 # of its support); otherwise the reads are fused as the OCR saw them.
 EXACT_SHARE = 0.5
 RIVAL_SHARE = 0.6
+# ... unless at least this share of the pass read the country's text exactly as it is, and
+# less than this share the rival's: the OCR saw the one, not the other (a Czech 1B8 0338
+# read 1880338 in most frames and 1B80338 as it came closer; never as Turkish 18B0338).
+SEEN_SHARE = 0.15
 # An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
 # this share of the pass read the plate without it.
 EDGE_EVIDENCE = 0.1
 
+
+# A voted position whose winner has less than this support, where at least this share of
+# the pass read the text without it exactly, is dropped (`_vote_characters`), unless
+# at least this share of the voters there read it alike.
+LONE_CONF = 0.4
+LONE_SHARE = 0.2
+LONE_ALIKE = 0.5
 
 _Voter = tuple[PlateRead, str, tuple[float, ...] | None]  # (read, text, char confidences)
 
@@ -251,8 +262,12 @@ def _fuse_by_country(
     as_read = False
     if not countries and exact[country] < EXACT_SHARE * total:
         texts = {f.text for fits in fits_of for c, f in fits.items() if c == country}
+        # reads that fit the country as read are the OCR seeing its text: a rival whose
+        # text the OCR (all but) never saw is a correction only, and no rival
+        seen_so = exact[country] >= SEEN_SHARE * total
         as_read = any(
             support[c] >= RIVAL_SHARE * support[country]
+            and (not seen_so or exact[c] >= SEEN_SHARE * total)
             and {f.text for fits in fits_of for k, f in fits.items() if k == c} != texts
             for c in support if c != country
         )
@@ -278,18 +293,25 @@ def _vote_characters(
     group: list[tuple[PlateRead, str, tuple[float, ...] | None]],
     seed: str,
     weight: dict[str, float],
+    length: int | None = None,
 ) -> tuple[str, tuple[float, ...]]:
-    """Vote position by position over the group's modal length.
+    """Vote position by position over the group's modal length (or `length`).
 
     Returns the agreed text and, per position, the winner's support divided by
     the voters there: the mean confidence of that character, dissenters counting 0.
+    A position the reads hardly agree on (`LONE_CONF`, `LONE_ALIKE`), where a share of the pass
+    (`LONE_SHARE`) read the rest exactly without it, is no character of the plate: the
+    group is voted again one shorter (a bolt, a stain or a seam read as a character in
+    some frames, as something else in others).
     """
     length_weight: defaultdict[int, float] = defaultdict(float)
     text_weight: defaultdict[str, float] = defaultdict(float)
     for read, text, _ in group:
         length_weight[len(text)] += read.confidence
         text_weight[text] += read.confidence
-    length = max(length_weight, key=lambda n: (length_weight[n], n == len(seed)))
+    forced = length is not None
+    if length is None:
+        length = max(length_weight, key=lambda n: (length_weight[n], n == len(seed)))
     reference = (
         seed
         if len(seed) == length and seed in text_weight
@@ -298,6 +320,7 @@ def _vote_characters(
     )
 
     scores: list[defaultdict[str, float]] = [defaultdict(float) for _ in range(length)]
+    seen: list[defaultdict[str, float]] = [defaultdict(float) for _ in range(length)]
     voters = [0.0] * length
     for read, text, cc in group:
         scale = 0.5 + 0.5 * read.detection_confidence
@@ -316,6 +339,7 @@ def _vote_characters(
             voters[pos] += share
             if index is not None:
                 scores[pos][text[index]] += share * per_char[index]
+                seen[pos][text[index]] += share
 
     chars: list[str] = []
     confidence: list[float] = []
@@ -327,7 +351,17 @@ def _vote_characters(
             ch = reference[pos]
         chars.append(ch)
         confidence.append(min(1.0, score[ch] / voters[pos]) if voters[pos] else 0.0)
-    return "".join(chars), tuple(confidence)
+    agreed = "".join(chars)
+    if not forced and length > MIN_LENGTH:
+        everyone = sum(text_weight.values())
+        for pos in sorted(range(length), key=lambda p: confidence[p]):
+            if confidence[pos] >= LONE_CONF:
+                break
+            rest = agreed[:pos] + agreed[pos + 1 :]
+            alike = seen[pos][agreed[pos]] / voters[pos] if voters[pos] else 0.0
+            if alike < LONE_ALIKE and text_weight.get(rest, 0.0) >= LONE_SHARE * everyone:
+                return _vote_characters(group, rest, weight, length - 1)
+    return agreed, tuple(confidence)
 
 
 def _align(text: str, reference: str) -> list[int | None]:

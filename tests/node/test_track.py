@@ -351,3 +351,15 @@ def test_a_pass_in_view_is_sighted_when_its_fused_text_changes_and_not_again() -
     assert not final.provisional and final.text == "AB128CD"
     assert {e.track_id for s in sighted for e in s} == {final.track_id}
     assert tracker.sightings(5.0, shown) == [] and shown == {}
+
+
+def test_a_fragment_read_where_a_plate_was_does_not_stretch_its_pass() -> None:
+    # Side by side: once the left car has gone, its lane's blurred road is read as "2"
+    # where its plate was, while the right lane's car is still in view; the left pass's
+    # event must not cover that moment, or it spans the right car's time.
+    tracker = PlateTracker(max_age_s=0.5)
+    left = approaching("RK457AS", start=0.0, n=10)
+    junk = make_read("2", box_at(300, 200 + 30 * 10, 80 + 6 * 10), 1.0, conf=0.28)
+    events = run(tracker, by_frame(left, [junk]))
+    assert [(e.text, e.first_seen, e.last_seen) for e in events] == [
+        ("RK457AS", 0.0, pytest.approx(0.9))]

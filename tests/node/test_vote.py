@@ -174,3 +174,45 @@ def test_a_pass_whose_reads_disagree_on_the_country_fuses_to_one_country() -> No
     result = agreed(reads)
     assert (result.plate.text, result.plate.country) == ("BA302OZ", "SK")
     assert result.plate.raw == "BA302O2"  # what the OCR saw, voted
+
+
+def test_a_format_the_pass_read_as_it_is_wins_over_a_correction_never_seen() -> None:
+    # A Czech 1B8 0338 read 1880338 while far (Turkish 18B0338 and Czech corrections tie)
+    # and 1B80338 as it came closer: the OCR saw the Czech text, never the Turkish one.
+    far = [make_read("1880338", conf=0.89, char_conf=[1.0, 0.98, 0.98, 1.0, 1.0, 1.0, 1.0]),
+           make_read("1880338", conf=0.89, char_conf=[1.0] * 7)] * 7
+    near = [make_read("1B80338", conf=0.89, char_conf=[1.0, 0.94, 0.99, 1.0, 1.0, 1.0, 1.0]),
+            make_read("1B80338", conf=0.9, char_conf=[1.0, 0.96, 1.0, 1.0, 1.0, 1.0, 1.0]),
+            make_read("1B80338", conf=0.89, char_conf=[1.0, 0.83, 1.0, 1.0, 1.0, 1.0, 1.0]),
+            make_read("1B80338", conf=0.58, char_conf=[1.0, 0.83, 1.0, 1.0, 1.0, 1.0, 1.0])]
+    result = agreed(far + near)
+    assert (result.plate.text, result.plate.country) == ("1B80338", "CZ")
+    assert "1880338" in result.readings  # what the OCR saw most stays an alternative
+    # read only as the ambiguous text, the pass keeps what the OCR saw
+    assert agreed(far).plate.text == "1880338"
+    # one stray exact read among many is no evidence: the read stays
+    assert agreed(far * 2 + near[:1]).plate.text == "1880338"
+
+
+def test_a_position_the_reads_hardly_agree_on_is_dropped_where_reads_lack_it() -> None:
+    # A Slovak BY-649AG: a seam after the Y is read as a character in most frames, each
+    # time another one and unsurely; the frames that do not read it agree on the rest.
+    sure = [0.99] * 7
+    seam = [0.99, 0.99, 0.3] + [0.99] * 5
+    reads = [make_read(f"BY{c}649AG", conf=0.82, char_conf=seam) for c in "E1G6I5"]
+    reads += [make_read("BY649AG", conf=0.9, char_conf=sure)] * 3
+    assert agreed(reads).plate.text == "BY649AG"
+    # a character read unsurely but alike in every frame is the plate's: kept
+    same = [make_read("BYE649AG", conf=0.82, char_conf=seam)] * 6
+    assert agreed(same + reads[-3:]).plate.text == "BYE649AG"
+    # ... and so is one nobody read without: no read of the rest, nothing dropped
+    assert len(agreed(reads[:6]).plate.text) == 8
+
+
+def test_a_few_exact_reads_of_one_country_decide_nothing() -> None:
+    # A Slovak BA-302OZ read BA3020Z in most frames (Slovak and Polish corrections tie)
+    # and as the Polish BA30202 in two of eighteen: too few to say the OCR saw a Polish
+    # plate, so the pass keeps what it saw.
+    conf = [0.95] * 5 + [0.9, 0.9]
+    reads = [make_read("BA3020Z", char_conf=conf)] * 16 + [make_read("BA30202", char_conf=conf)] * 2
+    assert agreed(reads).plate.text == "BA3020Z"

@@ -13,6 +13,7 @@ from edge.node.config import PipelineConfig
 from edge.node.detect.finder import PlateFinder
 from edge.node.detect.schedule import Region, WindowSchedule
 from edge.node.engines import Engines
+from edge.node.ocr.memo import RememberedReads
 from edge.node.read import CropGeometry, PlateReader, crop_plate
 from edge.node.timing import StageTimer
 
@@ -29,14 +30,16 @@ class ImageReader:
 
     def __init__(self, engines: Engines, config: PipelineConfig, *, tiles: int,
                  crops: Sequence[tuple[float, float]], adaptive: bool,
-                 schedule: WindowSchedule | None = None):
+                 schedule: WindowSchedule | None = None, remember: bool = False):
         self.config = config
         self.finder = PlateFinder(engines.plates, engines.vehicles, config.detect, schedule)
         self.tiles = tiles
         geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
                                 straighten=config.ocr.straighten,
                                 alternatives=tuple(crops), adaptive=adaptive)
-        self.reader = PlateReader(engines.ocr, geometry=geometry, countries=config.countries)
+        # video: a pass's views read again at its end come through crops their frames read
+        recognise = RememberedReads(engines.ocr) if remember else engines.ocr
+        self.reader = PlateReader(recognise, geometry=geometry, countries=config.countries)
 
     @classmethod
     def for_photos(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
@@ -49,7 +52,7 @@ class ImageReader:
         schedule = WindowSchedule(every=d.full_every, margin=d.window_margin,
                                   hold=d.window_hold, motion_max=d.motion_window_max)
         return cls(engines, config, tiles=d.tiles, crops=config.ocr.video_crops,
-                   adaptive=True, schedule=schedule)
+                   adaptive=True, schedule=schedule, remember=True)
 
     def find(self, image: np.ndarray, timer: StageTimer, night: bool, *,
              motion: Region | None = None) -> tuple[Detections, Detections]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.node.ocr.memo import RememberedReads
 from edge.node.ocr.ppocr import HEIGHT, PpOcrRecognizer
 
 
@@ -26,7 +27,6 @@ class WidthSession:
 
 def _recogniser() -> tuple[PpOcrRecognizer, WidthSession]:
     rec = PpOcrRecognizer.__new__(PpOcrRecognizer)
-    rec._init_cache()
     session = WidthSession()
     rec.session, rec.input_name = session, "x"  # type: ignore[assignment]
     rec.alphabet = np.array(["", *"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", "-", "."], object)
@@ -54,13 +54,28 @@ def test_crops_of_similar_width_share_one_batch_in_order():
 
 def test_a_line_image_read_before_is_not_run_again():
     rec, session = _recogniser()
+    memo = RememberedReads(rec)
     a, b = _crop(200), _crop(420)
-    first = rec([a, b])
+    first = memo([a, b])
     runs = len(session.shapes)
-    again = rec([a.copy(), _crop(300), b])  # the same pixels as before, and a new one
+    again = memo([a.copy(), _crop(300), b])  # the same pixels as before, and a new one
     assert [r.text for r in again][::2] == [r.text for r in first]
     assert [s[0] for s in session.shapes[runs:]] == [1]  # only the new one was run
+    assert (memo.run, memo.remembered) == (3, 2)
     other = _crop(200)
     other[0, 0] = 0  # one pixel off: read afresh
-    rec([other])
+    memo([other])
     assert len(session.shapes) == runs + 2
+
+
+def test_the_shared_recogniser_remembers_nothing_only_a_pipeline_does():
+    # A benchmark's timed run, or another camera, must never be answered from memory.
+    rec, session = _recogniser()
+    rec([_crop(200)])
+    rec([_crop(200)])
+    assert len(session.shapes) == 2
+    memo = RememberedReads(rec, lines=1)
+    memo([_crop(200)])
+    memo([_crop(300)])  # pushes the first out
+    memo([_crop(200)])
+    assert len(session.shapes) == 5

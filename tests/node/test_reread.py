@@ -68,10 +68,10 @@ def result(text: str, conf: float) -> OcrResult:
 def test_doubtful_best_views_are_read_again_with_the_still_crops_in_one_batch() -> None:
     camera = Camera(main=result("XBC12", 0.5), narrow=result("ABC123", 0.97))
     assert run(pipeline(camera)) == ["ABC123"]
-    # six frames, one main crop each; then the best views, each with the main crop and
-    # the still crop, in one recogniser call
+    # six frames, one main crop each; then the best views' still crops in one recogniser
+    # call (their main crops are the frames' own, remembered, not run again)
     assert camera.batches[:6] == [[240]] * 6
-    assert camera.batches[6:] == [[240, 200] * BEST_VIEWS]
+    assert camera.batches[6:] == [[200] * BEST_VIEWS]
 
 
 def test_without_the_reread_the_pass_reads_what_the_frames_read() -> None:

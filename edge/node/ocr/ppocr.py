@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +18,6 @@ MAX_WIDTH = 480
 # measured on plates-eu-dev stills, 32 keeps the reads of one batch padded to its widest
 # (0.963 O = 0); 8, 16, and 16 with at least 320 each lost a plate (0.944).
 BUCKET = 32
-CACHE_LINES = 2048  # reads remembered, by the line image's bytes
 
 
 class PpOcrRecognizer:
@@ -33,7 +29,6 @@ class PpOcrRecognizer:
 
     def __init__(self, path: Path, *, dictionary: Path | None = None,
                  threads: int | None = None):
-        self._init_cache()
         self.session = make_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         if dictionary is not None:
@@ -54,41 +49,11 @@ class PpOcrRecognizer:
                 f"{len(self.alphabet)}; wrong dictionary?"
             )
 
-    def _init_cache(self) -> None:
-        self._cache: OrderedDict[bytes, OcrResult] = OrderedDict()
-        self._lock = threading.Lock()
-
     def __call__(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         """One read per crop. Crops are batched by their padded width (`BUCKET`): padding
         a crop to the widest of its batch was measured to change its read (4 of 12 crops
-        of a frame read otherwise alone), so a read depended on the other plates.
-
-        As a read now depends on its line image alone, a line image read before (the same
-        bytes: a pass's best views read again at its end, through crops the frame already
-        read) gets its remembered read without running the network."""
-        if not crops:
-            return []
-        keys = [_key(c) for c in crops]
-        out: list[OcrResult | None] = [None] * len(crops)
-        todo: dict[bytes, list[int]] = {}
-        with self._lock:
-            for i, key in enumerate(keys):
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    out[i] = hit
-                else:
-                    todo.setdefault(key, []).append(i)
-        firsts = [same[0] for same in todo.values()]
-        fresh = self._recognise([crops[i] for i in firsts])
-        with self._lock:
-            for key, result in zip(todo, fresh, strict=True):
-                for i in todo[key]:
-                    out[i] = result
-                self._cache[key] = result
-            while len(self._cache) > CACHE_LINES:
-                self._cache.popitem(last=False)
-        return [r for r in out if r is not None]
+        of a frame read otherwise alone), so a read depended on the other plates."""
+        return self._recognise(crops) if crops else []
 
     def _recognise(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         """The crops read by the network, batched by padded width, in their order."""
@@ -135,9 +100,3 @@ def _target_width(crop: np.ndarray) -> int:
 def _bucket(width: int) -> int:
     return min(MAX_WIDTH, -(-width // BUCKET) * BUCKET)
 
-
-def _key(crop: np.ndarray) -> bytes:
-    """A line image's identity: its shape and a digest of its pixels."""
-    digest = hashlib.blake2b(np.ascontiguousarray(crop).data, digest_size=16)
-    digest.update(repr((crop.shape, crop.dtype.str)).encode())
-    return digest.digest()

@@ -157,12 +157,7 @@ class Track:
 
     def predict(self, pts: float) -> Point:
         """Where the plate box should be at `pts`, moving as it has lately."""
-        last = self.tail[-1]
-        dt = max(0.0, pts - last.pts)
-        vx, vy, vw, vh = self._velocity
-        w = min(max(last.w + vw * dt, last.w / MAX_SCALE), last.w * MAX_SCALE)
-        h = min(max(last.h + vh * dt, last.h / MAX_SCALE), last.h * MAX_SCALE)
-        return Point(pts, last.cx + vx * dt, last.cy + vy * dt, w, h)
+        return extrapolate(self.tail[-1], self._velocity, pts)
 
     def wants_view(self, score: float) -> bool:
         """Whether a look this good would be among the track's best views."""
@@ -604,12 +599,11 @@ class PlateTracker:
         """Whether a plate first seen at `first` is where, and the size, that a plate
         last seen at `last` would have been by then, moving as it did."""
         dt = max(0.0, first.pts - last.pts)
-        vx, vy, vw, _ = velocity
-        w = min(max(last.w + vw * dt, last.w / MAX_SCALE), last.w * MAX_SCALE)
-        if abs(math.log(first.w / w)) > SIZE_SLACK + SIZE_RATE * dt:
+        there = extrapolate(last, velocity, first.pts)
+        if abs(math.log(first.w / there.w)) > SIZE_SLACK + SIZE_RATE * dt:
             return False
-        distance = math.hypot(first.cx - (last.cx + vx * dt), first.cy - (last.cy + vy * dt))
-        return distance / ((first.w + w) / 2) <= 1.0 + self.max_speed / 2 * dt
+        distance = math.hypot(first.cx - there.cx, first.cy - there.cy)
+        return distance / ((first.w + there.w) / 2) <= 1.0 + self.max_speed / 2 * dt
 
 
 def merged(live: Track, ended: Track, max_history: int) -> Track:
@@ -647,6 +641,16 @@ def _read_again(
     out = [again.pop(id(r), r) for r in reads]
     out += sorted(again.values(), key=lambda r: r.pts)  # views rolled out of the history
     return out, True
+
+
+def extrapolate(last: Point, velocity: tuple[float, float, float, float], pts: float) -> Point:
+    """Where a plate last at `last` is at `pts`, moving at `velocity` (cx, cy, w, h per
+    second); its size changes by MAX_SCALE at most."""
+    dt = max(0.0, pts - last.pts)
+    vx, vy, vw, vh = velocity
+    w = min(max(last.w + vw * dt, last.w / MAX_SCALE), last.w * MAX_SCALE)
+    h = min(max(last.h + vh * dt, last.h / MAX_SCALE), last.h * MAX_SCALE)
+    return Point(pts, last.cx + vx * dt, last.cy + vy * dt, w, h)
 
 
 def direction(trajectory: Sequence[Point]) -> str:

@@ -13,6 +13,7 @@ from edge.core.boxes import Box, as_box
 from edge.core.types import Detections, PlateEvent, PlateRead
 from edge.node.backends import VehicleDetector
 from edge.node.config import DescribeConfig
+from edge.node.detect.finder import detect_in
 
 # COCO class ids of the vehicle detector; a van is a truck to COCO
 VEHICLE_TYPES: dict[int, str] = {2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
@@ -206,12 +207,8 @@ class VehicleDescriber:
         if vehicles is None:
             if self.detector is None:
                 return None
-            x1, y1, x2, y2 = window(plate, image.shape[:2])
-            if x2 - x1 < 16 or y2 - y1 < 16:
-                return None
-            vehicles = self.detector(image[y1:y2, x1:x2], size=self.config.size,
-                                     confidence=self.vehicle_confidence)
-            vehicles.xyxy += np.array([x1, y1, x1, y1], dtype=np.float32)
+            vehicles = detect_in(self.detector, image, window(plate, image.shape[:2]),
+                                 self.config.size, self.vehicle_confidence)
         i = holder(vehicles, plate)
         if i is None:
             return None

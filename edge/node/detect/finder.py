@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edge.core.boxes import nested, nms, tiles, touches_inner_edge
@@ -110,11 +112,18 @@ class PlateFinder:
 
     def _in_region(self, image: np.ndarray, box: tuple[float, ...], size: int,
                    confidence: float) -> Detections:
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = (int(max(0, box[0])), int(max(0, box[1])),
-                          int(min(w, box[2])), int(min(h, box[3])))
-        if x2 - x1 < 16 or y2 - y1 < 16:
-            return Detections.empty()
-        found = self.plates(image[y1:y2, x1:x2], size=size, confidence=confidence)
-        found.xyxy += np.array([x1, y1, x1, y1], dtype=np.float32)
-        return found
+        return detect_in(self.plates, image, box, size, confidence)
+
+
+def detect_in(detector: PlateDetector, image: np.ndarray, box: Sequence[float], size: int,
+              confidence: float) -> Detections:
+    """What `detector` finds in the part of `image` within `box`, in image pixels; nothing
+    where that part is under 16 pixels a side."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (int(max(0, box[0])), int(max(0, box[1])),
+                      int(min(w, box[2])), int(min(h, box[3])))
+    if x2 - x1 < 16 or y2 - y1 < 16:
+        return Detections.empty()
+    found = detector(image[y1:y2, x1:x2], size=size, confidence=confidence)
+    found.xyxy += np.array([x1, y1, x1, y1], dtype=np.float32)
+    return found

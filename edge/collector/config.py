@@ -116,6 +116,8 @@ class CollectorConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     disk: DiskConfig = Field(default_factory=DiskConfig)
     nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)
+    # Agreements with partner agencies, a directory (edge.collector.agreements); null: none.
+    agreements_dir: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -140,6 +142,8 @@ def load_config(path: str | Path) -> CollectorConfig:
         value = getattr(config, name)
         if not value.is_absolute():
             updates[name] = base / value
+    if config.agreements_dir and not config.agreements_dir.is_absolute():
+        updates["agreements_dir"] = base / config.agreements_dir
     if config.credentials_dir and not Path(config.credentials_dir).is_absolute():
         updates["credentials_dir"] = str(base / config.credentials_dir)
     console = config.console

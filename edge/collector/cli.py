@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.collector.agreements_cli import add_agreement_commands
 from edge.collector.config import CollectorConfig, ConfigError, add_config_options, load_config
 from edge.collector.console.cli import add_user_commands
 from edge.collector.console.server import make_component as make_console
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_keygen)
 
     add_watchlist_commands(sub)
+    add_agreement_commands(sub)
 
     add_user_commands(sub)
     return p

@@ -544,7 +544,8 @@ class AgreementsWatcher:
         self._seen: tuple[object, ...] | None = None  # stats of what was last read
         self._digest: str | None = None  # and its bytes' hash
         self._racy = False
-        self._error: str | None = None
+        self._error: str | None = None  # the last error told
+        self._verdict: str | None = None  # the error of the files as `_digest` hashed them
         self._last = clock()
         self._reload()
 
@@ -569,18 +570,23 @@ class AgreementsWatcher:
 
     def _reload(self) -> list[str]:
         """Lines of what changed, [] when nothing did (or the new files are wrong)."""
+        digest = None
         try:
             seen = _stats(self.directory)
             if seen == self._seen and not self._racy:
                 return []
             digest = _digest(self.directory, seen)
             self._racy = any(mtime >= time.time_ns() - _RACY_NS for _, _, mtime in seen)
-            if (seen, digest) == (self._seen, self._digest):
+            self._seen = seen
+            if digest == self._digest:  # touched, or back as it was: the same verdict
+                self._error = self._verdict
                 return []
-            self._seen, self._digest = seen, digest
+            self._digest, self._verdict = digest, None
             new = Agreements.load(self.directory)
         except (ConfigError, OSError) as e:
             message = str(e)
+            if digest is not None and digest == self._digest:  # these files are wrong
+                self._verdict = message
             if message != self._error:
                 self._error = message
                 self._on_error(message)

@@ -476,3 +476,22 @@ def test_cli_check(tmp_path, capsys):
     config.write_text("listen: tcp://127.0.0.1:0\n")
     assert main(["agreements", "check", "--config", str(config)]) == 2
     assert "agreements_dir: not set" in capsys.readouterr().err
+
+
+def test_watcher_of_a_directory_gone_and_back_as_it_was(tmp_path):
+    d = agreements_dir(tmp_path, **{"a.yaml": LT_PL})
+    w, rec, _ = watch(d)
+    kept = w.current()
+    d.rename(tmp_path / "away")
+    assert not w.check() and not w.check()
+    assert len(rec.errors) == 1 and "not a directory of agreements" in rec.errors[0]
+    (tmp_path / "away").rename(d)
+    assert not w.check() and w.current() is kept and rec.changes == []
+    d.rename(tmp_path / "away")
+    assert not w.check()
+    assert len(rec.errors) == 2  # told again: it had come back in between
+    (tmp_path / "away").rename(d)
+    write(d, {"a.yaml": LT_PL + "oops: 1\n"})
+    assert not w.check()
+    write(d, {"a.yaml": LT_PL + "oops: 1\n"})  # touched: the same verdict, not told again
+    assert not w.check() and len(rec.errors) == 3

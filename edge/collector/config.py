@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.collector.alerts.config import AlertsConfig
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.watchlist.config import WatchlistsConfig
@@ -116,6 +117,8 @@ class CollectorConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     disk: DiskConfig = Field(default_factory=DiskConfig)
     nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)
+    # Hits out to the agencies' own systems by webhook and e-mail (edge.collector.alerts).
+    alerts: AlertsConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -183,7 +183,7 @@ class Alerts:
         self._count("alerts_queued", added)
         for d in dropped:
             self._count("alerts_dropped")
-            self._errors(("full", d.route), "alerts: hit %s (priority %d) to %s: %s",
+            self._errors(("full", d.route, d.refused), "alerts: hit %s (priority %d) to %s: %s",
                          d.hit_id, d.priority, d.route, d.detail)  # fmt: skip
         for entry in entries:
             wake = self._wakes.get(entry.route)

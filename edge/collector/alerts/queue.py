@@ -97,6 +97,7 @@ class Dropped:
     hit_id: str
     priority: int
     detail: str
+    refused: bool  # the new one (else a waiting one, dead-lettered to make room)
 
 
 def delivery_id(route: str, hit_id: str, revision: int) -> str:
@@ -184,11 +185,11 @@ class AlertQueue:
         full = f"queue of {e.route} full ({self.retry.max_queued} waiting)"
         if victim is None or victim[2] < e.summary.priority:
             dropped.append(Dropped(e.route, e.summary.hit_id, e.summary.priority,
-                                   f"{full}: refused, every waiting hit is more urgent"))
+                                   f"{full}: refused, every waiting hit is more urgent", True))
             return False
         detail = f"{full}: dropped for a hit of priority {e.summary.priority}"
         self._finish(victim[0], "dead", detail, now)
-        dropped.append(Dropped(e.route, victim[1], victim[2], detail))
+        dropped.append(Dropped(e.route, victim[1], victim[2], detail, False))
         return True
 
     # ------------------------------------------------------------ draining

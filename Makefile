@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test models browser rtsp systemd-tools systemd-tree checks clean tracker-bench
+.PHONY: demo test models browser alerts-tools rtsp systemd-tools systemd-tree checks clean tracker-bench
 
 $(BIN)/anpr-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ models: $(BIN)/anpr-edge
 demo: models
 	$(BIN)/anpr-edge demo
 
-test: models browser rtsp systemd-tools tracker-bench
+test: models browser rtsp systemd-tools tracker-bench alerts-tools
 	$(BIN)/python -m pytest -q
 
 # ByteTrack (the `trackers` package), compared with the edge's own association in the
@@ -29,6 +29,11 @@ tracker-bench: $(BIN)/anpr-edge
 # The console's browser tests drive Debian's chromium; they skip, saying why, without it.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || { command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || echo "chromium/chromedriver not installed: the console's browser tests will skip"
+
+# The alerts' tests make a self-signed certificate for their HTTPS and SMTP receivers with
+# the openssl command; they skip, saying why, without it.
+alerts-tools:
+	@command -v openssl >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; } || echo "openssl not installed: the alerts' TLS tests will skip"
 
 # The real-camera tests run GStreamer's RTSP server on Debian's python3 (python3-gi); they
 # skip, saying why, without it. The server brings the plugins it needs (openh264 is in -bad).

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.collector.alerts.config import AlertsConfig
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.watchlist.config import WatchlistsConfig
@@ -118,6 +119,8 @@ class CollectorConfig(_Strict):
     nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)
     # Agreements with partner agencies, a directory (edge.collector.agreements); null: none.
     agreements_dir: Path | None = None
+    # Hits out to the agencies' own systems by webhook and e-mail (edge.collector.alerts).
+    alerts: AlertsConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -47,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 from pydantic import ValidationError
 
+from edge.collector.alerts.dispatch import Alerts
 from edge.collector.config import CollectorConfig
 from edge.collector.retention import Clock, Maintenance
 from edge.collector.store import HitStore, Seen
@@ -155,6 +156,7 @@ class CollectorService:
         self.endpoint = ""
         self.public_key = b""
         self._metrics: Any = None
+        self.alerts: Alerts | None = None  # hits out by webhook and mail (config.alerts)
 
     @property
     def ctx(self) -> zmq.Context:
@@ -176,6 +178,9 @@ class CollectorService:
         if self._ctx is None:
             self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
+        if cfg.alerts is not None:  # before the first commit; reads its secrets
+            self.alerts = Alerts(cfg.alerts, data_dir=cfg.data_dir, credentials=cfg.credentials_dir)
+            self.alerts.start()
         self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node)
         mended = self._store.mended
         if mended:
@@ -200,6 +205,8 @@ class CollectorService:
             sock.close()
             self._auth.stop()
             self._store.close()
+            if self.alerts is not None:
+                self.alerts.stop()
             raise OSError(f"cannot listen on {cfg.listen}: {e}") from e
         self.endpoint = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         # ZAP judged each edge's key when it connected; this judges each message, so a
@@ -255,6 +262,9 @@ class CollectorService:
                 if thread.is_alive():
                     log.error("thread %s did not stop", thread.name)
         self._writer = self._receiver = None
+        if self.alerts is not None:  # after the writer's last commit
+            self.alerts.stop()
+            self.alerts = None
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -321,6 +331,8 @@ class CollectorService:
             out["connections_refused"] = self._auth.allow_list.denied
         if self._peers is not None:
             out["connections_cut"] = self._peers.cut
+        if self.alerts is not None:
+            out.update(self.alerts.stats())
         return out
 
     def _serve_metrics(self, host: str, port: int) -> None:
@@ -668,6 +680,9 @@ class CollectorService:
             wake.send(b"", zmq.NOBLOCK)
         except zmq.Again:  # wake-ups already queued: the receiver takes these acks with them
             self._count("wakeups_merged")
+        if self.alerts is not None and new:  # after the acks: an alert never holds one up
+            stored = set(new)
+            self.alerts.hits_stored([h for _, h, _ in hits if h.hit_id in stored])
 
     def _record_seen(self, store: HitStore, seen: list[Seen]) -> None:
         try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
+from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.config_files import ConfigError as ConfigError  # importable from here too
 from edge.core.config_files import load_yaml_model
@@ -116,6 +117,8 @@ class CollectorConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     disk: DiskConfig = Field(default_factory=DiskConfig)
     nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)
+    # Exchange with partner agencies over NATS JetStream (edge.collector.exchange); off when absent.
+    exchange: ExchangeConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -20,7 +20,6 @@ from edge.collector.exchange.server_config import render, routes, seed_file
 from edge.collector.exchange.service import Exchange
 from edge.collector.store import HitStore
 from edge.core.link_protocol import HitMessage
-
 from helpers.nats import MakeConfig
 
 

@@ -19,10 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
+from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import ListChange, decode_message, subject_parts
@@ -81,6 +82,17 @@ class Exchange:
         self._forward_outbox: Outbox | None = None
         self.link = Link(settings)
         self.counts: dict[str, int] = {}
+
+    @classmethod
+    def from_config(
+        cls, config: ExchangeConfig, *, default_agency: str, credentials_dir: Path,
+        data_dir: Path, watchlists_path: Path, grants: Callable[[], Grants],
+        commit_hits: HitSink, **kw: Any,
+    ) -> Exchange:
+        """The exchange of `anpr-collector run`: its state in data_dir/exchange.db."""
+        return cls(config.link_settings(default_agency, credentials_dir),
+                   db_path=Path(data_dir) / "exchange.db", watchlists_path=watchlists_path,
+                   grants=grants, commit_hits=commit_hits, **kw)
 
     # ------------------------------------------------------------------ from other threads
 

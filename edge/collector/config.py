@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge.collector.alerts.config import AlertsConfig
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
+from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.config_files import ConfigError as ConfigError  # importable from here too
 from edge.core.config_files import load_yaml_model
@@ -121,6 +122,8 @@ class CollectorConfig(_Strict):
     agreements_dir: Path | None = None
     # Hits out to the agencies' own systems by webhook and e-mail (edge.collector.alerts).
     alerts: AlertsConfig | None = None
+    # Exchange with partner agencies over NATS JetStream (edge.collector.exchange); off when absent.
+    exchange: ExchangeConfig | None = None
 
     @field_validator("listen")
     @classmethod

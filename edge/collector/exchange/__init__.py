@@ -1,0 +1,1 @@
+"""Exchange with partner agencies' collectors over NATS JetStream (accounts, streams, outbox)."""

@@ -1,0 +1,73 @@
+"""What the exchange asks of the agreements: the plan's `Agreements` methods it calls.
+
+The real `edge.collector.agreements.Agreements` satisfies this protocol; the exchange is
+typed against it so that it needs nothing else of the agreements module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+_AGENCY = re.compile(r"^[a-z]{2}-[a-z0-9]{1,30}$")
+
+
+def check_agency(name: object) -> str:
+    """An agency id (`lt-vsat`): country code, dash, short name; ValueError otherwise."""
+    if not isinstance(name, str) or not _AGENCY.match(name):
+        raise ValueError(f"invalid agency {name!r}: expected a country code, '-', a short name")
+    return name
+
+
+class GrantLike(Protocol):
+    """The fields of a grant the exchange reads."""
+
+    @property
+    def giver(self) -> str: ...
+    @property
+    def receiver(self) -> str: ...
+    @property
+    def lists(self) -> Sequence[str]: ...
+    @property
+    def categories(self) -> Sequence[str]: ...
+    @property
+    def hits_back(self) -> bool: ...
+
+
+class Grants(Protocol):
+    """The agreements in force, as the exchange reads them (`Agreements`' method names)."""
+
+    @property
+    def agencies(self) -> Mapping[str, Any]: ...
+
+    def grants(
+        self, giver: str, receiver: str, at: dt.datetime | None = None
+    ) -> Sequence[GrantLike]: ...
+
+    def list_granted(
+        self, owner: str, list_name: str, receiver: str, category: str | None = None,
+        at: dt.datetime | None = None,
+    ) -> bool: ...
+
+    def hits_back(
+        self, owner: str, list_name: str, receiver: str, at: dt.datetime | None = None
+    ) -> bool: ...
+
+    def partners(self, agency: str, at: dt.datetime | None = None) -> set[str]: ...
+
+
+def may_hold_list(grants: Grants, owner: str, list_name: str, receiver: str) -> bool:
+    """Whether `receiver` may hold a copy of `owner`'s list at all: granted by name, or
+    some of its entries by category (the entries themselves are checked one by one)."""
+    if grants.list_granted(owner, list_name, receiver):
+        return True
+    return any(g.categories for g in grants.grants(owner, receiver))
+
+
+def entry_granted(
+    grants: Grants, owner: str, list_name: str, receiver: str, category: str
+) -> bool:
+    """Whether one entry (of `category`) of `owner`'s list goes to `receiver`."""
+    return grants.list_granted(owner, list_name, receiver, category)

@@ -1,0 +1,191 @@
+"""What flows between agencies' collectors: hits, and numbered changes to shared lists.
+
+A hit travels as the edge link's own frames (`edge.core.link_protocol`, version 3: a
+JSON header and the JPEGs raw), each length-prefixed after the magic `ANPX`, so a
+partner's hit is checked by exactly the rules an edge's is.  A list change is a JSON
+object:
+
+    {"v": 1, "kind": "list", "owner": "pl-sg", "list": "stolen-pl", "epoch": "...",
+     "seq": 7, "op": "upsert", "entries": [[id, pattern, agency, ...], ...]}
+
+`op` is one of snapshot-begin (with `policy`: a fresh copy starts), upsert (`entries`
+in the watchlist wire protocol's rows), expire (`ids`, `at`), remove (`ids`), policy,
+snapshot-end (the copy now holds exactly what the snapshot sent and later changes), and
+withdrawn (the grant ended or the list was dropped: the copy goes).  `seq` numbers one
+sender's messages about one list, 1, 2, 3..., under its `epoch`.
+
+Decoding is strict: anything off raises `ProtocolError`, and the consumer dead-letters
+the message rather than stopping on it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge.collector.exchange.grants import check_agency
+from edge.core.errors import ProtocolError
+from edge.core.link_protocol import DEFAULT_LIMITS, HitMessage, Limits, decode
+from edge.core.watchlist.entry import FieldError, ListPolicy, check_list_name
+from edge.core.watchlist.index import Row
+from edge.core.watchlist.protocol import row_from_wire, row_to_wire
+
+VERSION = 1
+HIT_MAGIC = b"ANPX"
+OPS = ("snapshot-begin", "upsert", "expire", "remove", "policy", "snapshot-end", "withdrawn")
+MAX_LIST_BODY = 8 << 20
+_LEN = struct.Struct(">I")
+
+
+# ------------------------------------------------------------------------------ hits
+
+
+def encode_hit(hit: HitMessage, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    frames = hit.encode(3, limits)
+    out = [HIT_MAGIC, bytes([len(frames)])]
+    for frame in frames:
+        out += [_LEN.pack(len(frame)), frame]
+    return b"".join(out)
+
+
+def decode_hit(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitMessage:
+    if not body.startswith(HIT_MAGIC) or len(body) < 5:
+        raise ProtocolError("garbage", "not a hit (no ANPX magic)")
+    count, at, frames = body[4], 5, []
+    if not 3 <= count <= 4:
+        raise ProtocolError("garbage", f"a hit has 3 or 4 frames, not {count}")
+    for _ in range(count):
+        if at + 4 > len(body):
+            raise ProtocolError("truncated", "hit frame length missing")
+        (n,) = _LEN.unpack_from(body, at)
+        at += 4
+        if n > limits.max_frame_bytes or at + n > len(body):
+            raise ProtocolError("truncated" if at + n > len(body) else "oversized",
+                                "hit frame longer than the message or the limits")
+        frames.append(body[at : at + n])
+        at += n
+    if at != len(body):
+        raise ProtocolError("garbage", f"{len(body) - at} bytes after the hit's frames")
+    return decode(frames, limits)
+
+
+def hit_msg_id(hit: HitMessage) -> str:
+    return f"hit:{hit.hit_id}"
+
+
+# ------------------------------------------------------------------------------ lists
+
+
+@dataclass(frozen=True)
+class ListChange:
+    """One numbered message about `owner`'s list `list`."""
+
+    owner: str
+    list: str
+    epoch: str
+    seq: int
+    op: str
+    policy: ListPolicy | None = None
+    rows: tuple[Row, ...] = ()  # upsert: entry rows, `list` field = the owner's list name
+    ids: tuple[int, ...] = ()  # expire, remove: the owner's entry ids
+    at: float | None = None  # expire: when their validity ended
+
+    @property
+    def msg_id(self) -> str:
+        return f"list:{self.owner}.{self.list}:{self.epoch}.{self.seq}"
+
+    @property
+    def qualified(self) -> str:
+        """The name our copy of the list goes by (`pl-sg.stolen-pl`)."""
+        return f"{self.owner}.{self.list}"
+
+
+def encode_list_change(c: ListChange) -> bytes:
+    body: dict[str, object] = {"v": VERSION, "kind": "list", "owner": c.owner, "list": c.list,
+                               "epoch": c.epoch, "seq": c.seq, "op": c.op}
+    if c.policy is not None:
+        body["policy"] = c.policy.to_json()
+    if c.op == "upsert":
+        body["entries"] = [row_to_wire(r) for r in c.rows]
+    if c.op in ("expire", "remove"):
+        body["ids"] = list(c.ids)
+    if c.op == "expire":
+        body["at"] = c.at
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _int(value: object, what: str, lo: int = 0, hi: int = 2**62) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ProtocolError("invalid", f"{what}: expected an integer {lo}..{hi}, got {value!r}")
+    return value
+
+
+def decode_list_change(body: bytes) -> ListChange:
+    if len(body) > MAX_LIST_BODY:
+        raise ProtocolError("oversized", f"list change of {len(body)} B")
+    try:
+        d = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError("garbage", f"not JSON: {e}") from None
+    if not isinstance(d, dict) or d.get("kind") != "list":
+        raise ProtocolError("garbage", "not a list change")
+    if d.get("v") != VERSION:
+        raise ProtocolError("version", f"list change version {d.get('v')!r}, expected {VERSION}")
+    try:
+        owner = check_agency(d.get("owner"))
+        name = check_list_name(d.get("list"))
+    except (ValueError, FieldError) as e:
+        raise ProtocolError("invalid", str(e)) from None
+    epoch = d.get("epoch")
+    if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64:
+        raise ProtocolError("invalid", "epoch: expected 1-64 characters")
+    seq = _int(d.get("seq"), "seq", 1)
+    op = d.get("op")
+    if op not in OPS:
+        raise ProtocolError("invalid", f"unknown op {op!r}")
+    policy = rows = ids = at = None
+    if "policy" in d or op in ("snapshot-begin", "policy"):
+        raw = d.get("policy")
+        if not isinstance(raw, dict):
+            raise ProtocolError("invalid", "policy: expected an object")
+        try:
+            policy = ListPolicy.from_json(raw)
+        except FieldError as e:
+            raise ProtocolError("invalid", f"policy: {e}") from None
+        if policy.name != name:
+            raise ProtocolError("invalid", "policy names another list")
+    if op == "upsert":
+        items = d.get("entries")
+        if not isinstance(items, list):
+            raise ProtocolError("invalid", "entries: expected a list")
+        rows = tuple(row_from_wire(name, item) for item in items)
+    if op in ("expire", "remove"):
+        items = d.get("ids")
+        if not isinstance(items, list):
+            raise ProtocolError("invalid", "ids: expected a list")
+        ids = tuple(_int(i, "id", 1) for i in items)
+    if op == "expire":
+        t = d.get("at")
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise ProtocolError("invalid", "at: expected UNIX seconds")
+        at = float(t)
+    return ListChange(owner, name, epoch, seq, op, policy, rows or (), ids or (), at)
+
+
+def decode_message(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitMessage | ListChange:
+    """A hit or a list change; `ProtocolError` for anything else."""
+    if body.startswith(HIT_MAGIC):
+        return decode_hit(body, limits)
+    if body.startswith(b"{"):
+        return decode_list_change(body)
+    raise ProtocolError("garbage", "neither a hit nor a list change")
+
+
+def subject_parts(subject: str) -> tuple[str, str, str]:
+    """(receiver, sender, kind) of `in.<receiver>.from.<sender>.<kind>`; ProtocolError else."""
+    parts: Sequence[str] = subject.split(".")
+    if len(parts) != 5 or parts[0] != "in" or parts[2] != "from":
+        raise ProtocolError("invalid", f"subject {subject!r} is not in.<me>.from.<agency>.<kind>")
+    return parts[1], parts[3], parts[4]

@@ -1,0 +1,332 @@
+"""The exchange as a part of the collector: a thread with an asyncio loop for NATS.
+
+`Exchange` runs, on its loop: the connection (`Link`), the drainer of the outbox (in
+order per partner, back-off per partner while it or the server is away, woken at once
+when a message is added), the consumer of our stream (each message handled, then
+acked; a malformed one dead-lettered and acked; a store error leaves it un-acked, to
+come again), and the sender's sync of our shared lists.  Store work runs on one worker
+thread of its own (SQLite connections stay on their thread); a partner's hits are
+committed through `commit_hits`, which the collector points at its writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nats.aio.msg import Msg
+
+from edge.collector.exchange.config import ExchangeConfig
+from edge.collector.exchange.grants import Grants
+from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
+from edge.collector.exchange.messages import ListChange, decode_message, subject_parts
+from edge.collector.exchange.outbox import Outbox
+from edge.collector.exchange.share import (
+    HitForwarder,
+    HitReceiver,
+    HitSink,
+    ListReceiver,
+    ListSender,
+    OwnLists,
+    own_lists,
+    setup_schema,
+)
+from edge.collector.watchlist.master import WatchlistStore
+from edge.core.errors import ProtocolError
+from edge.core.link_protocol import DEFAULT_LIMITS, HitMessage, Limits
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 30.0
+
+
+class Exchange:
+    """One agency's exchange with its partners.  `start()`, then `forward_hits` after each
+    commit of hits, `agreements_changed()` when the agreements are reloaded; `stop()`."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        db_path: Path,
+        watchlists_path: Path,
+        grants: Callable[[], Grants],
+        commit_hits: HitSink,
+        lists_of: OwnLists = own_lists,
+        limits: Limits = DEFAULT_LIMITS,
+        poll_s: float = 0.2,
+        resync_s: float = 5.0,
+    ):
+        self.settings, self.me = settings, settings.agency
+        self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
+        self.grants, self.commit_hits, self.lists_of = grants, commit_hits, lists_of
+        self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
+        self._started = threading.Event()
+        self._failed: BaseException | None = None
+        self._wake_drain: asyncio.Event | None = None
+        self._wake_sync: asyncio.Event | None = None
+        self._grants_changed = True
+        self._forward_lock = threading.Lock()
+        self._forward_outbox: Outbox | None = None
+        self.link = Link(settings)
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def from_config(
+        cls, config: ExchangeConfig, *, default_agency: str, credentials_dir: Path,
+        data_dir: Path, watchlists_path: Path, grants: Callable[[], Grants],
+        commit_hits: HitSink, **kw: Any,
+    ) -> Exchange:
+        """The exchange of `anpr-collector run`: its state in data_dir/exchange.db."""
+        return cls(config.link_settings(default_agency, credentials_dir),
+                   db_path=Path(data_dir) / "exchange.db", watchlists_path=watchlists_path,
+                   grants=grants, commit_hits=commit_hits, **kw)
+
+    # ------------------------------------------------------------------ from other threads
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._worker.submit(self._open_stores).result(timeout)
+        self._forward_outbox = Outbox(self.db_path, on_added=self.wake_drain)
+        self._thread = threading.Thread(target=self._run, name=f"exchange-{self.me}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("exchange: the loop did not start")
+        if self._failed is not None:
+            raise self._failed
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop = self._loop
+        if loop is not None and self._thread is not None:
+            loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(timeout)
+        with contextlib.suppress(Exception):
+            self._worker.submit(self._close_stores).result(timeout)
+        self._worker.shutdown(wait=True)
+        if self._forward_outbox is not None:
+            self._forward_outbox.close()
+
+    def forward_hits(self, hits: Iterable[HitMessage]) -> int:
+        """Queue for their lists' owners the hits just committed (or already stored: the
+        outbox ignores a hit queued before).  Call it before the edge is acked."""
+        assert self._forward_outbox is not None, "start() first"
+        with self._forward_lock:
+            return HitForwarder(self.me, self._forward_outbox).forward(hits, self.grants())
+
+    def agreements_changed(self) -> None:
+        """The agreements were reloaded: re-check what we send and what we hold, now."""
+        self._grants_changed = True
+        self._wake(lambda: self._wake_sync)
+
+    def wake_sync(self) -> None:
+        """A list was changed (the sender also notices by itself within `poll_s`)."""
+        self._wake(lambda: self._wake_sync)
+
+    def wake_drain(self) -> None:
+        self._wake(lambda: self._wake_drain)
+
+    def _wake(self, which: Callable[[], asyncio.Event | None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            def set_it() -> None:
+                event = which()
+                if event is not None:
+                    event.set()
+            with contextlib.suppress(RuntimeError):  # loop closing
+                loop.call_soon_threadsafe(set_it)
+
+    def backlog(self) -> dict[str, int]:
+        assert self._forward_outbox is not None
+        return self._forward_outbox.backlog()
+
+    # ------------------------------------------------------------------ the worker's stores
+
+    def _open_stores(self) -> None:
+        self._store = WatchlistStore(self.watchlists_path)
+        self._outbox = Outbox(self.db_path)  # the worker's own connection
+        setup_schema(self._outbox)
+        self._sender = ListSender(self.me, self._store, self._outbox, self.lists_of)
+        self._lists_in = ListReceiver(self.me, self._store, self._outbox)
+        self._hits_in = HitReceiver(self.me, self.commit_hits)
+        self._data_version = -1
+
+    def _close_stores(self) -> None:
+        self._store.close()
+        self._outbox.close()
+
+    async def _in_worker(self, fn: Callable[[], T]) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._worker, fn)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # noqa: BLE001 -- reported to start(), or logged
+            self._failed = e
+            self._started.set()
+            log.exception("exchange: stopped on an error")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._wake_drain, self._wake_sync = asyncio.Event(), asyncio.Event()
+        self._drain_outbox = Outbox(self.db_path)  # the loop's own connection
+        self._started.set()
+        tasks = [asyncio.create_task(t) for t in (self._connect_and_ensure(), self._drain(),
+                                                   self._consume(), self._sync())]
+        await self._stop_event.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.link.close(), 5)
+        self._drain_outbox.close()
+
+    async def _connect_and_ensure(self) -> None:
+        await self.link.connect()
+        wait = BACKOFF_MIN_S
+        while True:
+            await self.link.connected.wait()
+            if self.link.ready:
+                await asyncio.sleep(0.1)  # until the next disconnect clears `ready`
+                continue
+            try:
+                await self.link.ensure()
+                wait = BACKOFF_MIN_S
+                log.info("exchange: stream %s and consumer %s ready", self.settings.stream,
+                         self.settings.consumer)
+            except Exception as e:  # noqa: BLE001 -- the server is starting, or went away
+                log.warning("exchange: cannot set up the stream yet (%s: %s); again in %.1f s",
+                            type(e).__name__, e, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, BACKOFF_MAX_S)
+
+    async def _drain(self) -> None:
+        assert self._wake_drain is not None
+        outbox = self._drain_outbox
+        retry_at: dict[str, float] = {}
+        backoff: dict[str, float] = {}
+        while True:
+            self._wake_drain.clear()
+            await self.link.connected.wait()
+            now = time.monotonic()
+            for partner in outbox.partners_pending():
+                if retry_at.get(partner, 0) > now:
+                    continue
+                for row in outbox.next_for(partner):
+                    try:
+                        await self.link.publish(row.subject, row.body, row.msg_id)
+                    except PublishFailed as e:
+                        outbox.mark_failed(row.id, str(e))
+                        wait = backoff[partner] = min(backoff.get(partner, BACKOFF_MIN_S / 2) * 2,
+                                                      BACKOFF_MAX_S)
+                        retry_at[partner] = time.monotonic() + wait
+                        log.warning("exchange: to %s: %s; again in %.1f s", partner, e, wait)
+                        break
+                    outbox.mark_sent([row.id])
+                    backoff.pop(partner, None)
+                    retry_at.pop(partner, None)
+                else:
+                    if outbox.next_for(partner, 1):
+                        self._wake_drain.set()  # more than one batch
+            timeout = max(0.01, min(retry_at.values(), default=now + 5) - time.monotonic())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake_drain.wait(), timeout)
+
+    async def _consume(self) -> None:
+        while True:
+            await self.link.connected.wait()
+            if not self.link.ready:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                msgs = await self.link.fetch(64, timeout=1.0)
+            except Exception as e:  # noqa: BLE001 -- the connection went away mid-fetch
+                log.debug("exchange: fetch: %s: %s", type(e).__name__, e)
+                await asyncio.sleep(0.1)
+                continue
+            for msg in msgs:
+                try:
+                    await self._in_worker(lambda m=msg: self._handle(m))  # type: ignore[misc]
+                except Exception:
+                    log.exception("exchange: %s not stored; it will come again", msg.subject)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=1.0)
+                    break
+                with contextlib.suppress(Exception):  # lost: redelivered, and a duplicate
+                    await msg.ack()
+
+    def _handle(self, msg: Msg) -> None:
+        """Apply one message (in the worker); raises only when it should come again."""
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+        try:
+            receiver, sender, _ = subject_parts(msg.subject)
+            if receiver != self.me:
+                raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
+            decoded = decode_message(msg.data, self.limits)
+            grants = self.grants()
+            if isinstance(decoded, ListChange):
+                result = self._lists_in.apply(sender, decoded, grants)
+            else:
+                result = self._hits_in.apply(sender, decoded, grants)
+        except ProtocolError as e:
+            self._dead_letter(msg, msg_id, str(e))
+            return
+        self.counts[result] = self.counts.get(result, 0) + 1
+
+    def _dead_letter(self, msg: Msg, msg_id: str, reason: str) -> None:
+        log.warning("exchange: dead-lettered %s %s: %s", msg.subject, msg_id or "(no id)",
+                    reason)
+        with self._outbox.transaction() as db:
+            db.execute("INSERT INTO dead_letters (at, subject, msg_id, reason, body) "
+                       "VALUES (?, ?, ?, ?, ?)", (time.time(), msg.subject, msg_id, reason,
+                                                  bytes(msg.data)))
+        self.counts["dead-lettered"] = self.counts.get("dead-lettered", 0) + 1
+
+    async def _sync(self) -> None:
+        assert self._wake_sync is not None
+        last_full = 0.0
+        while True:
+            self._wake_sync.clear()
+            changed = self._grants_changed
+            self._grants_changed = False
+            full = changed or time.monotonic() - last_full > self.resync_s
+            try:
+                await self._in_worker(lambda full=full: self._sync_once(full))  # type: ignore[misc]
+                if full:
+                    last_full = time.monotonic()
+            except Exception:
+                log.exception("exchange: syncing shared lists failed; again shortly")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake_sync.wait(), self.poll_s)
+
+    def _sync_once(self, full: bool) -> None:
+        version = self._store.data_version()
+        if not full and version == self._data_version:
+            return
+        self._data_version = version
+        grants = self.grants()
+        self._lists_in.check_grants(grants)
+        if self._sender.sync(grants):
+            self.wake_drain()
+
+    def dead_letters(self) -> list[tuple[str, str, str]]:
+        """(subject, msg id, reason) of the messages dead-lettered, oldest first."""
+        def read() -> list[tuple[str, str, str]]:
+            return self._outbox.db.execute(
+                "SELECT subject, msg_id, reason FROM dead_letters ORDER BY id").fetchall()
+        return self._worker.submit(read).result(10)

@@ -10,16 +10,21 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.collector.agreements import Agreements
 from edge.collector.agreements_cli import add_agreement_commands
 from edge.collector.config import CollectorConfig, ConfigError, add_config_options, load_config
+from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.cli import add_user_commands
 from edge.collector.console.server import make_component as make_console
+from edge.collector.exchange.cli import add_exchange_commands
 from edge.collector.hits import HitQuery, HitReader, StoredHit
 from edge.collector.nodes import judge_node
 from edge.collector.service import CollectorService
+from edge.collector.sharing import AgreementsService
 from edge.collector.store import HitStore
 from edge.collector.watchlist.cli import add_watchlist_commands
 from edge.collector.watchlist.cli import make_component as make_watchlists
@@ -78,12 +83,30 @@ def _db_path(args: argparse.Namespace) -> Path:
 def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
-    service = CollectorService(config, components=_components(config))
+    agreements = AgreementsService(config.agreements_dir, audit=_system_audit(config))
+    service = CollectorService(config, components=_components(config, agreements),
+                               agreements=agreements)
     service.run_forever()
     return 0
 
 
-def _components(config: CollectorConfig) -> list[Any]:
+def _system_audit(config: CollectorConfig) -> Callable[[str, str], None] | None:
+    """What the collector itself does (agreements taking effect) into the console's audit
+    trail, as user `system`; None without a console (the log has it)."""
+    if config.console is None:
+        return None
+    path = config.console.database_path(config.data_dir)
+    db: list[ConsoleDB] = []
+
+    def audit(action: str, detail: str) -> None:
+        if not db:
+            db.append(ConsoleDB(path))
+        db[0].audit("system", action, detail)
+
+    return audit
+
+
+def _components(config: CollectorConfig, agreements: AgreementsService) -> list[Any]:
     """Parts other modules add to the collector process (watchlist distribution, console)."""
 
     console = make_console(config)
@@ -263,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_watchlist_commands(sub)
     add_agreement_commands(sub)
+    add_exchange_commands(sub, Agreements.load)
 
     add_user_commands(sub)
     return p

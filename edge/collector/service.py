@@ -38,6 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -49,8 +50,11 @@ from pydantic import ValidationError
 
 from edge.collector.alerts.dispatch import Alerts
 from edge.collector.config import CollectorConfig
+from edge.collector.exchange.service import Exchange
 from edge.collector.retention import Clock, Maintenance
+from edge.collector.sharing import AgreementsService
 from edge.collector.store import HitStore, Seen
+from edge.collector.watchlist.config import WatchlistsConfig
 from edge.core.keys import (
     PeerCheck,
     credentials_dir,
@@ -122,6 +126,7 @@ class CollectorService:
         components: Iterable[Component] = (),
         ctx: zmq.Context | None = None,
         clock: Clock = utc_now,
+        agreements: AgreementsService | None = None,
     ):
         self.config = config
         self.clock = clock
@@ -157,6 +162,12 @@ class CollectorService:
         self.public_key = b""
         self._metrics: Any = None
         self.alerts: Alerts | None = None  # hits out by webhook and mail (config.alerts)
+        # The agreements in force (config.agreements_dir), and the exchange with the
+        # partners they name over NATS (config.exchange).
+        self.agreements = agreements or AgreementsService(config.agreements_dir)
+        self.exchange: Exchange | None = None
+        # exchange -> writer: a partner's hits, its agency, and the future told when stored
+        self._partner_hits: list[tuple[Sequence[HitMessage], str, Future[None]]] = []
 
     @property
     def ctx(self) -> zmq.Context:
@@ -223,6 +234,9 @@ class CollectorService:
         self._writer.start()
         self._receiver.start()
         try:
+            self.agreements.start()
+            if cfg.exchange is not None:
+                self._start_exchange()
             for comp in self.components:
                 comp.start(self._ctx)
                 self._started.append(comp)
@@ -242,7 +256,38 @@ class CollectorService:
     def _wake_endpoint(self) -> str:
         return f"inproc://collector-acks-{id(self)}"
 
+    def _start_exchange(self) -> None:
+        cfg = self.config
+        assert cfg.exchange is not None
+        exchange = Exchange.from_config(
+            cfg.exchange, default_agency=self._own_agency(), data_dir=cfg.data_dir,
+            credentials_dir=credentials_dir(cfg.credentials_dir),
+            watchlists_path=(cfg.watchlists or WatchlistsConfig()).database_path(cfg.data_dir),
+            grants=self.agreements.current, commit_hits=self.commit_partner_hits,
+        )  # fmt: skip
+        self.agreements.subscribe(lambda agreements, lines: exchange.agreements_changed())
+        exchange.start()
+        self.exchange = exchange
+
+    def _own_agency(self) -> str:
+        return "local"
+
+    def commit_partner_hits(self, hits: Sequence[HitMessage], agency: str) -> None:
+        """Store hits a partner agency sent (its cameras, our lists), through the writer;
+        returns once they are durable, raises if they could not be stored."""
+        done: Future[None] = Future()
+        with self._cond:
+            if self._stop.is_set():
+                raise RuntimeError("the collector is stopping")
+            self._partner_hits.append((hits, agency, done))
+            self._cond.notify()
+        done.result(timeout=60)
+
     def stop(self) -> None:
+        if self.exchange is not None:  # first: it hands a partner's hits to the writer
+            self.exchange.stop()
+            self.exchange = None
+        self.agreements.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()
@@ -581,12 +626,16 @@ class CollectorService:
             while True:
                 with self._cond:
                     idle = not (beats or from_hits or job)
-                    if not self._queued and not self._stop.is_set() and idle:
+                    if (not self._queued and not self._partner_hits and not self._stop.is_set()
+                            and idle):
                         self._cond.wait(max(0.0, next_flush - time.monotonic()))
                     hits, self._queued = self._queued, []
+                    partner, self._partner_hits = self._partner_hits, []
                     stopping = self._stop.is_set()
                 if hits:
                     self._commit(store, hits, wake)
+                for partner_hits, agency, done in partner:
+                    self._commit_partner(store, partner_hits, agency, done)
                 if time.monotonic() >= next_flush or stopping:
                     with self._lock:
                         beats.extend(self._beats)
@@ -654,6 +703,15 @@ class CollectorService:
             self._throttle("store", "could not store %d hits, not acknowledged: %s", len(hits), e)
             time.sleep(0.5)  # a failing disk is not retried in a hot loop
             return
+        if self.exchange is not None:  # hits on a partner's list go back to it, if granted
+            try:
+                self.exchange.forward_hits([h for _, h, _ in hits])
+            except Exception as e:  # its outbox would lose them: not acked, the edges resend
+                self._count("exchange_errors")
+                self._throttle("exchange", "could not queue %d hits for partners, not "
+                               "acknowledged: %s", len(hits), e)
+                time.sleep(0.5)
+                return
         by_edge: dict[bytes, list[str]] = {}
         for ident, h, _ in hits:
             by_edge.setdefault(ident, []).append(h.hit_id)
@@ -683,6 +741,19 @@ class CollectorService:
         if self.alerts is not None and new:  # after the acks: an alert never holds one up
             stored = set(new)
             self.alerts.hits_stored([h for _, h, _ in hits if h.hit_id in stored])
+
+    def _commit_partner(self, store: HitStore, hits: Sequence[HitMessage], agency: str,
+                        done: Future[None]) -> None:
+        try:
+            new, dups = store.commit(hits, self.clock(), agency=agency)
+        except Exception as e:  # not acknowledged to NATS: it comes again
+            self._count("store_errors")
+            done.set_exception(e)
+            return
+        done.set_result(None)
+        with self._lock:
+            self.counters["partner_stored"] += len(new)
+            self.counters["partner_duplicates"] += len(dups)
 
     def _record_seen(self, store: HitStore, seen: list[Seen]) -> None:
         try:

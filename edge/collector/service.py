@@ -189,10 +189,15 @@ class CollectorService:
         if self._ctx is None:
             self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
-        if cfg.alerts is not None:  # before the first commit; reads its secrets
-            self.alerts = Alerts(cfg.alerts, data_dir=cfg.data_dir, credentials=cfg.credentials_dir)
-            self.alerts.start()
         self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node)
+        if cfg.alerts is not None:  # before the writer starts; reads its secrets
+            self.alerts = Alerts(cfg.alerts, data_dir=cfg.data_dir, credentials=cfg.credentials_dir)
+            try:
+                self.alerts.start(hits_db=cfg.db_path)  # follows hits.db from its mark
+            except BaseException:
+                self.alerts = None
+                self._store.close()
+                raise
         mended = self._store.mended
         if mended:
             self._count("image_tail_bytes_cut", mended.tail_bytes)
@@ -738,9 +743,8 @@ class CollectorService:
             wake.send(b"", zmq.NOBLOCK)
         except zmq.Again:  # wake-ups already queued: the receiver takes these acks with them
             self._count("wakeups_merged")
-        if self.alerts is not None and new:  # after the acks: an alert never holds one up
-            stored = set(new)
-            self.alerts.hits_stored([h for _, h, _ in hits if h.hit_id in stored])
+        if self.alerts is not None and new:  # they read what was committed from hits.db
+            self.alerts.hits_committed()
 
     def _commit_partner(self, store: HitStore, hits: Sequence[HitMessage], agency: str,
                         done: Future[None]) -> None:

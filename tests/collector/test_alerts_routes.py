@@ -31,6 +31,7 @@ from edge.collector.service import CollectorService
 from edge.core.keys import make_curve_client
 
 Controller = pytest.importorskip("aiosmtpd.controller").Controller
+AuthResult = pytest.importorskip("aiosmtpd.smtp").AuthResult
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +192,47 @@ def test_mail_over_starttls_trusting_the_routes_ca(tmp_path, creds, cert):
             assert alerts.queue is not None and alerts.queue.counts()["done"] == 1
         finally:
             alerts.stop()
+
+
+class Authenticator:
+    """aiosmtpd's authenticator: takes `anpr` with the password in creds, records tries."""
+
+    def __init__(self) -> None:
+        self.tries: list[tuple[str, bytes, bytes, bool]] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = (auth_data.login, auth_data.password) == (b"anpr", b"mail-pass")
+        self.tries.append((mechanism, auth_data.login, auth_data.password, ok))
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.mark.parametrize("password, delivered", [("mail-pass\n", True), ("wrong", False)])
+def test_smtp_auth_over_starttls_with_the_password_from_creds(tmp_path, creds, cert, password,
+                                                              delivered):  # fmt: skip
+    (creds / "smtp.password").write_text(password)
+    box, auth = Mailbox(), Authenticator()
+    # auth_require_tls (aiosmtpd's default): AUTH is offered only once in TLS
+    with smtp_server(Controller, box, cert, authenticator=auth, auth_required=True,
+                     auth_require_tls=True) as port:  # fmt: skip
+        cfg = mail_config(port, ca_file="ca.pem", username="anpr", password_file="smtp.password")
+        alerts = Alerts(cfg, data_dir=tmp_path, credentials=str(creds))
+        alerts.start(workers=False)
+        try:
+            alerts.hits_stored([make_hit(12)])
+            assert alerts.deliver_due("local/duty") == 1
+            assert alerts.queue is not None
+            (item,) = alerts.queue.items()
+            if delivered:
+                (env,) = box.wait(1)
+                assert env.rcpt_tos == ["duty@lt.example"] and item["state"] == "done"
+            else:  # 535: refused for good, not retried with the same password
+                assert item["state"] == "dead" and "SMTP 535" in str(item["last_error"])
+                assert box.envelopes == []
+        finally:
+            alerts.stop()
+    # smtplib tries each mechanism offered (PLAIN, LOGIN) until one takes the password
+    assert auth.tries and all(t[0] in ("PLAIN", "LOGIN") and t[1] == b"anpr" for t in auth.tries)
+    assert [t[3] for t in auth.tries][-1] is delivered and sum(t[3] for t in auth.tries) <= 1
 
 
 def test_a_refused_mailbox_is_dead_lettered_and_a_completion_mailed_not_again(tmp_path, creds):

@@ -157,12 +157,14 @@ class Mailbox:
 
 
 @contextlib.contextmanager
-def smtp_server(controller_cls: Any, mailbox: Mailbox, cert: Cert | None = None) -> Iterator[int]:
-    """Run aiosmtpd's `Controller` on 127.0.0.1 (STARTTLS required when `cert`); yields its
-    port.  (The class is passed in: aiosmtpd is optional, its tests skip without it.)"""
-    kw: dict[str, Any] = {}
+def smtp_server(controller_cls: Any, mailbox: Mailbox, cert: Cert | None = None,
+                **options: Any) -> Iterator[int]:  # fmt: skip
+    """Run aiosmtpd's `Controller` on 127.0.0.1 (STARTTLS required when `cert`; `options`
+    go to it, e.g. an `authenticator`); yields its port.  (The class is passed in: aiosmtpd
+    is optional, its tests skip without it.)"""
+    kw: dict[str, Any] = dict(options)
     if cert is not None:
-        kw = {"tls_context": cert.server_context(), "require_starttls": True}
+        kw |= {"tls_context": cert.server_context(), "require_starttls": True}
     port = free_port()
     controller = controller_cls(mailbox, hostname="127.0.0.1", port=port, **kw)
     controller.start()

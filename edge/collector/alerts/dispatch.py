@@ -1,12 +1,16 @@
 """The collector's alerts: route each stored hit to its agencies' webhooks and mailboxes,
 queue it durably, and send it from one worker thread per route.
 
-The collector's writer calls `Alerts.hits_stored` after each commit with the hits newly
-stored (completions among them).  A hit goes to the routes of its list's owner and of its
-camera's agency (each agency's once, when they are the same), those whose lists and
-priority take it.  A completion (revision 1) goes to webhooks as an update of the same
-`hit_id` with its own delivery id; mail takes a hit once (see queue.py).  One worker per
-route, so one agency's dead receiver holds up nobody else's alerts.
+The alerts follow the collector's hits.db (`start(hits_db=...)`, see follow.py): the writer
+only wakes the follower after each commit (`hits_committed`), and the follower reads the
+new rows and completions from hits.db and queues their alerts, moving its mark in the same
+transaction, so a crash at any point loses no alert.  `hits_stored` queues hits given
+directly (no mark), e.g. where no hits.db is followed.  A hit goes to the routes of its
+list's owner and of its camera's agency (each agency's once, when they are the same),
+those whose lists and priority take it.  A completion (revision 1) goes to webhooks as an
+update of the same `hit_id` with its own delivery id; mail takes a hit once (see
+queue.py).  One worker per route, so one agency's dead receiver holds up nobody else's
+alerts.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from typing import Protocol
 
 from edge.collector.alerts.config import AlertsConfig, EmailRoute, WebhookRoute
 from edge.collector.alerts.email import EmailSender
-from edge.collector.alerts.queue import AlertQueue, Entry, Item, Result
+from edge.collector.alerts.follow import behind, end, read_since
+from edge.collector.alerts.queue import AlertQueue, Dropped, Entry, Item, Mark, Result
 from edge.collector.alerts.summary import HitLike, summarise
 from edge.collector.alerts.webhook import WebhookSender
+from edge.collector.hits import HitReader
 from edge.core.keys import credentials_dir
 from edge.core.link_protocol import HitMessage
 from edge.core.log_throttle import LogThrottle
@@ -36,6 +42,8 @@ AgencyOf = Callable[[HitLike], tuple[str, str]]
 # The agency of hits of a collector that serves no named agencies (the plan's default).
 LOCAL = "local"
 _MIN_KEY = 16  # characters of an HMAC key, at least
+_FOLLOW_S = 1.0  # hits.db is read at least this often (the writer's wake-up aside)
+_BATCH = 500  # hits read and queued in one transaction, at most
 
 
 class Sender(Protocol):
@@ -57,7 +65,9 @@ class Alerts:
 
     Secrets (HMAC keys, SMTP passwords) and CA files are read from the credentials
     directory at `start()`.  `clock` (Unix seconds) and `rand` drive the back-off; with
-    `start(workers=False)` nothing sends until `deliver_due` is called (tests)."""
+    `start(workers=False)` nothing sends until `deliver_due` is called, and nothing is read
+    from hits.db until `route_new` is (tests).  `agency_of` gives a hit's agencies
+    (default: its record's)."""
 
     def __init__(
         self,
@@ -67,8 +77,10 @@ class Alerts:
         credentials: str | None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        agency_of: AgencyOf | None = None,
     ):
         self.config = config
+        self.agency_of = agency_of or default_agencies
         self.path = Path(data_dir) / "alerts.db"
         self._credentials = credentials
         self.clock = clock
@@ -80,6 +92,9 @@ class Alerts:
         self._stop = threading.Event()
         self._wakes: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
+        self._hits: HitReader | None = None  # hits.db, followed
+        self._mark = Mark()
+        self._committed = threading.Event()  # the writer committed hits
         self._throttle = LogThrottle(log)
         self._errors = LogThrottle(log, level=logging.ERROR)
         self.routes: dict[str, WebhookRoute | EmailRoute] = {}
@@ -90,15 +105,27 @@ class Alerts:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self, *, workers: bool = True) -> None:
+    def start(self, *, workers: bool = True, hits_db: Path | None = None) -> None:
+        """Read the secrets, open the queue, and follow `hits_db` (the collector's, there
+        already) from the queue's mark; then start the threads (`workers`)."""
         self.senders = {key: self._sender(key, r) for key, r in self.routes.items()}
         self.queue = AlertQueue(self.path, self.config.retry, clock=self.clock, rand=self.rand)
         self._stop.clear()
         pending = self.queue.counts()["pending"]
         if pending:
             log.info("alerts: %d waiting from before, sent again", pending)
+        if hits_db is not None:
+            try:
+                self._follow_from(HitReader(hits_db, connections=1))
+            except BaseException:
+                self.stop()
+                raise
         if not workers:
             return
+        if self._hits is not None:
+            t = threading.Thread(target=self._follow, name="alerts-follow", daemon=True)
+            t.start()
+            self._threads.append(t)
         for key in self.routes:
             self._wakes[key] = threading.Event()
             t = threading.Thread(target=self._work, args=(key,), name=f"alerts-{key}",
@@ -109,6 +136,7 @@ class Alerts:
 
     def stop(self) -> None:
         self._stop.set()
+        self._committed.set()
         for wake in self._wakes.values():
             wake.set()
         for t in self._threads:
@@ -117,6 +145,9 @@ class Alerts:
                 log.error("thread %s did not stop", t.name)
         self._threads.clear()
         self._wakes.clear()
+        if self._hits is not None:
+            self._hits.close()
+            self._hits = None
         if self.queue is not None:
             self.queue.close()
             self.queue = None
@@ -159,6 +190,64 @@ class Alerts:
             raise AlertsError(f"alerts {key}: CA file {path} is not there")
         return path
 
+    # ------------------------------------------------------------ following hits.db
+
+    def _follow_from(self, reader: HitReader) -> None:
+        assert self.queue is not None
+        reader.check()
+        mark = self.queue.mark()
+        if mark is None:
+            mark = end(reader)
+            self.queue.enqueue([], mark)
+            log.info(
+                "alerts: no mark in alerts.db yet (new, or from before the alerts followed "
+                "hits.db): hits.db followed from its end (row %d, change %d); the hits "
+                "stored before are not alerted",
+                mark.rowid,
+                mark.change,
+            )
+        else:
+            n = behind(reader, mark)
+            if n:
+                log.info(
+                    "alerts: %d hits stored since the last routed (row %d of hits.db): routed now",
+                    n,
+                    mark.rowid,
+                )
+        self._hits, self._mark = reader, mark
+
+    def hits_committed(self) -> None:
+        """The writer's hook: it committed hits to hits.db (costs it an Event.set)."""
+        self._committed.set()
+
+    def route_new(self) -> int:
+        """Queue the alerts of what hits.db stored since the mark (up to a batch), moving
+        the mark in the same transaction; how many hits (rows and changes) were read.
+
+        Only one thread calls it (the follower, or a test without workers)."""
+        reader, queue = self._hits, self.queue
+        if reader is None or queue is None:
+            raise RuntimeError("alerts not started on a hits.db")
+        hits, mark = read_since(reader, self._mark, _BATCH)
+        if mark == self._mark:
+            return 0
+        entries = [e for hit in hits for e in self._entries(hit, self.agency_of, reader)]
+        added, dropped = queue.enqueue(entries, mark)  # raises: the mark stays, read again
+        self._mark = mark
+        self._queued(entries, added, dropped)
+        return len(hits)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            self._committed.clear()
+            try:
+                while self.route_new() and not self._stop.is_set():
+                    pass
+            except Exception as e:
+                self._count("alerts_follow_errors")
+                self._errors("follow", "alerts: could not route new hits (tried again): %s", e)
+            self._committed.wait(_FOLLOW_S)
+
     # ------------------------------------------------------------ the hook
 
     def hits_stored(self, hits: Iterable[HitLike], agency_of: AgencyOf | None = None) -> int:
@@ -172,7 +261,7 @@ class Alerts:
         entries: list[Entry] = []
         try:
             for hit in hits:
-                entries.extend(self._entries(hit, agency_of or default_agencies))
+                entries.extend(self._entries(hit, agency_of or self.agency_of))
             if not entries:
                 return 0
             added, dropped = queue.enqueue(entries)
@@ -180,6 +269,10 @@ class Alerts:
             self._count("alerts_lost", len(entries) or 1)
             self._errors("queue", "alerts: could not queue %d alerts: %s", len(entries), e)
             return 0
+        self._queued(entries, added, dropped)
+        return added
+
+    def _queued(self, entries: list[Entry], added: int, dropped: list[Dropped]) -> None:
         self._count("alerts_queued", added)
         for d in dropped:
             self._count("alerts_dropped")
@@ -189,12 +282,24 @@ class Alerts:
             wake = self._wakes.get(entry.route)
             if wake is not None:
                 wake.set()
-        return added
 
-    def _entries(self, hit: HitLike, agency_of: AgencyOf) -> list[Entry]:
+    def _entries(
+        self, hit: HitLike, agency_of: AgencyOf, reader: HitReader | None = None
+    ) -> list[Entry]:
         agency, list_agency = agency_of(hit)
         summary = summarise(hit, agency, list_agency)
-        crop = hit.crop_jpeg if isinstance(hit, HitMessage) else b""
+        picture: list[bytes] = []
+
+        def crop() -> bytes:  # read once, when a route sends it
+            if not picture:
+                if isinstance(hit, HitMessage):
+                    picture.append(hit.crop_jpeg)
+                elif reader is not None and hit.crop_bytes:
+                    picture.append(reader.picture(hit.hit_id, "crop") or b"")
+                else:
+                    picture.append(b"")
+            return picture[0]
+
         out: list[Entry] = []
         for owner in dict.fromkeys((list_agency, agency)):  # each agency once
             routes = self.config.of(owner)
@@ -203,7 +308,7 @@ class Alerts:
             for w in routes.webhooks:
                 if w.takes(summary.list, summary.priority, owner):
                     out.append(Entry(f"{owner}/{w.name}", summary,
-                                     crop if w.include_crop else b""))  # fmt: skip
+                                     crop() if w.include_crop else b""))  # fmt: skip
             for m in routes.email:
                 if m.takes(summary.list, summary.priority, owner):
                     out.append(Entry(f"{owner}/{m.name}", summary, once_per_hit=True))

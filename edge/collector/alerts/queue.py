@@ -11,6 +11,11 @@ after an exponential back-off with jitter; after `max_attempts` or `max_age_s` i
 dead-lettered (`dead`, logged as an error by the worker) and kept `keep_days` for
 inspection with delivered ones.
 
+The queue also keeps how far the hits of hits.db have been routed (`Mark`, the one row of
+`routed`), advanced in the same transaction as the items a batch of hits queues: an alert is
+queued exactly when the mark passes its hit, so a crash at any point loses none and queues
+none twice (see follow.py).
+
 Bounded: at most `max_queued` items wait per route.  When a route is full, the least urgent
 waiting item (largest priority number, oldest first) is dead-lettered to make room, unless
 the new hit is less urgent still: then the new one is refused.  Either way the loss is
@@ -55,6 +60,14 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_due ON items (route, state, next_at);
 CREATE INDEX IF NOT EXISTS items_finished ON items (state, finished_at);
+CREATE TABLE IF NOT EXISTS routed (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    hits_rowid INTEGER NOT NULL,    -- the last row of hits.db's `hits` routed
+    hit_id TEXT NOT NULL,           -- the hit in that row (a rowid used again is noticed)
+    received_at TEXT NOT NULL,      -- and when it was received
+    change_seq INTEGER NOT NULL,    -- the last `hit_changes.seq` routed
+    at REAL NOT NULL                -- when the mark last moved (the clock's seconds)
+);
 """
 
 
@@ -100,6 +113,17 @@ class Dropped:
     refused: bool  # the new one (else a waiting one, dead-lettered to make room)
 
 
+@dataclass(frozen=True)
+class Mark:
+    """How far the hits of hits.db are routed: its last `hits` row routed (rowid, with the
+    hit it held and when that was received) and its last change (`hit_changes.seq`)."""
+
+    rowid: int = 0
+    hit_id: str = ""
+    received_at: str = ""
+    change: int = 0
+
+
 def delivery_id(route: str, hit_id: str, revision: int) -> str:
     """The same for every attempt, and if the hit is queued again: receivers dedupe on it."""
     return hashlib.sha256(f"{route}\0{hit_id}\0{revision}".encode()).hexdigest()[:32]
@@ -138,14 +162,28 @@ class AlertQueue:
 
     # ------------------------------------------------------------ filling
 
-    def enqueue(self, entries: Iterable[Entry]) -> tuple[int, list[Dropped]]:
-        """Queue `entries` in one transaction; (items newly queued, items lost to a full
-        route: dead-lettered to make room, or refused)."""
+    def mark(self) -> Mark | None:
+        """How far hits.db is routed (None: never followed, a new queue)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT hits_rowid, hit_id, received_at, change_seq FROM routed").fetchone()
+        return None if row is None else Mark(*row)
+
+    def enqueue(
+        self, entries: Iterable[Entry], mark: Mark | None = None
+    ) -> tuple[int, list[Dropped]]:
+        """Queue `entries`, and move the mark to `mark` when given, in one transaction;
+        (items newly queued, items lost to a full route: dead-lettered to make room, or
+        refused)."""
         now = self.clock()
         added = 0
         dropped: list[Dropped] = []
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            if mark is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO routed VALUES (1, ?, ?, ?, ?, ?)",
+                    (mark.rowid, mark.hit_id, mark.received_at, mark.change, now))  # fmt: skip
             for e in entries:
                 s = e.summary
                 dedupe_rev = 0 if e.once_per_hit else s.revision

@@ -758,6 +758,8 @@ class CollectorService:
         with self._lock:
             self.counters["partner_stored"] += len(new)
             self.counters["partner_duplicates"] += len(dups)
+        if self.alerts is not None and new:
+            self.alerts.hits_committed()
 
     def _record_seen(self, store: HitStore, seen: list[Seen]) -> None:
         try:

@@ -176,7 +176,8 @@ class CollectorService:
         if self._ctx is None:
             self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
-        self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node)
+        self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node,
+                               agency_of_node=cfg.agency_of_node)  # fmt: skip
         mended = self._store.mended
         if mended:
             self._count("image_tail_bytes_cut", mended.tail_bytes)
@@ -443,6 +444,12 @@ class CollectorService:
                 with self._lock:
                     self.counters["refused"] += 1
                     self.counters["refused_revoked"] += 1
+                continue
+            if self.config.agency_of_node(node) is None:
+                # A node no agency of the config owns: neither stored nor answered, so its
+                # hits stay in its outbox and come again once the config names its agency.
+                self._refuse("agency", node, f"no agency of this collector owns node {node!r} "
+                             "(agencies: in the config); its hits wait on the edge")  # fmt: skip
                 continue
             if payload[0].bytes == TAG_HEARTBEAT:
                 heartbeats.append((node, payload))

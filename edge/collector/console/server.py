@@ -59,14 +59,17 @@ class ConsoleServer:
         serve nothing (no socket, no thread): `start` serves it, and a test may run it
         in-process (`build_app`); `stop` closes it either way."""
         cfg = self.config
-        self._db = ConsoleDB(self.database)
+        agency = self.collector.default_agency
+        self._db = ConsoleDB(self.database, default_agency=agency)
         self._data = ConsoleData(
-            self.collector.db_path, watchlists_path(self.collector), places=cfg.cameras
+            self.collector.db_path, watchlists_path(self.collector), places=cfg.cameras,
+            default_agency=agency,
         )
         self._hub = LiveHub(self._data, cfg.poll_s)
         self.console = Console(
             cfg, self._db, self._data, self._hub, watchlists_path(self.collector),
-            region=cfg.region or STATIC / "region.geojson",
+            region=cfg.region or STATIC / "region.geojson", default_agency=agency,
+            agency_of_node=self.collector.agency_of_node,
         )  # fmt: skip
         if not self.console.region.is_file():
             self._close()

@@ -168,26 +168,27 @@ class HitScope:
         return (agency in self.mine or list_agency == self.agency
                 or any(n == node and c == camera for _, n, c in self.cameras))  # fmt: skip
 
-    def parts(self, index: bool = True) -> list[tuple[str, list[Any]]]:
+    def parts(self, agency_index: bool = True, list_index: bool = True
+              ) -> list[tuple[str, list[Any]]]:  # fmt: skip
         """Disjoint SQL conditions (and their arguments) whose union is what the viewer
-        sees.  `index` False keeps SQLite from walking the agency indexes (where a range
-        of another indexed column is narrower)."""
-        plus = "" if index else "+"
+        sees, each an equality on `agency` or `list_agency`, so that each walks its index
+        in order.  An index off (False) keeps SQLite from walking it, where a range of
+        another indexed column is narrower."""
+        a = "" if agency_index else "+"
+        la = "" if list_index else "+"
         mine = self.mine
         marks = ", ".join("?" * len(mine))
-        out: list[tuple[str, list[Any]]] = [
-            (f"{plus}agency IN ({marks})", list(mine)),
-            (f"{plus}list_agency = ? AND agency NOT IN ({marks})", [self.agency, *mine]),
-        ]
+        out: list[tuple[str, list[Any]]] = [(f"{a}agency = ?", [m]) for m in mine]
+        out.append((f"{la}list_agency = ? AND agency NOT IN ({marks})", [self.agency, *mine]))
         by_owner: dict[str, list[tuple[str, str]]] = {}
         for owner, node, camera in self.cameras:
             if owner not in mine:
                 by_owner.setdefault(owner, []).append((node, camera))
         for owner, cams in sorted(by_owner.items()):
-            for i in range(0, len(cams), 200):  # SQLite's limit on parameters
-                chunk = cams[i : i + 200]
+            for k in range(0, len(cams), 200):  # SQLite's limit on parameters
+                chunk = cams[k : k + 200]
                 values = ", ".join(["(?, ?)"] * len(chunk))
-                out.append((f"{plus}agency = ? AND list_agency != ? AND (node, camera) IN "
+                out.append((f"{a}agency = ? AND list_agency != ? AND (node, camera) IN "
                             f"(VALUES {values})",
                             [owner, self.agency, *(v for c in chunk for v in c)]))  # fmt: skip
         return out
@@ -243,7 +244,7 @@ class HitReader:
 
     def after(self, rowid: int, limit: int = 500, scope: HitScope | None = None) -> list[StoredHit]:
         """Hits stored after `rowid`, oldest first (for following new hits)."""
-        return self._scoped("rowid > ?", [rowid], "rowid", limit, scope, index=False)
+        return self._scoped("rowid > ?", [rowid], "rowid", limit, scope, (False, False))
 
     def last_change(self) -> int:
         """The sequence number of the last update of a stored hit (0: none yet)."""
@@ -264,8 +265,9 @@ class HitReader:
         self, received_since: dt.datetime, limit: int = 500, scope: HitScope | None = None
     ) -> list[StoredHit]:
         """Up to `limit` hits received from `received_since`, the last stored first."""
+        # by (agency, received_at); hits on the viewer's lists by received_at alone
         return self._scoped("received_at >= ?", [format_time(received_since)], "rowid DESC",
-                            limit, scope, index=False)  # fmt: skip
+                            limit, scope, (True, False))  # fmt: skip
 
     def search(
         self, query: HitQuery, limit: int = 1000, *, newest_first: bool = True,
@@ -275,8 +277,9 @@ class HitReader:
         where, args = query.where()
         order = "DESC" if newest_first else "ASC"
         # A plate is narrower than an agency: its index, not the agencies', is walked.
+        walk = query.plate is None
         return self._scoped(where.removeprefix(" WHERE "), args, f"seen_at {order}", limit,
-                            scope, index=query.plate is None)  # fmt: skip
+                            scope, (walk, walk))  # fmt: skip
 
     def get(self, hit_id: str, scope: HitScope | None = None) -> StoredHit | None:
         """The hit `hit_id`; None when there is none (or `scope` does not see it)."""
@@ -285,16 +288,18 @@ class HitReader:
         return hits[0] if hits else None
 
     def _scoped(self, where: str, args: list[Any], order: str, limit: int,
-                scope: HitScope | None, *, index: bool = True) -> list[StoredHit]:  # fmt: skip
+                scope: HitScope | None, index: tuple[bool, bool] = (True, True),
+                ) -> list[StoredHit]:  # fmt: skip
         """`_SELECT` with `where` (may be ""), in `order` (columns of hits), up to `limit`;
-        with a scope, the union of one query per part of it, each on its own index."""
+        with a scope, the union of one query per part of it, each on its own index
+        (`index`: whether the agency's and list agency's indexes may be walked)."""
         base = f"({where}) AND " if where else ""
         if scope is None:
             cond = f" WHERE {where}" if where else ""
             return self._read(f"{_SELECT}{cond} ORDER BY {order} LIMIT ?", [*args, limit])
         cols = f"rowid AS rowid_, {', '.join(_COLUMNS)}"
         parts, values = [], []
-        for cond, part_args in scope.parts(index):
+        for cond, part_args in scope.parts(*index):
             parts.append(f"SELECT * FROM (SELECT {cols} FROM hits WHERE {base}{cond} "
                          f"ORDER BY {order} LIMIT ?)")  # fmt: skip
             values += [*args, *part_args, limit]

@@ -155,8 +155,10 @@ class HitStore:
                 db.execute(f"ALTER TABLE hits ADD COLUMN {name} {kind} NOT NULL "
                            f"DEFAULT {default!r}")
         # The console's scoped reads: an agency's hits, and those on its lists, by time.
-        db.execute("CREATE INDEX IF NOT EXISTS hits_by_agency ON hits(agency, seen_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS hits_by_list_agency ON hits(list_agency, seen_at)")
+        for name, columns in (("hits_by_agency", "agency, seen_at"),
+                              ("hits_by_list_agency", "list_agency, seen_at"),
+                              ("hits_by_agency_received", "agency, received_at")):  # fmt: skip
+            db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON hits({columns})")
         if "hit_changes" not in db.table_names():
             # each update of a stored hit (an early hit completed), for the console to follow
             db.execute("CREATE TABLE hit_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "

@@ -560,7 +560,8 @@ async def events(request: Request) -> Response:
                                     data["camera"]):  # fmt: skip
                     continue
                 data = (await _run(_with_acks, console, [dict(data)]))[0]
-            elif kind == "ack" and await _run(console.data.hit, data["hit_id"], scope) is None:
+            elif kind == "ack" and "hit_id" in data and await _run(
+                    console.data.hit, data["hit_id"], scope) is None:  # fmt: skip
                 continue  # of a hit this user does not see
             yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
             quiet = loop.time()

@@ -100,16 +100,17 @@ def _system_audit(config: CollectorConfig) -> Callable[[str, str], None] | None:
 
     def audit(action: str, detail: str) -> None:
         if not db:
-            db.append(ConsoleDB(path))
+            db.append(ConsoleDB(path, default_agency=config.default_agency))
         db[0].audit("system", action, detail)
 
     return audit
 
 
-def _components(config: CollectorConfig, agreements: AgreementsService) -> list[Any]:
+def _components(config: CollectorConfig, agreements: AgreementsService | None = None
+                ) -> list[Any]:
     """Parts other modules add to the collector process (watchlist distribution, console)."""
 
-    console = make_console(config)
+    console = make_console(config, agreements.current if agreements else None)
     watchlists = make_watchlists(config)
     return [c for c in (watchlists, console) if c is not None]
 

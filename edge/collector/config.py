@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.collector.agencies import AgencyConfig, check_agencies, default_agencies
+from edge.collector.agencies import agency_of_node as _agency_of_node
 from edge.collector.alerts.config import AlertsConfig
 from edge.collector.console.accounts import AUDIT_MIN_DAYS
 from edge.collector.console.config import ConsoleConfig
@@ -124,6 +126,26 @@ class CollectorConfig(_Strict):
     alerts: AlertsConfig | None = None
     # Exchange with partner agencies over NATS JetStream (edge.collector.exchange); off when absent.
     exchange: ExchangeConfig | None = None
+    # The agencies served, in order; the first whose node globs match owns a node.
+    agencies: list[AgencyConfig] = Field(default_factory=default_agencies)
+
+    @field_validator("agencies")
+    @classmethod
+    def _agencies(cls, v: list[AgencyConfig]) -> list[AgencyConfig]:
+        return check_agencies(v)
+
+    @property
+    def default_agency(self) -> str:
+        """The first agency served: owner of what names no agency (old rows, CLI defaults)."""
+        return self.agencies[0].name
+
+    @property
+    def agency_names(self) -> list[str]:
+        return [a.name for a in self.agencies]
+
+    def agency_of_node(self, node: str) -> str | None:
+        """The agency that owns `node` (the first whose globs match); None: no agency does."""
+        return _agency_of_node(self.agencies, node)
 
     @field_validator("listen")
     @classmethod

@@ -51,10 +51,14 @@ HIT_COLUMNS: dict[str, type] = {
     "vehicle_colour": str,
     "revision": int,  # 0 as raised; 1 once the pass's final read completed it
     "completed_by": str,  # the id of the message that completed it
+    # added with agencies; older rows have "" (the collector's default agency)
+    "agency": str,  # the agency of the node (camera) that read it
+    "list_agency": str,  # the agency that owns the list it matched
 }
 # The defaults of the columns added since the first release, for rows stored before.
 HIT_DEFAULTS: dict[str, object] = {"reading": "", "vehicle_type": "", "vehicle_colour": "",
-                                   "revision": 0, "completed_by": ""}
+                                   "revision": 0, "completed_by": "", "agency": "",
+                                   "list_agency": ""}
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class StoredHit:
     vehicle_colour: str = ""
     revision: int = 0  # 0: as raised; 1: completed by the pass's final read (same alert)
     completed_by: str = ""
+    agency: str = ""  # of the camera that read it ("": from before agencies, the default's)
+    list_agency: str = ""  # the owner of the list it matched ("": as agency)
 
     def to_json(self, *, rowid: bool = True) -> dict[str, Any]:
         """The record as a JSON object, in the table's column order (`rowid` first)."""
@@ -140,6 +146,60 @@ class HitQuery:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+@dataclass(frozen=True)
+class HitScope:
+    """The hits a viewer of `agency` may see: those its cameras read (`agency`), those on
+    its lists (`list_agency`), and those at the cameras an agreement grants it (`cameras`:
+    (owner agency, node, camera)).  Rows from before agencies (agency "") are the
+    collector's default agency's (`default`).  Each part is one indexed query."""
+
+    agency: str
+    default: bool = False
+    cameras: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def mine(self) -> list[str]:
+        """The values of `agency` that are this viewer's."""
+        return [self.agency, ""] if self.default else [self.agency]
+
+    def allows(self, agency: str, list_agency: str, node: str, camera: str) -> bool:
+        """Whether a hit of these agencies (its camera's, its list's), read at node/camera,
+        is the viewer's to see (as `parts` say)."""
+        return (agency in self.mine or list_agency == self.agency
+                or any(n == node and c == camera for _, n, c in self.cameras))  # fmt: skip
+
+    def parts(self, agency_index: bool = True, list_index: bool = True
+              ) -> list[tuple[str, list[Any]]]:  # fmt: skip
+        """Disjoint SQL conditions (and their arguments) whose union is what the viewer
+        sees, each an equality on `agency` or `list_agency`, so that each walks its index
+        in order.  An index off (False) keeps SQLite from walking it, where a range of
+        another indexed column is narrower."""
+        a = "" if agency_index else "+"
+        la = "" if list_index else "+"
+        mine = self.mine
+        marks = ", ".join("?" * len(mine))
+        out: list[tuple[str, list[Any]]] = [(f"{a}agency = ?", [m]) for m in mine]
+        out.append((f"{la}list_agency = ? AND agency NOT IN ({marks})", [self.agency, *mine]))
+        by_owner: dict[str, list[tuple[str, str]]] = {}
+        for owner, node, camera in self.cameras:
+            if owner not in mine:
+                by_owner.setdefault(owner, []).append((node, camera))
+        for owner, cams in sorted(by_owner.items()):
+            for k in range(0, len(cams), 200):  # SQLite's limit on parameters
+                chunk = cams[k : k + 200]
+                values = ", ".join(["(?, ?)"] * len(chunk))
+                out.append((f"{a}agency = ? AND list_agency != ? AND (node, camera) IN "
+                            f"(VALUES {values})",
+                            [owner, self.agency, *(v for c in chunk for v in c)]))  # fmt: skip
+        return out
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The whole scope as one condition (for a look-up by id)."""
+        parts = self.parts()
+        return ("(" + " OR ".join(f"({c})" for c, _ in parts) + ")",
+                [v for _, values in parts for v in values])
+
+
 def picture_place(db: sqlite3.Connection, hit_id: str, kind: str) -> tuple[int, int, int] | None:
     """Where a hit's picture is in the image log: (segment, offset, length), or None."""
     row = db.execute(
@@ -182,9 +242,9 @@ class HitReader:
         with self.pool.connection() as db:
             return int(db.execute("SELECT coalesce(max(rowid), 0) FROM hits").fetchone()[0])
 
-    def after(self, rowid: int, limit: int = 500) -> list[StoredHit]:
+    def after(self, rowid: int, limit: int = 500, scope: HitScope | None = None) -> list[StoredHit]:
         """Hits stored after `rowid`, oldest first (for following new hits)."""
-        return self._read(f"{_SELECT} WHERE rowid > ? ORDER BY rowid LIMIT ?", [rowid, limit])
+        return self._scoped("rowid > ?", [rowid], "rowid", limit, scope, (False, False))
 
     def last_change(self) -> int:
         """The sequence number of the last update of a stored hit (0: none yet)."""
@@ -201,24 +261,51 @@ class HitReader:
                 "ORDER BY c.seq LIMIT ?", [seq, limit]).fetchall()
         return [(row[0], StoredHit(*row[1:])) for row in rows]
 
-    def recent(self, received_since: dt.datetime, limit: int = 500) -> list[StoredHit]:
+    def recent(
+        self, received_since: dt.datetime, limit: int = 500, scope: HitScope | None = None
+    ) -> list[StoredHit]:
         """Up to `limit` hits received from `received_since`, the last stored first."""
-        return self._read(
-            f"{_SELECT} WHERE received_at >= ? ORDER BY rowid DESC LIMIT ?",
-            [format_time(received_since), limit],
-        )
+        # by (agency, received_at); hits on the viewer's lists by received_at alone
+        return self._scoped("received_at >= ?", [format_time(received_since)], "rowid DESC",
+                            limit, scope, (True, False))  # fmt: skip
 
     def search(
-        self, query: HitQuery, limit: int = 1000, *, newest_first: bool = True
+        self, query: HitQuery, limit: int = 1000, *, newest_first: bool = True,
+        scope: HitScope | None = None,
     ) -> list[StoredHit]:
-        """Up to `limit` hits that match `query`, by when they were seen."""
+        """Up to `limit` hits that match `query` (and `scope`), by when they were seen."""
         where, args = query.where()
         order = "DESC" if newest_first else "ASC"
-        return self._read(f"{_SELECT}{where} ORDER BY seen_at {order} LIMIT ?", [*args, limit])
+        # A plate is narrower than an agency: its index, not the agencies', is walked.
+        walk = query.plate is None
+        return self._scoped(where.removeprefix(" WHERE "), args, f"seen_at {order}", limit,
+                            scope, (walk, walk))  # fmt: skip
 
-    def get(self, hit_id: str) -> StoredHit | None:
-        hits = self._read(f"{_SELECT} WHERE hit_id = ?", [hit_id])
+    def get(self, hit_id: str, scope: HitScope | None = None) -> StoredHit | None:
+        """The hit `hit_id`; None when there is none (or `scope` does not see it)."""
+        where, args = ("1", []) if scope is None else scope.where()
+        hits = self._read(f"{_SELECT} WHERE hit_id = ? AND {where}", [hit_id, *args])
         return hits[0] if hits else None
+
+    def _scoped(self, where: str, args: list[Any], order: str, limit: int,
+                scope: HitScope | None, index: tuple[bool, bool] = (True, True),
+                ) -> list[StoredHit]:  # fmt: skip
+        """`_SELECT` with `where` (may be ""), in `order` (columns of hits), up to `limit`;
+        with a scope, the union of one query per part of it, each on its own index
+        (`index`: whether the agency's and list agency's indexes may be walked)."""
+        base = f"({where}) AND " if where else ""
+        if scope is None:
+            cond = f" WHERE {where}" if where else ""
+            return self._read(f"{_SELECT}{cond} ORDER BY {order} LIMIT ?", [*args, limit])
+        cols = f"rowid AS rowid_, {', '.join(_COLUMNS)}"
+        parts, values = [], []
+        for cond, part_args in scope.parts(*index):
+            parts.append(f"SELECT * FROM (SELECT {cols} FROM hits WHERE {base}{cond} "
+                         f"ORDER BY {order} LIMIT ?)")  # fmt: skip
+            values += [*args, *part_args, limit]
+        outer = order.replace("rowid", "rowid_")
+        return self._read(" UNION ALL ".join(parts) + f" ORDER BY {outer} LIMIT ?",
+                          [*values, limit])  # fmt: skip
 
     def picture(self, hit_id: str, kind: str) -> bytes | None:
         """A hit's picture ("crop" or "scene") as JPEG bytes, or None."""

@@ -189,7 +189,8 @@ class CollectorService:
         if self._ctx is None:
             self._ctx = zmq.Context(io_threads=cfg.io_threads)
         self._ctx.max_sockets = max(self._ctx.max_sockets, 8192)
-        self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node)
+        self._store = HitStore(cfg.db_path, max_cameras_per_node=cfg.nodes.max_cameras_per_node,
+                               agency_of_node=cfg.agency_of_node)  # fmt: skip
         if cfg.alerts is not None:  # before the writer starts; reads its secrets
             self.alerts = Alerts(cfg.alerts, data_dir=cfg.data_dir, credentials=cfg.credentials_dir)
             try:
@@ -265,7 +266,7 @@ class CollectorService:
         cfg = self.config
         assert cfg.exchange is not None
         exchange = Exchange.from_config(
-            cfg.exchange, default_agency=self._own_agency(), data_dir=cfg.data_dir,
+            cfg.exchange, default_agency=cfg.default_agency, data_dir=cfg.data_dir,
             credentials_dir=credentials_dir(cfg.credentials_dir),
             watchlists_path=(cfg.watchlists or WatchlistsConfig()).database_path(cfg.data_dir),
             grants=self.agreements.current, commit_hits=self.commit_partner_hits,
@@ -273,9 +274,6 @@ class CollectorService:
         self.agreements.subscribe(lambda agreements, lines: exchange.agreements_changed())
         exchange.start()
         self.exchange = exchange
-
-    def _own_agency(self) -> str:
-        return "local"
 
     def commit_partner_hits(self, hits: Sequence[HitMessage], agency: str) -> None:
         """Store hits a partner agency sent (its cameras, our lists), through the writer;
@@ -505,6 +503,12 @@ class CollectorService:
                 with self._lock:
                     self.counters["refused"] += 1
                     self.counters["refused_revoked"] += 1
+                continue
+            if self.config.agency_of_node(node) is None:
+                # A node no agency of the config owns: neither stored nor answered, so its
+                # hits stay in its outbox and come again once the config names its agency.
+                self._refuse("agency", node, f"no agency of this collector owns node {node!r} "
+                             "(agencies: in the config); its hits wait on the edge")  # fmt: skip
                 continue
             if payload[0].bytes == TAG_HEARTBEAT:
                 heartbeats.append((node, payload))

@@ -25,13 +25,14 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from edge.collector.agencies import DEFAULT_AGENCY, list_owner
 from edge.collector.hits import HIT_COLUMNS, HIT_DEFAULTS, picture_place
 from edge.collector.images import SEGMENT_BYTES, ImageLog
 from edge.core.link_protocol import HitMessage
@@ -90,8 +91,14 @@ class HitStore:
         images_dir: Path | None = None,
         max_cameras_per_node: int = MAX_CAMERAS_PER_NODE,
         segment_bytes: int = SEGMENT_BYTES,
+        agency_of_node: Callable[[str], str | None] = lambda node: DEFAULT_AGENCY,
+        agencies: Sequence[str] | None = None,
     ):
         self.path = Path(path)
+        # Whose each node is (the config's `agencies:`), and the agencies a list named
+        # `<agency>.<list>` may be a copy of (None: any of an agency's shape).
+        self.agency_of_node = agency_of_node
+        self.agencies = None if agencies is None else list(agencies)
         self.max_cameras_per_node = max_cameras_per_node
         self._status_written: dict[str, dict[str, Any]] = {}
         self._cameras: dict[str, set[str]] = {}  # camera rows kept, by node
@@ -142,11 +149,16 @@ class HitStore:
                 db.table("hits").create_index(["received_at"])
                 db.table("hits").create_index(["plate_text"])
         have = {c.name for c in db.table("hits").columns}
-        for name, default in HIT_DEFAULTS.items():  # a database from before early hits
+        for name, default in HIT_DEFAULTS.items():  # a database from before early hits, agencies
             if name not in have:
                 kind = "INTEGER" if isinstance(default, int) else "TEXT"
                 db.execute(f"ALTER TABLE hits ADD COLUMN {name} {kind} NOT NULL "
                            f"DEFAULT {default!r}")
+        # The console's scoped reads: an agency's hits, and those on its lists, by time.
+        for name, columns in (("hits_by_agency", "agency, seen_at"),
+                              ("hits_by_list_agency", "list_agency, seen_at"),
+                              ("hits_by_agency_received", "agency, received_at")):  # fmt: skip
+            db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON hits({columns})")
         if "hit_changes" not in db.table_names():
             # each update of a stored hit (an early hit completed), for the console to follow
             db.execute("CREATE TABLE hit_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -166,6 +178,9 @@ class HitStore:
                 {"node": str, "camera": str, "last_seen": str, "last_hit_at": str},
                 pk=("node", "camera"),
             )
+        for table in ("nodes", "cameras"):  # whose node it is ("": from before agencies)
+            if "agency" not in {c.name for c in db.table(table).columns}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN agency TEXT NOT NULL DEFAULT ''")
         # For the retention: hits of a list by age, pictures by segment and place.
         db.execute("CREATE INDEX IF NOT EXISTS hits_by_list ON hits(watchlist, received_at)")
         db.execute(
@@ -251,9 +266,14 @@ class HitStore:
     # ------------------------------------------------------------ writing
 
     def commit(
-        self, hits: Sequence[HitMessage], received_at: dt.datetime | None = None
+        self, hits: Sequence[HitMessage], received_at: dt.datetime | None = None, *,
+        agency: str | None = None,
     ) -> tuple[list[str], list[str]]:
         """Store `hits` durably; returns (ids newly stored, ids already here).
+
+        Each is stored with the agency of its node (`agency_of_node`), or `agency` where
+        given (hits a partner forwarded), and the owner of the list it matched
+        (`edge.collector.agencies.list_owner`).
 
         Duplicates (already stored, or twice in `hits`) are not stored again. A hit that
         `completes` an early one updates it (text, match, pictures, vehicle), keeping when
@@ -308,7 +328,8 @@ class HitStore:
             with self.db.atomic():
                 # Not insert_all: on this path sqlite-utils would spend more time building
                 # SQL than SQLite spends storing the rows.
-                self._insert("hits", list(HIT_COLUMNS), [_row(h, received) for h in new])
+                self._insert("hits", list(HIT_COLUMNS),
+                             [_row(h, received, *self._agencies_of(h, agency)) for h in new])
                 for h in updates:
                     self._complete(h)
                 self.db.conn.executemany(
@@ -321,6 +342,11 @@ class HitStore:
             self._take_back(where, e, lambda: not self._existing([first]))
             raise
         return stored, dups
+
+    def _agencies_of(self, h: HitMessage, agency: str | None) -> tuple[str, str]:
+        """(the agency of the camera that read `h`, the agency owning its list)."""
+        own = agency or self.agency_of_node(h.node) or ""
+        return own, list_owner(h.match.watchlist, own, self.agencies)
 
     def _completed_by(self, targets: list[str]) -> dict[str, set[str]]:
         """The completion already applied to each of `targets`, by target."""
@@ -426,7 +452,7 @@ class HitStore:
                     new.add(c)
                 camera_rows.append((s.node, c, t(s.last_seen),
                                     t(s.last_hit_at) if s.last_hit_at and c in s.hit_cameras
-                                    else None))  # fmt: skip
+                                    else None, self.agency_of_node(s.node) or ""))  # fmt: skip
         statuses: list[str | None] = []
         for s in seen:  # a status as last written is not written again
             if s.status is None or self._status_written.get(s.node) == s.status:
@@ -435,21 +461,24 @@ class HitStore:
                 statuses.append(json.dumps(s.status))
         with self.db.atomic():
             self.db.conn.executemany(
-                "INSERT INTO nodes (node, last_seen, address, status, last_hit_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET"
+                "INSERT INTO nodes (node, last_seen, address, status, last_hit_at, agency)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET"
+                " agency = excluded.agency,"
                 " last_seen = max(coalesce(last_seen, ''), excluded.last_seen),"
                 " address = coalesce(excluded.address, address),"
                 " status = coalesce(excluded.status, status),"
                 " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
                 [
                     (s.node, t(s.last_seen), s.address, status,
-                     None if s.last_hit_at is None else t(s.last_hit_at))
+                     None if s.last_hit_at is None else t(s.last_hit_at),
+                     self.agency_of_node(s.node) or "")
                     for s, status in zip(seen, statuses, strict=True)
                 ],
             )  # fmt: skip
             self.db.conn.executemany(
-                "INSERT INTO cameras (node, camera, last_seen, last_hit_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node, camera) DO UPDATE SET"
+                "INSERT INTO cameras (node, camera, last_seen, last_hit_at, agency)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(node, camera) DO UPDATE SET"
+                " agency = excluded.agency,"
                 " last_seen = max(coalesce(last_seen, ''), excluded.last_seen),"
                 " last_hit_at = coalesce(excluded.last_hit_at, last_hit_at)",
                 camera_rows,
@@ -634,7 +663,7 @@ class HitStore:
         self.images.close()
 
 
-def _row(h: HitMessage, received: str) -> tuple[Any, ...]:
+def _row(h: HitMessage, received: str, agency: str, list_agency: str) -> tuple[Any, ...]:
     """A hit as a row of `hits`, in the order of `HIT_COLUMNS`."""
     loc, p, m = h.location, h.plate, h.match
     return (
@@ -644,7 +673,7 @@ def _row(h: HitMessage, received: str) -> tuple[Any, ...]:
         m.watchlist, m.entry_id, m.entry_plate, m.kind, m.distance, m.priority, m.reason,
         h.wire_version, len(h.crop_jpeg), len(h.scene_jpeg),
         m.reading, h.vehicle_type, h.vehicle_colour, 1 if h.completes else 0, h.hit_id
-        if h.completes else "",
+        if h.completes else "", agency, list_agency,
     )  # fmt: skip
 
 

@@ -68,7 +68,7 @@ MAIL = {"smtp_host": "127.0.0.1", "from": "anpr@lt.example", "to": ["duty@lt.exa
     ([{"agency": "lt-vsat", "webhooks": [{"name": "a", **HOOK}], "email": [{"name": "a",
                                                                              **MAIL}]}],
      "used twice"),
-    ([{"agency": "LT", "webhooks": []}], "agency 'LT'"),
+    ([{"agency": "LT", "webhooks": []}], "'LT' is not an agency id"),
     ([{"agency": "lt-vsat"}, {"agency": "lt-vsat"}], "two entries"),
     ([{"agency": "lt-vsat", "email": [{"name": "m", **MAIL, "smtp_host": "mail.example",
                                        "starttls": False, "allow_plain_loopback": True}]}],

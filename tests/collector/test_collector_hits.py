@@ -171,8 +171,10 @@ def test_console_hits_keep_their_shape(stored, tmp_path):
     try:
         shown = data.hit(hits[1].hit_id)
         assert shown is not None
-        assert list(shown) == ["rowid", *(f for f in HIT_FIELDS if f != "agency"), "agency"]
+        agencies = ("agency", "camera_agency", "list_agency")
+        assert list(shown) == ["rowid", *(f for f in HIT_FIELDS if f not in agencies), *agencies]
         assert "version" not in shown and shown["agency"] == ""
+        assert shown["camera_agency"] == shown["list_agency"] == "local"
         assert [h["rowid"] for h in data.hits_after(8)] == [9, 10]
         assert data.last_rowid() == 10
         assert data.image(hits[1].hit_id, "crop") == hits[1].crop_jpeg

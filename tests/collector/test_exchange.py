@@ -72,7 +72,7 @@ def entry(pattern: str, name: str = "stolen-pl", category: str = "stolen_vehicle
 
 def plates(agency: Agency, name: str, now: float | None = None) -> set[str]:
     """The plates in force on list `name` of `agency`'s master store."""
-    store = WatchlistStore(agency.watchlists)
+    store = WatchlistStore(agency.watchlists, default_agency=agency.name)
     try:
         if name not in {n for n, i in store.lists().items() if i.active}:
             return set()
@@ -83,7 +83,7 @@ def plates(agency: Agency, name: str, now: float | None = None) -> set[str]:
 
 
 def edit(agency: Agency) -> WatchlistStore:
-    return WatchlistStore(agency.watchlists)
+    return WatchlistStore(agency.watchlists, default_agency=agency.name)
 
 
 def test_a_shared_list_reaches_the_partner_and_its_changes_follow(world: World) -> None:

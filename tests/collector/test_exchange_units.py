@@ -47,7 +47,7 @@ def test_keygen_writes_a_private_seed_and_prints_the_public_key(tmp_path: Path, 
     assert public_key_of(tmp_path, PL) == public
     with pytest.raises(FileExistsError):
         run_cli(["exchange", "keygen", PL, "--dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="invalid agency"):
+    with pytest.raises(ValueError, match="is not an agency id"):
         run_cli(["exchange", "keygen", "Not An Agency", "--dir", str(tmp_path)])
 
 

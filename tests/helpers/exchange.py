@@ -89,7 +89,7 @@ class Agency:
     def commit(self, hits: Sequence[HitMessage], agency: str) -> None:
         """The stand-in of `HitStore.commit(hits, agency=agency)` on the writer thread."""
         with self.lock:
-            self.hits.commit(hits)
+            self.hits.commit(hits, agency=agency)
             self.committed += [(h.hit_id, agency) for h in hits]
 
     def stored(self) -> list[tuple[str, str]]:

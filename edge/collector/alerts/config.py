@@ -9,9 +9,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.core.agency import check_agency
+
 # An agency id as the agreements name it (edge.core.agency, once merged), or the
 # collector's default `local` when it serves no named agencies.
-_AGENCY = re.compile(r"^(?:[a-z]{2}-[a-z0-9]{1,30}|local)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # A file name in the credentials directory: no path, nothing hidden.
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -193,9 +194,7 @@ class AgencyRoutes(_Strict):
     @field_validator("agency")
     @classmethod
     def _agency(cls, v: str) -> str:
-        if not _AGENCY.match(v):
-            raise ValueError(f"agency {v!r} must be like lt-vsat (country code, dash, name)")
-        return v
+        return check_agency(v)
 
     @model_validator(mode="after")
     def _unique(self) -> AgencyRoutes:

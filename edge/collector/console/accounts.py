@@ -22,6 +22,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from edge.collector.agencies import DEFAULT_AGENCY, is_agency_id
 from edge.core.times import iso
 
 ROLES = ("operator", "admin")
@@ -72,13 +73,15 @@ class User:
     display_name: str
     role: str
     active: bool = True
+    agency: str = DEFAULT_AGENCY  # what the user sees and changes is this agency's
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "display_name": self.display_name, "role": self.role}
+        return {"name": self.name, "display_name": self.display_name, "role": self.role,
+                "agency": self.agency}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,13 @@ def _token_hash(token: str) -> str:
 class ConsoleDB:
     """The console's SQLite database at `path`; safe to share between threads."""
 
-    def __init__(self, path: str | Path, *, hasher: PasswordHasher | None = None):
+    def __init__(
+        self, path: str | Path, *, hasher: PasswordHasher | None = None,
+        default_agency: str = DEFAULT_AGENCY,
+    ):
         self.path = Path(path)
+        # The agency of users and audit rows from before agencies (stored as "").
+        self.default_agency = default_agency
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._hasher = hasher or PasswordHasher()
         # For unknown users: verify against this, so that a name's existence does not
@@ -135,6 +143,21 @@ class ConsoleDB:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:  # in one transaction: never a moment without the audit's triggers
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; COMMIT;")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("users", "audit"):  # made before agencies: "" is the default's
+                    have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                    if "agency" not in have:
+                        self._db.execute(
+                            f"ALTER TABLE {table} ADD COLUMN agency TEXT NOT NULL DEFAULT ''")
+                self._db.execute("CREATE INDEX IF NOT EXISTS audit_by_agency ON audit(agency, id)")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _agency(self, stored: str) -> str:
+        return stored or self.default_agency
 
     def close(self) -> None:
         with self._lock:
@@ -156,12 +179,17 @@ class ConsoleDB:
     # ------------------------------------------------------------ users
 
     def add_user(
-        self, name: str, password: str, role: str, display_name: str = "", *, replace: bool = False
+        self, name: str, password: str, role: str, display_name: str = "", *,
+        replace: bool = False, agency: str | None = None,
     ) -> User:
+        """Add (or with `replace`, replace) a user of `agency` (default: the default agency)."""
         check_user_name(name)
         check_password(password)
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        agency = agency or self.default_agency
+        if not is_agency_id(agency):
+            raise AccountError(f"{agency!r} is not an agency id (lt-vsat, pl-sg)")
         display_name = (display_name or name).strip()[:200]
         digest = self._hasher.hash(password)
         now = time.time()
@@ -172,18 +200,20 @@ class ConsoleDB:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO users VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                    "INSERT INTO users (name, display_name, role, password_hash, active,"
+                    " created_at, updated_at, agency) VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET"
                     " display_name = excluded.display_name, role = excluded.role,"
                     " password_hash = excluded.password_hash, active = 1,"
-                    " updated_at = excluded.updated_at",
-                    (name, display_name, role, digest, now, now),
+                    " updated_at = excluded.updated_at, agency = excluded.agency",
+                    (name, display_name, role, digest, now, now, agency),
                 )
                 self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return User(name, display_name, role)
+        return User(name, display_name, role, agency=agency)
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
@@ -207,14 +237,16 @@ class ConsoleDB:
             self.end_sessions(name)
 
     def users(self) -> list[User]:
-        rows = self._all("SELECT name, display_name, role, active FROM users ORDER BY name")
-        return [User(n, d, r, bool(a)) for n, d, r, a in rows]
+        rows = self._all(
+            "SELECT name, display_name, role, active, agency FROM users ORDER BY name")
+        return [User(n, d, r, bool(a), self._agency(g)) for n, d, r, a, g in rows]
 
     def user(self, name: str) -> User | None:
         row = self._one(
-            "SELECT name, display_name, role, active FROM users WHERE name = ?", (name,)
+            "SELECT name, display_name, role, active, agency FROM users WHERE name = ?", (name,)
         )
-        return None if row is None else User(row[0], row[1], row[2], bool(row[3]))
+        return None if row is None else User(row[0], row[1], row[2], bool(row[3]),
+                                             self._agency(row[4]))  # fmt: skip
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user, if `password` is theirs and they are active; None otherwise."""
@@ -252,20 +284,20 @@ class ConsoleDB:
             return None
         key = _token_hash(token)
         row = self._one(
-            "SELECT s.created_at, s.last_seen, u.name, u.display_name, u.role, u.active"
-            " FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+            "SELECT s.created_at, s.last_seen, u.name, u.display_name, u.role, u.active,"
+            " u.agency FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
             (key,),
         )
         if row is None:
             return None
-        created, last_seen, name, display, role, active = row
+        created, last_seen, name, display, role, active, agency = row
         now = time.time()
         if not active or now - last_seen > idle_s or now - created > max_s:
             self._change("DELETE FROM sessions WHERE token_hash = ?", (key,))
             return None
         if now - last_seen > _TOUCH_EVERY_S:
             self._change("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, key))
-        return User(name, display, role)
+        return User(name, display, role, agency=self._agency(agency))
 
     def end_session(self, token: str) -> None:
         self._change("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
@@ -296,8 +328,10 @@ class ConsoleDB:
                     (hit_id, user.name, user.display_name, note, now),
                 )
                 self._db.execute(
-                    "INSERT INTO audit (at, user, action, detail, address) VALUES (?, ?, ?, ?, ?)",
-                    (now, user.name, "acknowledge", f"hit {hit_id}: {note}".rstrip(": "), address),
+                    "INSERT INTO audit (at, user, action, detail, address, agency)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, user.name, "acknowledge", f"hit {hit_id}: {note}".rstrip(": "), address,
+                     user.agency),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -321,10 +355,14 @@ class ConsoleDB:
                 out.setdefault(r[1], []).append(Ack(*r))
         return out
 
-    def audit(self, user: str, action: str, detail: str = "", address: str | None = None) -> None:
+    def audit(self, user: str, action: str, detail: str = "", address: str | None = None,
+              *, agency: str = "") -> None:  # fmt: skip
+        """Append a row: `user` did `action`, acting for `agency` ("": for none, such as a
+        refused sign-in of an unknown name; shown to the default agency's admins)."""
         self._change(
-            "INSERT INTO audit (at, user, action, detail, address) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), user, action, detail[:2000], address),
+            "INSERT INTO audit (at, user, action, detail, address, agency)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), user, action, detail[:2000], address, agency),
         )
 
     def purge_audit(self, keep_days: float, now: float | None = None) -> int:
@@ -337,12 +375,21 @@ class ConsoleDB:
         now = time.time() if now is None else now
         return self._change("DELETE FROM audit WHERE at < ?", (now - keep_days * 86400,))
 
-    def audit_trail(self, before_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Audit rows, newest first (before `before_id`, to page back)."""
+    def audit_trail(
+        self, before_id: int | None = None, limit: int = 200, *, agency: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit rows, newest first (before `before_id`, to page back); with `agency`, only
+        the rows of that agency's actors (the default agency's: also those of none)."""
+        where, args = "", []
+        if agency is not None:
+            mine = [agency, ""] if agency == self.default_agency else [agency]
+            where = f" AND agency IN ({', '.join('?' * len(mine))})"
+            args = mine
         rows = self._all(
-            "SELECT id, at, user, action, detail, address FROM audit WHERE id < ?"
+            f"SELECT id, at, user, action, detail, address, agency FROM audit WHERE id < ?{where}"
             " ORDER BY id DESC LIMIT ?",
-            (before_id if before_id is not None else 2**62, limit),
+            (before_id if before_id is not None else 2**62, *args, limit),
         )
         return [{"id": i, "at": iso(at, "milliseconds"), "user": u, "action": a, "detail": d,
-                 "address": addr} for i, at, u, a, d, addr in rows]  # fmt: skip
+                 "address": addr, "agency": g}
+                for i, at, u, a, d, addr, g in rows]  # fmt: skip

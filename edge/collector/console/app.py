@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.collector import csvsafe
+from edge.collector.agencies import DEFAULT_AGENCY
 from edge.collector.console.accounts import ConsoleDB, User
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.data import HIT_FIELDS, ConsoleData, QueryError, Search
@@ -43,8 +45,9 @@ from edge.collector.console.limits import BodyLimits
 from edge.collector.console.live import LiveHub
 from edge.collector.console.throttle import AuditRow, HashGate, RefusalLog, SignInThrottle
 from edge.collector.console.upload import FileRefused, Upload, UploadError, read_upload, text_field
+from edge.collector.hits import HitScope
 from edge.collector.watchlist.files import WatchlistFileError
-from edge.collector.watchlist.master import WatchlistStore
+from edge.collector.watchlist.master import ListOwnerError, WatchlistStore
 from edge.core.watchlist.entry import FieldError, parse_entry
 
 log = logging.getLogger(__name__)
@@ -58,9 +61,19 @@ RECHECK_S = 1.0  # an open event stream looks at its session this often (revocat
 MAX_ID = 2**63 - 1  # ids SQLite can hold
 
 
+def _no_grant(*_: str) -> bool:
+    return False
+
+
 @dataclass
 class Console:
-    """What the web application works with."""
+    """What the web application works with.
+
+    What a user sees is their agency's (`User.agency`): hits its cameras read, hits on its
+    lists, and the cameras (and their hits) an agreement grants it (`sees_camera(viewer,
+    owner, node, camera)`); lists it owns, and the partners' lists an agreement shares
+    with it (`sees_list(viewer, owner, list)`).  A hidden hit is "no such hit" (404).
+    """
 
     config: ConsoleConfig
     db: ConsoleDB
@@ -72,6 +85,12 @@ class Console:
     refusals: RefusalLog = field(default_factory=RefusalLog)
     hashing: HashGate = field(init=False)
     streams: dict[str, int] = field(default_factory=dict)  # open event streams per session
+    # The collector's first agency: whose rows from before agencies (agency "") are.
+    default_agency: str = DEFAULT_AGENCY
+    agency_of_node: Callable[[str], str | None] = field(default=lambda node: DEFAULT_AGENCY)
+    # What agreements grant (the lead wires `Agreements`): none by default.
+    sees_camera: Callable[[str, str, str, str], bool] = field(default=_no_grant)
+    sees_list: Callable[[str, str, str], bool] = field(default=_no_grant)
 
     def __post_init__(self) -> None:
         self.hashing = HashGate(self.config.login_concurrency, self.config.login_queue)
@@ -87,6 +106,35 @@ class Console:
 
     def session_user(self, token: str | None) -> User | None:
         return self.db.session_user(token, self.idle_s, self.max_s) if token else None
+
+    def scope(self, user: User) -> HitScope:
+        """The hits `user` may see (a HitScope), with the agreements as they are now."""
+        viewer = user.agency
+        try:
+            cameras = self.data.camera_owners()
+        except (FileNotFoundError, sqlite3.OperationalError):
+            cameras = []  # no hits database (yet)
+        granted = tuple(
+            (stored, node, camera) for stored, node, camera in cameras
+            if (stored or self.default_agency) != viewer
+            and self.sees_camera(viewer, stored or self.default_agency, node, camera)
+        )  # fmt: skip
+        return HitScope(viewer, viewer == self.default_agency, granted)
+
+    def camera_agency(self, stored: str | None, node: str) -> str:
+        """A camera's agency: as stored ("": the default's), or for a camera only the
+        config names, its node's."""
+        if stored is None:
+            return self.agency_of_node(node) or ""
+        return stored or self.default_agency
+
+    def sees_camera_of(self, user: User, stored: str | None, node: str, camera: str) -> bool:
+        owner = self.camera_agency(stored, node)
+        return owner == user.agency or self.sees_camera(user.agency, owner, node, camera)
+
+    def sees_list_of(self, user: User, name: str, owner: str) -> bool:
+        """Whether `user` may see list `name` of `owner` (and its entries)."""
+        return owner == user.agency or self.sees_list(user.agency, owner, name)
 
     def write_audit(self, rows: list[AuditRow]) -> None:
         for user, action, detail, address in rows:
@@ -218,6 +266,19 @@ def _run(fn: Callable[..., Any], *args: Any) -> Any:
     return anyio.to_thread.run_sync(fn, *args)
 
 
+async def _audit(request: Request, user: User, action: str, detail: str) -> None:
+    """An audit row of what `user` did, naming their agency."""
+    console: Console = request.app.state.console
+    address = _address(request)
+    await _run(lambda: console.db.audit(user.name, action, detail, address, agency=user.agency))
+
+
+async def _scope(request: Request) -> HitScope:
+    console: Console = request.app.state.console
+    scope: HitScope = await _run(console.scope, _user(request))
+    return scope
+
+
 async def _append(console: Console, rows: list[AuditRow]) -> None:
     if rows:
         await _run(console.write_audit, rows)
@@ -274,11 +335,13 @@ async def login(request: Request) -> Response:
         raise
     if user is None:
         console.throttle.failed(attempt)
-        await _run(console.db.audit, name or "?", "sign-in failed", "", address)
+        named = await _run(console.db.user, name) if name else None
+        await _run(lambda: console.db.audit(name or "?", "sign-in failed", "", address,
+                                            agency=named.agency if named else ""))
         return JSONResponse({"error": "wrong name or password"}, 401)
     console.throttle.succeeded(attempt)
     token = await _run(console.db.new_session, user, address)
-    await _run(console.db.audit, user.name, "sign-in", "", address)
+    await _run(lambda: console.db.audit(user.name, "sign-in", "", address, agency=user.agency))
     response = JSONResponse({"user": user.to_json()})
     secure = console.config.cookie_secure
     if secure is None:
@@ -292,7 +355,7 @@ async def logout(request: Request) -> Response:
     console: Console = request.app.state.console
     user = _user(request)
     await _run(console.db.end_session, request.state.token)
-    await _run(console.db.audit, user.name, "sign-out", "", _address(request))
+    await _audit(request, user, "sign-out", "")
     response = JSONResponse({"ok": True})
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -323,10 +386,11 @@ def _with_acks(console: Console, hits: list[dict[str, Any]]) -> list[dict[str, A
 async def live(request: Request) -> Response:
     """The live board: hits of the last live_hours, with who acknowledged them."""
     console: Console = request.app.state.console
+    scope = await _scope(request)
 
     def load() -> dict[str, Any]:
         last = console.data.last_rowid()
-        hits = console.data.recent(console.config.live_hours)
+        hits = console.data.recent(console.config.live_hours, scope=scope)
         return {"hits": _with_acks(console, hits), "last_rowid": last}
 
     return JSONResponse(await _run(load))
@@ -358,8 +422,9 @@ def _search(request: Request, limit: int) -> Search:
 async def search(request: Request) -> Response:
     console: Console = request.app.state.console
     s = _search(request, 1000)
+    scope = await _scope(request)
     try:
-        hits = await _run(console.data.search, s)
+        hits = await _run(console.data.search, s, scope)
     except QueryError as e:
         raise HTTPException(400, str(e)) from None
     return JSONResponse({"hits": await _run(_with_acks, console, hits), "limit": s.limit})
@@ -375,14 +440,14 @@ async def export(request: Request) -> Response:
         raise HTTPException(400, "sep must be ',' or ';'")
     s = _search(request, console.config.max_export_rows)
     user = _user(request)
+    scope = await _scope(request)
     try:
-        hits = await _run(console.data.search, s)
+        hits = await _run(console.data.search, s, scope)
     except QueryError as e:
         raise HTTPException(400, str(e)) from None
     hits = await _run(_with_acks, console, hits)
     asked = {k: v for k, v in request.query_params.items() if v}
-    await _run(console.db.audit, user.name, "export",
-               f"{fmt}, {len(hits)} hits, {json.dumps(asked)}", _address(request))  # fmt: skip
+    await _audit(request, user, "export", f"{fmt}, {len(hits)} hits, {json.dumps(asked)}")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     headers = {"content-disposition": f'attachment; filename="hits-{stamp}.{fmt}"'}
     if fmt == "json":
@@ -413,7 +478,7 @@ def to_csv(hits: list[dict[str, Any]], sep: str = ",") -> str:
 
 async def one_hit(request: Request) -> Response:
     console: Console = request.app.state.console
-    hit = await _run(console.data.hit, request.path_params["hit_id"])
+    hit = await _run(console.data.hit, request.path_params["hit_id"], await _scope(request))
     if hit is None:
         raise HTTPException(404, "no such hit")
     return JSONResponse((await _run(_with_acks, console, [hit]))[0])
@@ -424,7 +489,10 @@ async def picture(request: Request) -> Response:
     kind = request.path_params["kind"]
     if kind not in ("crop", "scene"):
         raise HTTPException(404, "no such picture")
-    data = await _run(console.data.image, request.path_params["hit_id"], kind)
+    hit_id = request.path_params["hit_id"]
+    if await _run(console.data.hit, hit_id, await _scope(request)) is None:
+        raise HTTPException(404, "no such picture")  # as for a hit that has none
+    data = await _run(console.data.image, hit_id, kind)
     if data is None:
         raise HTTPException(404, "no such picture")
     return Response(data, media_type="image/jpeg",
@@ -437,7 +505,7 @@ async def acknowledge(request: Request) -> Response:
     hit_id = request.path_params["hit_id"]
     body = await _json_body(request)
     note = _text(body, "note", 1000)
-    hit = await _run(console.data.hit, hit_id)
+    hit = await _run(console.data.hit, hit_id, await _scope(request))
     if hit is None:
         raise HTTPException(404, "no such hit")
     ack = await _run(console.db.acknowledge, hit_id, user, note, _address(request))
@@ -453,6 +521,7 @@ async def events(request: Request) -> Response:
     A session may hold max_streams_per_session streams at once."""
     console: Console = request.app.state.console
     token = request.state.token
+    scope = await _scope(request)
     if not console.open_stream(token):
         raise HTTPException(429, f"{console.config.max_streams_per_session} live streams are "
                             "open for this session already; close one")  # fmt: skip
@@ -464,14 +533,17 @@ async def events(request: Request) -> Response:
     loop = asyncio.get_running_loop()
 
     async def stream() -> AsyncIterator[str]:
+        nonlocal scope
         yield "retry: 2000\n\n"
         checked = quiet = loop.time()
         while True:
             now = loop.time()
             if now - checked >= RECHECK_S:
-                if await _run(console.session_user, token) is None:
+                user = await _run(console.session_user, token)
+                if user is None:
                     yield "event: signed-out\ndata: {}\n\n"
                     return
+                scope = await _run(console.scope, user)  # agreements change, and cameras
                 checked = now = loop.time()
             if now - quiet >= KEEPALIVE_S:
                 yield ": still here\n\n"
@@ -484,7 +556,13 @@ async def events(request: Request) -> Response:
                 return
             kind, data = event
             if kind == "hit":
-                data = (await _run(_with_acks, console, [data]))[0]
+                if not scope.allows(data["camera_agency"], data["list_agency"], data["node"],
+                                    data["camera"]):  # fmt: skip
+                    continue
+                data = (await _run(_with_acks, console, [dict(data)]))[0]
+            elif kind == "ack" and "hit_id" in data and await _run(
+                    console.data.hit, data["hit_id"], scope) is None:  # fmt: skip
+                continue  # of a hit this user does not see
             yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
             quiet = loop.time()
 
@@ -515,8 +593,17 @@ class _Stream(StreamingResponse):
 
 async def cameras(request: Request) -> Response:
     console: Console = request.app.state.console
-    cams = await _run(console.data.cameras, console.config.late_after_s)
-    return JSONResponse({"cameras": cams})
+    user = _user(request)
+
+    def load() -> list[dict[str, Any]]:
+        cams = console.data.cameras(console.config.late_after_s)
+        shown = []
+        for c in cams:
+            if console.sees_camera_of(user, c["agency"], c["node"], c["camera"]):
+                shown.append({**c, "agency": console.camera_agency(c["agency"], c["node"])})
+        return shown
+
+    return JSONResponse({"cameras": await _run(load)})
 
 
 async def region(request: Request) -> Response:
@@ -529,33 +616,59 @@ async def region(request: Request) -> Response:
 
 async def lists(request: Request) -> Response:
     console: Console = request.app.state.console
-    return JSONResponse({"lists": await _run(console.data.lists)})
+    user = _user(request)
+    shown = [i for i in await _run(console.data.lists)
+             if console.sees_list_of(user, i["name"], i["agency"])]  # fmt: skip
+    return JSONResponse({"lists": shown})
+
+
+def _list_owner(console: Console, name: str) -> str | None:
+    """The agency owning list `name`; None when there is no such (active) list."""
+    for i in console.data.lists():
+        if i["name"] == name:
+            return str(i["agency"])
+    return None
 
 
 async def entries(request: Request) -> Response:
     console: Console = request.app.state.console
     q = request.query_params
     after = _int_param(request, "after", 0)
+    name = request.path_params["name"]
+    owner = await _run(_list_owner, console, name)
+    if owner is not None and not console.sees_list_of(_user(request), name, owner):
+        raise HTTPException(404, "no such list")  # as for one that is not there
     try:
-        rows = await _run(console.data.entries, request.path_params["name"],
-                          q.get("plate", ""), after, 200)  # fmt: skip
+        rows = await _run(console.data.entries, name, q.get("plate", ""), after, 200)
     except (ValueError, QueryError) as e:
         raise HTTPException(400, str(e)) from None
     return JSONResponse({"entries": rows})
 
 
 def _with_store(console: Console, fn: Callable[[WatchlistStore], Any]) -> Any:
-    store = WatchlistStore(console.watchlists_db)
+    store = WatchlistStore(console.watchlists_db, default_agency=console.default_agency)
     try:
         return fn(store)
+    except ListOwnerError as e:  # another agency's list, or a name that says so
+        raise HTTPException(403, f"{e}: an admin changes only the lists of their agency") from None
     finally:
         store.close()
+
+
+async def _own_list(request: Request, user: User, name: str) -> None:
+    """403 unless list `name` is new or `user`'s agency's (before any upload is read)."""
+    console: Console = request.app.state.console
+    owner = await _run(_list_owner, console, name)
+    if owner is not None and owner != user.agency:
+        raise HTTPException(403, f"list {name} is {owner}'s: an admin changes only the lists "
+                            f"of their agency ({user.agency})")  # fmt: skip
 
 
 async def import_list(request: Request) -> Response:
     console: Console = request.app.state.console
     user = _admin(request)
     name = request.path_params["name"]
+    await _own_list(request, user, name)
     raw = await request.body()
     try:
         # In a worker thread: a big file takes seconds to read; the console goes on answering.
@@ -574,12 +687,12 @@ async def import_list(request: Request) -> Response:
     filename = upload.filename
     try:
         result = await _run(_with_store, console, lambda s: s.import_entries(
-            name, upload.entries, replace_all=upload.replace))  # fmt: skip
+            name, upload.entries, replace_all=upload.replace, agency=user.agency))  # fmt: skip
     except ValueError as e:  # a list name the store does not take
         raise HTTPException(400, str(e)) from None
     detail = (f"list {name} from {filename}: {result.added} added, {result.changed} changed, "
               f"{result.unchanged} unchanged, {result.removed} removed")  # fmt: skip
-    await _run(console.db.audit, user.name, "watchlist import", detail, _address(request))
+    await _audit(request, user, "watchlist import", detail)
     return JSONResponse({"list": name, "added": result.added, "changed": result.changed,
                          "unchanged": result.unchanged, "removed": result.removed})  # fmt: skip
 
@@ -588,6 +701,7 @@ async def add_entry(request: Request) -> Response:
     console: Console = request.app.state.console
     user = _admin(request)
     name = request.path_params["name"]
+    await _own_list(request, user, name)
     body = await _json_body(request)
     raw = {k: _text(body, k, 500) for k in (
         "plate", "country", "category", "priority", "reason", "valid_from", "valid_until",
@@ -597,10 +711,11 @@ async def add_entry(request: Request) -> Response:
         entry = parse_entry({k: v for k, v in raw.items() if v != ""}, list_name=name)
     except FieldError as e:
         raise HTTPException(400, str(e)) from None
-    added = await _run(_with_store, console, lambda s: s.add(entry, create=True))
-    await _run(console.db.audit, user.name, "watchlist add",
-               f"entry {added.id}: {added.pattern} on {added.list} ({added.agency}, "
-               f"priority {added.priority}): {added.reason}", _address(request))  # fmt: skip
+    added = await _run(_with_store, console,
+                       lambda s: s.add(entry, create=True, agency=user.agency))  # fmt: skip
+    await _audit(request, user, "watchlist add",
+                 f"entry {added.id}: {added.pattern} on {added.list} ({added.agency}, "
+                 f"priority {added.priority}): {added.reason}")  # fmt: skip
     return JSONResponse({"id": added.id, "plate": added.pattern, "list": added.list})
 
 
@@ -610,13 +725,23 @@ async def expire_entry(request: Request) -> Response:
     entry_id = request.path_params["entry_id"]
     if entry_id > MAX_ID:
         raise HTTPException(404, "no such entry")
+
+    def expire(store: WatchlistStore) -> Any:
+        found = store.get(entry_id)
+        if found is None:
+            raise KeyError(entry_id)
+        owner = store.owner(found.list)
+        if owner != user.agency:
+            raise HTTPException(403, f"entry {entry_id} is on list {found.list}, {owner}'s: an "
+                                "admin changes only the lists of their agency")  # fmt: skip
+        return store.expire([entry_id])
+
     try:
-        changed = await _run(_with_store, console, lambda s: s.expire([entry_id]))
+        changed = await _run(_with_store, console, expire)
     except KeyError:
         raise HTTPException(404, "no such entry") from None
     e = changed[0]
-    await _run(console.db.audit, user.name, "watchlist expire",
-               f"entry {e.id}: {e.pattern} on {e.list}", _address(request))  # fmt: skip
+    await _audit(request, user, "watchlist expire", f"entry {e.id}: {e.pattern} on {e.list}")
     return JSONResponse({"id": e.id, "valid_until": e.valid_until})
 
 
@@ -625,10 +750,12 @@ async def expire_entry(request: Request) -> Response:
 
 async def audit(request: Request) -> Response:
     console: Console = request.app.state.console
-    _admin(request)
+    user = _admin(request)
     before = _int_param(request, "before", MAX_ID)
     await _run(console.flush_refusals, False)  # counts of refusals whose window has ended
-    rows = await _run(console.db.audit_trail, before)
+    # An admin sees what the actors of their agency did (the default agency's admins also
+    # what no agency did: the CLI's, refused sign-ins of unknown names).
+    rows = await _run(lambda: console.db.audit_trail(before, agency=user.agency))
     return JSONResponse({"audit": rows})
 
 

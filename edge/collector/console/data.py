@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.collector.agencies import DEFAULT_AGENCY
 from edge.collector.console.config import CameraPlace
-from edge.collector.hits import HitQuery, HitReader, StoredHit
+from edge.collector.hits import HitQuery, HitReader, HitScope, StoredHit
 from edge.collector.nodes import NodeHealth, judge_node
 from edge.collector.watchlist.files import entry_record
 from edge.collector.watchlist.master import WatchlistReader
@@ -34,10 +35,12 @@ HIT_FIELDS = (
     "lat", "lon", "plate_text", "plate_formatted", "plate_raw", "country", "confidence",
     "watchlist", "entry_id", "entry_plate", "agency", "reason", "match_kind",
     "match_distance", "reading", "vehicle_type", "vehicle_colour", "revision",
-    "crop_bytes", "scene_bytes",
+    "crop_bytes", "scene_bytes", "camera_agency", "list_agency",
 )  # fmt: skip
-# A hit as the console sends it: its rowid, these columns of the stored hit, its agency.
-_SHOWN = tuple(f for f in HIT_FIELDS if f != "agency")
+# A hit as the console sends it: its rowid, these columns of the stored hit, its agency
+# (the entry's, as the list says).  `camera_agency` is the stored hit's `agency`: whose
+# camera read it; `list_agency` whose list it matched.
+_SHOWN = tuple(f for f in HIT_FIELDS if f not in ("agency", "camera_agency", "list_agency"))
 _AGENCY_TTL_S = 60.0
 
 
@@ -112,12 +115,15 @@ class ConsoleData:
         *,
         places: Sequence[CameraPlace] = (),
         images_dir: Path | None = None,
+        default_agency: str = DEFAULT_AGENCY,
     ):
         self.hits_db = Path(hits_db)
         self.watchlists_db = Path(watchlists_db)
+        # Whose the rows from before agencies (agency "") are.
+        self.default_agency = default_agency
         self.hits = HitReader(self.hits_db, images_dir=images_dir)
         self._hits = self.hits.pool  # nodes and cameras (below) are read over it too
-        self.master = WatchlistReader(self.watchlists_db)
+        self.master = WatchlistReader(self.watchlists_db, default_agency=default_agency)
         self.places = {(p.node, p.camera): p for p in places}
         self._agencies: dict[tuple[str, str], str] = {}
         self._agencies_at = 0.0
@@ -150,18 +156,27 @@ class ConsoleData:
         changed = self.hits.changed_after(seq, limit)
         return (changed[-1][0] if changed else seq), self._shown([h for _, h in changed])
 
-    def recent(self, hours: float, limit: int = 500) -> list[dict[str, Any]]:
-        """Hits received in the last `hours`, newest first."""
+    def recent(
+        self, hours: float, limit: int = 500, scope: HitScope | None = None
+    ) -> list[dict[str, Any]]:
+        """Hits received in the last `hours` (that `scope` sees), newest first."""
         since = utc_now() - dt.timedelta(hours=hours)
-        return self._shown(self.hits.recent(since, limit))
+        return self._shown(self.hits.recent(since, limit, scope))
 
-    def search(self, s: Search) -> list[dict[str, Any]]:
-        """Hits that match `s`, the most recently seen first."""
-        return self._shown(self.hits.search(s.query(), s.limit))
+    def search(self, s: Search, scope: HitScope | None = None) -> list[dict[str, Any]]:
+        """Hits that match `s` (and that `scope` sees), the most recently seen first."""
+        return self._shown(self.hits.search(s.query(), s.limit, scope=scope))
 
-    def hit(self, hit_id: str) -> dict[str, Any] | None:
-        found = self.hits.get(hit_id)
+    def hit(self, hit_id: str, scope: HitScope | None = None) -> dict[str, Any] | None:
+        """The hit `hit_id`, as shown; None if there is none or `scope` does not see it."""
+        found = self.hits.get(hit_id, scope)
         return None if found is None else self._shown([found])[0]
+
+    def camera_owners(self) -> list[tuple[str, str, str]]:
+        """(agency as stored, node, camera) of every camera known from heartbeats or hits."""
+        with self._hits.connection() as db:
+            return [(r[0], r[1], r[2]) for r in
+                    db.execute("SELECT agency, node, camera FROM cameras")]  # fmt: skip
 
     def image(self, hit_id: str, kind: str) -> bytes | None:
         """A hit's picture ("crop" or "scene") as JPEG bytes, or None."""
@@ -170,11 +185,14 @@ class ConsoleData:
     def _shown(self, hits: Sequence[StoredHit]) -> list[dict[str, Any]]:
         """Hits as the console sends them, each with the agency that owns its entry."""
         agencies = self._agencies_of([(h.watchlist, h.entry_id) for h in hits])
-        return [
-            {"rowid": h.rowid, **{k: getattr(h, k) for k in _SHOWN},
-             "agency": agencies.get((h.watchlist, h.entry_id), "")}
-            for h in hits
-        ]  # fmt: skip
+        out = []
+        for h in hits:
+            camera_agency = h.agency or self.default_agency
+            out.append({"rowid": h.rowid, **{k: getattr(h, k) for k in _SHOWN},
+                        "agency": agencies.get((h.watchlist, h.entry_id), ""),
+                        "camera_agency": camera_agency,
+                        "list_agency": h.list_agency or camera_agency})  # fmt: skip
+        return out
 
     def _agencies_of(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The agency owning each (list, entry id), from the master watchlists (cached)."""
@@ -247,7 +265,7 @@ class ConsoleData:
         known = {(c["node"], c["camera"]) for c in cams}
         for key in sorted(set(self.places) - known):
             cams.append({"node": key[0], "camera": key[1], "last_seen": None,
-                         "last_hit_at": None})  # fmt: skip
+                         "last_hit_at": None, "agency": None})  # fmt: skip
         out = []
         for c in cams:
             key = (c["node"], c["camera"])
@@ -264,6 +282,7 @@ class ConsoleData:
                     place["label"] = conf.label
             out.append({
                 "node": c["node"], "camera": c["camera"], "id": f"{c['node']}/{c['camera']}",
+                "agency": c["agency"],  # as stored ("": before agencies; None: config only)
                 "health": health[0], "problems": health[1],
                 "state": state.state.value if state else None,
                 "fps": state.fps if state else None,
@@ -284,7 +303,7 @@ class ConsoleData:
             return []
         return [{"name": i.policy.name, "seq": i.seq, "match": i.policy.match,
                  "max_distance": i.policy.max_distance, "description": i.policy.description,
-                 "entries": i.entries} for i in lists]  # fmt: skip
+                 "entries": i.entries, "agency": i.agency} for i in lists]  # fmt: skip
 
     def entries(
         self, name: str, plate: str = "", after_id: int = 0, limit: int = 200

@@ -11,11 +11,13 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from edge.collector.agreements import Agreements
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.app import STATIC, Console, build_app
@@ -38,8 +40,11 @@ def watchlists_path(collector: CollectorConfig) -> Path:
 class ConsoleServer:
     """The operators' console for the collector whose config is `collector`."""
 
-    def __init__(self, collector: CollectorConfig, config: ConsoleConfig | None = None):
+    def __init__(self, collector: CollectorConfig, config: ConsoleConfig | None = None, *,
+                 agreements: Callable[[], Agreements] | None = None):
         self.collector = collector
+        # The agreements in force (what they grant a viewer besides its own); none: nothing.
+        self.agreements = agreements
         self.config = config or collector.console or ConsoleConfig()
         self.url = ""
         self.port = 0
@@ -59,19 +64,35 @@ class ConsoleServer:
         serve nothing (no socket, no thread): `start` serves it, and a test may run it
         in-process (`build_app`); `stop` closes it either way."""
         cfg = self.config
-        self._db = ConsoleDB(self.database)
+        agency = self.collector.default_agency
+        self._db = ConsoleDB(self.database, default_agency=agency)
         self._data = ConsoleData(
-            self.collector.db_path, watchlists_path(self.collector), places=cfg.cameras
+            self.collector.db_path, watchlists_path(self.collector), places=cfg.cameras,
+            default_agency=agency,
         )
         self._hub = LiveHub(self._data, cfg.poll_s)
         self.console = Console(
             cfg, self._db, self._data, self._hub, watchlists_path(self.collector),
-            region=cfg.region or STATIC / "region.geojson",
+            region=cfg.region or STATIC / "region.geojson", default_agency=agency,
+            agency_of_node=self.collector.agency_of_node, **self._grants(),
         )  # fmt: skip
         if not self.console.region.is_file():
             self._close()
             raise FileNotFoundError(f"console: region outline {self.console.region} not found")
         return self.console
+
+    def _grants(self) -> dict[str, Any]:
+        current = self.agreements
+        if current is None:
+            return {}
+
+        def sees_camera(viewer: str, owner: str, node: str, camera: str) -> bool:
+            return current().sees_camera(viewer, owner, node, camera)
+
+        def sees_list(viewer: str, owner: str, name: str) -> bool:
+            return current().list_granted(owner, name, viewer)
+
+        return {"sees_camera": sees_camera, "sees_list": sees_list}
 
     def start(self, ctx: object = None) -> None:
 
@@ -149,9 +170,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock  # uvicorn serves on it, and closes it when it stops
 
 
-def make_component(collector: CollectorConfig) -> ConsoleServer | None:
+def make_component(collector: CollectorConfig, agreements: Callable[[], Agreements] | None = None
+                   ) -> ConsoleServer | None:
     """The console for `anpr-collector run`; None when the config has no enabled `console:`."""
     cfg = collector.console
     if cfg is None or not cfg.enabled:
         return None
-    return ConsoleServer(collector, cfg)
+    return ConsoleServer(collector, cfg, agreements=agreements)

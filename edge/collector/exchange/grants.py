@@ -7,18 +7,19 @@ typed against it so that it needs nothing else of the agreements module.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-_AGENCY = re.compile(r"^[a-z]{2}-[a-z0-9]{1,30}$")
+from edge.core.agency import LOCAL_AGENCY
+from edge.core.agency import check_agency as core_check_agency
 
 
 def check_agency(name: object) -> str:
-    """An agency id (`lt-vsat`): country code, dash, short name; ValueError otherwise."""
-    if not isinstance(name, str) or not _AGENCY.match(name):
-        raise ValueError(f"invalid agency {name!r}: expected a country code, '-', a short name")
-    return name
+    """An agency id of a partner (`lt-vsat`; never the default `local`); ValueError otherwise."""
+    if name == LOCAL_AGENCY:
+        raise ValueError("the default agency 'local' cannot exchange: name the agency "
+                         "(e.g. lt-vsat) in the collector's agencies:")
+    return core_check_agency(name)
 
 
 class GrantLike(Protocol):

@@ -154,7 +154,7 @@ class Exchange:
     # ------------------------------------------------------------------ the worker's stores
 
     def _open_stores(self) -> None:
-        self._store = WatchlistStore(self.watchlists_path)
+        self._store = WatchlistStore(self.watchlists_path, default_agency=self.me)
         self._outbox = Outbox(self.db_path)  # the worker's own connection
         setup_schema(self._outbox)
         self._sender = ListSender(self.me, self._store, self._outbox, self.lists_of)

@@ -80,11 +80,10 @@ OwnLists = Callable[[WatchlistStore, Grants, str], dict[str, ListInfo]]
 
 
 def own_lists(store: WatchlistStore, grants: Grants, me: str) -> dict[str, ListInfo]:
-    """Our own active lists: those not named `<agency>.<...>` after a known agency.
-    (With the agency columns: those whose `ListInfo.agency == me`.)"""
+    """Our own active lists: those `me` owns (`ListInfo.agency`), never a partner's copy."""
     known = set(grants.agencies)
     return {name: info for name, info in store.lists().items()
-            if info.active and name.split(".", 1)[0] not in known}
+            if info.active and info.agency == me and name.split(".", 1)[0] not in known}
 
 
 def held_list_active(store: WatchlistStore, name: str) -> bool:
@@ -93,12 +92,12 @@ def held_list_active(store: WatchlistStore, name: str) -> bool:
 
 
 def import_copy(store: WatchlistStore, name: str, entries: Sequence[Entry], owner: str) -> None:
-    """Upsert a partner's entries into our copy `name` (agency columns: agency=owner)."""
-    store.import_entries(name, entries, create=True)
+    """Upsert a partner's entries into our copy `name`, which `owner` owns."""
+    store.import_entries(name, entries, create=True, agency=owner)
 
 
 def set_copy_policy(store: WatchlistStore, policy: ListPolicy, owner: str) -> None:
-    store.set_policy(policy)
+    store.set_policy(policy, agency=owner)
 
 
 def drop_copy(store: WatchlistStore, name: str) -> None:

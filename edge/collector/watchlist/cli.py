@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edge.collector.agencies import is_agency_id
 from edge.collector.config import CollectorConfig, add_config_options, load_config
 from edge.collector.csvsafe import SEPARATORS
 from edge.collector.watchlist.config import WatchlistsConfig
@@ -82,7 +83,23 @@ def _open_store(args: argparse.Namespace) -> WatchlistStore:
 
     config = load_config(args.config)
     cfg = config.watchlists or WatchlistsConfig()
-    return WatchlistStore(cfg.database_path(config.data_dir))
+    return WatchlistStore(cfg.database_path(config.data_dir), default_agency=config.default_agency)
+
+
+def _owner(args: argparse.Namespace) -> str | None:
+    """The agency `--owner` names (one the config serves; with --db, any agency id), or
+    None: the list's own, or for a new list the config's default agency."""
+    owner = getattr(args, "owner", None)
+    if owner is None:
+        return None
+    if not is_agency_id(owner):
+        raise WatchlistCommandError(f"--owner {owner!r} is not an agency id (lt-vsat, pl-sg)")
+    if not args.db:
+        served = load_config(args.config).agency_names
+        if owner not in served:
+            raise WatchlistCommandError(f"--owner {owner}: this collector serves "
+                                        f"{', '.join(served)}")  # fmt: skip
+    return owner
 
 
 def _policy_from_args(args: argparse.Namespace, store: WatchlistStore) -> ListPolicy | None:
@@ -111,10 +128,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{args.file}: {len(entries)} entries, all valid (nothing imported)")
         return 0
+    owner = _owner(args)
     store = _open_store(args)
     try:
         result = store.import_entries(
-            args.list, entries, replace_all=args.replace, policy=_policy_from_args(args, store)
+            args.list, entries, replace_all=args.replace, policy=_policy_from_args(args, store),
+            agency=owner,
         )
     finally:
         store.close()
@@ -187,13 +206,14 @@ def _cmd_add(args: argparse.Namespace) -> int:
         entry = parse_entry(raw, list_name=args.list)
     except FieldError as e:
         raise WatchlistCommandError(str(e)) from None
+    owner = _owner(args)
     store = _open_store(args)
     try:
         policy = _policy_from_args(args, store)
         if policy is not None:
-            store.set_policy(policy)
+            store.set_policy(policy, agency=owner)
         try:
-            added = store.add(entry, create=args.create)
+            added = store.add(entry, create=args.create, agency=owner)
         except KeyError as e:
             raise WatchlistCommandError(e.args[0]) from None
     finally:
@@ -272,6 +292,8 @@ def add_watchlist_commands(subparsers: Any) -> None:
     sp.add_argument("--replace", action="store_true", help="remove entries not in the file")
     sp.add_argument("--agency", help="agency of rows that name none")
     sp.add_argument("--added-by", help="who adds rows that name no one (default: you)")
+    sp.add_argument("--owner", help="the agency (of the config's agencies) that owns the list; "
+                    "default: the list's, or for a new list the first agency")  # fmt: skip
     sp.add_argument("--dry-run", action="store_true", help="check the file, import nothing")
     policy(sp)
     sp.set_defaults(func=_cmd_import)
@@ -304,6 +326,7 @@ def add_watchlist_commands(subparsers: Any) -> None:
     sp.add_argument("--valid-from", help="ISO 8601 time (UTC unless given)")
     sp.add_argument("--valid-until", help="ISO 8601 time; a bare date covers that day")
     sp.add_argument("--added-by", help="default: you")
+    sp.add_argument("--owner", help="the agency that owns the list (as for import)")
     policy(sp)
     sp.set_defaults(func=_cmd_add)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.collector.agencies import DEFAULT_AGENCY, list_owner
 from edge.collector.readonly import ReadPool
 from edge.core.watchlist.entry import Entry, ListPolicy, check_list_name
 from edge.core.watchlist.protocol import VERSION, row_to_wire
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lists (
     name TEXT PRIMARY KEY, seq INTEGER NOT NULL, active INTEGER NOT NULL,
     match TEXT NOT NULL, max_distance REAL NOT NULL, description TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, agency TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pattern TEXT NOT NULL, list TEXT NOT NULL,
     agency TEXT NOT NULL, category TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -68,6 +69,25 @@ class ListInfo:
     seq: int
     active: bool
     entries: int = 0
+    agency: str = DEFAULT_AGENCY  # the owner: only its admins change the list
+
+
+class ListOwnerError(ValueError):
+    """A list that is another agency's, or a name that says it is (the message says whose)."""
+
+
+def _owner(stored: str, default: str) -> str:
+    """A list's owner as stored ("": a list from before agencies, the default agency's)."""
+    return stored or default
+
+
+def check_list_owner(name: str, agency: str) -> None:
+    """A list named `<agency>.<list>` is that agency's copy: no other agency's own list may
+    be named so (ListOwnerError)."""
+    prefix = list_owner(name, agency)
+    if prefix != agency:
+        raise ListOwnerError(f"list {name}: a name <agency>.<list> is {prefix}'s list; an own "
+                             f"list of {agency} may not be named so")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,8 +115,10 @@ def _wire(e: Entry) -> list[object]:
 class WatchlistStore:
     """The master lists in SQLite at `path`.  One instance per thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, default_agency: str = DEFAULT_AGENCY):
         self.path = Path(path)
+        # The owner of new lists that name none, and of lists from before agencies.
+        self.default_agency = default_agency
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -105,6 +127,9 @@ class WatchlistStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            if "agency" not in {r[1] for r in db.execute("PRAGMA table_info(lists)")}:
+                # a store from before agencies: its lists are the default agency's ("")
+                db.execute("ALTER TABLE lists ADD COLUMN agency TEXT NOT NULL DEFAULT ''")
             if db.execute("SELECT 1 FROM meta WHERE key = 'epoch'").fetchone() is None:
                 db.execute("INSERT INTO meta VALUES ('epoch', ?)", (secrets.token_hex(8),))
         self.epoch: str = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[
@@ -197,11 +222,12 @@ class WatchlistStore:
         self, names: Iterable[str] | None = None, *, counts: bool = False
     ) -> dict[str, ListInfo]:
         rows = self._db.execute(
-            "SELECT name, seq, active, match, max_distance, description FROM lists ORDER BY name"
+            "SELECT name, seq, active, match, max_distance, description, agency FROM lists "
+            "ORDER BY name"
         ).fetchall()
         wanted = None if names is None else set(names)
         out = {}
-        for name, seq, active, match, distance, description in rows:
+        for name, seq, active, match, distance, description, agency in rows:
             if wanted is not None and name not in wanted:
                 continue
             n = 0
@@ -209,8 +235,14 @@ class WatchlistStore:
                 sql = "SELECT count(*) FROM entries WHERE list = ?"
                 n = self._db.execute(sql, (name,)).fetchone()[0]
             policy = ListPolicy(name, match, distance, description)
-            out[name] = ListInfo(policy, seq, bool(active), n)
+            out[name] = ListInfo(policy, seq, bool(active), n,
+                                 _owner(agency, self.default_agency))  # fmt: skip
         return out
+
+    def owner(self, name: str) -> str | None:
+        """The agency owning list `name` (dropped lists too); None: no such list."""
+        row = self._db.execute("SELECT agency FROM lists WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _owner(row[0], self.default_agency)
 
     def entries(self, name: str) -> Iterator[Entry]:
         return self._list_entries(self._db, name)
@@ -234,12 +266,22 @@ class WatchlistStore:
     # ------------------------------------------------------------------ writing
 
     def _ensure_list(
-        self, db: sqlite3.Connection, name: str, policy: ListPolicy | None, create: bool
+        self, db: sqlite3.Connection, name: str, policy: ListPolicy | None, create: bool,
+        agency: str | None = None,
     ) -> None:
         row = db.execute(
-            "SELECT active, match, max_distance, description FROM lists WHERE name = ?", (name,)
+            "SELECT active, match, max_distance, description, agency FROM lists WHERE name = ?",
+            (name,),
         ).fetchone()
-        if row is not None and row[0] and (policy is None or policy == ListPolicy(name, *row[1:])):
+        if row is not None and row[0]:
+            owner = _owner(row[4], self.default_agency)
+            if agency is not None and agency != owner:
+                raise ListOwnerError(f"list {name} is {owner}'s, not {agency}'s")
+            agency = owner
+        else:
+            agency = agency or self.default_agency
+            check_list_owner(name, agency)
+        if row is not None and row[0] and (policy is None or policy == ListPolicy(name, *row[1:4])):
             return
         if row is None or not row[0]:
             if not create:
@@ -249,17 +291,20 @@ class WatchlistStore:
         assert policy is not None
         now = time.time()
         db.execute(
-            "INSERT INTO lists VALUES (?, 0, 1, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-            "active = 1, match = excluded.match, max_distance = excluded.max_distance, "
-            "description = excluded.description, updated_at = excluded.updated_at",
-            (name, policy.match, policy.max_distance, policy.description, now, now),
+            "INSERT INTO lists (name, seq, active, match, max_distance, description, created_at,"
+            " updated_at, agency) VALUES (?, 0, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE"
+            " SET active = 1, match = excluded.match, max_distance = excluded.max_distance, "
+            "description = excluded.description, updated_at = excluded.updated_at, "
+            "agency = excluded.agency",
+            (name, policy.match, policy.max_distance, policy.description, now, now, agency),
         )
         self._emit(db, name, "policy", policy=policy.to_json())
 
-    def set_policy(self, policy: ListPolicy) -> None:
-        """Create list `policy.name`, or change how it matches."""
+    def set_policy(self, policy: ListPolicy, *, agency: str | None = None) -> None:
+        """Create list `policy.name` (owned by `agency`, default the default agency), or
+        change how it matches (ListOwnerError: it is another agency's)."""
         with self._write() as db:
-            self._ensure_list(db, policy.name, policy, create=True)
+            self._ensure_list(db, policy.name, policy, create=True, agency=agency)
 
     def import_entries(
         self,
@@ -269,12 +314,14 @@ class WatchlistStore:
         replace_all: bool = False,
         policy: ListPolicy | None = None,
         create: bool = True,
+        agency: str | None = None,
     ) -> ImportResult:
         """Add `entries` to list `name` in one transaction, all or nothing.
 
         An entry with the plate and country of one already on the list replaces it
         (keeping its id).  With `replace_all`, entries of the list that are not in
-        `entries` are removed.
+        `entries` are removed.  A new list is owned by `agency` (default: the default
+        agency); a list of another agency than `agency` is refused (ListOwnerError).
         """
         check_list_name(name)
         for entry in entries:
@@ -282,7 +329,7 @@ class WatchlistStore:
                 raise ValueError(f"entry {entry.pattern} is for list {entry.list}, not {name}")
         now = time.time()
         with self._write() as db:
-            self._ensure_list(db, name, policy, create)
+            self._ensure_list(db, name, policy, create, agency)
             existing: dict[tuple[str, str | None], Entry] = {}
             if replace_all or len(entries) > 1000:
                 existing = {(e.pattern, e.country): e for e in self._list_entries(db, name)}
@@ -343,9 +390,9 @@ class WatchlistStore:
         """Entries of list `name` with this (normalised) pattern; of any country unless given."""
         return self._find(self._db, name, pattern, country, any_country=country is None)
 
-    def add(self, entry: Entry, *, create: bool = False) -> Entry:
-        """Add (or replace) one entry; returns it with its id."""
-        self.import_entries(entry.list, [entry], create=create)
+    def add(self, entry: Entry, *, create: bool = False, agency: str | None = None) -> Entry:
+        """Add (or replace) one entry; returns it with its id (`agency` as for an import)."""
+        self.import_entries(entry.list, [entry], create=create, agency=agency)
         found = self._find(self._db, entry.list, entry.pattern, entry.country, any_country=False)
         return found[0]
 
@@ -424,23 +471,28 @@ class WatchlistReader:
     read-only connections: a reader never creates the store nor writes it.  Before the
     store is made, a read raises FileNotFoundError."""
 
-    def __init__(self, path: str | Path, connections: int = 2):
+    def __init__(self, path: str | Path, connections: int = 2, *,
+                 default_agency: str = DEFAULT_AGENCY):  # fmt: skip
         self.path = Path(path)
+        self.default_agency = default_agency
         self._pool = ReadPool(self.path, connections)
 
     def close(self) -> None:
         self._pool.close()
 
     def lists(self) -> list[ListInfo]:
-        """The active lists by name, each with how many entries it holds."""
+        """The active lists by name, each with how many entries it holds, and its owner."""
         with self._pool.connection() as db:
+            have = {r[1] for r in db.execute("PRAGMA table_info(lists)")}
+            agency = "l.agency" if "agency" in have else "''"  # a store from before agencies
             rows = db.execute(
                 "SELECT l.name, l.seq, l.match, l.max_distance, l.description,"
-                " (SELECT count(*) FROM entries e WHERE e.list = l.name)"
+                f" (SELECT count(*) FROM entries e WHERE e.list = l.name), {agency}"
                 " FROM lists l WHERE l.active ORDER BY l.name"
             ).fetchall()
-        return [ListInfo(ListPolicy(name, match, distance, description), seq, True, n)
-                for name, seq, match, distance, description, n in rows]  # fmt: skip
+        return [ListInfo(ListPolicy(name, match, distance, description), seq, True, n,
+                         _owner(owner, self.default_agency))
+                for name, seq, match, distance, description, n, owner in rows]  # fmt: skip
 
     def entries(
         self, name: str, *, after_id: int = 0, pattern: str = "", limit: int = 200

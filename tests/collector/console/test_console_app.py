@@ -84,7 +84,7 @@ def test_sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session(app):
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
     assert "secure" not in cookie  # plain HTTP; behind TLS it is marked Secure
     assert c.get("/api/me").json()["user"] == {"name": "olga", "display_name": "Olga Operator",
-                                               "role": "operator"}  # fmt: skip
+                                               "role": "operator", "agency": "local"}  # fmt: skip
     token = c.cookies[COOKIE]
     assert c.post("/api/logout", json={}).status_code == 200
     assert app.client(cookies={COOKIE: token}).get("/api/live").status_code == 401

@@ -243,8 +243,8 @@ def _sender(conn: Connection, work: str, url: str, crop_kb: float, scene_kb: flo
         conn.send((handed, time.monotonic() - t0))
         end = time.monotonic() + 600
         while ex.backlog() and time.monotonic() < end:
-            time.sleep(0.01)  # until the outbox is empty: its last PubAcks came
-        conn.send(ex.backlog())
+            time.sleep(0.005)  # until the outbox is empty: its last PubAcks came
+        conn.send((ex.backlog(), time.monotonic()))
     ex.stop()
     conn.send("stopped")
 
@@ -283,7 +283,7 @@ def _one_run(parts: dict[str, Any], count: int, rate: float, batch: int,
         if have >= count or time.monotonic() > end:
             break
         time.sleep(0.02)  # polling the other process's progress
-    backlog = sender.recv()  # the sender's outbox is empty (or its wait gave up)
+    backlog, drained_at = sender.recv()  # the sender's outbox is empty (or it gave up)
     cpu1 = {k: _cpu_s(p) for k, p in pids.items()}
     receiver.send("take")
     committed, counts, rows = receiver.recv()
@@ -300,6 +300,8 @@ def _one_run(parts: dict[str, Any], count: int, rate: float, batch: int,
         "handed_in_s": round(hand_s, 2),
         "span_s": round(span, 2),
         "hits_per_s": round(stored / span, 1),
+        # lt-vsat's outbox empty: every hit stored by pl-sg's stream (PubAck), consumed or not
+        "sent_per_s": round(count / max(drained_at - first, 1e-9), 1),
         "stored": stored,
         "missing": count - stored,
         "outbox_left": sum(backlog.values()) if isinstance(backlog, dict) else None,

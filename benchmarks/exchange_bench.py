@@ -258,6 +258,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _written(pid: int) -> int:
+    """Bytes a process has caused to be written to disk (/proc/PID/io write_bytes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _pct(values: Sequence[float], q: float) -> float | None:
     if not len(values):
         return None
@@ -274,6 +282,7 @@ def _one_run(parts: dict[str, Any], count: int, rate: float, batch: int,
     sender, receiver, pids = parts["sender"], parts["receiver"], parts["pids"]
     load_start = _loadavg()
     cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
+    io0 = {k: _written(p) for k, p in pids.items()}
     sender.send(("run", count, rate, batch, window))
     handed, hand_s = sender.recv()
     end = time.monotonic() + timeout_s
@@ -285,6 +294,7 @@ def _one_run(parts: dict[str, Any], count: int, rate: float, batch: int,
         time.sleep(0.02)  # polling the other process's progress
     backlog, drained_at = sender.recv()  # the sender's outbox is empty (or it gave up)
     cpu1 = {k: _cpu_s(p) for k, p in pids.items()}
+    io1 = {k: _written(p) for k, p in pids.items()}
     receiver.send("take")
     committed, counts, rows = receiver.recv()
     load_end = _loadavg()
@@ -310,6 +320,9 @@ def _one_run(parts: dict[str, Any], count: int, rate: float, batch: int,
         "cpu_s": cpu,
         "cpu_ms_per_hit": {k: round(v * 1000 / max(stored, 1), 3) for k, v in cpu.items()},
         "cpu_util": {k: round(v / span, 2) for k, v in cpu.items()},  # cores busy, on average
+        # what each process wrote to disk (its databases, the image log, the stream), per hit
+        "disk_kb_per_hit": {k: round((io1[k] - io0[k]) / 1024 / max(stored, 1), 1)
+                            for k in pids},
         "load_average": {"start": load_start, "end": load_end},
         "window": window,
     }

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers.data import data_dir
+from helpers.nats import require_nats_server
 
 from benchmarks import cli, external, plots, results
 from benchmarks.datasets import DatasetError, Label, LabelledImage, load_folder, resolve
@@ -267,6 +268,27 @@ def test_external_benchmark_last_json_line(tmp_path, monkeypatch):
                                                                        "x"]}
     assert result["figures"] == {"hits_per_s": 10.0}
     check_header(result, "watchlist")
+
+
+def test_exchange_suite_on_fifty_hits(tmp_path):
+    require_nats_server()
+    out = tmp_path / "x"
+    result = run_cli("exchange", "--out", str(out), "--", "--rates", "100", "--duration", "0.5",
+                     "--unpaced", "50", "--warmup", "10")
+    check_header(result, "exchange")
+    f = result["figures"]
+    assert f["rows_at_partner"] == f["handed_total"] == 10 + 50 + 50  # each once, none lost
+    assert 8000 <= f["crop_bytes"] <= 16000 and 100_000 <= f["scene_bytes"] <= 150_000
+    for key in ("rate_100", "unpaced"):
+        run = f[key]
+        assert run["hits"] == run["stored"] == 50 and run["missing"] == 0, key
+        assert run["outbox_left"] == 0 and run["hits_per_s"] > 0
+        lat = run["latency_ms"]
+        assert 0 < lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"], key
+        assert set(run["cpu_s"]) == {"lt-vsat", "pl-sg", "nats-server"}
+        assert len(run["load_average"]["start"]) == 3
+    assert f["rate_100"]["offered_rate"] == 100 and f["unpaced"]["offered_rate"] is None
+    assert "benchmarks link" in f["note"]
 
 
 # --------------------------------------------------------------------------- suites, real models

@@ -16,7 +16,9 @@ from helpers.nats import NatsServer, require_nats_server
 
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import ListChange, encode_list_change
+from edge.collector.exchange.outbox import Pending
 from edge.collector.exchange.server_config import generate_nkey, seed_file
+from edge.collector.exchange.service import _windows
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import WatchlistMatch
 from edge.core.watchlist.entry import Entry, ListPolicy
@@ -235,3 +237,14 @@ def test_no_import_no_delivery_and_a_revoked_grant_stops_the_flow(world: World) 
                  "the copy, again")
     finally:
         store.close()
+
+
+def test_the_drainer_windows_hits_and_sends_each_list_change_alone() -> None:
+    def row(i: int, kind: str) -> Pending:
+        return Pending(i, PL, f"in.{PL}.from.{LT}.{kind}", f"{kind}:{i}", b"", 0)
+
+    rows = [row(1, "hit"), row(2, "hit"), row(3, "hit"), row(4, "list"), row(5, "hit"),
+            row(6, "list"), row(7, "list"), row(8, "hit")]
+    assert [[r.id for r in g] for g in _windows(rows, 2)] == [[1, 2], [3], [4], [5], [6], [7],
+                                                                [8]]
+    assert [[r.id for r in g] for g in _windows(rows, 1)] == [[i] for i in range(1, 9)]

@@ -2,9 +2,11 @@
 
 `Exchange` runs, on its loop: the connection (`Link`), the drainer of the outbox (in
 order per partner, back-off per partner while it or the server is away, woken at once
-when a message is added), the consumer of our stream (each message handled, then
-acked; a malformed one dead-lettered and acked; a store error leaves it un-acked, to
-come again), and the sender's sync of our shared lists.  Store work runs on one worker
+when a message is added; up to `publish_window` hits in flight at once, their PubAcks
+awaited together and marked sent in one transaction, a list change alone), the
+consumer of our stream (each message handled, then acked; a malformed one
+dead-lettered and acked; a store error leaves it un-acked, to come again), and the
+sender's sync of our shared lists.  Store work runs on one worker
 thread of its own (SQLite connections stay on their thread); a partner's hits are
 committed through `commit_hits`, which the collector points at its writer.
 """
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +29,7 @@ from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import ListChange, decode_message, subject_parts
-from edge.collector.exchange.outbox import Outbox
+from edge.collector.exchange.outbox import Outbox, Pending
 from edge.collector.exchange.share import (
     HitForwarder,
     HitReceiver,
@@ -47,6 +49,9 @@ T = TypeVar("T")
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 30.0
+# Hits to one partner published at once, their PubAcks awaited together (a list change
+# always goes alone, so that the partner stores list changes in their order).
+PUBLISH_WINDOW = 32
 
 
 class Exchange:
@@ -65,11 +70,13 @@ class Exchange:
         limits: Limits = DEFAULT_LIMITS,
         poll_s: float = 0.2,
         resync_s: float = 5.0,
+        publish_window: int = PUBLISH_WINDOW,
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
         self.grants, self.commit_hits, self.lists_of = grants, commit_hits, lists_of
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
+        self.publish_window = max(1, publish_window)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -227,21 +234,34 @@ class Exchange:
             for partner in outbox.partners_pending():
                 if retry_at.get(partner, 0) > now:
                     continue
-                for row in outbox.next_for(partner):
-                    try:
-                        await self.link.publish(row.subject, row.body, row.msg_id)
-                    except PublishFailed as e:
-                        outbox.mark_failed(row.id, str(e))
+                rows = outbox.next_for(partner, max(64, self.publish_window))
+                for group in _windows(rows, self.publish_window):
+                    results = await asyncio.gather(
+                        *(self.link.publish(r.subject, r.body, r.msg_id) for r in group),
+                        return_exceptions=True)
+                    sent = [r.id for r, e in zip(group, results, strict=True)
+                            if not isinstance(e, BaseException)]
+                    if sent:  # stored by the partner's stream: one transaction for them all
+                        with outbox.transaction():
+                            outbox.mark_sent(sent)
+                    failed = [(r, e) for r, e in zip(group, results, strict=True)
+                              if isinstance(e, BaseException)]
+                    for _, e in failed:
+                        if not isinstance(e, PublishFailed):
+                            raise e
+                    if failed:
+                        for r, e in failed:
+                            outbox.mark_failed(r.id, str(e))
                         wait = backoff[partner] = min(backoff.get(partner, BACKOFF_MIN_S / 2) * 2,
                                                       BACKOFF_MAX_S)
                         retry_at[partner] = time.monotonic() + wait
-                        log.warning("exchange: to %s: %s; again in %.1f s", partner, e, wait)
+                        log.warning("exchange: to %s: %s; again in %.1f s", partner,
+                                    failed[0][1], wait)
                         break
-                    outbox.mark_sent([row.id])
                     backoff.pop(partner, None)
                     retry_at.pop(partner, None)
                 else:
-                    if outbox.next_for(partner, 1):
+                    if rows and outbox.next_for(partner, 1):
                         self._wake_drain.set()  # more than one batch
             timeout = max(0.01, min(retry_at.values(), default=now + 5) - time.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):
@@ -330,3 +350,23 @@ class Exchange:
             return self._outbox.db.execute(
                 "SELECT subject, msg_id, reason FROM dead_letters ORDER BY id").fetchall()
         return self._worker.submit(read).result(10)
+
+
+def _windows(rows: Sequence[Pending], size: int) -> Iterator[list[Pending]]:
+    """`rows` in order, in groups published together: up to `size` hits in a row, and each
+    other message (a list change) alone, so that only hits, whose order the receiver does
+    not depend on, can be stored out of order (when one of a group fails and is retried)."""
+    group: list[Pending] = []
+    for r in rows:
+        if not r.msg_id.startswith("hit:"):
+            if group:
+                yield group
+                group = []
+            yield [r]
+            continue
+        group.append(r)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group

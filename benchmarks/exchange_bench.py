@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -86,8 +85,6 @@ grants:
     lists: [{LIST}]
     hits_back: true
 """
-_COMMIT_TAKES_AGENCY = "agency" in inspect.signature(HitStore.commit).parameters
-
 
 # ---------------------------------------------------------------- pictures
 
@@ -170,10 +167,7 @@ def _receiver(conn: Connection, work: str, url: str) -> None:
     counts = {"stored": 0, "duplicates": 0}
 
     def commit(hits: Sequence[HitMessage], agency: str) -> None:
-        if _COMMIT_TAKES_AGENCY:
-            stored, dups = store.commit(hits, agency=agency)  # type: ignore[call-arg]
-        else:
-            stored, dups = store.commit(hits)
+        stored, dups = store.commit(hits, agency=agency)
         t = time.monotonic()
         for h in hits:
             committed.setdefault(h.hit_id, t)

@@ -166,6 +166,7 @@ class CollectorService:
         # partners they name over NATS (config.exchange).
         self.agreements = agreements or AgreementsService(config.agreements_dir)
         self.exchange: Exchange | None = None
+        self._exchange_agency: str | None = None  # the agency the exchange speaks for
         # exchange -> writer: a partner's hits, its agency, and the future told when stored
         self._partner_hits: list[tuple[Sequence[HitMessage], str, Future[None]]] = []
 
@@ -272,6 +273,7 @@ class CollectorService:
             grants=self.agreements.current, commit_hits=self.commit_partner_hits,
         )  # fmt: skip
         self.agreements.subscribe(lambda agreements, lines: exchange.agreements_changed())
+        self._exchange_agency = exchange.me  # before its first hit comes in
         exchange.start()
         self.exchange = exchange
 
@@ -753,7 +755,8 @@ class CollectorService:
     def _commit_partner(self, store: HitStore, hits: Sequence[HitMessage], agency: str,
                         done: Future[None]) -> None:
         try:
-            new, dups = store.commit(hits, self.clock(), agency=agency)
+            new, dups = store.commit(hits, self.clock(), agency=agency,
+                                     list_agency=self._exchange_agency)  # our lists
         except Exception as e:  # not acknowledged to NATS: it comes again
             self._count("store_errors")
             done.set_exception(e)

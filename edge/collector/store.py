@@ -267,13 +267,14 @@ class HitStore:
 
     def commit(
         self, hits: Sequence[HitMessage], received_at: dt.datetime | None = None, *,
-        agency: str | None = None,
+        agency: str | None = None, list_agency: str | None = None,
     ) -> tuple[list[str], list[str]]:
         """Store `hits` durably; returns (ids newly stored, ids already here).
 
         Each is stored with the agency of its node (`agency_of_node`), or `agency` where
         given (hits a partner forwarded), and the owner of the list it matched
-        (`edge.collector.agencies.list_owner`).
+        (`edge.collector.agencies.list_owner`), or `list_agency` where given (a partner's
+        hits on our lists, which it names without our prefix).
 
         Duplicates (already stored, or twice in `hits`) are not stored again. A hit that
         `completes` an early one updates it (text, match, pictures, vehicle), keeping when
@@ -329,7 +330,8 @@ class HitStore:
                 # Not insert_all: on this path sqlite-utils would spend more time building
                 # SQL than SQLite spends storing the rows.
                 self._insert("hits", list(HIT_COLUMNS),
-                             [_row(h, received, *self._agencies_of(h, agency)) for h in new])
+                             [_row(h, received, *self._agencies_of(h, agency, list_agency))
+                              for h in new])
                 for h in updates:
                     self._complete(h)
                 self.db.conn.executemany(
@@ -343,10 +345,11 @@ class HitStore:
             raise
         return stored, dups
 
-    def _agencies_of(self, h: HitMessage, agency: str | None) -> tuple[str, str]:
+    def _agencies_of(self, h: HitMessage, agency: str | None, list_agency: str | None
+                     ) -> tuple[str, str]:
         """(the agency of the camera that read `h`, the agency owning its list)."""
         own = agency or self.agency_of_node(h.node) or ""
-        return own, list_owner(h.match.watchlist, own, self.agencies)
+        return own, list_agency or list_owner(h.match.watchlist, own, self.agencies)
 
     def _completed_by(self, targets: list[str]) -> dict[str, set[str]]:
         """The completion already applied to each of `targets`, by target."""

@@ -108,7 +108,7 @@ def node_config(state_dir: Path, *, collector: str | None = None,
     return EdgeConfig(
         node_id=node_id, state_dir=state_dir,
         cameras=[CameraConfig(id="lane-1", source="booth")],
-        detect=DetectConfig(mode="full", min_plate_height=0),
+        detect=DetectConfig(mode="full", min_plate_height=0, full_every=1),  # whole frames only
         ocr=OcrConfig(video_crops=[]),
         track=TrackConfig(settle_after=0),
         motion=MotionConfig(enabled=False),

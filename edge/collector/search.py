@@ -1,4 +1,4 @@
-"""The collector's search of the nodes' reads: a signed query to each node in scope, the answers streamed back.
+"""The collector's search of the nodes' reads: a signed query out, the answers streamed back.
 
 The reads stay on the nodes; a search sends them the question (`edge.core.search`,
 signed with the collector's search key) over each node's CURVE link, and each node
@@ -21,19 +21,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import re
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import nacl.signing
 
 from edge.collector.agreements import Agreements
+from edge.collector.config import CollectorConfig
+from edge.collector.service import CollectorService
 from edge.core.errors import ProtocolError
+from edge.core.keys import KeyFileError, credentials_dir, load_signing_key
 from edge.core.search import (
     SearchAnswer,
     SearchQuery,
@@ -42,7 +47,7 @@ from edge.core.search import (
     new_query_id,
     sign_query,
 )
-from edge.core.times import format_time, utc_now
+from edge.core.times import TimeOutOfRange, format_time, parse_iso, utc_now
 from edge.core.watchlist.entry import FieldError, is_wildcard, parse_pattern
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,8 @@ PENDING = (ASKED, ANSWERING)
 MAX_CASE_REF = 128
 MAX_BASIS = 500
 _AUDIT_ROW = 1800  # characters of an audit row's detail (ConsoleDB keeps 2000)
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class SearchRefused(ValueError):
@@ -93,6 +100,65 @@ class SearchRequest:
     max_rows: int = 1000  # per node
 
 
+def parse_when(text: str, now: dt.datetime) -> dt.datetime:
+    """'90s', '30m', '2h', '2d', '1w' before `now`, or an ISO 8601 time (UTC if no zone)."""
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        return parse_iso(text.strip())
+    except (TimeOutOfRange, ValueError):
+        raise SearchRefused(f"{text[:40]!r} is neither a duration (30m, 2h, 2d) nor an ISO "
+                            "8601 time") from None  # fmt: skip
+
+
+def request_from_json(body: dict[str, Any], now: dt.datetime) -> SearchRequest:
+    """A SearchRequest from the console's JSON (`plate`, `since`, `case_ref`, `legal_basis`;
+    optional `until`, `mode`, `max_distance`, `cameras`, `area`, `nodes`, `retry_offline`,
+    `max_rows`); SearchRefused says what is wrong."""
+
+    def text(key: str, limit: int, default: str = "") -> str:
+        value = body.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, str) or len(value) > limit:
+            raise SearchRefused(f"{key} must be text of at most {limit} characters")
+        return value
+
+    def names(key: str) -> tuple[str, ...]:
+        value = body.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SearchRefused(f"{key} must be a list of names")
+        return tuple(value)
+
+    def number(key: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value):  # fmt: skip
+            raise SearchRefused(f"{key} must be a number")
+        return float(value)
+
+    area = body.get("area")
+    if area is not None:
+        if not isinstance(area, list) or len(area) != 4:
+            raise SearchRefused("area must be [min_lat, min_lon, max_lat, max_lon]")
+        area = tuple(number("area", v) for v in area)
+    max_rows = body.get("max_rows", 1000)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise SearchRefused("max_rows must be a whole number of at least 1")
+    since_text = text("since", 64)
+    if not since_text:
+        raise SearchRefused("say since when (since: 2d, or an ISO 8601 time)")
+    until_text = text("until", 64)
+    return SearchRequest(
+        pattern=text("plate", 64), since=parse_when(since_text, now),
+        until=parse_when(until_text, now) if until_text else now,
+        case_ref=text("case_ref", MAX_CASE_REF), legal_basis=text("legal_basis", MAX_BASIS),
+        mode=text("mode", 16), max_distance=number("max_distance", body.get("max_distance", 0)),
+        cameras=names("cameras"), area=area, nodes=names("nodes"),  # type: ignore[arg-type]
+        retry_offline=bool(body.get("retry_offline", False)), max_rows=max_rows,
+    )  # fmt: skip
+
+
 @dataclass
 class NodeState:
     """One node's part in a search."""
@@ -113,7 +179,8 @@ class NodeState:
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "agency": self.agency, "state": self.state,
                 "reads": self.reads, "total": self.total, "refused": self.refused,
-                "retention_h": self.retention_h, "asked": self.asked, "late": self.late}  # fmt: skip
+                "retention_h": self.retention_h, "asked": self.asked,
+                "late": self.late}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -238,6 +305,7 @@ class Searches:
         timeout_s: float = 10.0,
         keep: int = 50,
         max_crop_bytes: int = 256 * 1024 * 1024,
+        max_rows: int = 1000,
         clock: Callable[[], dt.datetime] = utc_now,
     ):
         self._send = send
@@ -249,6 +317,7 @@ class Searches:
         self.timeout_s = timeout_s
         self.keep = keep
         self.max_crop_bytes = max_crop_bytes
+        self.max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
         self._searches: OrderedDict[str, Search] = OrderedDict()
@@ -350,6 +419,8 @@ class Searches:
         except ProtocolError as e:
             raise SearchRefused(e.detail) from None
         states = {n: NodeState(n, owner, ASKED) for n, owner in scope.items()}
+        if r.max_rows > self.max_rows:
+            r = replace(r, max_rows=self.max_rows)
         return Search(search_id, r, pattern, mode, user, agency, self._clock(), states)
 
     def _ask(self, search: Search, nodes: list[str]) -> list[str]:
@@ -461,7 +532,7 @@ class Searches:
                 s.late = late and s.state in (DONE, REFUSED)
                 if s.state != ANSWERING or answer.seq == 0:
                     search._node_event(s)
-        if not turn:
+        if not turn or s is None:
             self._refused_answer(node, f"an answer out of turn to {answer.query_id}")
             return
         if s.late:
@@ -573,6 +644,35 @@ class Searches:
             more = f" ({i + 1} of {len(rows)})" if len(rows) > 1 else ""
             self._write(user, action, f"{head}{more}: {', '.join(part) or 'none'}", address,
                         agency)  # fmt: skip
+
+
+def make_searches(service: CollectorService, config: CollectorConfig,
+                  agreements: Callable[[], Agreements], audit: Audit | None) -> Searches | None:
+    """The search of `service`'s collector, wired to its link (None where it is off, or the
+    collector has no search signing key: logged)."""
+    cfg = config.search
+    if not cfg.enabled:
+        return None
+    try:
+        key = load_signing_key(credentials_dir(config.credentials_dir), config.key_name)
+    except KeyFileError as e:
+        log.warning("search off: %s (make the pair with anpr-collector keygen, and copy "
+                    "%s.verify to each node)", e, config.key_name)  # fmt: skip
+        return None
+
+    def nodes() -> set[str]:
+        return set(known_nodes(config.db_path)()) | service.connected_nodes()
+
+    searches = Searches(
+        send=service.send_to_node, signing_key=key, nodes=nodes,
+        agency_of_node=config.agency_of_node, agreements=agreements, audit=audit,
+        timeout_s=cfg.timeout_s, keep=cfg.keep, max_crop_bytes=int(cfg.max_crop_mb * 1024**2),
+        max_rows=cfg.max_rows,
+    )  # fmt: skip
+    service.on_search_answer = searches.on_answer
+    service.on_node_connected = searches.node_connected
+    service.components.append(searches)
+    return searches
 
 
 def event_line(event: dict[str, Any]) -> str:

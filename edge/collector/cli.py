@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,12 @@ from edge.collector.agreements_cli import add_agreement_commands
 from edge.collector.config import CollectorConfig, ConfigError, add_config_options, load_config
 from edge.collector.console.accounts import ConsoleDB
 from edge.collector.console.cli import add_user_commands
+from edge.collector.console.search_cli import add_search_command
 from edge.collector.console.server import make_component as make_console
 from edge.collector.exchange.cli import add_exchange_commands
 from edge.collector.hits import HitQuery, HitReader, StoredHit
 from edge.collector.nodes import judge_node
+from edge.collector.search import Audit, Searches, make_searches
 from edge.collector.service import CollectorService
 from edge.collector.sharing import AgreementsService
 from edge.collector.store import HitStore
@@ -84,10 +87,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     agreements = AgreementsService(config.agreements_dir, audit=_system_audit(config))
-    service = CollectorService(config, components=_components(config, agreements),
-                               agreements=agreements)
+    service = CollectorService(config, agreements=agreements)
+    # Before the console, which serves it; only with a console (the one way to ask).
+    audit = _console_audit(config)
+    searches = make_searches(service, config, agreements.current, audit) if audit else None
+    service.components.extend(_components(config, agreements, searches))
     service.run_forever()
     return 0
+
+
+def _console_audit(config: CollectorConfig) -> Audit | None:
+    """The console's audit trail, opened when first written; None without a console."""
+    if config.console is None or not config.console.enabled:
+        return None
+    path = config.console.database_path(config.data_dir)
+    db: list[ConsoleDB] = []
+    lock = threading.Lock()
+
+    def audit(user: str, action: str, detail: str = "", address: str | None = None, *,
+              agency: str = "") -> None:  # fmt: skip
+        with lock:
+            if not db:
+                db.append(ConsoleDB(path, default_agency=config.default_agency))
+        db[0].audit(user, action, detail, address, agency=agency)
+
+    return audit
 
 
 def _system_audit(config: CollectorConfig) -> Callable[[str, str], None] | None:
@@ -106,11 +130,11 @@ def _system_audit(config: CollectorConfig) -> Callable[[str, str], None] | None:
     return audit
 
 
-def _components(config: CollectorConfig, agreements: AgreementsService | None = None
-                ) -> list[Any]:
+def _components(config: CollectorConfig, agreements: AgreementsService | None = None,
+                searches: Searches | None = None) -> list[Any]:
     """Parts other modules add to the collector process (watchlist distribution, console)."""
 
-    console = make_console(config, agreements.current if agreements else None)
+    console = make_console(config, agreements.current if agreements else None, searches)
     watchlists = make_watchlists(config)
     return [c for c in (watchlists, console) if c is not None]
 
@@ -290,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange_commands(sub, Agreements.load)
 
     add_user_commands(sub)
+    add_search_command(sub)
     return p
 
 

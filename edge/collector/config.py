@@ -91,6 +91,18 @@ class NodeLimitsConfig(_Strict):
     max_cameras_per_node: int = Field(default=128, ge=1, le=10_000)
 
 
+class SearchConfig(_Strict):
+    """The search of the nodes' reads (edge.collector.search): on where the collector has
+    its search signing key (`anpr-collector keygen` makes `collector.sign`)."""
+
+    enabled: bool = True
+    # A node that has not answered in full within this long is listed as slow.
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    keep: int = Field(default=50, ge=1, le=10_000)  # searches held in memory
+    max_crop_mb: float = Field(default=256.0, gt=0, le=64 * 1024)  # their crops, at most
+    max_rows: int = Field(default=1000, ge=1, le=100_000)  # reads a node returns, at most
+
+
 class CollectorConfig(_Strict):
     """What `anpr-collector run` needs.  Relative paths are relative to the config file."""
 
@@ -117,6 +129,7 @@ class CollectorConfig(_Strict):
     watchlists: WatchlistsConfig | None = None
     # The operators' web console (edge.collector.console); off when absent.
     console: ConsoleConfig | None = None
+    search: SearchConfig = Field(default_factory=SearchConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     disk: DiskConfig = Field(default_factory=DiskConfig)
     nodes: NodeLimitsConfig = Field(default_factory=NodeLimitsConfig)

@@ -32,12 +32,13 @@ import ctypes
 import datetime as dt
 import json
 import logging
+import os
 import resource
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any, Protocol
@@ -73,6 +74,7 @@ from edge.core.link_protocol import (
 )
 from edge.core.log_throttle import LogThrottle
 from edge.core.notify import Notifier, watchdog_period
+from edge.core.search import TAG_SEARCH_ANSWER
 from edge.core.status import NodeStatus
 from edge.core.times import utc_now
 
@@ -88,6 +90,8 @@ _SEEN_CHUNK = 100
 _MAX_BEATS = 20_000
 # Stats that are a level now, not a count since the start.
 _GAUGES = ("nodes_heard", "queued", "disk_alarm", "disk_used_bytes", "disk_free_bytes")
+# How long `send_to_node` waits for the receiver to have sent (it sends within a poll).
+_SEND_WAIT_S = 5.0
 # Upper bounds (ms) of the buckets of the receive-to-ack time histogram.
 ACK_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
@@ -169,6 +173,17 @@ class CollectorService:
         self._exchange_agency: str | None = None  # the agency the exchange speaks for
         # exchange -> writer: a partner's hits, its agency, and the future told when stored
         self._partner_hits: list[tuple[Sequence[HitMessage], str, Future[None]]] = []
+        # The search (edge.collector.search) sets these.  Both are called on the receiver's
+        # thread and must not wait on it (so never call send_to_node from them):
+        # `on_search_answer(node, frames)` for each TAG_SEARCH_ANSWER message of a node,
+        # `on_node_connected(node)` when a node is heard on a connection new to the receiver.
+        self.on_search_answer: Callable[[str, list[bytes]], None] | None = None
+        self.on_node_connected: Callable[[str], None] | None = None
+        # Each node's ROUTER identity, from its last message (the receiver writes it).
+        self._idents: dict[str, bytes] = {}
+        # send_to_node -> receiver: (identity, node, frames, told whether it went)
+        self._outgoing: list[tuple[bytes, str, list[bytes], Future[bool]]] = []
+        self._out_pipe: tuple[int, int] | None = None  # wakes the receiver for _outgoing
 
     @property
     def ctx(self) -> zmq.Context:
@@ -234,6 +249,9 @@ class CollectorService:
         self._wake = self._ctx.socket(zmq.PAIR)
         self._wake.linger = 0
         self._wake.bind(self._wake_endpoint)
+        self._out_pipe = os.pipe()
+        for fd in self._out_pipe:
+            os.set_blocking(fd, False)
         self._stop.clear()
         self._writer = threading.Thread(target=self._write_loop, name="collector-write")
         self._receiver = threading.Thread(target=self._receive_loop, name="collector-recv")
@@ -258,6 +276,90 @@ class CollectorService:
             len(self._auth.allow_list),
             cfg.db_path,
         )
+
+    def send_to_node(self, node: str, frames: list[bytes]) -> bool:
+        """Send `frames` to `node` on its link (from any thread but the receiver's); False
+        when it is not connected (never heard since the start, or its connection gone) or
+        not reading.  Returns once the receiver has handed them to ZeroMQ."""
+        with self._lock:
+            ident = self._idents.get(node)
+            pipe = self._out_pipe
+            if ident is None or pipe is None or self._stop.is_set():
+                return False
+            sent: Future[bool] = Future()
+            self._outgoing.append((ident, node, frames, sent))
+            try:  # under the lock: the pipe is closed under it when the receiver ends
+                os.write(pipe[1], b"x")
+            except BlockingIOError:  # full of wake-ups already: the receiver will look
+                pass
+        try:
+            return sent.result(timeout=_SEND_WAIT_S)
+        except TimeoutError:
+            return False
+
+    def connected_nodes(self) -> set[str]:
+        """The nodes the receiver could send to now (heard on a connection not known gone)."""
+        with self._lock:
+            return set(self._idents)
+
+    def _send_outgoing(self, sock: zmq.Socket) -> None:
+        assert self._out_pipe is not None
+        try:
+            while os.read(self._out_pipe[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            out, self._outgoing = self._outgoing, []
+        for ident, node, frames, sent in out:
+            try:
+                sock.send_multipart([ident, *frames], zmq.NOBLOCK)
+            except zmq.Again:
+                self._count("search_sends_dropped")  # its queue is full: as if offline
+                sent.set_result(False)
+                continue
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EHOSTUNREACH:
+                    sent.set_exception(e)
+                    raise
+                with self._lock:  # that connection is gone; its next message says the new one
+                    if self._idents.get(node) == ident:
+                        del self._idents[node]
+                sent.set_result(False)
+                continue
+            self._count("search_sends")
+            sent.set_result(True)
+
+    def _fail_outgoing(self) -> None:
+        with self._lock:
+            out, self._outgoing = self._outgoing, []
+            pipe, self._out_pipe = self._out_pipe, None
+        for *_, sent in out:
+            sent.set_result(False)
+        if pipe is not None:
+            for fd in pipe:
+                os.close(fd)
+
+    def _note_ident(self, node: str, ident: bytes) -> None:
+        with self._lock:
+            new = self._idents.get(node) != ident
+            self._idents[node] = ident
+        if new and self.on_node_connected is not None:
+            try:
+                self.on_node_connected(node)
+            except Exception:
+                log.exception("search: on_node_connected failed")
+
+    def _search_answer(self, node: str, payload: list[zmq.Frame]) -> None:
+        handler = self.on_search_answer
+        if handler is None:
+            self._refuse("unexpected", node, "a search answer, and no search here")
+            return
+        self._count("search_answers")
+        try:
+            handler(node, [f.bytes for f in payload])
+        except Exception:  # a bug there must not stop the hits
+            log.exception("search: on_search_answer failed")
 
     @property
     def _wake_endpoint(self) -> str:
@@ -432,6 +534,9 @@ class CollectorService:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
+        assert self._out_pipe is not None
+        out_fd = self._out_pipe[0]
+        poller.register(out_fd, zmq.POLLIN)
         reading = True
         try:
             while True:
@@ -447,6 +552,8 @@ class CollectorService:
                         except zmq.Again:
                             break
                     self._send_acks(sock)
+                if out_fd in events:
+                    self._send_outgoing(sock)
                 if sock in events and not self._stop.is_set():
                     self._read_batch(sock)
                 with self._lock:
@@ -461,6 +568,7 @@ class CollectorService:
             log.exception("receiver died")
             raise
         finally:
+            self._fail_outgoing()
             sock.close(linger=0)
             wake.close(linger=0)
 
@@ -512,8 +620,13 @@ class CollectorService:
                 self._refuse("agency", node, f"no agency of this collector owns node {node!r} "
                              "(agencies: in the config); its hits wait on the edge")  # fmt: skip
                 continue
-            if payload[0].bytes == TAG_HEARTBEAT:
+            self._note_ident(node, ident)
+            tag = payload[0].bytes
+            if tag == TAG_HEARTBEAT:
                 heartbeats.append((node, payload))
+                continue
+            if tag == TAG_SEARCH_ANSWER:
+                self._search_answer(node, payload)
                 continue
             try:
                 msg = decode_message(payload, self.limits)

@@ -11,6 +11,10 @@ So our ZAP handler also stamps every connection with the key it authenticated
 (`KEY_PROPERTY`), and `PeerCheck` judges each message received against the allow-list
 as it is now, refusing the messages of a key that has left it and cutting its TCP
 connection, whose next handshake ZAP then refuses.
+
+The search's queries are signed too (edge.core.search), with an Ed25519 pair NAME:
+`NAME.sign` (the secret seed, mode 0600, the collector's alone) and `NAME.verify` (the
+public key, copied to each node's credentials directory beside `collector.key`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import nacl.exceptions
+import nacl.signing
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
@@ -145,6 +151,75 @@ def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
     if mode & 0o077:
         log.warning("secret key file %s is readable by others (mode %o); chmod 600 it", path, mode)
     return public, secret
+
+
+_ED25519_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def generate_signing_keypair(
+    directory: Path, name: str, *, overwrite: bool = False
+) -> tuple[nacl.signing.SigningKey, nacl.signing.VerifyKey]:
+    """Make an Ed25519 signing pair NAME in `directory`: `NAME.sign` (0600), `NAME.verify`.
+
+    Refuses to replace an existing pair unless `overwrite` is set: the nodes hold the
+    verify key and would refuse what the new key signs.
+    """
+    check_name(name)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sign_path, verify_path = directory / f"{name}.sign", directory / f"{name}.verify"
+    for path in (sign_path, verify_path):
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"key file {path} already exists; refusing to replace it")
+            path.unlink()
+    key = nacl.signing.SigningKey.generate()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    banner = f"#   ****  Generated on {now} by anpr-edge  ****\n#   Ed25519 search signing key"
+    _write_private(sign_path, f"{banner} (**Secret**)\nsecret-seed = {bytes(key).hex()}\n", 0o600)
+    _write_private(
+        verify_path, f"{banner} (Public)\npublic-key = {bytes(key.verify_key).hex()}\n", 0o644
+    )
+    log.info("search signing pair %s written to %s", name, directory)
+    return key, key.verify_key
+
+
+def _read_signing_file(path: Path, field: str) -> bytes:
+    if not path.is_file():
+        raise KeyFileError(f"{path}: key file not found")
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyFileError(f"{path}: cannot read key file: {e}") from e
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == field:
+            value = value.strip().strip('"')
+            if not _ED25519_HEX.match(value):
+                raise KeyFileError(f"{path}: the {field} is not 64 hexadecimal digits")
+            return bytes.fromhex(value)
+    raise KeyFileError(f"{path}: no {field} found; is this an Ed25519 signing key file?")
+
+
+def load_signing_key(directory: Path, name: str) -> nacl.signing.SigningKey:
+    """The Ed25519 signing key of pair NAME in `directory`, read from `NAME.sign`."""
+    check_name(name)
+    path = Path(directory) / f"{name}.sign"
+    key = nacl.signing.SigningKey(_read_signing_file(path, "secret-seed"))
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("signing key file %s is readable by others (mode %o); chmod 600 it", path, mode)
+    return key
+
+
+def load_verify_key(directory: Path, name: str) -> nacl.signing.VerifyKey:
+    """The Ed25519 verify key of pair NAME in `directory`, read from `NAME.verify`."""
+    check_name(name)
+    path = Path(directory) / f"{name}.verify"
+    try:
+        return nacl.signing.VerifyKey(_read_signing_file(path, "public-key"))
+    except (ValueError, nacl.exceptions.CryptoError) as e:
+        raise KeyFileError(f"{path}: not an Ed25519 public key: {e}") from e
 
 
 def credentials_dir(configured: str | os.PathLike[str] | None) -> Path:

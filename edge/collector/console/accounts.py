@@ -25,7 +25,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from edge.collector.agencies import DEFAULT_AGENCY, is_agency_id
 from edge.core.times import iso
 
-ROLES = ("operator", "admin")
+# An investigator is an operator who may also search the nodes' reads (with a case).
+ROLES = ("operator", "admin", "investigator")
 MIN_PASSWORD = 10
 MAX_NOTE = 1000
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -33,12 +34,15 @@ _TOUCH_EVERY_S = 30.0  # a session's last_seen is written at most this often
 # Audit rows younger than this are never deleted: the trigger below refuses, whoever asks.
 AUDIT_MIN_DAYS = 365
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
+# The users table as it is made now (see `_widen_roles` for one from before).
+_USERS = """CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, display_name TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('operator', 'admin')),
+    role TEXT NOT NULL CHECK (role IN ('operator', 'admin', 'investigator')),
     password_hash TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, agency TEXT NOT NULL DEFAULT '')"""
+
+_SCHEMA = """
+{USERS};
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
     created_at REAL NOT NULL, last_seen REAL NOT NULL, address TEXT);
@@ -60,7 +64,7 @@ DROP TRIGGER IF EXISTS audit_no_delete;
 CREATE TRIGGER IF NOT EXISTS audit_delete_only_old BEFORE DELETE ON audit
     WHEN old.at > CAST(strftime('%s', 'now') AS REAL) - {AUDIT_MIN_DAYS} * 86400
     BEGIN SELECT RAISE(ABORT, 'the audit trail is kept as written'); END;
-""".replace("{AUDIT_MIN_DAYS}", str(AUDIT_MIN_DAYS))
+""".replace("{AUDIT_MIN_DAYS}", str(AUDIT_MIN_DAYS)).replace("{USERS}", _USERS)
 
 
 class AccountError(ValueError):
@@ -78,6 +82,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_investigator(self) -> bool:
+        """May search the nodes' reads (edge.collector.search); an admin may not."""
+        return self.role == "investigator"
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "display_name": self.display_name, "role": self.role,
@@ -140,7 +149,6 @@ class ConsoleDB:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledgement survives a power cut
-        self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:  # in one transaction: never a moment without the audit's triggers
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; COMMIT;")
             self._db.execute("BEGIN IMMEDIATE")
@@ -151,10 +159,29 @@ class ConsoleDB:
                         self._db.execute(
                             f"ALTER TABLE {table} ADD COLUMN agency TEXT NOT NULL DEFAULT ''")
                 self._db.execute("CREATE INDEX IF NOT EXISTS audit_by_agency ON audit(agency, id)")
+                self._widen_roles()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        # After the migration: with foreign keys on, dropping the table the sessions name
+        # would delete them (and SQLite cannot turn them off inside a transaction).
+        self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _widen_roles(self) -> None:
+        """A users table from before the investigator role has a CHECK that refuses it:
+        SQLite cannot change a CHECK, so the table is made again and its rows copied (in
+        the caller's transaction; the sessions' references name the table, and stay)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'").fetchone()
+        if "'investigator'" in row[0]:
+            return
+        self._db.execute("DROP TABLE IF EXISTS users_new")
+        self._db.execute(_USERS.replace("users (", "users_new (", 1))
+        columns = "name, display_name, role, password_hash, active, created_at, updated_at, agency"
+        self._db.execute(f"INSERT INTO users_new ({columns}) SELECT {columns} FROM users")
+        self._db.execute("DROP TABLE users")
+        self._db.execute("ALTER TABLE users_new RENAME TO users")
 
     def _agency(self, stored: str) -> str:
         return stored or self.default_agency

@@ -43,9 +43,11 @@ from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.data import HIT_FIELDS, ConsoleData, QueryError, Search
 from edge.collector.console.limits import BodyLimits
 from edge.collector.console.live import LiveHub
+from edge.collector.console.search_api import routes as search_routes
 from edge.collector.console.throttle import AuditRow, HashGate, RefusalLog, SignInThrottle
 from edge.collector.console.upload import FileRefused, Upload, UploadError, read_upload, text_field
 from edge.collector.hits import HitScope
+from edge.collector.search import Searches
 from edge.collector.watchlist.files import WatchlistFileError
 from edge.collector.watchlist.master import ListOwnerError, WatchlistStore
 from edge.core.watchlist.entry import FieldError, parse_entry
@@ -91,6 +93,8 @@ class Console:
     # What agreements grant (the lead wires `Agreements`): none by default.
     sees_camera: Callable[[str, str, str, str], bool] = field(default=_no_grant)
     sees_list: Callable[[str, str, str], bool] = field(default=_no_grant)
+    # The search of the nodes' reads (edge.collector.search); None: off (its routes 503).
+    searches: Searches | None = None
 
     def __post_init__(self) -> None:
         self.hashing = HashGate(self.config.login_concurrency, self.config.login_queue)
@@ -790,6 +794,7 @@ def build_app(console: Console) -> ASGIApp:
         Route("/api/watchlists/{name:str}/import", import_list, methods=["POST"]),
         Route("/api/entries/{entry_id:int}/expire", expire_entry, methods=["POST"]),
         Route("/api/audit", audit),
+        *search_routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -25,6 +25,7 @@ from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.connections import ConnectionLimits, protocol, reserve_descriptors
 from edge.collector.console.data import ConsoleData
 from edge.collector.console.live import LiveHub
+from edge.collector.search import Searches
 from edge.collector.watchlist.config import WatchlistsConfig
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ class ConsoleServer:
     """The operators' console for the collector whose config is `collector`."""
 
     def __init__(self, collector: CollectorConfig, config: ConsoleConfig | None = None, *,
-                 agreements: Callable[[], Agreements] | None = None):
+                 agreements: Callable[[], Agreements] | None = None,
+                 searches: Searches | None = None):
         self.collector = collector
+        self.searches = searches  # the search of the nodes' reads, where the collector has it
         # The agreements in force (what they grant a viewer besides its own); none: nothing.
         self.agreements = agreements
         self.config = config or collector.console or ConsoleConfig()
@@ -74,7 +77,8 @@ class ConsoleServer:
         self.console = Console(
             cfg, self._db, self._data, self._hub, watchlists_path(self.collector),
             region=cfg.region or STATIC / "region.geojson", default_agency=agency,
-            agency_of_node=self.collector.agency_of_node, **self._grants(),
+            agency_of_node=self.collector.agency_of_node, searches=self.searches,
+            **self._grants(),
         )  # fmt: skip
         if not self.console.region.is_file():
             self._close()
@@ -170,10 +174,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock  # uvicorn serves on it, and closes it when it stops
 
 
-def make_component(collector: CollectorConfig, agreements: Callable[[], Agreements] | None = None
-                   ) -> ConsoleServer | None:
+def make_component(collector: CollectorConfig, agreements: Callable[[], Agreements] | None = None,
+                   searches: Searches | None = None) -> ConsoleServer | None:
     """The console for `anpr-collector run`; None when the config has no enabled `console:`."""
     cfg = collector.console
     if cfg is None or not cfg.enabled:
         return None
-    return ConsoleServer(collector, cfg, agreements=agreements)
+    return ConsoleServer(collector, cfg, agreements=agreements, searches=searches)

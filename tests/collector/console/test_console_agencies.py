@@ -320,6 +320,13 @@ ROUTES = {
     ("/api/watchlists/{name:str}/import", "POST"): "admin list",
     ("/api/entries/{entry_id:int}/expire", "POST"): "admin list",
     ("/api/audit", "GET"): "audit",
+    # The search: investigators only (everyone here is not one: 403); a search is its
+    # asker's (tests/collector/console/test_console_search.py: another's is 404).
+    ("/api/search", "POST"): "search", ("/api/search/{search_id:str}", "GET"): "search",
+    ("/api/search/{search_id:str}.{fmt:str}", "GET"): "search",
+    ("/api/search/{search_id:str}/events", "GET"): "search",
+    ("/api/search/{search_id:str}/retry", "POST"): "search",
+    ("/api/search/{search_id:str}/reads/{n:int}/crop.jpg", "GET"): "search",
 }  # fmt: skip
 
 
@@ -346,7 +353,8 @@ def test_no_route_shows_another_agency_s_hit(world):
     hidden = world.hits["lt"]
     secrets = (hidden.hit_id, hidden.plate.text, "LT111")
     values = {"hit_id": hidden.hit_id, "kind": "crop", "name": "stolen",
-              "entry_id": str(world.entries["stolen"])}  # fmt: skip
+              "entry_id": str(world.entries["stolen"]), "search_id": "0" * 32,
+              "n": "0"}  # fmt: skip
     for user in ("pl-op", "pl-admin", "lv-op"):
         c = world.client(user)
         for (path, method), what in sorted(ROUTES.items()):
@@ -365,5 +373,5 @@ def test_no_route_shows_another_agency_s_hit(world):
                 assert not any(s in text for s in secrets), (user, method, url, status)
                 if what in ("hit", "list"):
                     assert status == 404, (user, method, url, status)
-                if what == "admin list":
+                if what in ("admin list", "search"):
                     assert status == 403, (user, method, url, status)

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.datasets import DatasetError
 from benchmarks.engines import add_pipeline_options
 
-EXTERNAL = ("watchlist", "link", "exchange", "search")
+EXTERNAL = ("watchlist", "link", "exchange", "search", "search-node")
 
 
 def _common(p: argparse.ArgumentParser, *, repeat: int | None = 3) -> None:
@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in (("watchlist", "benchmarks.watchlist_bench"),
                          ("link", "benchmarks.link_bench"),
                          ("exchange", "benchmarks.exchange_bench"),
-                         ("search", "benchmarks.search_bench")):
+                         ("search", "benchmarks.search_bench"),
+                         ("search-node", "benchmarks.search_node_bench")):
         p = sub.add_parser(name, help=f"run `python -m {module}` and keep its result",
                            usage=f"python -m benchmarks {name} [--out OUT] [--timeout S] "
                            f"[--] [{module} arguments ...]",

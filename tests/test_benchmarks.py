@@ -270,6 +270,20 @@ def test_external_benchmark_last_json_line(tmp_path, monkeypatch):
     check_header(result, "watchlist")
 
 
+def test_search_node_suite_on_a_small_outbox(tmp_path):
+    out = tmp_path / "s"
+    result = run_cli("search-node", "--out", str(out), "--", "--reads", "2000", "--queries", "3")
+    check_header(result, "search-node")
+    f = result["figures"]
+    assert f["reads"] == 2000 and f["target_ms"] == 50
+    assert set(f["modes"]) >= {"exact", "wildcard_prefix", "wildcard_end_only", "fuzzy_one_edit"}
+    for name, mode in f["modes"].items():
+        s = mode["search"]
+        assert 0 <= s["median_ms"] <= s["p90_ms"] <= s["max_ms"], name
+        if name != "exact_absent":
+            assert mode["found_median"] >= 1, name  # each looks for plates that passed
+
+
 def test_exchange_suite_on_fifty_hits(tmp_path):
     require_nats_server()
     out = tmp_path / "x"

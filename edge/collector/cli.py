@@ -31,7 +31,7 @@ from edge.collector.sharing import AgreementsService
 from edge.collector.store import HitStore
 from edge.collector.watchlist.cli import add_watchlist_commands
 from edge.collector.watchlist.cli import make_component as make_watchlists
-from edge.core.keys import generate_keypair
+from edge.core.keys import generate_keypair, generate_signing_keypair
 from edge.core.status import CameraState, CameraStatus
 from edge.core.times import TimeOutOfRange, parse_iso, utc_now
 
@@ -258,9 +258,19 @@ def _ago(now: dt.datetime, when: str | None) -> str:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    public, _ = generate_keypair(Path(args.dir), args.name, overwrite=args.force)
-    print(f"public key {public.decode()} in {Path(args.dir) / (args.name + '.key')}")
-    print(f"secret key in {Path(args.dir) / (args.name + '.key_secret')} (mode 0600)")
+    d = Path(args.dir)
+    # The collector's pair comes with its search signing pair (edge.core.search); a
+    # collector made before the search gets the signing pair alone.
+    signing = args.name == "collector" and (args.force or not (d / "collector.sign").exists())
+    upgrade = signing and not args.force and (d / "collector.key_secret").exists()
+    if not upgrade:
+        public, _ = generate_keypair(d, args.name, overwrite=args.force)
+        print(f"public key {public.decode()} in {d / (args.name + '.key')}")
+        print(f"secret key in {d / (args.name + '.key_secret')} (mode 0600)")
+    if signing:
+        generate_signing_keypair(d, "collector", overwrite=args.force)
+        print(f"search signing key in {d / 'collector.sign'} (mode 0600); copy "
+              f"{d / 'collector.verify'} to each node's credentials directory")
     return 0
 
 
@@ -303,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only nodes late or unhealthy; exit status 1 if there are any")
     sp.set_defaults(func=_cmd_nodes)
 
-    sp = sub.add_parser("keygen", help="make a CURVE key pair NAME.key / NAME.key_secret")
+    sp = sub.add_parser("keygen", help="make a CURVE key pair NAME.key / NAME.key_secret "
+                        "(for 'collector' also the search signing pair collector.sign / "
+                        "collector.verify)")
     sp.add_argument("--dir", required=True, help="credentials directory to write to")
     sp.add_argument("--force", action="store_true", help="replace an existing pair")
     sp.add_argument("name", help="'collector', or the node id of an edge")

@@ -36,6 +36,7 @@ from edge.core.link_protocol import (
     decode,
 )
 from edge.core.times import UTC, format_time, utc_now
+from edge.core.watchlist.distance import fold
 from edge.node.jpeg import fit_jpeg
 from edge.node.waiting import WaitingHit, WaitingHits
 
@@ -93,9 +94,19 @@ CREATE TABLE IF NOT EXISTS reads (
     confidence REAL,
     details TEXT NOT NULL,
     crop BLOB,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    folded TEXT
 );
 CREATE INDEX IF NOT EXISTS reads_stored ON reads (stored);
+"""
+# The search's indexes (edge.node.search), made once the reads have their `folded` column
+# (an outbox from before the search gains it, filled in, when opened).  Each covers what
+# the search judges a row by, so finding the matches reads the index alone: exact and
+# wildcard (GLOB) by the text, fuzzy by the text folded as the watchlist's distance folds
+# it (edge.core.watchlist.distance.fold), where two plates a confusion apart are equal.
+_SEARCH_INDEXES = """
+CREATE INDEX IF NOT EXISTS reads_plate ON reads (plate, seen_at, stored, camera);
+CREATE INDEX IF NOT EXISTS reads_folded ON reads (folded, seen_at, stored, camera);
 """
 
 
@@ -174,6 +185,7 @@ class Outbox:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(hits)")}
         if "note" not in columns:  # an outbox written before hits carried a note
             self._db.execute("ALTER TABLE hits ADD COLUMN note TEXT")
+        self._migrate_reads()
         self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._last_purge = float("-inf")
         self.waiting = WaitingHits(max_waiting_hits, max_waiting_bytes)
@@ -187,6 +199,17 @@ class Outbox:
         self._read_refusal: str | None = None  # why reads are being refused, to log it once
         self.reserve_released = 0  # times the reserve was given back to a full disk
         self._keep_reserve()
+
+    def _migrate_reads(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reads)")}
+        if "folded" not in columns:  # an outbox written before the search
+            self._db.create_function("anpr_fold", 1, fold, deterministic=True)
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("ALTER TABLE reads ADD COLUMN folded TEXT")
+                n = self._db.execute("UPDATE reads SET folded = anpr_fold(plate)").rowcount
+            log.info("outbox: reads made searchable (%d folded)", n)
+        self._db.executescript(_SEARCH_INDEXES)
 
     # ------------------------------------------------------------ hits
 
@@ -435,8 +458,9 @@ class Outbox:
                     return None
                 cur = self._db.execute(
                     "INSERT INTO reads (stored, seen_at, camera, plate, confidence, details,"
-                    " crop, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self._clock(), seen, camera, plate, confidence, body, crop_jpeg, size),
+                    " crop, bytes, folded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._clock(), seen, camera, plate, confidence, body, crop_jpeg, size,
+                     fold(plate)),
                 )
             except Exception as exc:
                 self._refused(exc)

@@ -10,15 +10,22 @@ nor a burst of stale duplicates when the link comes back.  A socket monitor tell
 the loop when a connection to the collector completes: hits that were in flight
 when the link broke are offered again at once, not after their ack timeout.
 Heartbeats carry the edge's status every `heartbeat_s`.
+
+The collector's search queries (edge.core.search) come in on the same socket: the loop
+hands each to the search worker (edge.node.search) and sends the answer's chunks it
+gives back, after the hits, never waiting for either; a node without a worker refuses
+them.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +43,7 @@ from edge.core.link_protocol import (
     Reject,
     decode_message,
 )
+from edge.core.search import TAG_SEARCH, query_id_of, refusal
 from edge.core.status import (
     Health,
     LinkStatus,
@@ -45,6 +53,7 @@ from edge.core.status import (
     ProblemKind,
 )
 from edge.node.outbox import Outbox
+from edge.node.search import FORGOTTEN_ANSWER_S, SearchWorker
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,9 @@ class SenderStats:
     acked: int = 0
     rejected: int = 0
     heartbeats: int = 0
+    queries: int = 0  # search queries received
+    answers_sent: int = 0  # answer chunks sent
+    answers_dropped: int = 0  # chunks the link would not take within FORGOTTEN_ANSWER_S
     link_up: bool = False
     ack_ms: list[float] = field(default_factory=list, repr=False)  # send -> ack, recent ones
 
@@ -83,6 +95,8 @@ class HitSender:
     returns the edge's status (cameras, fps, queue depth, model versions, config
     hash...); the sender puts in the outbox's figures and its own view of the link.
     Without `status` (or when it fails) a heartbeat says what the sender knows.
+    `search` answers the collector's search queries (started and stopped by its owner);
+    without it they are refused.
     """
 
     def __init__(
@@ -105,8 +119,11 @@ class HitSender:
         purge_every_s: float = 60.0,
         protocol_version: int = PROTOCOL_VERSION,
         limits: Limits = DEFAULT_LIMITS,
+        search: SearchWorker | None = None,
     ):
         self.outbox = outbox
+        self.search = search
+        self._answers: deque[tuple[float, list[bytes]]] = deque()  # (queued, frames)
         self.endpoint = endpoint
         self.node_id = node_id
         self._keys = (public_key, secret_key, server_key)
@@ -171,7 +188,7 @@ class HitSender:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0  # whatever is unsent is still in the outbox
         sock.immediate = True
-        sock.sndhwm = self.window + 16
+        sock.sndhwm = self.window + 16 + (64 if self.search is not None else 0)
         sock.rcvhwm = 1000
         sock.reconnect_ivl = 100
         sock.reconnect_ivl_max = max(100, int(self.reconnect_max_s * 1000))
@@ -186,6 +203,8 @@ class HitSender:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        if self.search is not None:
+            poller.register(self.search.wake_fd, zmq.POLLIN)
         next_heartbeat = time.monotonic()
         next_purge = time.monotonic() + self.purge_every_s
         log.info("sending hits to %s as %s", self.endpoint, self.node_id)
@@ -201,6 +220,9 @@ class HitSender:
                     self._reconnect(sock)
                 self._expire(now)
                 self._fill(sock, now)
+                if self.search is not None and self.search.wake_fd in ready:
+                    self.search.drain_wake()
+                self._send_answers(sock, now)
                 if now >= next_heartbeat:
                     self._heartbeat(sock)
                     next_heartbeat = now + self.heartbeat_s
@@ -282,6 +304,9 @@ class HitSender:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if frames and frames[0] == TAG_SEARCH:
+                self._query(frames)
+                continue
             try:
                 msg = decode_message(frames, self.limits)
             except ProtocolError as e:
@@ -309,6 +334,40 @@ class HitSender:
                 self.stats.ack_ms.append((now - entry.sent) * 1000)
         if len(self.stats.ack_ms) > 10_000:
             del self.stats.ack_ms[:5_000]
+
+    def _query(self, frames: list[bytes]) -> None:
+        self.stats.queries += 1
+        if self.search is not None:
+            self.search.submit(frames)  # never blocks: a busy worker refuses it
+            return
+        answer = refusal(query_id_of(frames), self.node_id,
+                         "unavailable: this node has no search verify key (collector.verify)")
+        log.warning("search query refused: this node has no search verify key")
+        self._answers.append((time.monotonic(), answer.encode()))  # fmt: skip
+
+    def _send_answers(self, sock: zmq.Socket, now: float) -> None:
+        """Send the search answers' chunks waiting, oldest first, as far as the link takes
+        them now; those it has not taken for FORGOTTEN_ANSWER_S are dropped."""
+        if self.search is not None:
+            while True:
+                try:
+                    self._answers.append((now, self.search.answers.get_nowait()))
+                except queue.Empty:
+                    break
+        while self._answers:
+            queued, frames = self._answers[0]
+            if now - queued > FORGOTTEN_ANSWER_S:
+                self._answers.popleft()
+                self.stats.answers_dropped += 1
+                log.warning("a search answer dropped: the collector did not take it in %.0f s",
+                            FORGOTTEN_ANSWER_S)  # fmt: skip
+                continue
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                return  # no collector connected, or its queue is full: next time round
+            self._answers.popleft()
+            self.stats.answers_sent += 1
 
     def _expire(self, now: float) -> None:
         late = [i for i, f in self._inflight.items() if now - f.sent >= self._timeout]

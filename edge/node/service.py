@@ -43,6 +43,7 @@ from edge.node.metrics import MetricsServer
 from edge.node.models import load_manifest
 from edge.node.outbox import Outbox
 from edge.node.pipeline import VideoPipeline
+from edge.node.search import CameraPlace, ReadSearch, SearchWorker
 from edge.node.sender import HitSender
 from edge.node.sources import (
     RECONNECT_MAX_S,
@@ -399,6 +400,7 @@ class EdgeService:
         self.replica = WatchlistReplica(self.state_dir / "watchlists.db")
         self.sync: WatchlistSync | None = None
         self.sender: HitSender | None = None
+        self.search: SearchWorker | None = None
         self.metrics: Any = None
         self._matcher: Matcher | None = None
         self.workers = [CameraWorker(c, self.engines, self.handle_event, self.stop_event,
@@ -443,10 +445,11 @@ class EdgeService:
                     log.warning("watchlists: no snapshot from %s within %.0f s; starting "
                                 "the cameras without lists", wl.collector, wl.startup_wait_s)
         if link.collector:
+            self.search = self._search_worker(creds, link.collector_key)
             self.sender = HitSender(self.outbox, link.collector, node_id=self.config.node_id,
                                     public_key=public, secret_key=secret, server_key=server,
                                     ctx=self.ctx, status=self.status,
-                                    heartbeat_s=link.heartbeat_s)
+                                    heartbeat_s=link.heartbeat_s, search=self.search)
             self.sender.start()
         self._store_retry.start()
         for worker in self.workers:
@@ -466,6 +469,21 @@ class EdgeService:
                           health.metrics_port, exc)
         log.info("node %s: %d camera(s) started; models %s; config %s", self.config.node_id,
                  len(self.workers), self.engines.versions(), self.config_hash)
+
+    def _search_worker(self, creds: Path, collector_key: str) -> SearchWorker | None:
+        """The worker answering the collector's searches, or None (they are refused) when
+        the credentials directory has no `COLLECTOR.verify`."""
+        try:
+            verify_key = keys.load_verify_key(creds, collector_key)
+        except keys.KeyFileError as exc:
+            log.warning("search: %s; the collector's search queries will be refused", exc)
+            return None
+        places = {c.id: CameraPlace(c.location.lat, c.location.lon, c.location.direction or "")
+                  for c in self.config.cameras}  # fmt: skip
+        reads = ReadSearch(self.outbox.path, retention_s=self.outbox.retention_s, cameras=places)
+        worker = SearchWorker(reads, node_id=self.config.node_id, verify_key=verify_key)
+        worker.start()
+        return worker
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop taking frames, finish the events in flight, flush, close sockets."""
@@ -489,6 +507,9 @@ class EdgeService:
             while self.outbox.backlog() and time.monotonic() < drain_until:
                 time.sleep(0.05)
             self.sender.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+        if self.search is not None:  # after the sender, which polls its wake-up socket
+            self.search.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            self.search.search.close()
         if self.sync is not None:
             self.sync.stop()
         if self._store_retry.ident is not None:

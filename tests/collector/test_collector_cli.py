@@ -18,7 +18,8 @@ from edge.collector.config import CollectorConfig, ConfigError, load_config
 from edge.collector.hits import StoredHit
 from edge.collector.store import HitStore, Seen
 from edge.collector.watchlist.config import WatchlistsConfig
-from edge.core.keys import load_keypair
+from edge.core.keys import generate_keypair, load_keypair, load_signing_key, load_verify_key
+from edge.core.search import SearchQuery, new_query_id, sign_query, verify_query
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -32,6 +33,28 @@ def test_keygen_writes_a_pair_and_prints_the_public_key(tmp_path, capsys):
     assert main(["keygen", "--dir", str(tmp_path / "creds"), "collector"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["keygen", "--dir", str(tmp_path / "creds"), "--force", "collector"]) == 0
+
+
+def test_keygen_makes_the_collectors_search_signing_pair_too(tmp_path, capsys):
+    creds = tmp_path / "creds"
+    assert main(["keygen", "--dir", str(creds), "collector"]) == 0
+    assert "collector.verify" in capsys.readouterr().out
+    assert stat.S_IMODE((creds / "collector.sign").stat().st_mode) == 0o600
+    frames = sign_query(_search_query(), load_signing_key(creds, "collector"))
+    assert verify_query(frames, load_verify_key(creds, "collector")).case_ref == "C-1"
+    # a collector made before the search gets the signing pair alone, its CURVE pair kept
+    old = tmp_path / "old"
+    public, _ = generate_keypair(old, "collector")
+    assert main(["keygen", "--dir", str(old), "collector"]) == 0
+    assert load_keypair(old, "collector")[0] == public and (old / "collector.verify").exists()
+    assert main(["keygen", "--dir", str(tmp_path / "n"), "edge-1"]) == 0  # a node: no signing
+    assert not (tmp_path / "n" / "edge-1.sign").exists()
+
+
+def _search_query() -> SearchQuery:
+    return SearchQuery(query_id=new_query_id(), pattern="B123XY", mode="exact",
+                       max_distance=0, since=NOW, until=NOW, nodes=("edge-1",),
+                       case_ref="C-1")  # fmt: skip
 
 
 def test_config_errors_name_the_key(tmp_path, capsys):

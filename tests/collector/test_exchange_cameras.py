@@ -16,6 +16,7 @@ import pytest
 from helpers.exchange import Agency, StandInGrant, StandInGrants, make_server_config
 from helpers.link import wait_for
 from helpers.nats import NatsServer, require_nats_server
+from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from edge.collector.agencies import AgencyConfig
@@ -31,6 +32,7 @@ from edge.collector.exchange.cameras import (
     read_partner_cameras,
     setup_schema,
 )
+from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.exchange.link import Link, LinkSettings
 from edge.collector.exchange.messages import (
     CameraReport,
@@ -40,6 +42,7 @@ from edge.collector.exchange.messages import (
 )
 from edge.collector.exchange.outbox import Outbox
 from edge.collector.exchange.server_config import generate_nkey, seed_file
+from edge.collector.exchange.service import Exchange
 from edge.collector.store import Seen
 from edge.core.status import CameraState, CameraStatus, Health, NodeStatus, Place, Problem
 
@@ -335,7 +338,26 @@ def test_the_sender_is_bounded_per_camera_and_refreshes_each(tmp_path: Path) -> 
     m = decode_camera_reports(last)
     assert [r.camera for r in m.cameras] == ["cam-b"] and m.withdrawn == (("pl-e1", "cam-a"),)
     assert sender.sync(grants, cams, quiet + 32) == 0
+    # sent camera messages leave the outbox after a while; nothing else does
+    outbox.add_one(LT, "in.lt-vsat.from.pl-sg.hit", "hit:1", b"hit")
+    rows = outbox.db.execute("SELECT id FROM outbox ORDER BY id").fetchall()
+    outbox.mark_sent([r[0] for r in rows[:-2]])  # the last camera message and the hit not
+    assert sender.purge_sent(time.time() + 1) == len(rows) - 2
+    assert [r[0] for r in outbox.db.execute("SELECT msg_id FROM outbox ORDER BY id")] == [
+        m.msg_id, "hit:1"]
     outbox.close()
+
+
+def test_the_collector_s_exchange_shares_the_cameras_of_its_hits_db(tmp_path: Path) -> None:
+    config = ExchangeConfig(agency=PL, camera_refresh_s=10)
+    exchange = Exchange.from_config(
+        config, default_agency=PL, credentials_dir=tmp_path, data_dir=tmp_path / "data",
+        watchlists_path=tmp_path / "data" / "watchlists.db", grants=Fixed,  # type: ignore[arg-type]
+        commit_hits=lambda hits, agency: None)
+    assert exchange.camera_settings == CameraShareSettings(tmp_path / "data" / "hits.db",
+                                                           refresh_s=10.0)
+    with pytest.raises(ValidationError):
+        ExchangeConfig(camera_refresh_s=0.5)
 
 
 def test_the_receiver_ignores_older_messages_and_keeps_only_what_is_granted(

@@ -58,6 +58,9 @@ REFRESH_S = 30.0
 MIN_GAP_S = 1.0
 POLL_S = 1.0
 STALE_AFTER = 3.0  # times the owner's refresh_s
+# Camera messages sent are dropped from the outbox after this: each is superseded within
+# refresh_s, and the receiver orders them by (epoch, seq), not by the outbox's memory.
+KEEP_SENT_S = 600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchange_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,6 +225,7 @@ class CameraSender:
                        (secrets.token_hex(8),))
         meta = dict(outbox.db.execute("SELECT key, value FROM exchange_meta").fetchall())
         self.epoch: str = meta["camera-epoch"]
+        self._purged_at = -float("inf")
 
     def _next_seq(self, db: sqlite3.Connection, partner: str) -> int:
         key = f"camera-seq:{partner}"
@@ -258,7 +262,17 @@ class CameraSender:
             gone = sorted(k for k, x in had.items() if x.active and k not in granted)
             if due or gone:
                 queued += self._queue(partner, due, gone, now)
+        if now - self._purged_at > KEEP_SENT_S / 10 or now < self._purged_at:
+            self._purged_at = now
+            self.purge_sent(now - KEEP_SENT_S)
         return queued
+
+    def purge_sent(self, before: float) -> int:
+        """Drop the camera messages the partners' streams stored before `before` (a refresh
+        a camera every 30 s would otherwise grow the outbox by the day)."""
+        with self.outbox.transaction() as db:  # msg ids cam:...: a range of outbox_msg
+            return db.execute("DELETE FROM outbox WHERE msg_id >= 'cam:' AND msg_id < 'cam;' "
+                              "AND sent_at < ?", (before,)).rowcount
 
     def _queue(self, partner: str, due: list[CameraReport], gone: list[Key],
                now: float) -> int:

@@ -182,6 +182,22 @@ class Health(_Record):
     problems: list[Problem] = Field(default_factory=list, max_length=MAX_PROBLEMS)
 
 
+class Place(_Record):
+    """Where a camera stands, as its node's config says (WGS 84, the road, the direction
+    it watches): what a partner agency granted the camera sees of it."""
+
+    lat: Annotated[float, Strict(), Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    lon: Annotated[float, Strict(), Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
+    road: Text = ""
+    direction: Short = ""
+
+    @model_validator(mode="after")
+    def _both(self) -> Place:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("a place needs both lat and lon, or neither")
+        return self
+
+
 class CameraStatus(_Record):
     """One camera as the node sees it: its state, its rate and its counters."""
 
@@ -204,6 +220,7 @@ class CameraStatus(_Record):
     reconnects: Count = 0
     lag_ms: Measure = 0.0
     last_error: Text = ""
+    place: Place | None = None  # None: the node's config says nothing, or an older node
 
     @property
     def good(self) -> bool:

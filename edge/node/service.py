@@ -27,6 +27,7 @@ from edge.core.status import (
     Health,
     NodeStatus,
     OutboxStatus,
+    Place,
     Problem,
     ProblemKind,
     QueueStatus,
@@ -182,7 +183,16 @@ class CameraWorker:
             claimed_fps=round(claimed, 2) if claimed else None,
             frames=s.frames, analysed=s.analysed, processed=s.processed, events=s.events,
             hits=s.hits, errors=s.errors, dropped=s.dropped, reconnects=s.reconnects,
-            lag_ms=round(s.lag_ms, 1), last_error=s.last_error)
+            lag_ms=round(s.lag_ms, 1), last_error=s.last_error, place=self._place())
+
+    def _place(self) -> Place | None:
+        """Where the camera stands, as its config says (what partners granted it see)."""
+        loc = self.camera.location
+        placed = loc.lat is not None and loc.lon is not None  # half a position is none
+        if not placed and not loc.road and not loc.direction:
+            return None
+        return Place(lat=loc.lat if placed else None, lon=loc.lon if placed else None,
+                     road=loc.road or "", direction=loc.direction or "")
 
     # ------------------------------------------------------------------ the loop
 

@@ -8,6 +8,7 @@ side: its master watchlist store, its hit store, its `Exchange`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.collector.exchange.cameras import CameraShareSettings
 from edge.collector.exchange.link import LinkSettings
 from edge.collector.exchange.server_config import render, routes, seed_file
 from edge.collector.exchange.service import Exchange
@@ -57,6 +59,13 @@ class StandInGrants:
         return any(g.hits_back and any(fnmatch.fnmatchcase(list_name, p) for p in g.lists)
                    for g in self.grants(owner, receiver))
 
+    def sees_camera(self, viewer: str, owner: str, node: str, camera: str = "",
+                    at: dt.datetime | None = None) -> bool:
+        """As `Grant.covers_camera`: a NODE glob covers its cameras, NODE/CAMERA those."""
+        return viewer == owner or any(
+            fnmatch.fnmatchcase(f"{node}/{camera}" if "/" in glob else node, glob)
+            for g in self.grants(owner, viewer) for glob in g.cameras)
+
     def partners(self, agency: str, at: dt.datetime | None = None) -> set[str]:
         return ({g.receiver for g in self.all if g.giver == agency}
                 | {g.giver for g in self.all if g.receiver == agency})
@@ -73,10 +82,12 @@ class Agency:
     """One agency's collector, as far as the exchange goes."""
 
     def __init__(self, root: Path, name: str, url: str, grants: StandInGrants,
-                 creds: Path):
+                 creds: Path, cameras: CameraShareSettings | None = None):
+        """`cameras` (its hits_path is ignored: this agency's hits.db) shows partners our
+        cameras as the grants say; None: only theirs are received."""
         self.name, self.root = name, root / name
         self.watchlists = self.root / "watchlists.db"
-        self.hits = HitStore(self.root / "hits.db")
+        self.hits = HitStore(self.root / "hits.db", agency_of_node=lambda node: name)
         self.lock = threading.Lock()
         self.committed: list[tuple[str, str]] = []  # (hit id, agency) as the sink was called
         self.exchange = Exchange(
@@ -84,6 +95,8 @@ class Agency:
                          reconnect_wait_s=0.1, publish_timeout_s=2.0),
             db_path=self.root / "exchange.db", watchlists_path=self.watchlists,
             grants=lambda: grants, commit_hits=self.commit, poll_s=0.05,
+            cameras=None if cameras is None else dataclasses.replace(
+                cameras, hits_path=self.root / "hits.db"),
         )
 
     def commit(self, hits: Sequence[HitMessage], agency: str) -> None:

@@ -605,6 +605,11 @@ async def cameras(request: Request) -> Response:
         for c in cams:
             if console.sees_camera_of(user, c["agency"], c["node"], c["camera"]):
                 shown.append({**c, "agency": console.camera_agency(c["agency"], c["node"])})
+        for c in console.data.partner_cameras():  # granted to an agency, as it is now
+            receiver = c.pop("receiver")
+            if receiver == user.agency and console.sees_camera(
+                    user.agency, c["agency"], c["node"], c["camera"]):
+                shown.append(c)
         return shown
 
     return JSONResponse({"cameras": await _run(load)})

@@ -21,8 +21,10 @@ from typing import Any
 
 from edge.collector.agencies import DEFAULT_AGENCY
 from edge.collector.console.config import CameraPlace
+from edge.collector.exchange.cameras import read_partner_cameras
 from edge.collector.hits import HitQuery, HitReader, HitScope, StoredHit
 from edge.collector.nodes import NodeHealth, judge_node
+from edge.collector.readonly import ReadPool
 from edge.collector.watchlist.files import entry_record
 from edge.collector.watchlist.master import WatchlistReader
 from edge.core.plates import normalise
@@ -116,8 +118,11 @@ class ConsoleData:
         places: Sequence[CameraPlace] = (),
         images_dir: Path | None = None,
         default_agency: str = DEFAULT_AGENCY,
+        exchange_db: Path | None = None,
     ):
         self.hits_db = Path(hits_db)
+        # Partners' cameras an agreement shows us (edge.collector.exchange.cameras).
+        self._exchange = ReadPool(exchange_db or self.hits_db.parent / "exchange.db", size=1)
         self.watchlists_db = Path(watchlists_db)
         # Whose the rows from before agencies (agency "") are.
         self.default_agency = default_agency
@@ -135,6 +140,7 @@ class ConsoleData:
     def close(self) -> None:
         self.hits.close()
         self.master.close()
+        self._exchange.close()
 
     # ------------------------------------------------------------ hits
 
@@ -275,6 +281,8 @@ class ConsoleData:
             state = status.cameras.get(c["camera"]) if status is not None else None
             health = _camera_health(c["camera"], judgement, state)
             place = dict(seen_at.get(key) or {})
+            if not place and state is not None and state.place is not None:
+                place = state.place.model_dump()  # as its heartbeat says, until a hit does
             conf = self.places.get(key)
             if conf is not None:
                 place.update(lat=conf.lat, lon=conf.lon)
@@ -293,6 +301,15 @@ class ConsoleData:
                 "label": place.get("label", ""),
             })  # fmt: skip
         return out
+
+    def partner_cameras(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Partners' cameras held by the exchange (each names the agency granted them:
+        `receiver`); none without an exchange."""
+        try:
+            with self._exchange.connection() as db:
+                return read_partner_cameras(db, now)
+        except (FileNotFoundError, sqlite3.OperationalError):
+            return []
 
     # ------------------------------------------------------------ watchlists
 

@@ -28,6 +28,9 @@ class ExchangeConfig(BaseModel):
     # How long the stream keeps a message our consumer has not taken (we ack at once).
     max_age_days: float = Field(14.0, gt=0, le=365)
     reconnect_wait_s: float = Field(0.5, gt=0, le=60)
+    # Each camera a grant shows a partner is sent at least this often (a change of its
+    # state at once); the partner shows it stale after three times this unheard.
+    camera_refresh_s: float = Field(30.0, ge=1, le=3600)
 
     @field_validator("url")
     @classmethod

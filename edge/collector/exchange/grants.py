@@ -58,6 +58,9 @@ class Grants(Protocol):
 
     def partners(self, agency: str, at: dt.datetime | None = None) -> set[str]: ...
 
+    def sees_camera(self, viewer: str, owner: str, node: str, camera: str = "",
+                    at: dt.datetime | None = None) -> bool: ...
+
 
 def may_hold_list(grants: Grants, owner: str, list_name: str, receiver: str) -> bool:
     """Whether `receiver` may hold a copy of `owner`'s list at all: granted by name, or

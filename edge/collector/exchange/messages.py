@@ -14,6 +14,10 @@ snapshot-end (the copy now holds exactly what the snapshot sent and later change
 withdrawn (the grant ended or the list was dropped: the copy goes).  `seq` numbers one
 sender's messages about one list, 1, 2, 3..., under its `epoch`.
 
+Cameras whose place and health a grant shows travel as `CameraReports` (kind "cameras",
+pydantic, strict, extra keys refused): the owner, its (epoch, seq) to this partner, how
+often it sends each camera (`refresh_s`), the cameras' reports and those withdrawn.
+
 Decoding is strict: anything off raises `ProtocolError`, and the consumer dead-letters
 the message rather than stopping on it.
 """
@@ -24,10 +28,21 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from edge.collector.exchange.grants import check_agency
 from edge.core.errors import ProtocolError
 from edge.core.link_protocol import DEFAULT_LIMITS, HitMessage, Limits, decode
+from edge.core.status import MAX_TEXT, CameraState, Name, Place, Time
 from edge.core.watchlist.entry import FieldError, ListPolicy, check_list_name
 from edge.core.watchlist.index import Row
 from edge.core.watchlist.protocol import row_from_wire, row_to_wire
@@ -122,13 +137,20 @@ def _int(value: object, what: str, lo: int = 0, hi: int = 2**62) -> int:
     return value
 
 
-def decode_list_change(body: bytes) -> ListChange:
+def _json_object(body: bytes) -> object:
     if len(body) > MAX_LIST_BODY:
-        raise ProtocolError("oversized", f"list change of {len(body)} B")
+        raise ProtocolError("oversized", f"message of {len(body)} B")
     try:
-        d = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError("garbage", f"not JSON: {e}") from None
+
+
+def decode_list_change(body: bytes) -> ListChange:
+    return _list_change(_json_object(body))
+
+
+def _list_change(d: object) -> ListChange:
     if not isinstance(d, dict) or d.get("kind") != "list":
         raise ProtocolError("garbage", "not a list change")
     if d.get("v") != VERSION:
@@ -174,13 +196,88 @@ def decode_list_change(body: bytes) -> ListChange:
     return ListChange(owner, name, epoch, seq, op, policy, rows or (), ids or (), at)
 
 
-def decode_message(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitMessage | ListChange:
-    """A hit or a list change; `ProtocolError` for anything else."""
+# ------------------------------------------------------------------------------ cameras
+
+MAX_CAMERA_BODY = 1 << 20
+MAX_CAMERAS_PER_MESSAGE = 256
+MAX_PROBLEM_LINES = 16
+_Line = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+
+class CameraReport(BaseModel):
+    """One camera's place and health, as its owner's collector judges it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    node: Name
+    camera: Name
+    place: Place | None = None  # as the node's heartbeat says (None: it says nothing)
+    health: Literal["live", "late", "unhealthy"]  # the owner's verdict, as its console's
+    state: CameraState | None = None  # None: the node's status does not name the camera
+    problems: tuple[_Line, ...] = Field((), max_length=MAX_PROBLEM_LINES)
+    fps: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] | None = None
+    since: Time | None = None  # in `state` since
+    last_seen: Time | None = None  # last heard by the owner's collector
+    last_hit_at: Time | None = None
+
+
+class CameraReports(BaseModel):
+    """A numbered message about some of `owner`'s cameras: their reports, and those the
+    receiver must forget (`withdrawn`: the grant ended, or the camera is gone)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    v: Annotated[int, Field(ge=VERSION, le=VERSION)] = VERSION  # strict: `true` is no 1
+    kind: Literal["cameras"] = "cameras"
+    owner: str
+    epoch: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    seq: Annotated[int, Field(ge=1, le=2**62)]
+    # The owner sends each camera at least this often: the receiver judges it stale after.
+    refresh_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
+    cameras: tuple[CameraReport, ...] = Field((), max_length=MAX_CAMERAS_PER_MESSAGE)
+    withdrawn: tuple[tuple[Name, Name], ...] = Field((), max_length=MAX_CAMERAS_PER_MESSAGE)
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        return check_agency(v)
+
+    @property
+    def msg_id(self) -> str:
+        return f"cam:{self.owner}:{self.epoch}.{self.seq}"
+
+
+def encode_camera_reports(m: CameraReports) -> bytes:
+    return m.model_dump_json().encode()
+
+
+def decode_camera_reports(body: bytes) -> CameraReports:
+    if len(body) > MAX_CAMERA_BODY:
+        raise ProtocolError("oversized", f"camera message of {len(body)} B")
+    try:
+        return CameraReports.model_validate_json(body)
+    except ValidationError as e:
+        raise ProtocolError("invalid", f"camera message: {_errors(e)}") from None
+
+
+def _errors(e: ValidationError) -> str:
+    """The first few of pydantic's errors, each as 'where: what' (not the input's text)."""
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'message'}: {err['msg']}"
+                     for err in e.errors()[:3])[:500]
+
+
+def decode_message(
+    body: bytes, limits: Limits = DEFAULT_LIMITS
+) -> HitMessage | ListChange | CameraReports:
+    """A hit, a list change or a camera message; `ProtocolError` for anything else."""
     if body.startswith(HIT_MAGIC):
         return decode_hit(body, limits)
     if body.startswith(b"{"):
-        return decode_list_change(body)
-    raise ProtocolError("garbage", "neither a hit nor a list change")
+        d = _json_object(body)
+        if isinstance(d, dict) and d.get("kind") == "cameras":
+            return decode_camera_reports(body)
+        return _list_change(d)
+    raise ProtocolError("garbage", "neither a hit, a list change nor a camera message")
 
 
 def subject_parts(subject: str) -> tuple[str, str, str]:

@@ -25,10 +25,16 @@ from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
+from edge.collector.exchange.cameras import CameraShare, CameraShareSettings
 from edge.collector.exchange.config import ExchangeConfig
 from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
-from edge.collector.exchange.messages import ListChange, decode_message, subject_parts
+from edge.collector.exchange.messages import (
+    CameraReports,
+    ListChange,
+    decode_message,
+    subject_parts,
+)
 from edge.collector.exchange.outbox import Outbox, Pending
 from edge.collector.exchange.share import (
     HitForwarder,
@@ -71,12 +77,14 @@ class Exchange:
         poll_s: float = 0.2,
         resync_s: float = 5.0,
         publish_window: int = PUBLISH_WINDOW,
+        cameras: CameraShareSettings | None = None,  # None: ours are shown to no partner
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
         self.grants, self.commit_hits, self.lists_of = grants, commit_hits, lists_of
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
         self.publish_window = max(1, publish_window)
+        self.camera_settings = cameras
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -99,7 +107,9 @@ class Exchange:
         """The exchange of `anpr-collector run`: its state in data_dir/exchange.db."""
         return cls(config.link_settings(default_agency, credentials_dir),
                    db_path=Path(data_dir) / "exchange.db", watchlists_path=watchlists_path,
-                   grants=grants, commit_hits=commit_hits, **kw)
+                   grants=grants, commit_hits=commit_hits,
+                   cameras=CameraShareSettings(Path(data_dir) / "hits.db",
+                                               refresh_s=config.camera_refresh_s), **kw)
 
     # ------------------------------------------------------------------ from other threads
 
@@ -167,10 +177,12 @@ class Exchange:
         self._sender = ListSender(self.me, self._store, self._outbox, self.lists_of)
         self._lists_in = ListReceiver(self.me, self._store, self._outbox)
         self._hits_in = HitReceiver(self.me, self.commit_hits)
+        self._cameras = CameraShare(self.me, self._outbox, self.camera_settings)
         self._data_version = -1
 
     def _close_stores(self) -> None:
         self._store.close()
+        self._cameras.close()
         self._outbox.close()
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
@@ -301,6 +313,8 @@ class Exchange:
             grants = self.grants()
             if isinstance(decoded, ListChange):
                 result = self._lists_in.apply(sender, decoded, grants)
+            elif isinstance(decoded, CameraReports):
+                result = self._cameras.apply(sender, decoded, grants)
             else:
                 result = self._hits_in.apply(sender, decoded, grants)
         except ProtocolError as e:
@@ -335,6 +349,8 @@ class Exchange:
                 await asyncio.wait_for(self._wake_sync.wait(), self.poll_s)
 
     def _sync_once(self, full: bool) -> None:
+        if self._cameras.sync(self.grants(), force=full):
+            self.wake_drain()
         version = self._store.data_version()
         if not full and version == self._data_version:
             return

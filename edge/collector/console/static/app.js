@@ -772,6 +772,7 @@
     state.me = await api("/api/me");
     await i18n.load(state.me.user.language);
     i18n.apply();
+    $("link-state").textContent = t("link.connecting");
     languages();
     $("whoami").textContent = t("session.whoami", { name: state.me.user.display_name, role: state.me.user.role });
     if (state.me.user.role === "admin") {

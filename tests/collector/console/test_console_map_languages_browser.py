@@ -1,5 +1,6 @@
 """The console's map, languages, desktop notifications and phone layout in a real headless
-Chromium (Debian's chromium; skips without it, or without the map `make console-map` builds).
+Chromium (Debian's chromium; skips without it; the map's test also without the map that
+`make console-map` builds).
 
 One collector and one browser for the module: each test signs in afresh.  The browser's
 DevTools performance log lists every request the page made, so "offline" is checked, not
@@ -23,8 +24,6 @@ from edge.core.link_protocol import CameraLocation
 
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
-if not (VENDOR / "built.json").is_file():
-    pytest.skip(f"{NOT_BUILT} (`make test` builds it)", allow_module_level=True)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 # Three cameras at one crossing (a cluster at the region's zoom) and one far from them.
@@ -79,6 +78,8 @@ def english() -> dict[str, str]:
 
 
 def test_the_map_draws_borders_towns_and_cameras_with_nothing_from_elsewhere(stack, browser):
+    if not (VENDOR / "built.json").is_file():
+        pytest.skip(f"{NOT_BUILT} (`make test` builds it)")
     outbox = stack.edge("edge-b", status=live_status("lane-1"))
     hit = console_hit("ABC123", node="edge-b", camera="lane-1", country="LT", priority=2,
                       location=CameraLocation(54.3520, 23.3510, "A5", "to Poland"))

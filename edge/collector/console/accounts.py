@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from edge.collector.agencies import DEFAULT_AGENCY, is_agency_id
+from edge.collector.console.i18n import check_language
 from edge.core.times import iso
 
 # An investigator is an operator who may also search the nodes' reads (with a case).
@@ -78,6 +79,7 @@ class User:
     role: str
     active: bool = True
     agency: str = DEFAULT_AGENCY  # what the user sees and changes is this agency's
+    language: str = ""  # of the console's page (edge.collector.console.i18n); "": the browser's
 
     @property
     def is_admin(self) -> bool:
@@ -90,7 +92,7 @@ class User:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "display_name": self.display_name, "role": self.role,
-                "agency": self.agency}  # fmt: skip
+                "agency": self.agency, "language": self.language}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,10 @@ class ConsoleDB:
                     if "agency" not in have:
                         self._db.execute(
                             f"ALTER TABLE {table} ADD COLUMN agency TEXT NOT NULL DEFAULT ''")
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(users)")}
+                if "language" not in have:  # made before the page had languages
+                    self._db.execute(
+                        "ALTER TABLE users ADD COLUMN language TEXT NOT NULL DEFAULT ''")
                 self._db.execute("CREATE INDEX IF NOT EXISTS audit_by_agency ON audit(agency, id)")
                 self._widen_roles()
                 self._db.execute("COMMIT")
@@ -240,7 +246,24 @@ class ConsoleDB:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return User(name, display_name, role, agency=agency)
+        return User(name, display_name, role, agency=agency, language=self._language(name))
+
+    def _language(self, name: str) -> str:
+        row = self._one("SELECT language FROM users WHERE name = ?", (name,))
+        return str(row[0]) if row else ""
+
+    def set_language(self, name: str, language: str) -> None:
+        """Remember the language `name` reads the console in ("": the browser's)."""
+        try:
+            check_language(language)
+        except ValueError as e:
+            raise AccountError(str(e)) from None
+        changed = self._change(
+            "UPDATE users SET language = ?, updated_at = ? WHERE name = ?",
+            (language, time.time(), name),
+        )
+        if changed == 0:
+            raise AccountError(f"no user {name!r}")
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
@@ -265,15 +288,16 @@ class ConsoleDB:
 
     def users(self) -> list[User]:
         rows = self._all(
-            "SELECT name, display_name, role, active, agency FROM users ORDER BY name")
-        return [User(n, d, r, bool(a), self._agency(g)) for n, d, r, a, g in rows]
+            "SELECT name, display_name, role, active, agency, language FROM users ORDER BY name")
+        return [User(n, d, r, bool(a), self._agency(g), lang) for n, d, r, a, g, lang in rows]
 
     def user(self, name: str) -> User | None:
         row = self._one(
-            "SELECT name, display_name, role, active, agency FROM users WHERE name = ?", (name,)
+            "SELECT name, display_name, role, active, agency, language FROM users WHERE name = ?",
+            (name,),
         )
         return None if row is None else User(row[0], row[1], row[2], bool(row[3]),
-                                             self._agency(row[4]))  # fmt: skip
+                                             self._agency(row[4]), row[5])  # fmt: skip
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user, if `password` is theirs and they are active; None otherwise."""
@@ -312,19 +336,20 @@ class ConsoleDB:
         key = _token_hash(token)
         row = self._one(
             "SELECT s.created_at, s.last_seen, u.name, u.display_name, u.role, u.active,"
-            " u.agency FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+            " u.agency, u.language FROM sessions s JOIN users u ON u.name = s.user"
+            " WHERE s.token_hash = ?",
             (key,),
         )
         if row is None:
             return None
-        created, last_seen, name, display, role, active, agency = row
+        created, last_seen, name, display, role, active, agency, language = row
         now = time.time()
         if not active or now - last_seen > idle_s or now - created > max_s:
             self._change("DELETE FROM sessions WHERE token_hash = ?", (key,))
             return None
         if now - last_seen > _TOUCH_EVERY_S:
             self._change("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, key))
-        return User(name, display, role, agency=self._agency(agency))
+        return User(name, display, role, agency=self._agency(agency), language=language)
 
     def end_session(self, token: str) -> None:
         self._change("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))

@@ -41,6 +41,7 @@ from edge.collector.agencies import DEFAULT_AGENCY
 from edge.collector.console.accounts import ConsoleDB, User
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.data import HIT_FIELDS, ConsoleData, QueryError, Search
+from edge.collector.console.i18n import LANGUAGES, check_language
 from edge.collector.console.limits import BodyLimits
 from edge.collector.console.live import LiveHub
 from edge.collector.console.search_api import routes as search_routes
@@ -55,9 +56,15 @@ from edge.core.watchlist.entry import FieldError, parse_entry
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# Leaflet and the map's layers, built from npm by `make console-map` (console-assets/).
+VENDOR = STATIC / "vendor"
+MAP_LAYERS = ("countries", "borders", "towns")
+NOT_BUILT = ("the console's map was not built: run `make console-map` on the collector "
+             "(it needs node and npm)")  # fmt: skip
 COOKIE = "anpr_console"
-# Served without a session: the sign-in page and what it needs.
-PUBLIC = frozenset({"/login", "/api/login", "/static/login.js", "/static/console.css"})
+# Served without a session: the sign-in page and what it needs (its words among them).
+PUBLIC = frozenset({"/login", "/api/login", "/static/login.js", "/static/console.css",
+                    "/static/i18n.js", *(f"/static/i18n/{lang}.json" for lang in LANGUAGES)})
 KEEPALIVE_S = 15.0
 RECHECK_S = 1.0  # an open event stream looks at its session this often (revocation)
 MAX_ID = 2**63 - 1  # ids SQLite can hold
@@ -82,7 +89,7 @@ class Console:
     data: ConsoleData
     hub: LiveHub
     watchlists_db: Path
-    region: Path = STATIC / "region.geojson"
+    region: Path | None = None  # the config's outline instead of the built countries
     throttle: SignInThrottle = field(default_factory=SignInThrottle)
     refusals: RefusalLog = field(default_factory=RefusalLog)
     hashing: HashGate = field(init=False)
@@ -370,7 +377,9 @@ async def me(request: Request) -> Response:
     cfg = console.config
     return JSONResponse({
         "user": _user(request).to_json(),
-        "map": {"tile_url": cfg.tile_url, "attribution": cfg.tile_attribution},
+        "map": {"tile_url": cfg.tile_url, "attribution": cfg.tile_attribution,
+                "built": (VENDOR / "built.json").is_file()},
+        "languages": list(LANGUAGES),
         "live_hours": cfg.live_hours,
         "session_idle_minutes": cfg.session_idle_minutes,
         "max_import_bytes": cfg.max_import_bytes,
@@ -616,8 +625,40 @@ async def cameras(request: Request) -> Response:
 
 
 async def region(request: Request) -> Response:
+    """The countries' outlines: the config's `region`, or Natural Earth's as built."""
     console: Console = request.app.state.console
-    return FileResponse(console.region, media_type="application/geo+json")
+    return _map_file(console.region or VENDOR / "map" / "countries.geojson")
+
+
+async def map_layer(request: Request) -> Response:
+    """One of the map's layers (MAP_LAYERS) as built; 503 saying how when it was not."""
+    console: Console = request.app.state.console
+    layer = request.path_params["layer"]
+    if layer not in MAP_LAYERS:
+        raise HTTPException(404, f"the map's layers are {', '.join(MAP_LAYERS)}")
+    if layer == "countries" and console.region is not None:
+        return _map_file(console.region)
+    return _map_file(VENDOR / "map" / f"{layer}.geojson")
+
+
+def _map_file(path: Path) -> Response:
+    if not path.is_file():
+        raise HTTPException(503, NOT_BUILT)
+    return FileResponse(path, media_type="application/geo+json",
+                        headers={"cache-control": "private, max-age=3600"})  # fmt: skip
+
+
+async def set_language(request: Request) -> Response:
+    """The language the user reads the console in, remembered ("": the browser's)."""
+    console: Console = request.app.state.console
+    user = _user(request)
+    language = _text(await _json_body(request), "language", 8)
+    try:
+        check_language(language)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+    await _run(console.db.set_language, user.name, language)
+    return JSONResponse({"language": language})
 
 
 # ---------------------------------------------------------------- watchlists
@@ -784,6 +825,7 @@ def build_app(console: Console) -> ASGIApp:
         Route("/api/login", login, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/me", me),
+        Route("/api/me/language", set_language, methods=["POST"]),
         Route("/api/live", live),
         Route("/api/events", events),
         Route("/api/hits", search),
@@ -793,6 +835,7 @@ def build_app(console: Console) -> ASGIApp:
         Route("/api/hits/{hit_id:str}/ack", acknowledge, methods=["POST"]),
         Route("/api/cameras", cameras),
         Route("/api/region", region),
+        Route("/api/map/{layer:str}.geojson", map_layer),
         Route("/api/watchlists", lists),
         Route("/api/watchlists/{name:str}/entries", entries),
         Route("/api/watchlists/{name:str}/entries", add_entry, methods=["POST"]),

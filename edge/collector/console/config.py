@@ -46,10 +46,11 @@ class ConsoleConfig(_Strict):
     # A camera is late after this long unheard; default: as `anpr-collector nodes` judges.
     late_after_s: float | None = Field(default=None, gt=0)
     # A tile server a site has, e.g. https://tiles.example.org/{z}/{x}/{y}.png; without
-    # one the map is drawn offline from the region's outline.
+    # one the map is drawn offline from Natural Earth's borders (make console-map).
     tile_url: str | None = None
     tile_attribution: str = Field(default="", max_length=200)
-    # A GeoJSON outline of the region instead of the shipped one (relative: to the config).
+    # A GeoJSON of the countries instead of the built Natural Earth ones (relative: to the
+    # config); features may carry properties iso and name.
     region: Path | None = None
     # Camera positions that override or add to those the hits carry.
     cameras: list[CameraPlace] = Field(default_factory=list)

@@ -20,7 +20,7 @@ import uvicorn
 from edge.collector.agreements import Agreements
 from edge.collector.config import CollectorConfig
 from edge.collector.console.accounts import ConsoleDB
-from edge.collector.console.app import STATIC, Console, build_app
+from edge.collector.console.app import VENDOR, Console, build_app
 from edge.collector.console.config import ConsoleConfig
 from edge.collector.console.connections import ConnectionLimits, protocol, reserve_descriptors
 from edge.collector.console.data import ConsoleData
@@ -76,11 +76,11 @@ class ConsoleServer:
         self._hub = LiveHub(self._data, cfg.poll_s)
         self.console = Console(
             cfg, self._db, self._data, self._hub, watchlists_path(self.collector),
-            region=cfg.region or STATIC / "region.geojson", default_agency=agency,
+            region=cfg.region, default_agency=agency,
             agency_of_node=self.collector.agency_of_node, searches=self.searches,
             **self._grants(),
         )  # fmt: skip
-        if not self.console.region.is_file():
+        if self.console.region is not None and not self.console.region.is_file():
             self._close()
             raise FileNotFoundError(f"console: region outline {self.console.region} not found")
         return self.console
@@ -102,6 +102,9 @@ class ConsoleServer:
 
         cfg = self.config
         self.open()
+        if not (VENDOR / "built.json").is_file():
+            log.warning("console: its map was not built (Leaflet, borders, towns): the page "
+                        "shows the cameras as a list; run `make console-map` (node and npm)")
         sock = _bind(cfg.host, cfg.port)
         self.port = sock.getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host

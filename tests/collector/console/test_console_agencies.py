@@ -310,6 +310,7 @@ def test_the_live_stream_carries_only_what_the_user_sees(world):
 ROUTES = {
     ("/", "GET"): "page", ("/login", "GET"): "page", ("/api/login", "POST"): "public",
     ("/api/logout", "POST"): "own", ("/api/me", "GET"): "own", ("/api/region", "GET"): "page",
+    ("/api/me/language", "POST"): "own", ("/api/map/{layer:str}.geojson", "GET"): "page",
     ("/static", "GET"): "page",
     ("/api/live", "GET"): "hits", ("/api/events", "GET"): "stream", ("/api/hits", "GET"): "hits",
     ("/api/hits.{fmt:str}", "GET"): "hits", ("/api/hits/{hit_id:str}", "GET"): "hit",
@@ -354,7 +355,7 @@ def test_no_route_shows_another_agency_s_hit(world):
     secrets = (hidden.hit_id, hidden.plate.text, "LT111")
     values = {"hit_id": hidden.hit_id, "kind": "crop", "name": "stolen",
               "entry_id": str(world.entries["stolen"]), "search_id": "0" * 32,
-              "n": "0"}  # fmt: skip
+              "n": "0", "layer": "towns"}  # fmt: skip
     for user in ("pl-op", "pl-admin", "lv-op"):
         c = world.client(user)
         for (path, method), what in sorted(ROUTES.items()):

@@ -22,7 +22,8 @@ from helpers.console import (
     make_users,
 )
 
-from edge.collector.console.app import COOKIE
+from edge.collector.console import app as console_app
+from edge.collector.console.app import COOKIE, NOT_BUILT, VENDOR
 from edge.collector.console.config import ConsoleConfig
 
 
@@ -57,7 +58,8 @@ PROTECTED = [
     "/api/me", "/api/live", "/api/events", "/api/hits", "/api/hits.csv", "/api/hits.json",
     "/api/hits/0190a0c0-0000-7000-8000-000000000000", "/api/hits/x/crop.jpg",
     "/api/cameras", "/api/region", "/api/watchlists", "/api/watchlists/stolen/entries",
-    "/api/audit", "/static/app.js", "/static/index.html", "/static/region.geojson",
+    "/api/audit", "/static/app.js", "/static/index.html", "/api/map/towns.geojson",
+    "/api/map/borders.geojson", "/static/vendor/leaflet/leaflet.js", "/api/me/language",
 ]  # fmt: skip
 
 
@@ -84,7 +86,8 @@ def test_sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session(app):
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
     assert "secure" not in cookie  # plain HTTP; behind TLS it is marked Secure
     assert c.get("/api/me").json()["user"] == {"name": "olga", "display_name": "Olga Operator",
-                                               "role": "operator", "agency": "local"}  # fmt: skip
+                                               "role": "operator", "agency": "local",
+                                               "language": ""}  # fmt: skip
     token = c.cookies[COOKIE]
     assert c.post("/api/logout", json={}).status_code == 200
     assert app.client(cookies={COOKIE: token}).get("/api/live").status_code == 401
@@ -153,14 +156,53 @@ def test_pages_carry_a_strict_content_security_policy(shared_app):
     assert c.get("/api/live").headers["cache-control"] == "no-store"
 
 
-def test_region_outline_is_shipped(shared_app):
-    r = shared_app.client(OPERATOR).get("/api/region")
+def test_the_regions_borders_and_towns_are_served_as_built(shared_app):
+    """Natural Earth's countries of the region and its neighbours (cut to it), their land
+    borders, and towns, as `make console-map` built them."""
+    if not (VENDOR / "built.json").is_file():
+        pytest.skip(f"{NOT_BUILT} (`make test` builds it)")
+    c = shared_app.client(OPERATOR)
+    r = c.get("/api/region")
     assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
     region = r.json()
-    assert region["type"] == "FeatureCollection"
+    assert region["type"] == "FeatureCollection" and "Natural Earth" in region["name"]
     isos = {f["properties"]["iso"] for f in region["features"]}
-    assert {"EE", "LV", "LT", "PL", "BG", "TR"} <= isos
-    assert "approximate" in region["name"]
+    assert {"EE", "LV", "LT", "PL", "BG", "TR", "BY", "UA", "RO", "GR", "RU", "MD"} <= isos
+    for f in region["features"]:  # cut to the region: no Vladivostok
+        for poly in f["geometry"]["coordinates"]:
+            assert all(9 <= lon <= 47 and 33 <= lat <= 62 for lon, lat in poly[0]), f["properties"]
+    assert c.get("/api/map/countries.geojson").json() == region
+    (borders,) = c.get("/api/map/borders.geojson").json()["features"]
+    assert borders["geometry"]["type"] == "MultiLineString"
+    # Lithuania-Poland (the Suwałki gap) is a land border near 23.5 E, 54.0 N.
+    assert any(abs(lon - 23.5) < 0.2 and abs(lat - 54.0) < 0.2
+               for line in borders["geometry"]["coordinates"] for lon, lat in line)
+    towns = c.get("/api/map/towns.geojson").json()["features"]
+    names = {t["properties"]["name"] for t in towns}
+    assert {"Vilnius", "Riga", "Warsaw", "Sofia", "Istanbul", "Kaliningrad"} <= names
+    assert c.get("/api/map/roads.geojson").status_code == 404
+
+
+def test_without_the_built_map_the_console_says_how_to_build_it(shared_app, monkeypatch,
+                                                                tmp_path):
+    monkeypatch.setattr(console_app, "VENDOR", tmp_path / "not-built")
+    c = shared_app.client(OPERATOR)
+    r = c.get("/api/map/borders.geojson")
+    assert r.status_code == 503 and "make console-map" in r.json()["error"]
+    assert c.get("/api/me").json()["map"]["built"] is False
+
+
+def test_a_users_language_is_remembered(shared_app):
+    c = shared_app.client(OPERATOR)
+    me = c.get("/api/me").json()
+    assert me["languages"] == ["en", "lt", "lv", "pl", "bg", "tr"]
+    assert c.post("/api/me/language", json={"language": "lt"}).json() == {"language": "lt"}
+    assert c.get("/api/me").json()["user"]["language"] == "lt"
+    assert shared_app.console.db.user(OPERATOR[0]).language == "lt"
+    r = c.post("/api/me/language", json={"language": "de"})
+    assert r.status_code == 400 and "language must be one of" in r.json()["error"]
+    assert c.post("/api/me/language", json={"language": ""}).json() == {"language": ""}
+    assert shared_app.client(ADMIN).get("/api/me").json()["user"]["language"] == ""
 
 
 # ---------------------------------------------------------------- hits

@@ -1,15 +1,24 @@
 // The operators' console: live hits (server-sent events), search and export, cameras on a
-// map drawn offline, watchlists, audit trail.  Plain JavaScript, no build step.
+// Leaflet map drawn offline (or on the site's tiles), watchlists, audit trail; in the user's
+// language (i18n.js); desktop notifications of P1-2 hits while the page is in the background.
+// Plain JavaScript, no build step of its own (Leaflet is copied by `make console-map`).
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
+  const i18n = window.ConsoleI18n;
+  const t = i18n.t;
+  const NOTIFY_UP_TO = 2; // priorities raised as desktop notifications
   const state = {
     me: null,
     hits: new Map(), // hit_id -> hit (the live board)
     cards: new Map(), // hit_id -> {key, node}: its card as last drawn
     cameras: [],
-    region: null,
+    map: null, // the Leaflet map, made when the cameras tab is first shown
+    markers: new Map(), // camera id -> its marker
+    mapFitted: false,
     mapWhole: false,
+    notified: 0, // desktop notifications raised
+    favicon: null,
     muted: localStorage.getItem("anpr-muted") === "1",
     audio: null,
     alerts: 0, // audible cues given (shown on the body for tests and for the curious)
@@ -33,12 +42,6 @@
       if (c === null || c === undefined || c === false) continue;
       node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
     return node;
   }
 
@@ -70,27 +73,27 @@
   function when(iso) {
     if (!iso) return "";
     const d = new Date(iso);
-    return isNaN(d) ? iso : d.toLocaleString();
+    return isNaN(d) ? iso : i18n.dateTime(d);
   }
 
   function ago(iso) {
-    if (!iso) return "never";
-    const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
-    if (s < 90) return `${Math.max(s, 0)} s ago`;
-    if (s < 5400) return `${Math.round(s / 60)} min ago`;
-    if (s < 172800) return `${Math.round(s / 3600)} h ago`;
-    return `${Math.round(s / 86400)} d ago`;
+    if (!iso) return t("time.never");
+    const d = new Date(iso);
+    return isNaN(d) ? iso : i18n.ago(d);
   }
 
   function matchText(h) {
     // a hit on another reading of the plate (another format's) says which
-    const on = h.reading ? ` on the other reading ${h.reading}` : "";
+    const on = h.reading ? " " + t("match.other_reading", { reading: h.reading }) : "";
     const kind = h.match_kind || "exact";
-    if (kind === "fuzzy") return `fuzzy at distance ${h.match_distance || 0}${on}`;
-    if (kind === "wildcard") return `wildcard ${h.entry_plate || ""}`.trim() + on;
-    if (kind === "exact") return `exact${on}`;
+    if (kind === "fuzzy") return t("match.fuzzy", { distance: h.match_distance || 0 }) + on;
+    if (kind === "wildcard") return t("match.wildcard", { pattern: h.entry_plate || "" }).trim() + on;
+    if (kind === "exact") return t("match.exact") + on;
     return kind + on;
   }
+
+  const HEALTH = { live: "health.live", late: "health.late", unhealthy: "health.unhealthy" };
+  const health = (c) => (HEALTH[c.health] ? t(HEALTH[c.health]) : c.health);
 
   function vehicleText(h) {
     return [h.vehicle_colour, h.vehicle_type].filter(Boolean).join(" ");
@@ -169,7 +172,7 @@
 
   function showMute() {
     const b = $("mute");
-    b.textContent = state.muted ? "Sound off" : "Sound on";
+    b.textContent = state.muted ? t("sound.off") : t("sound.on");
     b.setAttribute("aria-pressed", state.muted ? "true" : "false");
     b.classList.toggle("muted", state.muted);
   }
@@ -189,43 +192,43 @@
       "data-hit": h.hit_id,
       "data-plate": h.plate_text,
     });
-    const crop = el("img", { class: "crop", alt: `plate ${plateText(h)}`,
+    const crop = el("img", { class: "crop", alt: t("pic.plate", { plate: plateText(h) }),
                              src: h.crop_bytes ? `/api/hits/${h.hit_id}/crop.jpg?r=${h.revision || 0}` : null });
-    const scene = el("img", { class: "scene", alt: "scene", title: "show the scene larger",
+    const scene = el("img", { class: "scene", alt: t("pic.scene"), title: t("pic.scene_larger"),
                               src: h.scene_bytes ? `/api/hits/${h.hit_id}/scene.jpg?r=${h.revision || 0}` : null,
                               onclick: () => { $("scene-big").src = scene.src; $("scene-dialog").showModal(); } });
     card.append(
-      el("div", { class: "pictures" }, h.crop_bytes ? crop : el("div", { class: "nopic", text: "no crop" }),
-         h.scene_bytes ? scene : el("div", { class: "nopic", text: "no scene" })),
+      el("div", { class: "pictures" }, h.crop_bytes ? crop : el("div", { class: "nopic", text: t("pic.no_crop") }),
+         h.scene_bytes ? scene : el("div", { class: "nopic", text: t("pic.no_scene") })),
       el("div", { class: "facts" },
         el("div", { class: "headline" },
           el("span", { class: "prio", text: `P${h.priority}` }),
           el("span", { class: "plate", text: plateText(h) }),
           el("span", { class: "country", text: h.country || "" })),
         el("div", { class: "why" },
-          el("b", { text: h.watchlist }), " \u2014 ", h.reason || "(no reason given)",
+          el("b", { text: h.watchlist }), " \u2014 ", h.reason || t("hit.no_reason"),
           h.agency ? el("span", { class: "agency", text: ` \u00b7 ${h.agency}` }) : null),
-        el("div", { class: "match", text: `match: ${matchText(h)}` +
-           (h.entry_plate && h.entry_plate !== h.plate_text && h.match_kind !== "wildcard" ? ` (listed ${h.entry_plate})` : "") }),
-        vehicleText(h) ? el("div", { class: "vehicle", text: `vehicle: ${vehicleText(h)}` }) : null,
+        el("div", { class: "match", text: t("hit.match", { match: matchText(h) }) +
+           (h.entry_plate && h.entry_plate !== h.plate_text && h.match_kind !== "wildcard" ? ` (${t("hit.listed", { plate: h.entry_plate })})` : "") }),
+        vehicleText(h) ? el("div", { class: "vehicle", text: t("hit.vehicle", { vehicle: vehicleText(h) }) }) : null,
         el("div", { class: "where" },
           el("a", { href: `#search?camera=${encodeURIComponent(h.node + "/" + h.camera)}`,
                     text: `${h.node}/${h.camera}` }), where ? ` \u00b7 ${where}` : ""),
-        el("div", { class: "time", title: h.seen_at, text: `seen ${when(h.seen_at)} (${ago(h.seen_at)})` }),
+        el("div", { class: "time", title: h.seen_at, text: seenText(h) }),
       ),
     );
     const ackBox = el("div", { class: "ack" });
     if (last) {
       ackBox.append(el("div", { class: "acked" },
-        `Acknowledged by ${last.display_name} at ${when(last.at)}`,
+        t("hit.acked_by", { name: last.display_name, when: when(last.at) }),
         last.note ? el("span", { class: "note", text: `: ${last.note}` }) : null));
       if (h.acks.length > 1) {
         ackBox.append(el("div", { class: "fineprint", text:
           h.acks.slice(0, -1).map((a) => `${a.display_name} ${when(a.at)}${a.note ? ": " + a.note : ""}`).join("; ") }));
       }
     } else {
-      const note = el("input", { class: "ack-note", placeholder: "note (optional)", maxlength: 1000 });
-      const button = el("button", { class: "ack-button", type: "button", text: "Acknowledge" });
+      const note = el("input", { class: "ack-note", placeholder: t("hit.note"), maxlength: 1000 });
+      const button = el("button", { class: "ack-button", type: "button", text: t("hit.acknowledge") });
       button.addEventListener("click", async () => {
         button.disabled = true;
         try {
@@ -233,13 +236,17 @@
           addAck(ack);
         } catch (e) {
           button.disabled = false;
-          alert(`Not acknowledged: ${e.message}`);
+          alert(t("hit.not_acknowledged", { error: e.message }));
         }
       });
       ackBox.append(note, button);
     }
     card.append(ackBox);
     return card;
+  }
+
+  function seenText(h) {
+    return t("hit.seen", { when: when(h.seen_at), ago: ago(h.seen_at) });
   }
 
   function order(a, b) {
@@ -282,14 +289,65 @@
     $("no-open").hidden = open.length > 0;
     $("open-count").textContent = String(open.length);
     $("open-count").classList.toggle("alarm", open.some((h) => h.priority <= 1));
-    document.title = open.length ? `(${open.length}) ANPR console` : "ANPR console";
+    document.title = open.length ? `(${open.length}) ${t("app.title")}` : t("app.title");
+    showWaiting(open.length, open.some((h) => h.priority <= NOTIFY_UP_TO));
+  }
+
+  // The tab's icon: a badge with how many wait (red when one is P1-2), drawn here.
+  function showWaiting(count, urgent) {
+    const key = `${count}/${urgent}`;
+    if (state.favicon === key) return;
+    state.favicon = key;
+    const c = document.createElement("canvas");
+    c.width = c.height = 64;
+    const g = c.getContext("2d");
+    g.fillStyle = count ? (urgent ? "#e5322d" : "#f08c1a") : "#2d3b4c";
+    g.beginPath();
+    g.arc(32, 32, 30, 0, 2 * Math.PI);
+    g.fill();
+    g.fillStyle = "#fff";
+    g.font = `bold ${count > 99 ? 26 : 36}px sans-serif`;
+    g.textAlign = "center";
+    g.textBaseline = "middle";
+    g.fillText(count > 999 ? "999+" : String(count), 32, 34);
+    $("favicon").href = c.toDataURL("image/png");
+    document.body.dataset.waiting = String(count);
+  }
+
+  // ------------------------------------------------------------------ desktop notifications
+
+  function showNotify() {
+    const b = $("notify");
+    if (!("Notification" in window)) { b.hidden = true; return; }
+    b.hidden = false;
+    const p = Notification.permission;
+    b.textContent = p === "granted" ? t("notify.on") : p === "denied" ? t("notify.blocked") : t("notify.enable");
+    b.disabled = p !== "default";
+  }
+
+  function inBackground() {
+    return document.visibilityState !== "visible" || !document.hasFocus();
+  }
+
+  function notify(h) {
+    if (h.priority > NOTIFY_UP_TO || !("Notification" in window) || Notification.permission !== "granted") return;
+    if (!inBackground()) return; // the banner and the sound say it on the page itself
+    const n = new Notification(t("notify.title", { priority: h.priority, plate: plateText(h) }), {
+      body: t("notify.body", { list: h.watchlist, reason: h.reason || t("hit.no_reason"), camera: `${h.node}/${h.camera}` }),
+      tag: h.hit_id, requireInteraction: h.priority <= 1, lang: i18n.lang,
+    });
+    n.addEventListener("click", () => { window.focus(); window.location.hash = "#live"; n.close(); });
+    n.addEventListener("show", () => { document.body.dataset.notifiedShown = String(Number(document.body.dataset.notifiedShown || 0) + 1); });
+    state.notified += 1;
+    document.body.dataset.notified = String(state.notified);
+    document.body.dataset.notifiedTitle = n.title;
   }
 
   function refreshTimes() {
     for (const h of state.hits.values()) {
       const c = state.cards.get(h.hit_id);
       const t = c && c.node.querySelector(".time");
-      if (t) t.textContent = `seen ${when(h.seen_at)} (${ago(h.seen_at)})`;
+      if (t) t.textContent = seenText(h);
     }
   }
 
@@ -305,6 +363,7 @@
     renderBoard();
     if (isNew) {
       beep();
+      notify(h);
       const flash = $("flash");
       flash.textContent = `P${h.priority} ${plateText(h)} ${h.country || ""} \u2014 ${h.watchlist}: ${h.reason || ""} (${h.node}/${h.camera})`;
       flash.className = `flash ${level(h.priority)}`;
@@ -335,7 +394,7 @@
   function listen() {
     const source = new EventSource("/api/events");
     source.addEventListener("open", () => {
-      $("link-state").textContent = "live";
+      $("link-state").textContent = t("link.live");
       $("link-state").className = "link-state up";
       loadBoard().catch(() => {}); // whatever came while the stream was down
     });
@@ -343,7 +402,7 @@
     source.addEventListener("ack", (ev) => addAck(JSON.parse(ev.data)));
     source.addEventListener("signed-out", () => window.location.assign("/login"));
     source.addEventListener("error", () => {
-      $("link-state").textContent = "reconnecting";
+      $("link-state").textContent = t("link.reconnecting");
       $("link-state").className = "link-state down";
       if (source.readyState === EventSource.CLOSED) setTimeout(listen, 2000);
     });
@@ -381,12 +440,12 @@
       const [cams, lists] = await Promise.all([api("/api/cameras"), api("/api/watchlists")]);
       const camSel = $("q-camera");
       const keep = camSel.value;
-      camSel.replaceChildren(el("option", { value: "", text: "any" }),
+      camSel.replaceChildren(el("option", { value: "", text: t("search.any") }),
         ...cams.cameras.map((c) => el("option", { value: c.id, text: c.id })));
       setCameraFilter(keep);
       const listSel = $("q-list");
       const keepList = listSel.value;
-      listSel.replaceChildren(el("option", { value: "", text: "any" }),
+      listSel.replaceChildren(el("option", { value: "", text: t("search.any") }),
         ...lists.lists.map((l) => el("option", { value: l.name, text: l.name })));
       listSel.value = keepList;
     } catch (e) { /* the search works without them */ }
@@ -397,7 +456,7 @@
     $("export-csv").href = `/api/hits.csv?${q}`;
     $("export-csv-semicolon").href = `/api/hits.csv?${q}${q ? "&" : ""}sep=%3B`;
     $("export-json").href = `/api/hits.json?${q}`;
-    status("search-status", "searching...");
+    status("search-status", t("search.searching"));
     try {
       const res = await api(`/api/hits?${q}`);
       const rows = res.hits.map((h) => {
@@ -412,10 +471,11 @@
           el("td", { text: h.agency }),
           el("td", { text: matchText(h) }),
           el("td", { text: `${h.node}/${h.camera}` }),
-          el("td", { text: last ? `${last.display_name} ${when(last.at)}${last.note ? ": " + last.note : ""}` : "no" }));
+          el("td", { text: last ? `${last.display_name} ${when(last.at)}${last.note ? ": " + last.note : ""}` : t("search.not_acked") }));
       });
       $("results").querySelector("tbody").replaceChildren(...rows);
-      status("search-status", `${res.hits.length} hits${res.hits.length >= res.limit ? " (the first " + res.limit + "; narrow the search or export)" : ""}`);
+      status("search-status", t("search.count", { count: res.hits.length }) +
+        (res.hits.length >= res.limit ? " " + t("search.limited", { limit: res.limit }) : ""));
     } catch (e) {
       status("search-status", e.message, true);
     }
@@ -423,104 +483,130 @@
 
   // ------------------------------------------------------------------ cameras and the map
 
-  // Web Mercator, in units of the whole world (0..1), as tile servers cut it.
-  function project(lon, lat) {
-    const s = Math.sin((Math.max(-85, Math.min(85, lat)) * Math.PI) / 180);
-    return [(lon + 180) / 360, 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)];
+  // The map: Leaflet on the page's own origin, the layers built from Natural Earth (borders)
+  // and GeoNames (towns) by `make console-map`, the site's tiles under them when configured.
+  const REGION = [[41.0, 20.0], [59.7, 30.5]]; // the cameras' countries, when none is placed
+
+  async function layer(name) {
+    const res = await fetch(`/api/map/${name}.geojson`, { credentials: "same-origin" });
+    if (!res.ok) throw new Error(`${name}: ${res.status}`);
+    return res.json();
   }
 
-  function regionBounds() {
-    let b = null;
-    for (const f of (state.region && state.region.features) || []) {
-      const g = f.geometry;
-      const polys = g.type === "Polygon" ? [g.coordinates] : g.type === "MultiPolygon" ? g.coordinates : [];
-      for (const poly of polys) for (const ring of poly) for (const [lon, lat] of ring) b = grow(b, lon, lat);
+  function makeMap() {
+    if (state.map || !window.L || !(state.me.map && state.me.map.built)) return state.map;
+    const map = L.map("map", { preferCanvas: false, worldCopyJump: false, minZoom: 4, maxZoom: 16, zoomSnap: 0.5 });
+    map.attributionControl.setPrefix(false);
+    const tiles = state.me.map.tile_url;
+    if (tiles) {
+      L.tileLayer(tiles, { attribution: state.me.map.attribution || "", maxZoom: 19 }).addTo(map);
     }
-    return b;
+    map.fitBounds(REGION);
+    map.attributionControl.addAttribution("Natural Earth · GeoNames (CC BY 4.0) · Leaflet");
+    const towns = L.layerGroup();
+    Promise.all([layer("countries"), layer("borders"), layer("towns").catch(() => null)]).then(([countries, borders, places]) => {
+      L.geoJSON(countries, { className: tiles ? "land over-tiles" : "land", interactive: false,
+                             style: { weight: 0.8, fillOpacity: tiles ? 0 : 1 } }).addTo(map).bringToBack();
+      L.geoJSON(borders, { className: "border", interactive: false, style: { weight: 2.2 } }).addTo(map);
+      if (places) {
+        state.towns = places.features;
+        showTowns(map, towns);
+        map.on("zoomend moveend", () => showTowns(map, towns));
+      }
+      towns.addTo(map);
+      document.body.dataset.mapLayers = "1";
+    }).catch((e) => { $("map-note").textContent = `${t("map.not_built")} (${e.message})`; });
+    state.clusters = L.markerClusterGroup({ maxClusterRadius: 40, showCoverageOnHover: false });
+    state.clusters.addTo(map);
+    state.map = map;
+    return map;
   }
 
-  function grow(b, lon, lat) {
-    if (!b) return [lon, lat, lon, lat];
-    return [Math.min(b[0], lon), Math.min(b[1], lat), Math.max(b[2], lon), Math.max(b[3], lat)];
+  // Towns by size as the map zooms in: the biggest first, a few hundred at most on screen.
+  function showTowns(map, group) {
+    const z = map.getZoom();
+    const least = z >= 10 ? 0 : z >= 8 ? 50000 : z >= 7 ? 150000 : z >= 6 ? 400000 : 1000000;
+    const view = map.getBounds().pad(0.2);
+    group.clearLayers();
+    let n = 0;
+    for (const f of state.towns || []) {
+      if (f.properties.population < least) break; // sorted biggest first
+      const [lon, lat] = f.geometry.coordinates;
+      if (!view.contains([lat, lon])) continue;
+      const m = L.circleMarker([lat, lon], { radius: 2.5, className: "town", interactive: false });
+      m.bindTooltip(f.properties.name, { permanent: true, direction: "right", className: "town-label", offset: [3, 0] });
+      group.addLayer(m);
+      if (++n >= 300) break;
+    }
+  }
+
+  function camIcon(c) {
+    const dot = el("span", { class: `cam-dot ${c.health}`, "data-camera": c.id });
+    const wrap = el("div", {}, dot, el("span", { class: "cam-name", text: c.camera }));
+    return L.divIcon({ className: `cam ${c.health}`, html: wrap, iconSize: [18, 18], iconAnchor: [9, 9] });
+  }
+
+  async function camPopup(c, marker) {
+    const box = el("div", { class: "cam-popup", "data-camera": c.id },
+      el("b", { text: c.id }), el("div", { class: "fineprint", text: [c.label, c.road, c.direction].filter(Boolean).join(", ") }),
+      el("div", { text: `${t("col.health")}: ${health(c)}` }), el("h4", { text: t("map.recent") }),
+      el("div", { class: "cam-hits", text: t("map.loading") }));
+    marker.setPopupContent(box);
+    try {
+      const res = await api(`/api/hits?${new URLSearchParams({ camera: c.id, limit: 5 })}`);
+      const list = box.querySelector(".cam-hits");
+      list.replaceChildren(...(res.hits.length ? res.hits.map((h) => el("div", { class: `cam-hit ${level(h.priority)}`, "data-hit": h.hit_id },
+        el("span", { class: "prio", text: `P${h.priority}` }), " ", el("b", { text: plateText(h) }), ` ${h.country || ""} \u00b7 ${h.watchlist} \u00b7 `,
+        el("span", { title: h.seen_at, text: ago(h.seen_at) }))) : [el("div", { class: "fineprint", text: t("map.no_hits") })]));
+      list.append(el("a", { href: `#search?camera=${encodeURIComponent(c.id)}`, text: t("map.all_hits") }));
+      document.body.dataset.popupHits = String(res.hits.length);
+    } catch (e) {
+      box.querySelector(".cam-hits").textContent = e.message;
+    }
   }
 
   function drawMap() {
-    const map = $("map");
-    const W = 900, H = 560;
+    const map = makeMap();
     const placed = state.cameras.filter((c) => c.lat !== null && c.lon !== null);
-    let b = null;
-    for (const c of placed) b = grow(b, c.lon, c.lat);
-    const whole = regionBounds();
-    if (!b || state.mapWhole) {
-      b = whole && b ? [Math.min(b[0], whole[0]), Math.min(b[1], whole[1]), Math.max(b[2], whole[2]), Math.max(b[3], whole[3])] : (b || whole || [14, 36, 45, 60]);
-    } else {
-      // around the cameras, at least ~3 degrees across, so the borders near them show
-      const cx = (b[0] + b[2]) / 2, cy = (b[1] + b[3]) / 2;
-      const dx = Math.max(b[2] - b[0], 3) * 0.65, dy = Math.max(b[3] - b[1], 2) * 0.65;
-      b = [cx - dx, cy - dy, cx + dx, cy + dy];
-    }
-    const [x0, y1] = project(b[0], b[1]);
-    const [x1, y0] = project(b[2], b[3]);
-    const scale = Math.min(W / (x1 - x0), H / (y1 - y0));
-    const ox = (W - (x1 - x0) * scale) / 2 - x0 * scale;
-    const oy = (H - (y1 - y0) * scale) / 2 - y0 * scale;
-    const px = (lon, lat) => { const [x, y] = project(lon, lat); return [x * scale + ox, y * scale + oy]; };
-    const layers = [svg("rect", { x: 0, y: 0, width: W, height: H, class: "sea" })];
-    const tiles = state.me && state.me.map && state.me.map.tile_url;
-    if (tiles) {
-      const z = Math.max(0, Math.min(18, Math.round(Math.log2(scale / 256))));
-      const n = 2 ** z;
-      const size = scale / n;
-      const tx0 = Math.floor(-ox / scale * n), tx1 = Math.floor((W - ox) / scale * n);
-      const ty0 = Math.max(0, Math.floor(-oy / scale * n)), ty1 = Math.min(n - 1, Math.floor((H - oy) / scale * n));
-      if ((tx1 - tx0 + 1) * (ty1 - ty0 + 1) <= 100) {
-        for (let tx = tx0; tx <= tx1; tx++) {
-          for (let ty = ty0; ty <= ty1; ty++) {
-            const url = tiles.replace("{z}", z).replace("{x}", ((tx % n) + n) % n).replace("{y}", ty);
-            layers.push(svg("image", { href: url, x: tx * size + ox, y: ty * size + oy, width: size + 0.5, height: size + 0.5 }));
-          }
-        }
-      }
-    }
-    for (const f of (state.region && state.region.features) || []) {
-      const g = f.geometry;
-      const polys = g.type === "Polygon" ? [g.coordinates] : g.type === "MultiPolygon" ? g.coordinates : [];
-      for (const poly of polys) {
-        const d = poly.map((ring) => "M" + ring.map(([lon, lat]) => px(lon, lat).map((v) => v.toFixed(1)).join(",")).join("L") + "Z").join(" ");
-        const path = svg("path", { d, class: tiles ? "land over-tiles" : "land" });
-        const title = svg("title", {});
-        title.textContent = (f.properties && f.properties.name) || "";
-        path.append(title);
-        layers.push(path);
-      }
-    }
-    for (const c of placed) {
-      const [x, y] = px(c.lon, c.lat);
-      const a = svg("a", { href: `#search?camera=${encodeURIComponent(c.id)}`, class: "cam-link" });
-      const dot = svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: 8, class: `cam ${c.health}`, "data-camera": c.id });
-      const title = svg("title", {});
-      title.textContent = `${c.id} ${c.label || c.road || ""} \u2014 ${c.health}${c.problems.length ? ": " + c.problems.join("; ") : ""}`;
-      dot.append(title);
-      const label = svg("text", { x: (x + 11).toFixed(1), y: (y + 4).toFixed(1), class: "cam-label" });
-      label.textContent = c.camera;
-      a.append(dot, label);
-      layers.push(a);
-    }
-    map.replaceChildren(...layers);
     const unplaced = state.cameras.length - placed.length;
-    $("map-note").textContent = (tiles ? (state.me.map.attribution || "") + " " : "") +
-      "Outlines are approximate, for orientation only." +
-      (unplaced ? ` ${unplaced} camera(s) have no position yet (none in their hits or the config).` : "");
+    const note = [];
+    if (!map) note.push(t("map.not_built"));
+    if (unplaced) note.push(t("map.unplaced", { count: unplaced }));
+    $("map-note").textContent = note.join(" ");
+    $("map").hidden = !map;
+    document.body.dataset.mapBuilt = map ? "1" : "0";
+    if (!map) return;
+    const seen = new Set();
+    for (const c of placed) {
+      seen.add(c.id);
+      const key = `${c.health}/${c.lat}/${c.lon}`;
+      const have = state.markers.get(c.id);
+      if (have && have.key === key) continue;
+      if (have) state.clusters.removeLayer(have.marker);
+      const marker = L.marker([c.lat, c.lon], { icon: camIcon(c), title: `${c.id} ${c.label || c.road || ""} \u2014 ${health(c)}` });
+      marker.bindPopup("", { minWidth: 220 });
+      marker.on("popupopen", () => camPopup(c, marker));
+      state.clusters.addLayer(marker);
+      state.markers.set(c.id, { key, marker });
+    }
+    for (const [id, m] of [...state.markers]) {
+      if (!seen.has(id)) { state.clusters.removeLayer(m.marker); state.markers.delete(id); }
+    }
+    if (!state.mapFitted || state.fitAsked) {
+      state.mapFitted = true;
+      state.fitAsked = false;
+      if (placed.length && !state.mapWhole) {
+        map.fitBounds(L.latLngBounds(placed.map((c) => [c.lat, c.lon])).pad(0.3), { maxZoom: 10 });
+      } else {
+        map.fitBounds(REGION);
+      }
+    }
+    map.invalidateSize();
   }
 
   async function loadCameras() {
     try {
-      const [cams, region] = await Promise.all([
-        api("/api/cameras"),
-        state.region ? Promise.resolve(state.region) : api("/api/region"),
-      ]);
-      state.cameras = cams.cameras;
-      state.region = region;
+      state.cameras = (await api("/api/cameras")).cameras;
     } catch (e) {
       return;
     }
@@ -528,12 +614,12 @@
     const rows = state.cameras.map((c) => el("tr", { "data-camera": c.id },
       el("td", { text: c.id }),
       el("td", { text: [c.label, c.road, c.direction].filter(Boolean).join(", ") + (c.lat !== null ? ` (${c.lat.toFixed(4)}, ${c.lon.toFixed(4)})` : "") }),
-      el("td", {}, el("span", { class: `dot ${c.health}` }), ` ${c.health}`,
+      el("td", {}, el("span", { class: `dot ${c.health}` }), ` ${health(c)}`,
          c.problems.length ? el("div", { class: "fineprint", text: c.problems.join("; ") }) : null),
-      el("td", { text: c.state ? `${c.state}${c.fps !== null && c.fps !== undefined ? " " + Number(c.fps).toFixed(1) + " fps" : ""}` : "" }),
+      el("td", { text: c.state ? `${c.state}${c.fps !== null && c.fps !== undefined ? " " + t("cameras.fps", { fps: Math.round(Number(c.fps) * 10) / 10 }) : ""}` : "" }),
       el("td", { title: c.last_seen || "", text: ago(c.last_seen) }),
-      el("td", { title: c.last_hit_at || "", text: c.last_hit_at ? ago(c.last_hit_at) : "none" }),
-      el("td", {}, el("a", { href: `#search?camera=${encodeURIComponent(c.id)}`, text: "recent hits" }))));
+      el("td", { title: c.last_hit_at || "", text: c.last_hit_at ? ago(c.last_hit_at) : t("cameras.no_hit") }),
+      el("td", {}, el("a", { href: `#search?camera=${encodeURIComponent(c.id)}`, text: t("cameras.recent_hits") }))));
     $("camera-list").querySelector("tbody").replaceChildren(...rows);
   }
 
@@ -544,7 +630,7 @@
       const res = await api("/api/watchlists");
       $("lists").querySelector("tbody").replaceChildren(...res.lists.map((l) => el("tr", { "data-list": l.name },
         el("td", {}, el("a", { href: "#watchlists", text: l.name, onclick: (ev) => { ev.preventDefault(); openList(l.name); } })),
-        el("td", { text: l.match === "exact" ? "exact" : `fuzzy \u2264 ${l.max_distance}` }),
+        el("td", { text: l.match === "exact" ? t("lists.exact") : t("lists.fuzzy", { distance: l.max_distance }) }),
         el("td", { text: l.entries }),
         el("td", { text: l.seq }),
         el("td", { text: l.description }))));
@@ -572,7 +658,7 @@
         el("td", { text: e.id }), el("td", { text: e.plate }), el("td", { text: e.country }),
         el("td", { text: e.category }), el("td", { text: e.priority }), el("td", { text: e.reason }),
         el("td", { text: e.agency }), el("td", { text: e.valid_until || "" }), el("td", { text: e.added_by }),
-        el("td", {}, admin && e.active ? el("button", { type: "button", class: "expire", text: "Expire", onclick: () => expire(e) }) : (e.active ? "" : "expired"))));
+        el("td", {}, admin && e.active ? el("button", { type: "button", class: "expire", text: t("lists.expire"), onclick: () => expire(e) }) : (e.active ? "" : t("lists.expired")))));
       $("entries").querySelector("tbody").append(...rows);
       if (res.entries.length) state.lastEntry = res.entries[res.entries.length - 1].id;
       $("entries-more").hidden = res.entries.length < 200;
@@ -582,10 +668,10 @@
   }
 
   async function expire(e) {
-    if (!confirm(`End entry ${e.id} (${e.plate}) on ${e.list} now? The edges stop matching it.`)) return;
+    if (!confirm(t("lists.confirm_expire", { id: e.id, plate: e.plate, list: e.list }))) return;
     try {
       await api(`/api/entries/${e.id}/expire`, { json: {} });
-      status("list-status", `entry ${e.id} (${e.plate}) expired`);
+      status("list-status", t("lists.expired_status", { id: e.id, plate: e.plate }));
       await openList(state.list);
     } catch (err) {
       status("list-status", err.message, true);
@@ -603,7 +689,7 @@
     };
     try {
       const res = await api(`/api/watchlists/${encodeURIComponent(list)}/entries`, { json: body });
-      status("list-status", `entry ${res.id}: ${res.plate} added to ${res.list}`);
+      status("list-status", t("lists.added", { id: res.id, plate: res.plate, list: res.list }));
       $("add-plate").value = "";
       await loadLists();
       await openList(list);
@@ -629,9 +715,7 @@
     const format = /\.(jsonl|ndjson|json)$/i.test(file.name) ? "jsonl" : "csv";
     const limit = state.me && state.me.max_import_bytes;
     if (limit && Math.ceil(file.size / 3) * 4 + 4096 > limit) { // sent as base64 in JSON
-      status("list-status", `${file.name}: too big for the console (it takes files up to ` +
-        `${Math.floor((limit - 4096) * 3 / 4 / 1048576)} MiB); import it with ` +
-        "`anpr-collector watchlist import` on the collector", true);
+      status("list-status", t("lists.too_big", { file: file.name, mib: Math.floor((limit - 4096) * 3 / 4 / 1048576) }), true);
       return;
     }
     try {
@@ -642,12 +726,12 @@
         json: { data, encoding: $("import-encoding").value, format, filename: file.name,
                 agency: $("import-agency").value, replace: $("import-replace").checked },
       });
-      status("list-status", `${file.name}: list ${r.list}: ${r.added} added, ${r.changed} changed, ${r.unchanged} unchanged, ${r.removed} removed`);
+      status("list-status", t("lists.imported", { file: file.name, list: r.list, added: r.added, changed: r.changed, unchanged: r.unchanged, removed: r.removed }));
       await loadLists();
       await openList(list);
     } catch (e) {
       const problems = (e.body && e.body.problems) || [];
-      status("list-status", [e.message, ...problems.map((p) => `line ${p.line}${p.field ? " " + p.field : ""}: ${p.message}`)].join("\n"), true);
+      status("list-status", [e.message, ...problems.map((p) => t("lists.problem", { line: p.line, message: (p.field ? p.field + ": " : "") + p.message }))].join("\n"), true);
     }
   }
 
@@ -671,13 +755,34 @@
 
   // ------------------------------------------------------------------ start
 
+  function languages() {
+    const sel = $("language");
+    sel.replaceChildren(...state.me.languages.map((l) => el("option", { value: l, text: i18n.NAMES[l] || l })));
+    sel.value = i18n.lang;
+    sel.addEventListener("change", async () => {
+      try {
+        await api("/api/me/language", { json: { language: sel.value } });
+      } finally {
+        window.location.reload(); // every text drawn again in the new language
+      }
+    });
+  }
+
   async function main() {
     state.me = await api("/api/me");
-    $("whoami").textContent = `${state.me.user.display_name} (${state.me.user.role})`;
+    await i18n.load(state.me.user.language);
+    i18n.apply();
+    $("link-state").textContent = t("link.connecting");
+    languages();
+    $("whoami").textContent = t("session.whoami", { name: state.me.user.display_name, role: state.me.user.role });
     if (state.me.user.role === "admin") {
       for (const n of document.querySelectorAll(".admin-only")) n.hidden = false;
     }
     showMute();
+    showNotify();
+    $("notify").addEventListener("click", () => {
+      if ("Notification" in window) Notification.requestPermission().then(showNotify, showNotify);
+    });
     $("mute").addEventListener("click", () => {
       state.muted = !state.muted;
       localStorage.setItem("anpr-muted", state.muted ? "1" : "0");
@@ -693,7 +798,8 @@
     $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); runSearch(); });
     $("map-fit").addEventListener("click", () => {
       state.mapWhole = !state.mapWhole;
-      $("map-fit").textContent = state.mapWhole ? "Around the cameras" : "Whole region";
+      $("map-fit").textContent = state.mapWhole ? t("map.around") : t("map.whole");
+      state.fitAsked = true;
       drawMap();
     });
     $("entry-filter").addEventListener("submit", (ev) => { ev.preventDefault(); if (state.list) openList(state.list); });

@@ -1,6 +1,15 @@
 // Sign-in: post the name and password as JSON; on success the server sets the session cookie.
+// In the browser's language (the user's own is known only once signed in).
 "use strict";
 (function () {
+  const i18n = window.ConsoleI18n;
+  const t = (key) => (i18n ? i18n.t(key) : null);
+  if (i18n) {
+    i18n.load(null).then(() => {
+      i18n.apply();
+      document.title = `${t("login.title")} - ${t("app.full_title")}`;
+    }).catch(() => { /* the English in the page stays */ });
+  }
   const form = document.getElementById("login-form");
   const error = document.getElementById("login-error");
   form.addEventListener("submit", async (ev) => {
@@ -19,7 +28,7 @@
         credentials: "same-origin",
       });
     } catch (e) {
-      error.textContent = "The console cannot be reached.";
+      error.textContent = t("login.unreachable") || "The console cannot be reached.";
       error.hidden = false;
       return;
     }
@@ -27,7 +36,7 @@
       window.location.assign("/");
       return;
     }
-    let message = "Sign-in failed.";
+    let message = t("login.failed") || "Sign-in failed.";
     try {
       message = (await res.json()).error || message;
     } catch (e) { /* not JSON */ }

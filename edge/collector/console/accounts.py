@@ -40,7 +40,8 @@ _USERS = """CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, display_name TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ('operator', 'admin', 'investigator')),
     password_hash TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, agency TEXT NOT NULL DEFAULT '')"""
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, agency TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '')"""
 
 _SCHEMA = """
 {USERS};
@@ -184,7 +185,8 @@ class ConsoleDB:
             return
         self._db.execute("DROP TABLE IF EXISTS users_new")
         self._db.execute(_USERS.replace("users (", "users_new (", 1))
-        columns = "name, display_name, role, password_hash, active, created_at, updated_at, agency"
+        have = [r[1] for r in self._db.execute("PRAGMA table_info(users)")]
+        columns = ", ".join(have)  # every column the old table had (the migrations above ran)
         self._db.execute(f"INSERT INTO users_new ({columns}) SELECT {columns} FROM users")
         self._db.execute("DROP TABLE users")
         self._db.execute("ALTER TABLE users_new RENAME TO users")

@@ -4,8 +4,10 @@
 order per partner, back-off per partner while it or the server is away, woken at once
 when a message is added; up to `publish_window` hits in flight at once, their PubAcks
 awaited together and marked sent in one transaction, a list change alone), the
-consumer of our stream (each message handled, then acked; a malformed one
-dead-lettered and acked; a store error leaves it un-acked, to come again), and the
+consumer of our stream (a fetched batch applied in order: its hits in a row committed
+together, in one sink call, each list change alone in its place; then each message acked
+once durable: a malformed one dead-lettered and acked, the rest stored; a store error
+naks the messages not stored, to come again), and the
 sender's sync of our shared lists.  Store work runs on one worker
 thread of its own (SQLite connections stay on their thread); a partner's hits are
 committed through `commit_hits`, which the collector points at its writer.
@@ -52,6 +54,9 @@ BACKOFF_MAX_S = 30.0
 # Hits to one partner published at once, their PubAcks awaited together (a list change
 # always goes alone, so that the partner stores list changes in their order).
 PUBLISH_WINDOW = 32
+# Messages of our stream fetched at once, their hits committed together (one HitStore
+# commit: one image-log fsync and one SQLite commit for them all), then acked.
+FETCH_BATCH = 64
 
 
 class Exchange:
@@ -71,12 +76,14 @@ class Exchange:
         poll_s: float = 0.2,
         resync_s: float = 5.0,
         publish_window: int = PUBLISH_WINDOW,
+        fetch_batch: int = FETCH_BATCH,
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
         self.grants, self.commit_hits, self.lists_of = grants, commit_hits, lists_of
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
         self.publish_window = max(1, publish_window)
+        self.fetch_batch = max(1, fetch_batch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -174,8 +181,7 @@ class Exchange:
         self._outbox.close()
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
-        assert self._loop is not None
-        return await self._loop.run_in_executor(self._worker, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
 
     # ------------------------------------------------------------------ the loop
 
@@ -274,39 +280,85 @@ class Exchange:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                msgs = await self.link.fetch(64, timeout=1.0)
+                msgs = await self.link.fetch(self.fetch_batch, timeout=1.0)
             except Exception as e:  # noqa: BLE001 -- the connection went away mid-fetch
                 log.debug("exchange: fetch: %s: %s", type(e).__name__, e)
                 await asyncio.sleep(0.1)
                 continue
-            for msg in msgs:
-                try:
-                    await self._in_worker(lambda m=msg: self._handle(m))  # type: ignore[misc]
-                except Exception:
-                    log.exception("exchange: %s not stored; it will come again", msg.subject)
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=1.0)
-                    break
-                with contextlib.suppress(Exception):  # lost: redelivered, and a duplicate
-                    await msg.ack()
+            if msgs:
+                await self._take(msgs)
 
-    def _handle(self, msg: Msg) -> None:
-        """Apply one message (in the worker); raises only when it should come again."""
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+    async def _take(self, msgs: Sequence[Msg]) -> None:
+        """Apply a fetched batch in the worker, then ack each message now durable (stored,
+        dead-lettered, refused) and nak the others, to come again."""
         try:
-            receiver, sender, _ = subject_parts(msg.subject)
-            if receiver != self.me:
-                raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
-            decoded = decode_message(msg.data, self.limits)
-            grants = self.grants()
-            if isinstance(decoded, ListChange):
+            durable = await self._in_worker(lambda: self._handle_batch(msgs))
+        except Exception:  # noqa: BLE001 -- not expected: _handle_batch catches store errors
+            log.exception("exchange: a batch of %d not stored; it will come again", len(msgs))
+            durable = [False] * len(msgs)
+        for msg, ok in zip(msgs, durable, strict=True):
+            with contextlib.suppress(Exception):  # lost: redelivered, and a duplicate
+                if ok:
+                    await msg.ack()
+                else:
+                    await msg.nak(delay=1.0)
+
+    def _handle_batch(self, msgs: Sequence[Msg]) -> list[bool]:
+        """Apply `msgs` in order (in the worker): the hits in a row committed together (one
+        sink call per sender), each list change alone, in its place between them.  Which
+        of `msgs` are durable now; after a store error, none of the rest is applied."""
+        grants = self.grants()
+        durable = [False] * len(msgs)
+        run: dict[str, list[tuple[int, HitMessage]]] = {}  # hits in a row, by sender
+
+        def commit_run() -> bool:
+            ok = True
+            for sender, items in run.items():
+                try:
+                    self.commit_hits([h for _, h in items], sender)
+                except Exception:
+                    log.exception("exchange: %d hits from %s not stored; they will come "
+                                  "again", len(items), sender)
+                    ok = False
+                    break
+                for i, _ in items:
+                    durable[i] = True
+                self._count("applied", len(items))
+            run.clear()
+            return ok
+
+        for i, msg in enumerate(msgs):
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+            try:
+                receiver, sender, _ = subject_parts(msg.subject)
+                if receiver != self.me:
+                    raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
+                decoded = decode_message(msg.data, self.limits)
+                if not isinstance(decoded, ListChange):
+                    hit = self._hits_in.accept(sender, decoded, grants)
+                    if hit is None:
+                        self._count("not granted")
+                        durable[i] = True
+                    else:
+                        run.setdefault(sender, []).append((i, hit))
+                    continue
+                if not commit_run():  # the hits before it first: the order of a list's changes
+                    return durable
                 result = self._lists_in.apply(sender, decoded, grants)
-            else:
-                result = self._hits_in.apply(sender, decoded, grants)
-        except ProtocolError as e:
-            self._dead_letter(msg, msg_id, str(e))
-            return
-        self.counts[result] = self.counts.get(result, 0) + 1
+            except ProtocolError as e:
+                self._dead_letter(msg, msg_id, str(e))
+                durable[i] = True
+                continue
+            except Exception:
+                log.exception("exchange: %s not applied; it will come again", msg.subject)
+                return durable
+            self._count(result)
+            durable[i] = True
+        commit_run()
+        return durable
+
+    def _count(self, result: str, n: int = 1) -> None:
+        self.counts[result] = self.counts.get(result, 0) + n
 
     def _dead_letter(self, msg: Msg, msg_id: str, reason: str) -> None:
         log.warning("exchange: dead-lettered %s %s: %s", msg.subject, msg_id or "(no id)",
@@ -315,7 +367,7 @@ class Exchange:
             db.execute("INSERT INTO dead_letters (at, subject, msg_id, reason, body) "
                        "VALUES (?, ?, ?, ?, ?)", (time.time(), msg.subject, msg_id, reason,
                                                   bytes(msg.data)))
-        self.counts["dead-lettered"] = self.counts.get("dead-lettered", 0) + 1
+        self._count("dead-lettered")
 
     async def _sync(self) -> None:
         assert self._wake_sync is not None

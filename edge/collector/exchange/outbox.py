@@ -1,12 +1,18 @@
 """The durable outbox: messages for partners' streams, kept in SQLite until their PubAck.
 
 Rows are numbered in the order they were added and sent in that order to each partner;
-a row is marked sent only once the partner's stream has stored it (its PubAck), so a
+a row leaves the outbox only once the partner's stream has stored it (its PubAck), so a
 crash, a partner away, or the NATS server away loses nothing, and a message sent twice
 is dropped by the receiving stream's duplicate window (`Nats-Msg-Id`) and by the
 receiver itself.  `add` takes an open transaction (`transaction()`), so that what
 causes a message (the sender's state) and the message commit together.  Adding wakes
 the drainer through `on_added` at once: no polling delay.
+
+A sent message is deleted, body and all, and only its id is kept (`outbox_sent`, for
+`add` to recognise a message queued before, and for monitoring) until `purge_sent`
+forgets it: the body is written once, never rewritten by marking it sent (nor zeroed
+when deleted: `secure_delete=FAST`), and its pages are reused by the next ones, so the
+file is as big as the backlog at its most.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at REAL, tries INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '');
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_msg ON outbox(partner, msg_id);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(partner, id) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS outbox_sent (
+    partner TEXT NOT NULL, msg_id TEXT NOT NULL, sent_at REAL NOT NULL,
+    PRIMARY KEY (partner, msg_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_sent_at ON outbox_sent(sent_at);
+"""
+# Rows marked sent by an older version (sent_at set, body kept): their ids moved to
+# outbox_sent, their bodies deleted.  `outbox.sent_at` stays NULL from then on.
+_MIGRATE = """
+INSERT OR IGNORE INTO outbox_sent (partner, msg_id, sent_at)
+    SELECT partner, msg_id, sent_at FROM outbox WHERE sent_at IS NOT NULL;
+DELETE FROM outbox WHERE sent_at IS NOT NULL;
 """
 
 
@@ -52,11 +69,20 @@ class Outbox:
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Not the zeroing of every freed page (Debian's default, SECURE_DELETE): it would
+        # write each sent body once more; the pages are overwritten by the next bodies.
+        self._db.execute("PRAGMA secure_delete=FAST")
         self._lock = threading.RLock()
         self.on_added = on_added
         self._added = False
         with self._lock:
             self._db.executescript(_SCHEMA)
+            if self._db.execute("SELECT 1 FROM outbox WHERE sent_at IS NOT NULL LIMIT 1"
+                                ).fetchone():
+                with self.transaction() as db:
+                    for statement in _MIGRATE.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -86,7 +112,10 @@ class Outbox:
     def add(self, db: sqlite3.Connection, partner: str, subject: str, msg_id: str,
             body: bytes) -> bool:
         """Queue a message in the open transaction `db`; False if `msg_id` is already queued
-        (or was sent) for this partner."""
+        (or was sent, and not yet purged) for this partner."""
+        if db.execute("SELECT 1 FROM outbox_sent WHERE partner = ? AND msg_id = ?",
+                      (partner, msg_id)).fetchone():
+            return False
         cursor = db.execute(
             "INSERT OR IGNORE INTO outbox (partner, subject, msg_id, body, added_at) "
             "VALUES (?, ?, ?, ?, ?)", (partner, subject, msg_id, body, time.time()))
@@ -114,9 +143,18 @@ class Outbox:
         return [Pending(*r) for r in rows]
 
     def mark_sent(self, ids: Sequence[int]) -> None:
+        """The rows `ids` were stored by the partner's stream: deleted, their ids kept in
+        `outbox_sent` (call it inside `transaction()`, so both or neither happen)."""
+        now = time.time()
         with self._lock:
-            self._db.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?",
-                                 [(time.time(), i) for i in ids])
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO outbox_sent (partner, msg_id, sent_at) "
+                    f"SELECT partner, msg_id, ? FROM outbox WHERE id IN ({marks})",
+                    (now, *chunk))
+                self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
 
     def mark_failed(self, row_id: int, error: str) -> None:
         with self._lock:
@@ -130,9 +168,22 @@ class Outbox:
                                     "GROUP BY partner").fetchall()
         return dict(rows)
 
-    def purge_sent(self, older_than_s: float = 3 * 86400.0) -> int:
-        """Forget sent messages after a while (their ids are kept by the receivers)."""
+    def sent_count(self) -> int:
+        """Ids of sent messages still kept."""
         with self._lock:
-            cursor = self._db.execute("DELETE FROM outbox WHERE sent_at < ?",
-                                      (time.time() - older_than_s,))
+            return int(self._db.execute("SELECT count(*) FROM outbox_sent").fetchone()[0])
+
+    def purge_sent(self, older_than_s: float = 3 * 86400.0, limit: int | None = None) -> int:
+        """Forget the ids of messages sent before `older_than_s` ago, at most `limit` of
+        them (the receivers keep them too: a message queued again after this is sent
+        again, and dropped there)."""
+        with self._lock:
+            if limit is None:
+                cursor = self._db.execute("DELETE FROM outbox_sent WHERE sent_at < ?",
+                                          (time.time() - older_than_s,))
+            else:
+                cursor = self._db.execute(
+                    "DELETE FROM outbox_sent WHERE (partner, msg_id) IN (SELECT partner, "
+                    "msg_id FROM outbox_sent WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+                    (time.time() - older_than_s, limit))
         return cursor.rowcount

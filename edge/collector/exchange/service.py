@@ -3,7 +3,7 @@
 `Exchange` runs, on its loop: the connection (`Link`), the drainer of the outbox (in
 order per partner, back-off per partner while it or the server is away, woken at once
 when a message is added; up to `publish_window` hits in flight at once, their PubAcks
-awaited together and marked sent in one transaction, a list change alone), the
+awaited together and taken out of the outbox in one transaction, a list change alone), the
 consumer of our stream (a fetched batch applied in order: its hits in a row committed
 together, in one sink call, each list change alone in its place; then each message acked
 once durable: a malformed one dead-lettered and acked, the rest stored; a store error
@@ -57,6 +57,12 @@ PUBLISH_WINDOW = 32
 # Messages of our stream fetched at once, their hits committed together (one HitStore
 # commit: one image-log fsync and one SQLite commit for them all), then acked.
 FETCH_BATCH = 64
+# The ids of sent messages are kept this long (the outbox then forgets them, a few
+# thousand at a time, every PURGE_EVERY_S): a hit forwarded again within it is not sent
+# again (after it, the partner's stream and store drop it).
+SENT_KEEP_S = 86400.0
+PURGE_EVERY_S = 60.0
+PURGE_BATCH = 5000
 
 
 class Exchange:
@@ -77,6 +83,7 @@ class Exchange:
         resync_s: float = 5.0,
         publish_window: int = PUBLISH_WINDOW,
         fetch_batch: int = FETCH_BATCH,
+        sent_keep_s: float = SENT_KEEP_S,
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
@@ -84,6 +91,7 @@ class Exchange:
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
         self.publish_window = max(1, publish_window)
         self.fetch_batch = max(1, fetch_batch)
+        self.sent_keep_s = sent_keep_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -233,10 +241,15 @@ class Exchange:
         outbox = self._drain_outbox
         retry_at: dict[str, float] = {}
         backoff: dict[str, float] = {}
+        purge_at = 0.0
         while True:
             self._wake_drain.clear()
             await self.link.connected.wait()
             now = time.monotonic()
+            if now >= purge_at:  # the ids of messages sent long ago
+                purge_at = now + PURGE_EVERY_S
+                while outbox.purge_sent(self.sent_keep_s, PURGE_BATCH) >= PURGE_BATCH:
+                    await asyncio.sleep(0)
             for partner in outbox.partners_pending():
                 if retry_at.get(partner, 0) > now:
                     continue

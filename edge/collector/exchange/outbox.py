@@ -46,6 +46,9 @@ DELETE FROM outbox WHERE sent_at IS NOT NULL;
 """
 
 
+CACHE_KB = 32 << 10
+
+
 @dataclass(frozen=True)
 class Pending:
     id: int
@@ -72,6 +75,8 @@ class Outbox:
         # Not the zeroing of every freed page (Debian's default, SECURE_DELETE): it would
         # write each sent body once more; the pages are overwritten by the next bodies.
         self._db.execute("PRAGMA secure_delete=FAST")
+        # Room for a drainer's batch of bodies (64 hits of ~135 KB) and what was just added.
+        self._db.execute(f"PRAGMA cache_size={-CACHE_KB}")
         self._lock = threading.RLock()
         self.on_added = on_added
         self._added = False
@@ -132,6 +137,11 @@ class Outbox:
             rows = self._db.execute(
                 "SELECT DISTINCT partner FROM outbox WHERE sent_at IS NULL").fetchall()
         return [r[0] for r in rows]
+
+    def has_pending(self, partner: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM outbox WHERE partner = ? AND sent_at IS NULL "
+                                    "LIMIT 1", (partner,)).fetchone() is not None
 
     def next_for(self, partner: str, limit: int = 64) -> list[Pending]:
         """The oldest unsent messages for `partner`, in the order they were added."""

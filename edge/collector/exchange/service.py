@@ -205,7 +205,10 @@ class Exchange:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._wake_drain, self._wake_sync = asyncio.Event(), asyncio.Event()
-        self._drain_outbox = Outbox(self.db_path)  # the loop's own connection
+        # forward_hits' connection: one page cache, so that the drainer reads the bodies
+        # just written from memory, and the two wait on a lock, not on SQLite's busy sleeps
+        assert self._forward_outbox is not None
+        self._drain_outbox = self._forward_outbox
         self._started.set()
         tasks = [asyncio.create_task(t) for t in (self._connect_and_ensure(), self._drain(),
                                                    self._consume(), self._sync())]
@@ -215,7 +218,6 @@ class Exchange:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.link.close(), 5)
-        self._drain_outbox.close()
 
     async def _connect_and_ensure(self) -> None:
         await self.link.connect()
@@ -280,7 +282,7 @@ class Exchange:
                     backoff.pop(partner, None)
                     retry_at.pop(partner, None)
                 else:
-                    if rows and outbox.next_for(partner, 1):
+                    if rows and outbox.has_pending(partner):
                         self._wake_drain.set()  # more than one batch
             timeout = max(0.01, min(retry_at.values(), default=now + 5) - time.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):

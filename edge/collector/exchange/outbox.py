@@ -47,6 +47,7 @@ DELETE FROM outbox WHERE sent_at IS NOT NULL;
 
 
 CACHE_KB = 32 << 10
+PAGE_SIZE = 16384
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                    check_same_thread=False)
+        # A body of ~135 KB is 9 pages of 16 KB, not 34 of 4 KB: a third less CPU to write
+        # it to the WAL and check it into the file.  Only a new file takes it (an older
+        # one keeps its page size: VACUUM outside WAL mode would change it).
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         # Not the zeroing of every freed page (Debian's default, SECURE_DELETE): it would

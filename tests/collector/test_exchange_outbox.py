@@ -105,3 +105,24 @@ def test_rows_an_older_version_marked_sent_move_to_the_ids(tmp_path: Path) -> No
         assert outbox.sent_count() == 1 and not outbox.add_one(PL, SUBJECT, "hit:old", b"x")
     finally:
         outbox.close()
+
+
+def test_taking_sent_rows_out_is_not_synced_adding_always_is(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "x.db")
+    try:
+        ids = fill(outbox, 0, 2)
+        with outbox.transaction(synced=False) as db:
+            assert db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL: no fsync
+            outbox.mark_sent(ids[:1])
+        assert outbox.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again
+        try:
+            with outbox.transaction(synced=False) as db:
+                outbox.add(db, PL, SUBJECT, "hit:new", BODY)
+        except RuntimeError as e:
+            assert "not synced" in str(e)
+        else:
+            raise AssertionError("an unsynced transaction added a row")
+        assert [r.msg_id for r in outbox.next_for(PL)] == ["hit:1"]  # rolled back
+        assert outbox.db.execute("PRAGMA synchronous").fetchone() == (2,)
+    finally:
+        outbox.close()

@@ -262,8 +262,9 @@ class Exchange:
                         return_exceptions=True)
                     sent = [r.id for r, e in zip(group, results, strict=True)
                             if not isinstance(e, BaseException)]
-                    if sent:  # stored by the partner's stream: one transaction for them all
-                        with outbox.transaction():
+                    if sent:  # stored by the partner's stream: one transaction for them all,
+                        # not synced (lost in a power cut, they are sent again: duplicates)
+                        with outbox.transaction(synced=False):
                             outbox.mark_sent(sent)
                     failed = [(r, e) for r, e in zip(group, results, strict=True)
                               if isinstance(e, BaseException)]

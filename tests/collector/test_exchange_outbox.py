@@ -75,10 +75,10 @@ def test_the_file_stays_as_big_as_the_backlog(tmp_path: Path) -> None:
         outbox.close()
 
 
-def test_a_new_outbox_has_pages_of_16_kb(tmp_path: Path) -> None:
+def test_a_new_outbox_has_pages_of_4_kb(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "x.db")
     try:
-        assert outbox.db.execute("PRAGMA page_size").fetchone() == (16384,)
+        assert outbox.db.execute("PRAGMA page_size").fetchone() == (4096,)
         assert outbox.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         outbox.close()
@@ -124,5 +124,59 @@ def test_taking_sent_rows_out_is_not_synced_adding_always_is(tmp_path: Path) -> 
             raise AssertionError("an unsynced transaction added a row")
         assert [r.msg_id for r in outbox.next_for(PL)] == ["hit:1"]  # rolled back
         assert outbox.db.execute("PRAGMA synchronous").fetchone() == (2,)
+    finally:
+        outbox.close()
+
+
+def test_bodies_in_the_log_are_written_once_and_their_segments_go(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    outbox.bodies.segment_bytes = 3 * len(BODY)  # a segment every three bodies
+    logs = tmp_path / "x.db-bodies"
+    try:
+        outbox.db.execute("PRAGMA wal_autocheckpoint=0")
+        outbox.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        ids = fill(outbox, 0, 7)  # segments 1, 2 and 3 (this one being written)
+        assert outbox.db.execute("SELECT count(*) FROM outbox WHERE seg IS NOT NULL"
+                                 ).fetchone() == (7,)
+        assert (tmp_path / "x.db-wal").stat().st_size < len(BODY)  # no body in SQLite
+        assert sum(p.stat().st_size for p in logs.iterdir()) == 7 * len(BODY)
+        assert [r.body for r in outbox.next_for(PL)] == [BODY] * 7
+        assert sorted(p.name for p in logs.iterdir()) == [f"0000000{i}.body" for i in (1, 2, 3)]
+        with outbox.transaction(synced=False):
+            outbox.mark_sent(ids[:4])  # segment 1 and one of segment 2
+        assert outbox.reclaim() == 1
+        assert sorted(p.name for p in logs.iterdir()) == ["00000002.body", "00000003.body"]
+        small = outbox.add_one(PL, SUBJECT, "list:x", b"{}")  # a small body stays in its row
+        assert small and outbox.next_for(PL)[-1].body == b"{}"
+        with outbox.transaction(synced=False):
+            outbox.mark_sent([r.id for r in outbox.next_for(PL)])
+        assert outbox.reclaim() == 1  # segment 3 is still being written
+        assert [p.name for p in logs.iterdir()] == ["00000003.body"]
+    finally:
+        outbox.close()
+
+
+def test_a_rolled_back_body_is_left_to_its_segment_and_a_reopened_log_starts_anew(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    try:
+        try:
+            with outbox.transaction() as db:
+                outbox.add(db, PL, SUBJECT, "hit:gone", BODY)
+                raise OSError("the disk is full")
+        except OSError:
+            pass
+        fill(outbox, 0, 1)
+    finally:
+        outbox.close()
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)  # after a restart
+    try:
+        fill(outbox, 1, 1)
+        assert [(r.msg_id, r.body) for r in outbox.next_for(PL)] == [("hit:0", BODY),
+                                                                    ("hit:1", BODY)]
+        assert outbox.bodies.segment == 2  # its own segment
+        with outbox.transaction(synced=False):
+            outbox.mark_sent([r.id for r in outbox.next_for(PL)])
+        assert outbox.reclaim() == 1  # the first, with the rolled-back body in it
     finally:
         outbox.close()

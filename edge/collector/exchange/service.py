@@ -120,7 +120,7 @@ class Exchange:
 
     def start(self, timeout: float = 30.0) -> None:
         self._worker.submit(self._open_stores).result(timeout)
-        self._forward_outbox = Outbox(self.db_path, on_added=self.wake_drain)
+        self._forward_outbox = Outbox(self.db_path, on_added=self.wake_drain, log_bodies=True)
         self._thread = threading.Thread(target=self._run, name=f"exchange-{self.me}",
                                         daemon=True)
         self._thread.start()
@@ -266,6 +266,7 @@ class Exchange:
                         # not synced (lost in a power cut, they are sent again: duplicates)
                         with outbox.transaction(synced=False):
                             outbox.mark_sent(sent)
+                        outbox.reclaim()  # the body log's segments no row names
                     failed = [(r, e) for r, e in zip(group, results, strict=True)
                               if isinstance(e, BaseException)]
                     for _, e in failed:

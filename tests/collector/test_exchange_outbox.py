@@ -180,3 +180,15 @@ def test_a_rolled_back_body_is_left_to_its_segment_and_a_reopened_log_starts_ane
         assert outbox.reclaim() == 1  # the first, with the rolled-back body in it
     finally:
         outbox.close()
+
+
+def test_a_body_whose_segment_is_gone_is_dropped_not_stuck(tmp_path: Path, caplog) -> None:
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    try:
+        fill(outbox, 0, 2)
+        outbox.bodies.close()
+        (tmp_path / "x.db-bodies" / "00000001.body").unlink()  # by hand
+        assert outbox.next_for(PL) == []
+        assert "the body of hit:0 is lost" in caplog.text and outbox.backlog() == {}
+    finally:
+        outbox.close()

@@ -19,6 +19,10 @@ SEGMENT_BYTES = 64 << 20
 _SUFFIX = ".body"
 
 
+class BodyLost(OSError):
+    """A body's segment is gone, or shorter than the row says."""
+
+
 class BodyLog:
     """Segment files `NNNNNNNN.body` in `directory`; appends only if `writer`."""
 
@@ -83,10 +87,13 @@ class BodyLog:
     def read(self, segment: int, offset: int, length: int) -> bytes:
         fd = self._readers.get(segment)
         if fd is None:
-            fd = self._readers[segment] = os.open(self.path(segment), os.O_RDONLY)
+            try:
+                fd = self._readers[segment] = os.open(self.path(segment), os.O_RDONLY)
+            except FileNotFoundError as e:
+                raise BodyLost(f"{self.path(segment)}: no such file") from e
         data = os.pread(fd, length, offset)
         if len(data) != length:
-            raise OSError(f"{self.path(segment)}: {len(data)} of {length} bytes at {offset}")
+            raise BodyLost(f"{self.path(segment)}: {len(data)} of {length} bytes at {offset}")
         return data
 
     def closed_before(self, segment: int | None) -> list[int]:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.collector.exchange.bodies import BodyLog
+from edge.collector.exchange.bodies import BodyLog, BodyLost
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Outbox:
                 if seg is not None:
                     try:
                         fields[4] = self.bodies.read(seg, off, length)
-                    except OSError as e:  # only a segment someone else deleted
+                    except BodyLost as e:  # only a segment someone else deleted or cut
                         log.error("exchange: outbox %s: the body of %s is lost (%s); dropped",
                                   self.path, fields[3], e)
                         self._db.execute("DELETE FROM outbox WHERE id = ?", (fields[0],))

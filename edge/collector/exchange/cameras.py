@@ -268,10 +268,11 @@ class CameraSender:
         return queued
 
     def purge_sent(self, before: float) -> int:
-        """Drop the camera messages the partners' streams stored before `before` (a refresh
-        a camera every 30 s would otherwise grow the outbox by the day)."""
-        with self.outbox.transaction() as db:  # msg ids cam:...: a range of outbox_msg
-            return db.execute("DELETE FROM outbox WHERE msg_id >= 'cam:' AND msg_id < 'cam;' "
+        """Forget the ids of the camera messages the partners' streams stored before
+        `before` (sent messages leave the outbox at once; their ids stay a day for the
+        dedupe, and a refresh of every camera every 30 s would make many)."""
+        with self.outbox.transaction() as db:  # msg ids cam:...: a range of them
+            return db.execute("DELETE FROM outbox_sent WHERE msg_id >= 'cam:' AND msg_id < 'cam;' "
                               "AND sent_at < ?", (before,)).rowcount
 
     def _queue(self, partner: str, due: list[CameraReport], gone: list[Key],

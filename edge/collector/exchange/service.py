@@ -3,9 +3,11 @@
 `Exchange` runs, on its loop: the connection (`Link`), the drainer of the outbox (in
 order per partner, back-off per partner while it or the server is away, woken at once
 when a message is added; up to `publish_window` hits in flight at once, their PubAcks
-awaited together and marked sent in one transaction, a list change alone), the
-consumer of our stream (each message handled, then acked; a malformed one
-dead-lettered and acked; a store error leaves it un-acked, to come again), and the
+awaited together and taken out of the outbox in one transaction, a list change alone), the
+consumer of our stream (a fetched batch applied in order: its hits in a row committed
+together, in one sink call, each list change alone in its place; then each message acked
+once durable: a malformed one dead-lettered and acked, the rest stored; a store error
+naks the messages not stored, to come again), and the
 sender's sync of our shared lists.  Store work runs on one worker
 thread of its own (SQLite connections stay on their thread); a partner's hits are
 committed through `commit_hits`, which the collector points at its writer.
@@ -31,7 +33,6 @@ from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import (
     CameraReports,
-    ListChange,
     decode_message,
     subject_parts,
 )
@@ -58,6 +59,15 @@ BACKOFF_MAX_S = 30.0
 # Hits to one partner published at once, their PubAcks awaited together (a list change
 # always goes alone, so that the partner stores list changes in their order).
 PUBLISH_WINDOW = 32
+# Messages of our stream fetched at once, their hits committed together (one HitStore
+# commit: one image-log fsync and one SQLite commit for them all), then acked.
+FETCH_BATCH = 64
+# The ids of sent messages are kept this long (the outbox then forgets them, a few
+# thousand at a time, every PURGE_EVERY_S): a hit forwarded again within it is not sent
+# again (after it, the partner's stream and store drop it).
+SENT_KEEP_S = 86400.0
+PURGE_EVERY_S = 60.0
+PURGE_BATCH = 5000
 
 
 class Exchange:
@@ -78,6 +88,8 @@ class Exchange:
         resync_s: float = 5.0,
         publish_window: int = PUBLISH_WINDOW,
         cameras: CameraShareSettings | None = None,  # None: ours are shown to no partner
+        fetch_batch: int = FETCH_BATCH,
+        sent_keep_s: float = SENT_KEEP_S,
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
@@ -85,6 +97,8 @@ class Exchange:
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
         self.publish_window = max(1, publish_window)
         self.camera_settings = cameras
+        self.fetch_batch = max(1, fetch_batch)
+        self.sent_keep_s = sent_keep_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -115,7 +129,7 @@ class Exchange:
 
     def start(self, timeout: float = 30.0) -> None:
         self._worker.submit(self._open_stores).result(timeout)
-        self._forward_outbox = Outbox(self.db_path, on_added=self.wake_drain)
+        self._forward_outbox = Outbox(self.db_path, on_added=self.wake_drain, log_bodies=True)
         self._thread = threading.Thread(target=self._run, name=f"exchange-{self.me}",
                                         daemon=True)
         self._thread.start()
@@ -186,8 +200,7 @@ class Exchange:
         self._outbox.close()
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
-        assert self._loop is not None
-        return await self._loop.run_in_executor(self._worker, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
 
     # ------------------------------------------------------------------ the loop
 
@@ -203,7 +216,10 @@ class Exchange:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._wake_drain, self._wake_sync = asyncio.Event(), asyncio.Event()
-        self._drain_outbox = Outbox(self.db_path)  # the loop's own connection
+        # forward_hits' connection: one page cache, so that the drainer reads the bodies
+        # just written from memory, and the two wait on a lock, not on SQLite's busy sleeps
+        assert self._forward_outbox is not None
+        self._drain_outbox = self._forward_outbox
         self._started.set()
         tasks = [asyncio.create_task(t) for t in (self._connect_and_ensure(), self._drain(),
                                                    self._consume(), self._sync())]
@@ -213,7 +229,6 @@ class Exchange:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.link.close(), 5)
-        self._drain_outbox.close()
 
     async def _connect_and_ensure(self) -> None:
         await self.link.connect()
@@ -239,10 +254,15 @@ class Exchange:
         outbox = self._drain_outbox
         retry_at: dict[str, float] = {}
         backoff: dict[str, float] = {}
+        purge_at = 0.0
         while True:
             self._wake_drain.clear()
             await self.link.connected.wait()
             now = time.monotonic()
+            if now >= purge_at:  # the ids of messages sent long ago
+                purge_at = now + PURGE_EVERY_S
+                while outbox.purge_sent(self.sent_keep_s, PURGE_BATCH) >= PURGE_BATCH:
+                    await asyncio.sleep(0)
             for partner in outbox.partners_pending():
                 if retry_at.get(partner, 0) > now:
                     continue
@@ -253,9 +273,11 @@ class Exchange:
                         return_exceptions=True)
                     sent = [r.id for r, e in zip(group, results, strict=True)
                             if not isinstance(e, BaseException)]
-                    if sent:  # stored by the partner's stream: one transaction for them all
-                        with outbox.transaction():
+                    if sent:  # stored by the partner's stream: one transaction for them all,
+                        # not synced (lost in a power cut, they are sent again: duplicates)
+                        with outbox.transaction(synced=False):
                             outbox.mark_sent(sent)
+                        outbox.reclaim()  # the body log's segments no row names
                     failed = [(r, e) for r, e in zip(group, results, strict=True)
                               if isinstance(e, BaseException)]
                     for _, e in failed:
@@ -273,7 +295,7 @@ class Exchange:
                     backoff.pop(partner, None)
                     retry_at.pop(partner, None)
                 else:
-                    if rows and outbox.next_for(partner, 1):
+                    if rows and outbox.has_pending(partner):
                         self._wake_drain.set()  # more than one batch
             timeout = max(0.01, min(retry_at.values(), default=now + 5) - time.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):
@@ -286,41 +308,88 @@ class Exchange:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                msgs = await self.link.fetch(64, timeout=1.0)
+                msgs = await self.link.fetch(self.fetch_batch, timeout=1.0)
             except Exception as e:  # noqa: BLE001 -- the connection went away mid-fetch
                 log.debug("exchange: fetch: %s: %s", type(e).__name__, e)
                 await asyncio.sleep(0.1)
                 continue
-            for msg in msgs:
-                try:
-                    await self._in_worker(lambda m=msg: self._handle(m))  # type: ignore[misc]
-                except Exception:
-                    log.exception("exchange: %s not stored; it will come again", msg.subject)
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=1.0)
-                    break
-                with contextlib.suppress(Exception):  # lost: redelivered, and a duplicate
-                    await msg.ack()
+            if msgs:
+                await self._take(msgs)
 
-    def _handle(self, msg: Msg) -> None:
-        """Apply one message (in the worker); raises only when it should come again."""
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+    async def _take(self, msgs: Sequence[Msg]) -> None:
+        """Apply a fetched batch in the worker, then ack each message now durable (stored,
+        dead-lettered, refused) and nak the others, to come again."""
         try:
-            receiver, sender, _ = subject_parts(msg.subject)
-            if receiver != self.me:
-                raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
-            decoded = decode_message(msg.data, self.limits)
-            grants = self.grants()
-            if isinstance(decoded, ListChange):
-                result = self._lists_in.apply(sender, decoded, grants)
-            elif isinstance(decoded, CameraReports):
-                result = self._cameras.apply(sender, decoded, grants)
-            else:
-                result = self._hits_in.apply(sender, decoded, grants)
-        except ProtocolError as e:
-            self._dead_letter(msg, msg_id, str(e))
-            return
-        self.counts[result] = self.counts.get(result, 0) + 1
+            durable = await self._in_worker(lambda: self._handle_batch(msgs))
+        except Exception:  # noqa: BLE001 -- not expected: _handle_batch catches store errors
+            log.exception("exchange: a batch of %d not stored; it will come again", len(msgs))
+            durable = [False] * len(msgs)
+        for msg, ok in zip(msgs, durable, strict=True):
+            with contextlib.suppress(Exception):  # lost: redelivered, and a duplicate
+                if ok:
+                    await msg.ack()
+                else:
+                    await msg.nak(delay=1.0)
+
+    def _handle_batch(self, msgs: Sequence[Msg]) -> list[bool]:
+        """Apply `msgs` in order (in the worker): the hits in a row committed together (one
+        sink call per sender), each list change alone, in its place between them.  Which
+        of `msgs` are durable now; after a store error, none of the rest is applied."""
+        grants = self.grants()
+        durable = [False] * len(msgs)
+        run: dict[str, list[tuple[int, HitMessage]]] = {}  # hits in a row, by sender
+
+        def commit_run() -> bool:
+            ok = True
+            for sender, items in run.items():
+                try:
+                    self.commit_hits([h for _, h in items], sender)
+                except Exception:
+                    log.exception("exchange: %d hits from %s not stored; they will come "
+                                  "again", len(items), sender)
+                    ok = False
+                    break
+                for i, _ in items:
+                    durable[i] = True
+                self._count("applied", len(items))
+            run.clear()
+            return ok
+
+        for i, msg in enumerate(msgs):
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+            try:
+                receiver, sender, _ = subject_parts(msg.subject)
+                if receiver != self.me:
+                    raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
+                decoded = decode_message(msg.data, self.limits)
+                if isinstance(decoded, HitMessage):
+                    hit = self._hits_in.accept(sender, decoded, grants)
+                    if hit is None:
+                        self._count("not granted")
+                        durable[i] = True
+                    else:
+                        run.setdefault(sender, []).append((i, hit))
+                    continue
+                if not commit_run():  # the hits before it first: the order of a list's changes
+                    return durable
+                if isinstance(decoded, CameraReports):
+                    result = self._cameras.apply(sender, decoded, grants)
+                else:
+                    result = self._lists_in.apply(sender, decoded, grants)
+            except ProtocolError as e:
+                self._dead_letter(msg, msg_id, str(e))
+                durable[i] = True
+                continue
+            except Exception:
+                log.exception("exchange: %s not applied; it will come again", msg.subject)
+                return durable
+            self._count(result)
+            durable[i] = True
+        commit_run()
+        return durable
+
+    def _count(self, result: str, n: int = 1) -> None:
+        self.counts[result] = self.counts.get(result, 0) + n
 
     def _dead_letter(self, msg: Msg, msg_id: str, reason: str) -> None:
         log.warning("exchange: dead-lettered %s %s: %s", msg.subject, msg_id or "(no id)",
@@ -329,7 +398,7 @@ class Exchange:
             db.execute("INSERT INTO dead_letters (at, subject, msg_id, reason, body) "
                        "VALUES (?, ?, ?, ?, ?)", (time.time(), msg.subject, msg_id, reason,
                                                   bytes(msg.data)))
-        self.counts["dead-lettered"] = self.counts.get("dead-lettered", 0) + 1
+        self._count("dead-lettered")
 
     async def _sync(self) -> None:
         assert self._wake_sync is not None

@@ -389,6 +389,16 @@ class HitReceiver:
         self.me, self.sink = me, sink
 
     def apply(self, sender: str, hit: HitMessage, grants: Grants) -> str:
+        ours = self.accept(sender, hit, grants)
+        if ours is None:
+            return "not granted"
+        self.sink([ours], sender)
+        return "applied"
+
+    def accept(self, sender: str, hit: HitMessage, grants: Grants) -> HitMessage | None:
+        """`hit` as we store it (on our own list's name), None where no grant sends it back
+        to us; `ProtocolError` if it is not on our list.  The consumer commits those of a
+        batch together (`sink`)."""
         owner, _, name = hit.match.watchlist.partition(".")
         if owner != self.me or not name:
             raise ProtocolError("invalid", f"hit {hit.hit_id} from {sender} is not on our list "
@@ -396,7 +406,5 @@ class HitReceiver:
         if not grants.hits_back(self.me, name, sender):
             log.warning("exchange: hit %s from %s on %s: no grant sends those hits back to us",
                         hit.hit_id, sender, name)
-            return "not granted"
-        ours = dataclasses.replace(hit, match=dataclasses.replace(hit.match, watchlist=name))
-        self.sink([ours], sender)
-        return "applied"
+            return None
+        return dataclasses.replace(hit, match=dataclasses.replace(hit.match, watchlist=name))

@@ -15,7 +15,7 @@ from helpers.link import make_hit
 
 from edge.collector.exchange.link import LinkSettings
 from edge.collector.exchange.messages import ListChange, encode_hit, encode_list_change
-from edge.collector.exchange.service import Exchange
+from edge.collector.exchange.service import GAP_PATIENCE, Exchange
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import HitMessage, WatchlistMatch
 from edge.core.watchlist.entry import Entry, ListPolicy
@@ -148,3 +148,51 @@ def test_after_a_store_error_no_later_list_change_is_applied(lt) -> None:
     asyncio.run(ex._take(batch))  # type: ignore[arg-type]
     assert [(m.acked, m.naked) for m in batch] == [(False, True)] * 3
     assert sink.copy() is None and ex.counts == {}  # the list change was not applied
+
+
+def test_a_list_change_before_the_ones_it_follows_waits_for_them(lt) -> None:
+    ex, sink = lt
+    row = tuple(Entry(5, "BI5150", "stolen-pl", PL, "stolen_vehicle", 2, "stolen"))
+    later = tuple(Entry(6, "BI6160", "stolen-pl", PL, "stolen_vehicle", 2, "stolen"))
+    asyncio.run(ex._take([change(1, "snapshot-begin", policy=ListPolicy("stolen-pl")),
+                          change(2, "snapshot-end")]))  # type: ignore[arg-type]
+    # change 4 overtook change 3 (3 was nak'd after a store error, and comes again later)
+    early, after = change(4, "upsert", rows=(later,)), hit(9)
+    asyncio.run(ex._take([early, after]))  # type: ignore[arg-type]
+    assert (early.acked, early.naked, after.acked, after.naked) == (False, True, False, True)
+    assert sink.copy() == set()
+    batch = [change(3, "upsert", rows=(row,)), dataclasses.replace(early, naked=False)]
+    asyncio.run(ex._take(batch))  # type: ignore[arg-type]
+    assert all(m.acked for m in batch) and sink.copy() == {"BI5150", "BI6160"}
+
+
+def test_a_list_change_whose_predecessors_never_come_is_applied_after_waiting(lt) -> None:
+    ex, sink = lt
+    asyncio.run(ex._take([change(1, "snapshot-begin", policy=ListPolicy("stolen-pl")),
+                          change(2, "snapshot-end")]))  # type: ignore[arg-type]
+    row = tuple(Entry(6, "BI6160", "stolen-pl", PL, "stolen_vehicle", 2, "stolen"))
+
+    class Meta:
+        num_delivered = GAP_PATIENCE
+
+    late = change(5, "upsert", rows=(row,))
+    object.__setattr__(late, "metadata", Meta())
+    asyncio.run(ex._take([late]))  # type: ignore[arg-type]
+    assert late.acked and sink.copy() == {"BI6160"}
+
+
+def test_a_part_of_the_loop_that_fails_is_started_again(lt) -> None:
+    ex, _ = lt
+    ex.restart_s = 0.0
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise OSError("disk I/O error")
+
+    async def run() -> None:
+        await asyncio.wait_for(ex._supervised(flaky), 10)
+
+    asyncio.run(run())
+    assert len(runs) == 3 and ex.counts["restarts"] == 2

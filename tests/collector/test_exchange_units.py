@@ -69,6 +69,7 @@ def test_each_granted_direction_is_one_export_and_its_import(tmp_path: Path, cap
     assert "imports: []" in lv  # lv-vp sends nothing: it gets no hits-back grant
     assert conf.count("service:") == 6  # 3 routes: an export and an import each
     assert public_key_of(tmp_path, LV) in lv and "SU" not in conf  # public keys only
+    assert 'sync_interval: "always"' in conf  # a PubAck means on disk: the sender forgets it
 
 
 @pytest.mark.parametrize("body, reason", [

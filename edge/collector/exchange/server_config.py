@@ -103,8 +103,15 @@ def render(
     listen: str = "127.0.0.1:4222",
     http: str | None = "127.0.0.1:8222",
     max_store: str = "10G",
+    sync: str = "always",
 ) -> str:
-    """nats-server.conf text: `public_keys` by agency, `open_routes` as exports and imports."""
+    """nats-server.conf text: `public_keys` by agency, `open_routes` as exports and imports.
+
+    `sync` is JetStream's sync_interval: "always" (the default) writes each message to disk
+    before its PubAck, which the senders' outboxes take as "stored" and forget the message
+    on; a duration ("2m", NATS's own default) risks that long of messages on a power cut
+    of a lone server. A three-server cluster with replicas (R3) is the other way to keep
+    them; then a duration is safe."""
     exports: dict[str, list[str]] = {a: [] for a in public_keys}
     imports: dict[str, list[str]] = {a: [] for a in public_keys}
     for r in sorted(open_routes, key=lambda r: (r.receiver, r.sender)):
@@ -122,7 +129,8 @@ def render(
     if http:
         lines.append(f"http: {json.dumps(http)}")
     lines += [
-        f"jetstream {{ store_dir: {json.dumps(str(store_dir))}, max_file_store: {max_store} }}",
+        f"jetstream {{ store_dir: {json.dumps(str(store_dir))}, max_file_store: {max_store}, "
+        f"sync_interval: {json.dumps(sync)} }}",
         "accounts {",
     ]
     for agency in sorted(public_keys):

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import (
     CameraReports,
+    ListChange,
     decode_message,
     subject_parts,
 )
@@ -41,6 +42,7 @@ from edge.collector.exchange.share import (
     HitForwarder,
     HitReceiver,
     HitSink,
+    ListGap,
     ListReceiver,
     ListSender,
     OwnLists,
@@ -52,6 +54,18 @@ from edge.core.errors import ProtocolError
 from edge.core.link_protocol import DEFAULT_LIMITS, HitMessage, Limits
 
 log = logging.getLogger(__name__)
+# Deliveries a list change that came before the changes it follows waits (nak'd, a second
+# apart) for them before it is applied without them.
+GAP_PATIENCE = 30
+
+
+def _deliveries(msg: Msg) -> int:
+    """How many times the stream has delivered `msg` (1 when it does not say)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 -- a message without JetStream metadata
+        return 1
+
 T = TypeVar("T")
 
 BACKOFF_MIN_S = 0.2
@@ -96,6 +110,7 @@ class Exchange:
         self.grants, self.commit_hits, self.lists_of = grants, commit_hits, lists_of
         self.limits, self.poll_s, self.resync_s = limits, poll_s, resync_s
         self.publish_window = max(1, publish_window)
+        self.restart_s = 1.0  # a part of the loop that failed waits this long to start again
         self.camera_settings = cameras
         self.fetch_batch = max(1, fetch_batch)
         self.sent_keep_s = sent_keep_s
@@ -221,14 +236,29 @@ class Exchange:
         assert self._forward_outbox is not None
         self._drain_outbox = self._forward_outbox
         self._started.set()
-        tasks = [asyncio.create_task(t) for t in (self._connect_and_ensure(), self._drain(),
-                                                   self._consume(), self._sync())]
+        tasks = [asyncio.create_task(self._supervised(part))
+                 for part in (self._connect_and_ensure, self._drain, self._consume, self._sync)]
         await self._stop_event.wait()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.link.close(), 5)
+
+    async def _supervised(self, part: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the loop's parts for as long as the exchange runs: one that fails (a
+        bug, a disk error) is logged and started again, never left dead in silence."""
+        while True:
+            try:
+                await part()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._count("restarts")
+                log.exception("exchange: %s failed; started again in %.1f s", part.__name__,
+                              self.restart_s)
+                await asyncio.sleep(self.restart_s)
 
     async def _connect_and_ensure(self) -> None:
         await self.link.connect()
@@ -375,7 +405,10 @@ class Exchange:
                 if isinstance(decoded, CameraReports):
                     result = self._cameras.apply(sender, decoded, grants)
                 else:
-                    result = self._lists_in.apply(sender, decoded, grants)
+                    applied = self._apply_list(msg, sender, decoded, grants)
+                    if applied is None:  # it waits for the changes before it: so do the rest
+                        return durable
+                    result = applied
             except ProtocolError as e:
                 self._dead_letter(msg, msg_id, str(e))
                 durable[i] = True
@@ -387,6 +420,19 @@ class Exchange:
             durable[i] = True
         commit_run()
         return durable
+
+    def _apply_list(self, msg: Msg, sender: str, change: ListChange, grants: Grants
+                    ) -> str | None:
+        """Apply a list change in its order; None: changes before it have not come yet (it
+        is nak'd, and comes again after them), unless it has waited GAP_PATIENCE times."""
+        try:
+            return self._lists_in.apply(sender, change, grants)
+        except ListGap as e:
+            delivered = _deliveries(msg)
+            if delivered < GAP_PATIENCE:
+                log.info("exchange: %s; waiting for them (delivery %d)", e, delivered)
+                return None
+            return self._lists_in.apply(sender, change, grants, accept_gap=True)
 
     def _count(self, result: str, n: int = 1) -> None:
         self.counts[result] = self.counts.get(result, 0) + n

@@ -245,14 +245,23 @@ class ListSender:
 # ------------------------------------------------------------------ receiver
 
 
+class ListGap(Exception):
+    """A list change came before changes it follows (a redelivery after a nak overtook
+    them): not applied; it comes again, after them."""
+
+
 class ListReceiver:
     """Applies partners' list changes to our copies, as far as our agreements grant them."""
 
     def __init__(self, me: str, store: WatchlistStore, outbox: Outbox):
         self.me, self.store, self.outbox = me, store, outbox
 
-    def apply(self, sender: str, c: ListChange, grants: Grants) -> str:
-        """Apply `c` from `sender`; what was done ("applied", "duplicate", "not granted")."""
+    def apply(self, sender: str, c: ListChange, grants: Grants, *, accept_gap: bool = False
+              ) -> str:
+        """Apply `c` from `sender`; what was done ("applied", "duplicate", "not granted").
+
+        ListGap where changes before `c` have not come (yet), unless `accept_gap` (they
+        never came back: applied, and the copy may lack what they said, logged)."""
         if c.owner != sender:
             raise ProtocolError("invalid", f"{sender} sent a change to {c.owner}'s list")
         db = self.outbox.db
@@ -261,8 +270,11 @@ class ListReceiver:
         if row is not None and row[0] == c.epoch and c.seq <= row[1]:
             return "duplicate"
         if row is not None and row[0] == c.epoch and c.seq > row[1] + 1:
-            log.warning("exchange: %s: messages %d..%d missing; applying %d", c.qualified,
-                        row[1] + 1, c.seq - 1, c.seq)
+            if not accept_gap:
+                raise ListGap(f"{c.qualified}: change {c.seq} before {row[1] + 1}..{c.seq - 1}")
+            log.error("exchange: %s: changes %d..%d never came; applying %d (the copy may "
+                      "lack them until the next snapshot)", c.qualified, row[1] + 1, c.seq - 1,
+                      c.seq)
         if c.op == "withdrawn" or not may_hold_list(grants, c.owner, c.list, self.me):
             self.drop(c.owner, c.list)
             if c.op == "withdrawn":

@@ -7,7 +7,12 @@ may search (its own, and partners' whose agreement grants search) and returns a 
 whose events (`node` states, `reads`, `done`) a caller follows as they come.  A node not
 connected is `offline` at once; one that has not finished answering within `timeout_s`
 is `slow`; both are listed, and asked again when they return (`retry_offline`) or when
-the investigator says so (`Searches.retry`).  Every step goes to the audit trail: the
+the investigator says so (`Searches.retry`).  The collector is a source of its own
+(`COLLECTOR`, edge.collector.search_hits): a pass that hit a list is a hit the collector
+holds, not a read left on a node, so a search also searches the hits in the agency's
+scope, first, and streams them as the "collector" source's reads; a node's read of a pass
+the collector holds as a hit (a node keeps none: it keeps a read only for a pass that hit
+no list) is shown once, as the hit.  Every step goes to the audit trail: the
 query (who, agency, case, basis, what, when, which nodes), what each node returned, the
 retries, and (from the console) every read opened and every export.
 
@@ -36,6 +41,7 @@ import nacl.signing
 
 from edge.collector.agreements import Agreements
 from edge.collector.config import CollectorConfig
+from edge.collector.search_hits import FoundHit, HitSearch, pass_key
 from edge.collector.service import CollectorService
 from edge.core.errors import ProtocolError
 from edge.core.keys import KeyFileError, credentials_dir, load_signing_key
@@ -58,6 +64,7 @@ log = logging.getLogger(__name__)
 ASKED, ANSWERING, DONE, REFUSED, OFFLINE, SLOW = (
     "asked", "answering", "done", "refused", "offline", "slow")  # fmt: skip
 PENDING = (ASKED, ANSWERING)
+COLLECTOR = "collector"  # the source of the collector's own hits (not a node: `source`)
 MAX_CASE_REF = 128
 MAX_BASIS = 500
 _AUDIT_ROW = 1800  # characters of an audit row's detail (ConsoleDB keeps 2000)
@@ -77,6 +84,8 @@ class Audit(Protocol):
 
 
 Send = Callable[[str, list[bytes]], bool]  # CollectorService.send_to_node
+# The collector's hits for a query, an agency and the nodes asked (HitSearch.find).
+FindHits = Callable[[SearchQuery, str, tuple[str, ...]], tuple[list[FoundHit], int]]
 
 
 @dataclass(frozen=True)
@@ -175,9 +184,12 @@ class NodeState:
     deadline: float = 0.0  # monotonic
     next_seq: int = 0
     late: bool = False  # answered after it was listed slow
+    source: str = "node"  # or COLLECTOR: the collector's own hits
+    as_hits: int = 0  # reads left out: passes the collector holds as hits (shown as those)
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "agency": self.agency, "state": self.state,
+        return {"node": self.node, "source": self.source, "agency": self.agency,
+                "state": self.state, "as_hits": self.as_hits,
                 "reads": self.reads, "total": self.total, "refused": self.refused,
                 "retention_h": self.retention_h, "asked": self.asked,
                 "late": self.late}  # fmt: skip
@@ -185,16 +197,23 @@ class NodeState:
 
 @dataclass(frozen=True)
 class FoundRead:
-    """A read a node returned, numbered in its search (`n`, from 0)."""
+    """A read a node returned, or a hit the collector holds (`source`), numbered in its
+    search (`n`, from 0); `node` is where the pass was read either way."""
 
     n: int
     node: str
     agency: str
     read: SearchRead
+    source: str = "node"  # or COLLECTOR
+    hit_ids: tuple[str, ...] = ()  # the collector's: one per list the pass hit
+    watchlists: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         r = self.read
-        return {"n": self.n, "node": self.node, "agency": self.agency, "text": r.text,
+        hit = ({"hit_ids": list(self.hit_ids), "watchlists": list(self.watchlists)}
+               if self.source == COLLECTOR else {})  # fmt: skip
+        return {"n": self.n, "source": self.source, **hit, "node": self.node,
+                "agency": self.agency, "text": r.text,
                 "formatted": r.formatted, "country": r.country, "confidence": r.confidence,
                 "seen_at": format_time(r.seen_at), "camera": r.camera,
                 "direction": r.direction, "vehicle_type": r.vehicle_type,
@@ -221,6 +240,8 @@ class Search:
     reads: list[FoundRead] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     crop_bytes: int = 0
+    collector: NodeState | None = None  # the collector's own hits, where it searches them
+    hit_passes: set[tuple[str, str, str, str]] = field(default_factory=set)
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @property
@@ -235,12 +256,17 @@ class Search:
                 "area": None if r.area is None else list(r.area), "case_ref": r.case_ref,
                 "legal_basis": r.legal_basis, "requested_by": self.user, "agency": self.agency,
                 "created": format_time(self.created), "retry_offline": r.retry_offline,
-                "nodes": [s.to_json() for s in self.nodes.values()]}  # fmt: skip
+                "nodes": [s.to_json() for s in self.nodes.values()],
+                "collector": None if self.collector is None else self.collector.to_json(),
+                }  # fmt: skip
 
     def counts(self) -> dict[str, Any]:
         """Reads per node, and the nodes offline, slow and refused."""
         states = list(self.nodes.values())
-        return {"reads": {s.node: s.reads for s in states if s.state == DONE},
+        c = self.collector
+        return {"collector": None if c is None else {"state": c.state, "reads": c.reads,
+                                                      "found": c.total, "refused": c.refused},
+                "reads": {s.node: s.reads for s in states if s.state == DONE},
                 "found": {s.node: s.total for s in states if s.state == DONE},
                 "offline": [s.node for s in states if s.state == OFFLINE],
                 "slow": [s.node for s in states if s.state == SLOW],
@@ -291,7 +317,8 @@ class Searches:
 
     `send(node, frames)` sends on the node's link (False: not connected); `nodes()` the
     nodes known; `agency_of_node` who owns each; `agreements()` those in force; `audit`
-    where every step is written."""
+    where every step is written; `hits` searches the collector's own hits (None: it does
+    not)."""
 
     def __init__(
         self,
@@ -307,7 +334,10 @@ class Searches:
         max_crop_bytes: int = 256 * 1024 * 1024,
         max_rows: int = 1000,
         clock: Callable[[], dt.datetime] = utc_now,
+        hits: FindHits | None = None,
     ):
+        self._hits = hits
+        self.closing: list[Callable[[], None]] = []  # called at stop (the hits' reader)
         self._send = send
         self._key = signing_key
         self._nodes = nodes
@@ -342,6 +372,8 @@ class Searches:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        for close in self.closing:
+            close()
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -384,8 +416,43 @@ class Searches:
             self._forget_old()
         with search._cond:
             search._emit({"event": "search", "search": search.summary()})
+        self._search_hits(search)  # first: a node's read of a pass held as a hit is left out
         self._ask(search, list(search.nodes))
         return search
+
+    def _search_hits(self, search: Search) -> None:
+        """The collector's own hits for `search`: its `collector` source, done at once."""
+        if self._hits is None:
+            return
+        r = search.request
+        query = SearchQuery(
+            query_id=new_query_id(), pattern=search.pattern, mode=search.mode,
+            max_distance=r.max_distance, since=r.since, until=r.until,
+            nodes=tuple(search.nodes), cameras=r.cameras, area=r.area, case_ref=r.case_ref,
+            legal_basis=r.legal_basis, requested_by=search.user, agency=search.agency,
+            max_rows=r.max_rows)  # fmt: skip
+        s = NodeState(COLLECTOR, search.agency, ASKED, query_id=query.query_id, asked=1,
+                      source=COLLECTOR)  # fmt: skip
+        try:
+            found, total = self._hits(query, search.agency, r.nodes)
+        except Exception as e:  # a broken hits database: listed, and the nodes still asked
+            log.exception("search %s: the collector's hits could not be searched", search.id)
+            found, total = [], 0
+            s.state, s.refused = REFUSED, f"failed: {type(e).__name__}"
+        with search._cond:
+            search.collector = s
+            if found:
+                reads = [FoundRead(len(search.reads) + i, f.node, f.agency, f.read, COLLECTOR,
+                                   f.hit_ids, f.watchlists)
+                         for i, f in enumerate(found)]  # fmt: skip
+                search.reads.extend(reads)
+                search.crop_bytes += sum(len(f.read.crop_jpeg) for f in found)
+                search.hit_passes.update(_pass_of(f.node, f.read) for f in found)
+                search._emit({"event": "reads", "node": COLLECTOR, "source": COLLECTOR,
+                              "reads": [f.to_json() for f in reads]})  # fmt: skip
+            if s.state != REFUSED:
+                s.state, s.reads, s.total = DONE, len(found), total
+            search._node_event(s)
 
     def _make(self, request: SearchRequest, user: str, agency: str) -> Search:
         r = request
@@ -515,11 +582,14 @@ class Searches:
                 turn, late = True, s.state == SLOW
                 s.next_seq += 1
                 s.retention_h = answer.retention_h
-                if answer.reads:
+                fresh = [r for r in answer.reads
+                         if _pass_of(node, r) not in search.hit_passes]  # fmt: skip
+                s.as_hits += len(answer.reads) - len(fresh)
+                if fresh:
                     found = [FoundRead(len(search.reads) + i, node, s.agency, r)
-                             for i, r in enumerate(answer.reads)]  # fmt: skip
+                             for i, r in enumerate(fresh)]  # fmt: skip
                     search.reads.extend(found)
-                    search.crop_bytes += sum(len(r.crop_jpeg) for r in answer.reads)
+                    search.crop_bytes += sum(len(r.crop_jpeg) for r in fresh)
                     s.reads += len(found)
                     search._emit({"event": "reads", "node": node,
                                   "reads": [f.to_json() for f in found]})  # fmt: skip
@@ -549,7 +619,10 @@ class Searches:
     def _node_line(s: NodeState) -> str:
         if s.state == REFUSED:
             return f"refused ({s.refused})"
-        return f"{s.reads} reads returned ({s.total} found)"
+        if s.source == COLLECTOR:
+            return f"{s.reads} hits returned ({s.total} found)"
+        shown = f", {s.as_hits} shown as the collector's hits" if s.as_hits else ""
+        return f"{s.reads} reads returned ({s.total} found{shown})"
 
     def _settle_check(self, search: Search) -> None:
         """When no node is pending any more: the `done` event, and the counts audited."""
@@ -560,6 +633,8 @@ class Searches:
             search._emit({"event": "done", **counts})
         lines = [f"{n}: {self._node_line(s)}" for n, s in search.nodes.items()
                  if s.state in (DONE, REFUSED)]  # fmt: skip
+        if search.collector is not None:
+            lines.insert(0, f"the collector's hits: {self._node_line(search.collector)}")
         lines += [f"{n}: offline" for n in counts["offline"]]
         lines += [f"{n}: slow (no answer within {self.timeout_s:g} s)" for n in counts["slow"]]
         self._write_packed(search.user, "search result", f"search {search.id}: case "
@@ -663,16 +738,23 @@ def make_searches(service: CollectorService, config: CollectorConfig,
     def nodes() -> set[str]:
         return set(known_nodes(config.db_path)()) | service.connected_nodes()
 
+    hits = HitSearch(config.db_path, default_agency=config.default_agency,
+                     agreements=agreements, agency_of_node=config.agency_of_node)  # fmt: skip
     searches = Searches(
         send=service.send_to_node, signing_key=key, nodes=nodes,
         agency_of_node=config.agency_of_node, agreements=agreements, audit=audit,
         timeout_s=cfg.timeout_s, keep=cfg.keep, max_crop_bytes=int(cfg.max_crop_mb * 1024**2),
-        max_rows=cfg.max_rows,
+        max_rows=cfg.max_rows, hits=hits.find,
     )  # fmt: skip
+    searches.closing.append(hits.close)
     service.on_search_answer = searches.on_answer
     service.on_node_connected = searches.node_connected
     service.components.append(searches)
     return searches
+
+
+def _pass_of(node: str, r: SearchRead) -> tuple[str, str, str, str]:
+    return pass_key(node, r.camera, format_time(r.seen_at), r.text)
 
 
 def event_line(event: dict[str, Any]) -> str:

@@ -35,7 +35,8 @@ _SEARCH_ID = re.compile(r"^[0-9a-f]{32}$")
 _FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 CSV_FIELDS = ("search_id", "case_ref", "legal_basis", "requested_by", "agency", "n", "node",
               "node_agency", "seen_at", "text", "formatted", "country", "confidence", "camera",
-              "direction", "vehicle_type", "vehicle_colour", "lat", "lon")  # fmt: skip
+              "direction", "vehicle_type", "vehicle_colour", "lat", "lon",
+              "source", "watchlists")  # fmt: skip
 
 
 def _run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -208,7 +209,9 @@ async def crop(request: Request) -> Response:
     r = found.read
     await _audit(request, user, "search read opened",
                  f"search {search.id}: case {search.request.case_ref!r}; read {n}: {r.text} "
-                 f"at {found.node}/{r.camera} {r.seen_at.isoformat()}")  # fmt: skip
+                 f"at {found.node}/{r.camera} {r.seen_at.isoformat()}"
+                 f"{f' (the collector hit {found.hit_ids[0]})' if found.hit_ids else ''}"
+                 )  # fmt: skip
     return Response(r.crop_jpeg, media_type="image/jpeg",
                     headers={"cache-control": "private, no-store"})  # fmt: skip
 
@@ -243,7 +246,8 @@ async def export(request: Request) -> Response:
     for r in reads:
         head = [search.id, s["case_ref"], s["legal_basis"], s["requested_by"], s["agency"],
                 r["n"], r["node"], r["agency"]]  # fmt: skip
-        writer.writerow([*head, *(r[k] for k in CSV_FIELDS[8:])])
+        writer.writerow([*head, *(r.get(k, "") for k in CSV_FIELDS[8:-1]),
+                         " ".join(r.get("watchlists", []))])  # fmt: skip
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 

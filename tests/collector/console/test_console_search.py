@@ -114,8 +114,11 @@ def test_an_investigator_s_search_streams_the_reads_node_by_node(world):
     reads = [r for e in events if e["event"] == "reads" for r in e["reads"]]
     assert sorted(r["node"] for r in reads) == ["lt-a", "lt-b"]
     assert all(r["text"] == "LTA123" and r["crop_url"] for r in reads)
-    states = {e["node"]: e["state"] for e in events if e["event"] == "node"}
-    assert states == {"lt-a": "done", "lt-b": "done"}
+    states = {(e["source"], e["node"]): e["state"] for e in events if e["event"] == "node"}
+    # the collector's own hits are a source of their own (none here: no hit stored)
+    assert states == {("node", "lt-a"): "done", ("node", "lt-b"): "done",
+                      ("collector", "collector"): "done"}
+    assert events[-1]["collector"] == {"state": "done", "reads": 0, "found": 0, "refused": ""}
 
 
 def test_operators_and_admins_are_refused(world):

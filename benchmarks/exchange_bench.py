@@ -342,7 +342,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for agency in (LT, PL):
         generate_nkey(creds, agency)
     server = NatsServer(work / "nats", lambda listen, http, store: server_config(
-        agreements, creds, store_dir=store, listen=listen, http=http)).start()
+        agreements, creds, store_dir=store, listen=listen, http=http, sync=args.sync)).start()
     ctx = mp.get_context("spawn")
     s_parent, s_child = ctx.Pipe()
     r_parent, r_child = ctx.Pipe()
@@ -401,6 +401,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "crop_bytes": round(sum(crops) / len(crops)),
         "scene_bytes": round(sum(scenes) / len(scenes)),
         "batch": args.batch,
+        "nats_sync_interval": args.sync,
         "warmup_hits": args.warmup,
         "rows_at_partner": rows,
         "handed_total": args.warmup + sum(r["hits"] for r in runs.values()),
@@ -434,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
                    "arrive")
     p.add_argument("--work-dir", default=None, help="where the databases and the stream go")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--sync", default="always",
+                   help="the NATS server's sync_interval, as `exchange server-config --sync` "
+                   "writes it: always (the default), or a duration such as 2m")
     args = p.parse_args(argv)
     result = run(args)
     print(json.dumps(result), flush=True)

@@ -37,7 +37,8 @@ def add_exchange_commands(sub: argparse._SubParsersAction, load_grants: LoadGran
     def server_config_cmd(args: argparse.Namespace) -> int:
         grants = load_grants(Path(args.agreements))
         sys.stdout.write(server_config(grants, Path(args.keys), store_dir=Path(args.store_dir),
-                                       listen=args.listen, http=args.http or None))
+                                       listen=args.listen, http=args.http or None,
+                                       sync=args.sync))
         return 0
 
     sp = cmds.add_parser("server-config", help="nats-server.conf for the agencies and the "
@@ -49,4 +50,8 @@ def add_exchange_commands(sub: argparse._SubParsersAction, load_grants: LoadGran
     sp.add_argument("--listen", default="0.0.0.0:4222", help="client address (host:port)")
     sp.add_argument("--http", default="127.0.0.1:8222",
                     help="monitoring address ('' for none)")
+    sp.add_argument("--sync", default="always",
+                    help="JetStream's sync_interval: 'always' (each message on disk before its "
+                         "PubAck: a lone server loses nothing on a power cut), or a duration "
+                         "such as 2m for a cluster whose streams have three replicas")
     sp.set_defaults(func=server_config_cmd)

@@ -147,9 +147,10 @@ def render(
 
 def server_config(
     grants: Grants, keys_dir: Path, *, store_dir: Path, listen: str = "127.0.0.1:4222",
-    http: str | None = "127.0.0.1:8222",
+    http: str | None = "127.0.0.1:8222", sync: str = "always",
 ) -> str:
     """The config for every agency the agreements name (each must have a key in `keys_dir`)."""
     agencies = sorted(grants.agencies)
     keys = {a: public_key_of(keys_dir, a) for a in agencies}
-    return render(keys, routes(grants, agencies), store_dir=store_dir, listen=listen, http=http)
+    return render(keys, routes(grants, agencies), store_dir=store_dir, listen=listen, http=http,
+                  sync=sync)

@@ -57,6 +57,8 @@ class MiniNode:
     db_path: Path
     retention_h: float = 24.0
     place: tuple[float, float] = (54.69, 25.28)
+    # a camera's own place (None: the node does not know it), else `place`
+    places: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     hold: threading.Event = field(default_factory=threading.Event)  # set: answer now
     queries: list[str] = field(default_factory=list)  # ids taken
     refused: list[str] = field(default_factory=list)  # why, each query refused
@@ -108,10 +110,12 @@ class MiniNode:
                 continue
             if q.mode == "wildcard" and not fnmatch.fnmatchcase(text, pattern):
                 continue
+            at = self.places.get(camera, self.place)
             out.append(SearchRead(text=text, formatted=text, country="LT", confidence=conf,
                                   seen_at=parse_iso(seen), camera=camera, direction=direction,
-                                  vehicle_type="car", vehicle_colour="blue", lat=self.place[0],
-                                  lon=self.place[1], crop_jpeg=crop))  # fmt: skip
+                                  vehicle_type="car", vehicle_colour="blue",
+                                  lat=at[0] if at else None, lon=at[1] if at else None,
+                                  crop_jpeg=crop))  # fmt: skip
         return out[: q.max_rows]
 
     def _run(self) -> None:

@@ -129,6 +129,7 @@
     if (name === "watchlists") loadLists();
     if (name === "audit") loadAudit(true);
     if (name === "search") fillFilters();
+    if (name === "trace") fillTraceForm();
   }
 
   function route() {
@@ -481,6 +482,503 @@
     }
   }
 
+  // ------------------------------------------------------------------ the nodes' reads (investigators)
+
+  // The reads stay on the nodes: an investigator's search goes to them (POST /api/search,
+  // answered as NDJSON as the nodes answer), each node's state is shown as it changes, the
+  // reads in time order, and the vehicle's journey on the map: one numbered stop per camera
+  // passed, in time order, joined by a line.  A read's picture is fetched only when asked
+  // for: the collector records every one opened, with the case.
+  const NODE_STATES = {
+    asked: "trace.state_asked", answering: "trace.state_answering", done: "trace.state_done",
+    offline: "trace.state_offline", slow: "trace.state_slow", refused: "trace.state_refused",
+  };
+  const MAX_DISTANCE = 1.75; // edge.core.watchlist.distance.MAX_FUZZY_DISTANCE
+  const FOLLOW_S = 3; // how often a search with slow nodes looks for their late answers
+
+  const isInvestigator = () => state.me && state.me.user.role === "investigator";
+
+  function localInput(d) { // a Date as a datetime-local value, in the browser's time
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  function traceMode() {
+    const checked = document.querySelector('input[name="t-mode"]:checked');
+    return checked ? checked.value : "exact";
+  }
+
+  function setTraceMode(mode) {
+    for (const r of document.querySelectorAll('input[name="t-mode"]')) r.checked = r.value === mode;
+    $("t-distance").disabled = mode !== "fuzzy";
+  }
+
+  async function fillTraceForm() {
+    if (!$("t-since").value) $("t-since").value = localInput(new Date(Date.now() - 2 * 86400e3));
+    makeJourneyMap();
+    try {
+      const [cams, lists] = await Promise.all([api("/api/cameras"), api("/api/watchlists")]);
+      state.traceCameras = cams.cameras;
+      const sel = $("t-cameras");
+      const keep = new Set([...sel.selectedOptions].map((o) => o.value));
+      sel.replaceChildren(...cams.cameras.map((c) => el("option", {
+        value: c.id, selected: keep.has(c.id),
+        text: [c.id, c.label || c.road].filter(Boolean).join(" \u2014 ") })));
+      // The watchlists' own distance: the widest of the fuzzy lists, as the hits use.
+      const fuzzy = lists.lists.filter((l) => l.match !== "exact" && l.max_distance > 0);
+      if (fuzzy.length && !state.distanceTouched) {
+        $("t-distance").value = String(Math.max(...fuzzy.map((l) => l.max_distance)));
+      }
+      drawCameraSpots();
+    } catch (e) { /* the search works without them */ }
+    if (state.trace) drawJourney(); // the console's places may place more of its reads
+
+  }
+
+  class FormProblem extends Error {
+    constructor(field, message) { super(message); this.field = field; }
+  }
+
+  function areaValue() {
+    const ids = ["t-min-lat", "t-min-lon", "t-max-lat", "t-max-lon"];
+    const raw = ids.map((id) => $(id).value.trim());
+    if (raw.every((v) => v === "")) return null;
+    const bad = ids.find((id, i) => raw[i] === "" || !isFinite(Number(raw[i])));
+    if (bad) throw new FormProblem(bad, t("trace.need_area"));
+    const [a, b, c, d] = raw.map(Number);
+    if (Math.abs(a) > 90 || Math.abs(c) > 90 || Math.abs(b) > 180 || Math.abs(d) > 180 || a > c || b > d) {
+      throw new FormProblem(ids[0], t("trace.bad_area"));
+    }
+    return [a, b, c, d];
+  }
+
+  // What the form asks, as POST /api/search takes it; FormProblem says what is missing.
+  function traceBody() {
+    const plate = $("t-plate").value.trim();
+    if (!plate) throw new FormProblem("t-plate", t("trace.need_plate"));
+    const mode = traceMode();
+    const wild = /[?*]/.test(plate);
+    if (mode === "wildcard" && !wild) throw new FormProblem("t-plate", t("trace.need_wildcard"));
+    if (mode !== "wildcard" && wild) throw new FormProblem("t-plate", t("trace.no_wildcard"));
+    const since = localToIso($("t-since").value);
+    if (!since) throw new FormProblem("t-since", t("trace.need_since"));
+    const until = localToIso($("t-until").value);
+    if (until && until < since) throw new FormProblem("t-until", t("trace.until_before"));
+    const body = { plate, mode, since, case_ref: $("t-case").value.trim(),
+                   legal_basis: $("t-basis").value.trim(), retry_offline: $("t-retry-auto").checked };
+    if (until) body.until = until;
+    if (mode === "fuzzy") {
+      const d = Number($("t-distance").value);
+      if (!(d > 0 && d <= MAX_DISTANCE)) throw new FormProblem("t-distance", t("trace.bad_distance", { max: MAX_DISTANCE }));
+      body.max_distance = d;
+    }
+    // Cameras are named as each node names them; the nodes asked are those they are on.
+    const chosen = [...$("t-cameras").selectedOptions].map((o) => o.value);
+    if (chosen.length) {
+      const split = chosen.map((id) => [id.slice(0, id.indexOf("/")), id.slice(id.indexOf("/") + 1)]);
+      body.nodes = [...new Set(split.map((s) => s[0]))];
+      body.cameras = [...new Set(split.map((s) => s[1]))];
+    }
+    const area = areaValue();
+    if (area) body.area = area;
+    if (!body.case_ref) throw new FormProblem("t-case", t("trace.need_case"));
+    if (!body.legal_basis) throw new FormProblem("t-basis", t("trace.need_basis"));
+    return body;
+  }
+
+  function markProblem(field) {
+    for (const n of $("trace-form").querySelectorAll("[aria-invalid]")) n.removeAttribute("aria-invalid");
+    if (field) {
+      $(field).setAttribute("aria-invalid", "true");
+      $(field).focus();
+    }
+  }
+
+  async function runTrace() {
+    let body;
+    try {
+      body = traceBody();
+      markProblem(null);
+    } catch (e) {
+      if (!(e instanceof FormProblem)) throw e;
+      markProblem(e.field);
+      status("trace-status", e.message, true);
+      return;
+    }
+    stopFollowing();
+    if (state.traceAbort) state.traceAbort.abort(); // a search asked again: the last one's stream ends
+    state.traceAbort = new AbortController();
+    state.trace = null;
+    state.traceRuns = (state.traceRuns || 0) + 1;
+    const run = state.traceRuns;
+    document.body.dataset.traceSettled = "0";
+    $("t-go").disabled = true;
+    status("trace-status", t("trace.asking"));
+    try {
+      const res = await fetch("/api/search", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        signal: state.traceAbort.signal,
+      });
+      if (res.status === 401) { window.location.assign("/login"); return; }
+      if (!res.ok) {
+        let why = res.statusText;
+        try { why = (await res.json()).error || why; } catch (e) { /* not JSON */ }
+        status("trace-status", t("trace.refused", { error: why }), true);
+        return;
+      }
+      await readLines(res, (event) => { if (run === state.traceRuns) traceEvent(event); });
+    } catch (e) {
+      if (run === state.traceRuns) status("trace-status", t("trace.refused", { error: e.message }), true);
+    } finally {
+      if (run === state.traceRuns) $("t-go").disabled = false;
+    }
+    if (run === state.traceRuns) followLater();
+  }
+
+  // NDJSON as it comes: each whole line handed on at once.
+  async function readLines(res, take) {
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      buf += decoder.decode(value || new Uint8Array(), { stream: !done });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line) take(JSON.parse(line));
+      }
+      if (done) break;
+    }
+    if (buf.trim()) take(JSON.parse(buf));
+  }
+
+  function traceEvent(ev) {
+    if (ev.event === "search") {
+      const s = ev.search;
+      state.trace = { id: s.id, search: s, nodes: new Map(), reads: new Map(), events: 0,
+                      settled: false, opened: new Set(), stops: [] };
+      for (const n of s.nodes) state.trace.nodes.set(n.node, n);
+      const base = `/api/search/${s.id}`;
+      $("trace-csv").href = `${base}.csv`;
+      $("trace-csv-semicolon").href = `${base}.csv?sep=%3B`;
+      $("trace-json").href = `${base}.json`;
+      $("trace-result").hidden = false;
+      document.body.dataset.traceId = s.id;
+    }
+    const tr = state.trace;
+    if (!tr) return;
+    tr.events += 1;
+    if (ev.event === "node") {
+      tr.nodes.set(ev.node, ev);
+      tr.settled = false;
+    } else if (ev.event === "reads") {
+      for (const r of ev.reads) tr.reads.set(r.n, r);
+    } else if (ev.event === "done") {
+      tr.settled = true;
+      tr.counts = ev;
+      document.body.dataset.traceSettled = "1";
+    }
+    renderTrace();
+  }
+
+  function nodeText(n) {
+    const key = NODE_STATES[n.state];
+    const text = key ? t(key, { reads: n.reads, total: n.total, why: n.refused || "" }) : n.state;
+    return n.late ? `${text} ${t("trace.late")}` : text;
+  }
+
+  function sortedReads(tr) {
+    return [...tr.reads.values()].sort((a, b) => (a.seen_at < b.seen_at ? -1 : a.seen_at > b.seen_at ? 1 : a.n - b.n));
+  }
+
+  function renderTrace() {
+    const tr = state.trace;
+    const nodes = [...tr.nodes.values()];
+    $("trace-nodes").replaceChildren(...nodes.map((n) => el("li", { class: `node-state ${n.state}`, "data-node": n.node, "data-state": n.state },
+      el("b", { text: n.node }), n.agency ? el("span", { class: "agency", text: ` (${n.agency})` }) : null, ": ", nodeText(n))));
+    const again = nodes.filter((n) => n.state === "offline" || n.state === "slow");
+    $("trace-retry").hidden = !(tr.settled && again.length);
+    const reads = sortedReads(tr);
+    const stops = drawJourney();
+    const stopOf = new Map();
+    for (const s of stops) for (const r of s.reads) stopOf.set(r.n, s.n);
+    $("trace-reads").querySelector("tbody").replaceChildren(...reads.map((r) => readRow(r, stopOf.get(r.n))));
+    $("trace-crops").hidden = !reads.some((r) => r.crop_url);
+    $("trace-count").textContent = t("trace.count", { count: reads.length, nodes: nodes.filter((n) => n.state === "done").length });
+    const pending = nodes.filter((n) => n.state === "asked" || n.state === "answering").length;
+    status("trace-status", tr.settled
+      ? [t("trace.settled", { count: reads.length }),
+         again.length ? t("trace.missing", { count: again.length, nodes: again.map((n) => n.node).join(", ") }) : ""].filter(Boolean).join(" ")
+      : t("trace.waiting", { count: pending }));
+  }
+
+  function readRow(r, stop) {
+    const cell = el("td", { class: "picture" });
+    const show = () => {
+      const img = el("img", { class: "crop-open", src: r.crop_url, alt: t("pic.plate", { plate: r.formatted || r.text }) });
+      cell.replaceChildren(el("button", { type: "button", class: "crop-button", title: t("trace.larger"),
+        onclick: () => { $("scene-big").src = img.src; $("scene-big").alt = img.alt; $("scene-dialog").showModal(); } }, img));
+    };
+    if (state.trace.opened.has(r.n)) show();
+    else if (r.crop_url) {
+      cell.append(el("button", { type: "button", class: "open-crop", text: t("trace.show_crop"),
+        "aria-label": t("trace.show_crop_of", { plate: r.formatted || r.text, when: when(r.seen_at) }),
+        onclick: () => { state.trace.opened.add(r.n); show(); } }));
+    } else cell.append(el("span", { class: "fineprint", text: t("pic.no_crop") }));
+    return el("tr", { "data-n": r.n, "data-node": r.node, "data-camera": `${r.node}/${r.camera}` },
+      el("td", { text: stop === undefined ? "\u2013" : stop }),
+      el("td", { title: r.seen_at, text: when(r.seen_at) }),
+      el("td", { class: "plate-cell", text: `${r.formatted || r.text} ${r.country || ""}` }),
+      el("td", { text: `${r.node}/${r.camera}` }),
+      el("td", { text: r.direction || "" }),
+      el("td", { text: vehicleText(r) }),
+      el("td", { text: `${Math.round(r.confidence * 100)} %` }),
+      el("td", { text: r.agency || "" }),
+      cell);
+  }
+
+  function showAllCrops() {
+    if (!state.trace) return;
+    for (const r of state.trace.reads.values()) if (r.crop_url) state.trace.opened.add(r.n);
+    renderTrace();
+  }
+
+  // Late answers of slow nodes, and what a retry brings: the search's events from the last
+  // seen on (server-sent events), looked at again every FOLLOW_S while a node is missing.
+  function stopFollowing() {
+    clearTimeout(state.followTimer);
+    state.followTimer = null;
+    if (state.followSource) state.followSource.close();
+    state.followSource = null;
+  }
+
+  function waitingFor(tr) {
+    return [...tr.nodes.values()].some((n) => ["asked", "answering", "slow"].includes(n.state));
+  }
+
+  function followLater() {
+    const tr = state.trace;
+    if (!tr || state.followTimer || state.followSource) return;
+    const offline = [...tr.nodes.values()].some((n) => n.state === "offline");
+    if (tr.settled && !waitingFor(tr) && !(tr.search.retry_offline && offline)) return;
+    state.followTimer = setTimeout(() => { state.followTimer = null; follow(); }, tr.settled ? FOLLOW_S * 1000 : 0);
+  }
+
+  function follow() {
+    const tr = state.trace;
+    if (!tr || state.followSource) return;
+    const source = new EventSource(`/api/search/${tr.id}/events?after=${tr.events}`);
+    state.followSource = source;
+    const take = (ev) => {
+      if (state.trace !== tr || Number(ev.lastEventId) !== tr.events) return; // seen already
+      traceEvent(JSON.parse(ev.data));
+    };
+    for (const kind of ["search", "node", "reads"]) source.addEventListener(kind, take);
+    const end = () => {
+      source.close();
+      if (state.followSource === source) state.followSource = null;
+      if (state.trace === tr) followLater();
+    };
+    source.addEventListener("done", (ev) => { take(ev); end(); });
+    source.addEventListener("error", end); // ended (nothing new yet), or the link dropped
+    source.addEventListener("signed-out", () => window.location.assign("/login"));
+  }
+
+  async function retryTrace() {
+    const tr = state.trace;
+    if (!tr) return;
+    $("trace-retry").disabled = true;
+    try {
+      const res = await api(`/api/search/${tr.id}/retry`, { json: {} });
+      status("trace-status", res.asked.length ? t("trace.asked_again", { nodes: res.asked.join(", ") }) : t("trace.none_back"));
+      stopFollowing();
+      tr.settled = false; // until the nodes asked again have answered
+      follow();
+    } catch (e) {
+      status("trace-status", t("trace.refused", { error: e.message }), true);
+    } finally {
+      $("trace-retry").disabled = false;
+    }
+  }
+
+  // ---- the journey on the map
+
+  function makeJourneyMap() {
+    if (state.journeyMap || !window.L || !(state.me.map && state.me.map.built)) {
+      $("journey-map").hidden = !state.journeyMap;
+      if (state.journeyMap) state.journeyMap.invalidateSize();
+      else $("journey-note").textContent = t("map.not_built");
+      return state.journeyMap;
+    }
+    const map = baseMap("journey-map");
+    state.cameraSpots = L.layerGroup().addTo(map);
+    state.journeyLayer = L.layerGroup().addTo(map);
+    map.on("click", (e) => drawClick(e.latlng));
+    map.on("mousemove", (e) => { if (state.drawing && state.drawing.first) showArea(L.latLngBounds(state.drawing.first, e.latlng)); });
+    state.journeyMap = map;
+    return map;
+  }
+
+  function drawCameraSpots() {
+    if (!state.journeyMap) return;
+    state.cameraSpots.clearLayers();
+    const placed = (state.traceCameras || []).filter((c) => c.lat !== null && c.lon !== null);
+    for (const c of placed) {
+      L.circleMarker([c.lat, c.lon], { radius: 5, className: `cam-spot ${c.health}`, weight: 1 })
+        .bindTooltip(c.id, { direction: "right" }).addTo(state.cameraSpots);
+    }
+    if (placed.length && !state.trace && !state.spotsFitted) { // before any journey: the cameras
+      state.spotsFitted = true;
+      state.journeyMap.fitBounds(L.latLngBounds(placed.map((c) => [c.lat, c.lon])).pad(0.3), { maxZoom: 10 });
+    }
+  }
+
+  // Stops in time order: consecutive reads at one camera are one stop.  A read's place is
+  // its node's word for the camera, else the console's (the cameras' config or hits).
+  function journeyStops(reads) {
+    const places = new Map((state.traceCameras || []).map((c) => [c.id, c]));
+    const stops = [];
+    let unplaced = 0;
+    for (const r of reads) {
+      const camera = `${r.node}/${r.camera}`;
+      let [lat, lon] = [r.lat, r.lon];
+      if (lat === null || lat === undefined || lon === null || lon === undefined) {
+        const c = places.get(camera);
+        [lat, lon] = c && c.lat !== null ? [c.lat, c.lon] : [null, null];
+      }
+      if (lat === null) { unplaced += 1; continue; }
+      const last = stops[stops.length - 1];
+      if (last && last.camera === camera && last.lat === lat && last.lon === lon) last.reads.push(r);
+      else stops.push({ n: stops.length + 1, camera, lat, lon, reads: [r] });
+    }
+    return { stops, unplaced };
+  }
+
+  function stopTimes(s) {
+    const first = when(s.reads[0].seen_at);
+    return s.reads.length === 1 ? first : t("trace.times", { first, last: when(s.reads[s.reads.length - 1].seen_at), count: s.reads.length });
+  }
+
+  function drawJourney() {
+    const tr = state.trace;
+    const { stops, unplaced } = journeyStops(tr ? sortedReads(tr) : []);
+    if (tr) tr.stops = stops;
+    const key = `${tr ? tr.id : ""}/${unplaced}/` + stops.map((s) => `${s.camera}:${s.lat},${s.lon}:${s.reads.length}`).join("|");
+    if (key === state.journeyKey) return stops; // drawn as it is
+    $("journey-list").replaceChildren(...stops.map((s) => el("li", { "data-stop": s.n, "data-camera": s.camera },
+      el("b", { text: s.camera }), ` \u00b7 ${stopTimes(s)}`)));
+    const notes = [];
+    if (!state.journeyMap) notes.push(t("map.not_built"));
+    if (unplaced) notes.push(t("trace.unplaced", { count: unplaced }));
+    $("journey-note").textContent = notes.join(" ");
+    const map = state.journeyMap;
+    if (!map || $("trace").hidden) return stops; // drawn and fitted when the tab is shown
+    state.journeyKey = key;
+    state.journeyLayer.clearLayers();
+    state.journeyLine = null;
+    if (!stops.length) return stops;
+    const points = stops.map((s) => [s.lat, s.lon]);
+    state.journeyLine = L.polyline(points, { className: "journey-line", weight: 4, interactive: false }).addTo(state.journeyLayer);
+    for (const s of stops) {
+      const icon = L.divIcon({ className: "journey-stop", iconSize: [26, 26], iconAnchor: [13, 13],
+                               html: el("span", { class: "journey-n", "data-stop": s.n, "data-camera": s.camera, text: s.n }) });
+      L.marker([s.lat, s.lon], { icon, title: `${s.n}. ${s.camera} \u2014 ${stopTimes(s)}`, zIndexOffset: 1000 + s.n })
+        .bindTooltip(`${s.n}. ${stopTimes(s)}`, { permanent: true, direction: "top", offset: [0, -12], className: "journey-time" })
+        .addTo(state.journeyLayer);
+    }
+    map.invalidateSize();
+    map.fitBounds(L.latLngBounds(points).pad(0.25), { maxZoom: 13 });
+    return stops;
+  }
+
+  // ---- the area, typed or drawn as a box (a click on one corner, then on the other)
+
+  function showArea(bounds) {
+    if (!state.journeyMap) return;
+    if (state.areaBox) state.areaBox.remove();
+    state.areaBox = bounds ? L.rectangle(bounds, { className: "area-box", weight: 2, fillOpacity: 0.08, interactive: false }).addTo(state.journeyMap) : null;
+  }
+
+  function areaFromInputs() {
+    try {
+      const a = areaValue();
+      showArea(a ? L.latLngBounds([a[0], a[1]], [a[2], a[3]]) : null);
+    } catch (e) { /* shown when asked */ }
+  }
+
+  function startDrawing() {
+    if (!makeJourneyMap()) { status("trace-status", t("map.not_built"), true); return; }
+    state.drawing = { first: null };
+    $("t-draw").setAttribute("aria-pressed", "true");
+    $("journey-map").classList.add("drawing");
+    status("trace-status", t("trace.draw_hint"));
+  }
+
+  function drawClick(latlng) {
+    if (!state.drawing) return;
+    if (!state.drawing.first) {
+      state.drawing.first = latlng;
+      showArea(L.latLngBounds(latlng, latlng));
+      return;
+    }
+    const b = L.latLngBounds(state.drawing.first, latlng);
+    stopDrawing();
+    const r = (x) => String(Math.round(x * 1e5) / 1e5);
+    $("t-min-lat").value = r(b.getSouth());
+    $("t-min-lon").value = r(b.getWest());
+    $("t-max-lat").value = r(b.getNorth());
+    $("t-max-lon").value = r(b.getEast());
+    showArea(b);
+    status("trace-status", "");
+  }
+
+  function stopDrawing() {
+    state.drawing = null;
+    $("t-draw").setAttribute("aria-pressed", "false");
+    $("journey-map").classList.remove("drawing");
+  }
+
+  function clearArea() {
+    for (const id of ["t-min-lat", "t-min-lon", "t-max-lat", "t-max-lon"]) $(id).value = "";
+    stopDrawing();
+    showArea(null);
+  }
+
+  function setUpTrace() {
+    if (!isInvestigator()) {
+      // Not theirs: the tab and its section leave the page (the server refuses them anyway).
+      for (const n of document.querySelectorAll(".investigator-only")) n.remove();
+      return;
+    }
+    for (const n of document.querySelectorAll(".investigator-only")) n.hidden = n.tagName === "SECTION";
+    $("trace-form").addEventListener("submit", (ev) => { ev.preventDefault(); runTrace(); });
+    for (const r of document.querySelectorAll('input[name="t-mode"]')) r.addEventListener("change", () => setTraceMode(traceMode()));
+    $("t-plate").addEventListener("input", () => {
+      const wild = /[?*]/.test($("t-plate").value);
+      if (wild && traceMode() !== "wildcard") setTraceMode("wildcard");
+      else if (!wild && traceMode() === "wildcard") setTraceMode("exact");
+    });
+    $("t-distance").addEventListener("input", () => { state.distanceTouched = true; });
+    for (const id of ["t-min-lat", "t-min-lon", "t-max-lat", "t-max-lon"]) $(id).addEventListener("change", areaFromInputs);
+    $("t-draw").addEventListener("click", () => (state.drawing ? stopDrawing() : startDrawing()));
+    document.addEventListener("keydown", (ev) => { // Escape: no box after all
+      if (ev.key === "Escape" && state.drawing) { stopDrawing(); areaFromInputs(); status("trace-status", ""); }
+    });
+    $("t-clear-area").addEventListener("click", clearArea);
+    $("trace-retry").addEventListener("click", retryTrace);
+    $("trace-crops").addEventListener("click", showAllCrops);
+    // For the browser tests and the curious: the journey as drawn (the line's own points).
+    window.ConsoleTrace = {
+      journey: () => ({
+        stops: ((state.trace && state.trace.stops) || []).map((s) => ({ n: s.n, camera: s.camera, lat: s.lat, lon: s.lon, seen: s.reads.map((r) => r.seen_at) })),
+        line: state.journeyLine ? state.journeyLine.getLatLngs().map((p) => [p.lat, p.lng]) : null,
+      }),
+    };
+  }
+
   // ------------------------------------------------------------------ cameras and the map
 
   // The map: Leaflet on the page's own origin, the layers built from Natural Earth (borders)
@@ -495,7 +993,16 @@
 
   function makeMap() {
     if (state.map || !window.L || !(state.me.map && state.me.map.built)) return state.map;
-    const map = L.map("map", { preferCanvas: false, worldCopyJump: false, minZoom: 4, maxZoom: 16, zoomSnap: 0.5 });
+    const map = baseMap("map");
+    state.clusters = L.markerClusterGroup({ maxClusterRadius: 40, showCoverageOnHover: false });
+    state.clusters.addTo(map);
+    state.map = map;
+    return map;
+  }
+
+  // A map in the element `id`: the site's tiles if any, the countries, borders and towns.
+  function baseMap(id) {
+    const map = L.map(id, { preferCanvas: false, worldCopyJump: false, minZoom: 4, maxZoom: 16, zoomSnap: 0.5 });
     map.attributionControl.setPrefix(false);
     const tiles = state.me.map.tile_url;
     if (tiles) {
@@ -514,11 +1021,8 @@
         map.on("zoomend moveend", () => showTowns(map, towns));
       }
       towns.addTo(map);
-      document.body.dataset.mapLayers = "1";
-    }).catch((e) => { $("map-note").textContent = `${t("map.not_built")} (${e.message})`; });
-    state.clusters = L.markerClusterGroup({ maxClusterRadius: 40, showCoverageOnHover: false });
-    state.clusters.addTo(map);
-    state.map = map;
+      document.body.dataset[id === "map" ? "mapLayers" : "journeyLayers"] = "1";
+    }).catch((e) => { $(id === "map" ? "map-note" : "journey-note").textContent = `${t("map.not_built")} (${e.message})`; });
     return map;
   }
 
@@ -778,6 +1282,7 @@
     if (state.me.user.role === "admin") {
       for (const n of document.querySelectorAll(".admin-only")) n.hidden = false;
     }
+    setUpTrace();
     showMute();
     showNotify();
     $("notify").addEventListener("click", () => {

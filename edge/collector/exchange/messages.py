@@ -45,7 +45,7 @@ from edge.core.link_protocol import DEFAULT_LIMITS, HitMessage, Limits, decode
 from edge.core.status import MAX_TEXT, CameraState, Name, Place, Time
 from edge.core.watchlist.entry import FieldError, ListPolicy, check_list_name
 from edge.core.watchlist.index import Row
-from edge.core.watchlist.protocol import row_from_wire, row_to_wire
+from edge.core.watchlist.protocol import policy_from_wire, row_to_wire, rows_from_wire
 
 VERSION = 1
 HIT_MAGIC = b"ANPX"
@@ -169,20 +169,9 @@ def _list_change(d: object) -> ListChange:
         raise ProtocolError("invalid", f"unknown op {op!r}")
     policy = rows = ids = at = None
     if "policy" in d or op in ("snapshot-begin", "policy"):
-        raw = d.get("policy")
-        if not isinstance(raw, dict):
-            raise ProtocolError("invalid", "policy: expected an object")
-        try:
-            policy = ListPolicy.from_json(raw)
-        except FieldError as e:
-            raise ProtocolError("invalid", f"policy: {e}") from None
-        if policy.name != name:
-            raise ProtocolError("invalid", "policy names another list")
+        policy = policy_from_wire(name, d.get("policy"))
     if op == "upsert":
-        items = d.get("entries")
-        if not isinstance(items, list):
-            raise ProtocolError("invalid", "entries: expected a list")
-        rows = tuple(row_from_wire(name, item) for item in items)
+        rows = rows_from_wire(name, d.get("entries"))
     if op in ("expire", "remove"):
         items = d.get("ids")
         if not isinstance(items, list):

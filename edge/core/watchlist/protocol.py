@@ -183,26 +183,35 @@ def parse_update(topic: bytes, body: Mapping[str, object]) -> Update:
     rows: tuple[Row, ...] = ()
     ids: tuple[int, ...] = ()
     if op == "policy":
-        raw = body.get("policy")
-        if not isinstance(raw, dict):
-            raise ProtocolError("invalid", "policy: expected an object")
-        try:
-            policy = ListPolicy.from_json(raw)
-        except FieldError as e:
-            raise ProtocolError("invalid", f"policy: {e}") from None
-        if policy.name != name:
-            raise ProtocolError("invalid", "policy names another list")
+        policy = policy_from_wire(name, body.get("policy"))
     elif op == "upsert":
-        items = body.get("entries")
-        if not isinstance(items, list):
-            raise ProtocolError("invalid", "entries: expected a list")
-        rows = tuple(row_from_wire(name, item) for item in items)
+        rows = rows_from_wire(name, body.get("entries"))
     elif op == "delete":
         items = body.get("ids")
         if not isinstance(items, list):
             raise ProtocolError("invalid", "ids: expected a list")
         ids = tuple(_int(i, "id", 1) for i in items)
     return Update(epoch, name, seq, op, policy, rows, ids)
+
+
+def policy_from_wire(name: str, raw: object) -> ListPolicy:
+    """List `name`'s policy as a message carries it; ProtocolError if it is not one."""
+    if not isinstance(raw, dict):
+        raise ProtocolError("invalid", "policy: expected an object")
+    try:
+        policy = ListPolicy.from_json(raw)
+    except FieldError as e:
+        raise ProtocolError("invalid", f"policy: {e}") from None
+    if policy.name != name:
+        raise ProtocolError("invalid", "policy names another list")
+    return policy
+
+
+def rows_from_wire(name: str, items: object) -> tuple[Row, ...]:
+    """List `name`'s entries as a message carries them; ProtocolError if any is off."""
+    if not isinstance(items, list):
+        raise ProtocolError("invalid", "entries: expected a list")
+    return tuple(row_from_wire(name, item) for item in items)
 
 
 def hugz_body(epoch: str, seqs: Mapping[str, int]) -> dict[str, object]:

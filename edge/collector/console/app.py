@@ -30,7 +30,6 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -45,6 +44,7 @@ from edge.collector.console.i18n import LANGUAGES, check_language
 from edge.collector.console.limits import BodyLimits
 from edge.collector.console.live import LiveHub
 from edge.collector.console.search_api import routes as search_routes
+from edge.collector.console.streams import ClosingStream
 from edge.collector.console.throttle import AuditRow, HashGate, RefusalLog, SignInThrottle
 from edge.collector.console.upload import FileRefused, Upload, UploadError, read_upload, text_field
 from edge.collector.hits import HitScope
@@ -583,22 +583,9 @@ async def events(request: Request) -> Response:
         console.hub.unsubscribe(sub)
         console.close_stream(token)
 
-    return _Stream(stream(), done, media_type="text/event-stream",
+    return ClosingStream(stream(), done, media_type="text/event-stream",
                    headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
-
-class _Stream(StreamingResponse):
-    """A streaming response that calls `done` however it ends (even if it never began)."""
-
-    def __init__(self, content: AsyncIterator[str], done: Callable[[], None], **kw: Any):
-        super().__init__(content, **kw)
-        self._done = done
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._done()
 
 
 # ---------------------------------------------------------------- cameras, map

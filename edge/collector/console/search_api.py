@@ -20,12 +20,12 @@ from typing import Any
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from edge.collector import csvsafe
 from edge.collector.console.accounts import User
+from edge.collector.console.streams import ClosingStream
 from edge.collector.search import Search, Searches, SearchRefused, event_line, request_from_json
 from edge.core.times import utc_now
 
@@ -165,23 +165,10 @@ def _stream(request: Request, search: Search, after: int, *, sse: bool) -> Respo
                 quiet = now
 
     media = "text/event-stream" if sse else "application/x-ndjson"
-    return _Stream(lines(), lambda: console.close_stream(token), media_type=media,
+    return ClosingStream(lines(), lambda: console.close_stream(token), media_type=media,
                    headers={"cache-control": "no-store", "x-accel-buffering": "no",
                             "x-search-id": search.id})  # fmt: skip
 
-
-class _Stream(StreamingResponse):
-    """A streaming response that calls `done` however it ends."""
-
-    def __init__(self, content: AsyncIterator[str], done: Callable[[], None], **kw: Any):
-        super().__init__(content, **kw)
-        self._done = done
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._done()
 
 
 async def one(request: Request) -> Response:

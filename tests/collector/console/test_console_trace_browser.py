@@ -176,8 +176,10 @@ def test_a_search_streams_each_node_s_answer_and_draws_the_journey(world, browse
     browser.find_element(By.ID, "t-go").click()
     wait(browser).until(lambda d: d.execute_script(
         "return document.body.dataset.traceSettled") == "1")  # fmt: skip
-    # Each node's state: lt-a and lt-b answered, lt-c (known, not connected) offline.
-    assert nodes_shown(browser) == {"lt-a": "done", "lt-b": "done", "lt-c": "offline"}
+    # Each node's state: lt-a and lt-b answered, lt-c (known, not connected) offline; and
+    # the collector's own hits (none of this plate), searched first.
+    assert nodes_shown(browser) == {"collector": "done", "lt-a": "done", "lt-b": "done",
+                                    "lt-c": "offline"}
     states = {li.get_attribute("data-node"): li.text
               for li in browser.find_elements(By.CSS_SELECTOR, "#trace-nodes li")}  # fmt: skip
     assert "2 reads" in states["lt-a"] and "3 reads" in states["lt-b"], states

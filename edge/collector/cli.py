@@ -23,6 +23,7 @@ from edge.collector.console.cli import add_user_commands
 from edge.collector.console.search_cli import add_search_command
 from edge.collector.console.server import make_component as make_console
 from edge.collector.exchange.cli import add_exchange_commands
+from edge.collector.exchange.search_relay import attach_relay
 from edge.collector.hits import HitQuery, HitReader, StoredHit
 from edge.collector.nodes import judge_node
 from edge.collector.search import Audit, Searches, make_searches
@@ -91,6 +92,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Before the console, which serves it; only with a console (the one way to ask).
     audit = _console_audit(config)
     searches = make_searches(service, config, agreements.current, audit) if audit else None
+    if searches is not None:  # partners' nodes, through their collectors
+        attach_relay(searches, service, config, agreements.current, audit)
     service.components.extend(_components(config, agreements, searches))
     service.run_forever()
     return 0

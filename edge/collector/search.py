@@ -65,6 +65,12 @@ ASKED, ANSWERING, DONE, REFUSED, OFFLINE, SLOW = (
     "asked", "answering", "done", "refused", "offline", "slow")  # fmt: skip
 PENDING = (ASKED, ANSWERING)
 COLLECTOR = "collector"  # the source of the collector's own hits (not a node: `source`)
+# A partner agency whose collector is asked for its nodes over the exchange
+# (edge.collector.exchange.search_relay): a row of its own, `source` PARTNER, named by the
+# agency; asked, then done (its nodes, `via` it, are listed as they come), refused (the
+# partner said no, and why), or unreachable (the exchange or the partner is away).
+PARTNER = "partner"
+UNREACHABLE = "unreachable"
 MAX_CASE_REF = 128
 MAX_BASIS = 500
 _AUDIT_ROW = 1800  # characters of an audit row's detail (ConsoleDB keeps 2000)
@@ -74,6 +80,14 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 class SearchRefused(ValueError):
     """A search that cannot be asked (the message says why, for the investigator)."""
+
+
+class Partners(Protocol):
+    """The partners' part of a search (edge.collector.exchange.search_relay.SearchRelay)."""
+
+    def partners_for(self, agency: str) -> list[str]: ...
+
+    def ask(self, search: Search, partner: str, nodes: tuple[str, ...]) -> None: ...
 
 
 class Audit(Protocol):
@@ -184,11 +198,13 @@ class NodeState:
     deadline: float = 0.0  # monotonic
     next_seq: int = 0
     late: bool = False  # answered after it was listed slow
-    source: str = "node"  # or COLLECTOR: the collector's own hits
+    source: str = "node"  # or COLLECTOR: the collector's own hits, or PARTNER
     as_hits: int = 0  # reads left out: passes the collector holds as hits (shown as those)
+    via: str = ""  # a partner's node: the partner whose collector asks it for us
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "source": self.source, "agency": self.agency,
+                "via": self.via,
                 "state": self.state, "as_hits": self.as_hits,
                 "reads": self.reads, "total": self.total, "refused": self.refused,
                 "retention_h": self.retention_h, "asked": self.asked,
@@ -242,6 +258,8 @@ class Search:
     crop_bytes: int = 0
     collector: NodeState | None = None  # the collector's own hits, where it searches them
     hit_passes: set[tuple[str, str, str, str]] = field(default_factory=set)
+    partner_nodes: tuple[str, ...] = ()  # the nodes named for partners (empty: all granted)
+    audit_agency: str = ""  # the agency its audit rows name ("": `agency`)
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @property
@@ -261,8 +279,9 @@ class Search:
                 }  # fmt: skip
 
     def counts(self) -> dict[str, Any]:
-        """Reads per node, and the nodes offline, slow and refused."""
-        states = list(self.nodes.values())
+        """Reads per node, and the nodes offline, slow and refused; each partner's state."""
+        states = [s for s in self.nodes.values() if s.source != PARTNER]
+        partners = [s for s in self.nodes.values() if s.source == PARTNER]
         c = self.collector
         return {"collector": None if c is None else {"state": c.state, "reads": c.reads,
                                                       "found": c.total, "refused": c.refused},
@@ -271,7 +290,10 @@ class Search:
                 "offline": [s.node for s in states if s.state == OFFLINE],
                 "slow": [s.node for s in states if s.state == SLOW],
                 "pending": [s.node for s in states if s.state in PENDING],
-                "refused": {s.node: s.refused for s in states if s.state == REFUSED}}  # fmt: skip
+                "refused": {s.node: s.refused for s in states if s.state == REFUSED},
+                "partners": {s.node: {"state": s.state, "refused": s.refused, "nodes": s.total}
+                             for s in partners},
+                "unreachable": [s.node for s in partners if s.state == UNREACHABLE]}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         with self._cond:
@@ -292,6 +314,17 @@ class Search:
 
     def _node_event(self, s: NodeState) -> None:
         self._emit({"event": "node", **s.to_json()})
+
+    # For the partners' part (search_relay), under `lock`:
+    emit, node_event = _emit, _node_event
+
+    @property
+    def lock(self) -> threading.Condition:
+        return self._cond
+
+    @property
+    def audited_as(self) -> str:
+        return self.audit_agency or self.agency
 
 
 def known_nodes(db_path: Path) -> Callable[[], list[str]]:
@@ -357,6 +390,7 @@ class Searches:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.counters: dict[str, int] = {"answers_refused": 0}
+        self.partners: Partners | None = None  # partners' nodes over the exchange, if on
 
     # ------------------------------------------------------------ a collector component
 
@@ -393,16 +427,20 @@ class Searches:
         return out
 
     def begin(self, request: SearchRequest, user: str, agency: str,
-              address: str | None = None) -> Search:  # fmt: skip
+              address: str | None = None, *, own_hits: bool = True,
+              audit_agency: str = "") -> Search:  # fmt: skip
         """Ask the nodes in scope; the audit has the query before any node is asked.
         Raises SearchRefused (nothing asked, the refusal audited) for a request that
-        cannot be asked."""
+        cannot be asked.  `own_hits` False: not the collector's hits (a partner's query);
+        `audit_agency`: the agency its audit rows name (default `agency`)."""
         try:
             search = self._make(request, user, agency)
         except SearchRefused as e:
             self._write(user, "search refused", f"{e}; case {request.case_ref!r}", address,
-                        agency)  # fmt: skip
+                        audit_agency or agency)  # fmt: skip
             raise
+        search.audit_agency = audit_agency
+        agency = search.audited_as
         r = request
         head = (f"search {search.id}: case {r.case_ref!r}, basis {r.legal_basis!r}, "
                 f"{search.mode} {search.pattern}"
@@ -410,15 +448,43 @@ class Searches:
                 f"{format_time(r.since)} to {format_time(r.until)}"
                 f"{f', cameras {list(r.cameras)}' if r.cameras else ''}"
                 f"{f', area {list(r.area)}' if r.area else ''}; nodes")  # fmt: skip
-        self._write_packed(user, "search", head, list(search.nodes), address, agency)
+        self._write_packed(user, "search", head, [
+            f"{n} (a partner: its nodes asked through its collector)" if s.source == PARTNER
+            else n for n, s in search.nodes.items()], address, agency)  # fmt: skip
         with self._lock:
             self._searches[search.id] = search
             self._forget_old()
         with search._cond:
             search._emit({"event": "search", "search": search.summary()})
-        self._search_hits(search)  # first: a node's read of a pass held as a hit is left out
-        self._ask(search, list(search.nodes))
+        if own_hits:  # first: a node's read of a pass held as a hit is left out
+            self._search_hits(search)
+        self._ask(search, [n for n, s in search.nodes.items() if s.source != PARTNER])
+        self._ask_partners(search, [n for n, s in search.nodes.items() if s.source == PARTNER])
         return search
+
+    def _ask_partners(self, search: Search, partners: list[str],
+                      nodes: dict[str, tuple[str, ...]] | None = None) -> None:  # fmt: skip
+        """Ask `partners` over the exchange (for `nodes[partner]`, else the search's)."""
+        if self.partners is None:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        with search._cond:
+            for p in partners:
+                s = search.nodes[p]
+                s.state, s.refused, s.deadline, s.asked = ASKED, "", deadline, s.asked + 1
+                search._node_event(s)
+        for p in partners:
+            self.partners.ask(search, p, (nodes or {}).get(p, search.partner_nodes))
+        self.wake()
+
+    def wake(self) -> None:
+        """A new deadline: the worker looks again."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def settle(self, search: Search) -> None:
+        """`done` (and the counts audited) when no node and no partner is pending."""
+        self._settle_check(search)
 
     def _search_hits(self, search: Search) -> None:
         """The collector's own hits for `search`: its `collector` source, done at once."""
@@ -469,30 +535,41 @@ class Searches:
             raise SearchRefused(f"plate: {e}") from None
         mode = r.mode or ("wildcard" if is_wildcard(pattern) else "exact")
         scope = dict(self.scope(agency))
+        # Partners whose agreement grants us search: asked for their nodes over the
+        # exchange (for those named here that are not ours, when some are named).
+        partners = self.partners.partners_for(agency) if self.partners is not None else []
+        partners = [p for p in partners if p not in scope]
+        outside: list[str] = []
         if r.nodes:
             outside = [n for n in r.nodes if n not in scope]
-            if outside:
+            if outside and not partners:
                 raise SearchRefused(f"not nodes {agency} may search: {', '.join(outside[:20])}")
-            scope = {n: scope[n] for n in r.nodes}
-        if not scope:
+            if not outside:
+                partners = []
+            scope = {n: scope[n] for n in r.nodes if n in scope}
+        if not scope and not partners:
             raise SearchRefused(f"no node {agency} may search")
         search_id = new_query_id()
         try:  # checked as the nodes will check it
             SearchQuery(query_id=search_id, pattern=pattern, mode=mode,
                         max_distance=r.max_distance, since=r.since, until=r.until,
-                        nodes=tuple(scope), cameras=r.cameras, area=r.area,
+                        nodes=tuple(scope) or tuple(partners), cameras=r.cameras, area=r.area,
                         case_ref=r.case_ref, legal_basis=r.legal_basis, requested_by=user,
                         agency=agency, max_rows=r.max_rows)  # fmt: skip
         except ProtocolError as e:
             raise SearchRefused(e.detail) from None
         states = {n: NodeState(n, owner, ASKED) for n, owner in scope.items()}
+        states.update({p: NodeState(p, p, ASKED, source=PARTNER) for p in partners})
         if r.max_rows > self.max_rows:
             r = replace(r, max_rows=self.max_rows)
-        return Search(search_id, r, pattern, mode, user, agency, self._clock(), states)
+        return Search(search_id, r, pattern, mode, user, agency, self._clock(), states,
+                      partner_nodes=tuple(outside))  # fmt: skip
 
     def _ask(self, search: Search, nodes: list[str]) -> list[str]:
         """Send `search` to `nodes` (one signed query naming them all); those not connected
         are offline.  Returns the nodes it went to."""
+        if not nodes:
+            return []
         r = search.request
         query = SearchQuery(
             query_id=new_query_id(), pattern=search.pattern, mode=search.mode,
@@ -533,16 +610,29 @@ class Searches:
         if search is None:
             raise KeyError(search_id)
         with search._cond:
-            again = [s.node for s in search.nodes.values() if s.state in (OFFLINE, SLOW)]
-        if nodes is not None:
-            wanted = set(nodes)
-            again = [n for n in again if n in wanted]
+            again = [s.node for s in search.nodes.values()
+                     if s.state in (OFFLINE, SLOW, UNREACHABLE)]  # fmt: skip
+            if nodes is not None:
+                wanted = set(nodes)
+                again = [n for n in again if n in wanted]
+            local = [n for n in again if search.nodes[n].source != PARTNER
+                     and not search.nodes[n].via]  # fmt: skip
+            partners = [n for n in again if search.nodes[n].source == PARTNER]
+            relayed: dict[str, tuple[str, ...]] = {}
+            for n in again:  # a partner's nodes: asked again through it
+                via = search.nodes[n].via
+                if via and via not in partners:
+                    relayed[via] = (*relayed.get(via, ()), n)
         if not again:
             return []
         self._write_packed(user, "search retry", f"search {search.id}: case "
                            f"{search.request.case_ref!r}; asked again", again, address,
-                           search.agency)  # fmt: skip
-        return self._ask(search, again)
+                           search.audited_as)  # fmt: skip
+        sent = self._ask(search, local)
+        if self.partners is not None:
+            self._ask_partners(search, partners + list(relayed), relayed)
+            sent += partners + [n for ns in relayed.values() for n in ns]
+        return sent
 
     def get(self, search_id: str) -> Search | None:
         with self._lock:
@@ -609,7 +699,7 @@ class Searches:
             self._write(search.user, "search late answer",
                         f"search {search.id}: case {search.request.case_ref!r}; node {node} "
                         f"answered after the time-out: {self._node_line(s)}", None,
-                        search.agency)  # fmt: skip
+                        search.audited_as)  # fmt: skip
             with search._cond:
                 search._emit({"event": "done", **search.counts()})
         else:
@@ -619,6 +709,8 @@ class Searches:
     def _node_line(s: NodeState) -> str:
         if s.state == REFUSED:
             return f"refused ({s.refused})"
+        if s.source == PARTNER:
+            return f"a partner, {s.total} of its nodes asked through its collector"
         if s.source == COLLECTOR:
             return f"{s.reads} hits returned ({s.total} found)"
         shown = f", {s.as_hits} shown as the collector's hits" if s.as_hits else ""
@@ -637,9 +729,11 @@ class Searches:
             lines.insert(0, f"the collector's hits: {self._node_line(search.collector)}")
         lines += [f"{n}: offline" for n in counts["offline"]]
         lines += [f"{n}: slow (no answer within {self.timeout_s:g} s)" for n in counts["slow"]]
+        lines += [f"{n}: partner unreachable ({search.nodes[n].refused})"
+                  for n in counts["unreachable"]]  # fmt: skip
         self._write_packed(search.user, "search result", f"search {search.id}: case "
                            f"{search.request.case_ref!r}; {len(search.reads)} reads; nodes",
-                           lines, None, search.agency)  # fmt: skip
+                           lines, None, search.audited_as)  # fmt: skip
 
     def node_connected(self, node: str) -> None:
         """`node` was heard on a new connection (receiver thread: only noted here)."""
@@ -661,7 +755,11 @@ class Searches:
                     slow = []
                     for s in search.nodes.values():
                         if s.state in PENDING:
-                            if s.deadline <= now:
+                            if s.deadline <= now and s.source == PARTNER:
+                                s.state = UNREACHABLE  # the exchange, or the partner, away
+                                s.refused = f"no answer within {self.timeout_s:g} s"
+                                slow.append(s)
+                            elif s.deadline <= now:
                                 s.state = SLOW
                                 slow.append(s)
                             else:

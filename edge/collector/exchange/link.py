@@ -155,6 +155,15 @@ class Link:
         except (TimeoutError, nats.errors.TimeoutError):
             return []
 
+    async def forget(self, msg: Msg) -> None:
+        """Delete `msg` (taken and acked) from our stream; a failure only logged."""
+        if self.js is None:
+            return
+        try:
+            await self.js.delete_msg(self.settings.stream, msg.metadata.sequence.stream)
+        except Exception as e:  # noqa: BLE001 -- it ages out with the stream's max_age
+            log.debug("exchange: could not delete %s from the stream: %s", msg.subject, e)
+
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, subject: str, body: bytes, msg_id: str,

@@ -5,7 +5,8 @@ One account per agency, JetStream enabled, its one user known by an NKey public 
 agency reaches another's stream only through a service import.  For each direction
 G -> R that some grant opens, R exports the service subject `in.R.from.G.>` to account
 G alone and G imports it (G's list changes and camera status reach R); where a grant
-sends hits back to the list's owner, G also exports `in.G.from.R.>` to R.  JetStream's
+sends hits back to the list's owner, or grants search (R's queries to G; G's answers
+take the direction G -> R), G also exports `in.G.from.R.>` to R.  JetStream's
 PubAck to a publish comes back over the import's reply mapping, so a sender knows when
 the partner's stream holds its message.
 
@@ -92,6 +93,8 @@ def routes(grants: Grants, agencies: Iterable[str]) -> set[Route]:
                 out.add(Route(giver, receiver))  # lists and camera status
                 if g.hits_back:
                     out.add(Route(receiver, giver))  # hits on the giver's lists
+                if g.search:
+                    out.add(Route(receiver, giver))  # search queries (answers: giver -> receiver)
     return out
 
 

@@ -38,6 +38,7 @@ from edge.collector.exchange.messages import (
     subject_parts,
 )
 from edge.collector.exchange.outbox import Outbox, Pending
+from edge.collector.exchange.search_wire import SEARCH_KINDS
 from edge.collector.exchange.share import (
     HitForwarder,
     HitReceiver,
@@ -126,6 +127,12 @@ class Exchange:
         self._forward_outbox: Outbox | None = None
         self.link = Link(settings)
         self.counts: dict[str, int] = {}
+        # A search across agencies (edge.collector.exchange.search_relay) sets this:
+        # `on_search(sender, kind, body)` for each message of a SEARCH_KINDS subject, on the
+        # store worker's thread (quick).  Unset: such messages are dropped (never
+        # dead-lettered: they may hold crops), and, like every search message, deleted
+        # from our stream once taken.
+        self.on_search: Callable[[str, str, bytes], None] | None = None
 
     @classmethod
     def from_config(
@@ -192,6 +199,17 @@ class Exchange:
                     event.set()
             with contextlib.suppress(RuntimeError):  # loop closing
                 loop.call_soon_threadsafe(set_it)
+
+    def publish_now(self, subject: str, body: bytes,
+                    msg_id: str) -> concurrent.futures.Future[bool]:  # fmt: skip
+        """Publish `body` at once, not through the outbox (a search's messages: worth
+        nothing later); the future fails with PublishFailed when it is not stored."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+            done.set_exception(PublishFailed("the exchange is not running"))
+            return done
+        return asyncio.run_coroutine_threadsafe(self.link.publish(subject, body, msg_id), loop)
 
     def backlog(self) -> dict[str, int]:
         assert self._forward_outbox is not None
@@ -360,6 +378,8 @@ class Exchange:
                     await msg.ack()
                 else:
                     await msg.nak(delay=1.0)
+            if ok and _kind(msg.subject) in SEARCH_KINDS:  # reads kept nowhere but the nodes
+                await self.link.forget(msg)
 
     def _handle_batch(self, msgs: Sequence[Msg]) -> list[bool]:
         """Apply `msgs` in order (in the worker): the hits in a row committed together (one
@@ -388,9 +408,13 @@ class Exchange:
         for i, msg in enumerate(msgs):
             msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
             try:
-                receiver, sender, _ = subject_parts(msg.subject)
+                receiver, sender, kind = subject_parts(msg.subject)
                 if receiver != self.me:
                     raise ProtocolError("invalid", f"subject {msg.subject} is not ours")
+                if kind in SEARCH_KINDS:
+                    self._search_in(sender, kind, bytes(msg.data))
+                    durable[i] = True
+                    continue
                 decoded = decode_message(msg.data, self.limits)
                 if isinstance(decoded, HitMessage):
                     hit = self._hits_in.accept(sender, decoded, grants)
@@ -433,6 +457,17 @@ class Exchange:
                 log.info("exchange: %s; waiting for them (delivery %d)", e, delivered)
                 return None
             return self._lists_in.apply(sender, change, grants, accept_gap=True)
+
+    def _search_in(self, sender: str, kind: str, body: bytes) -> None:
+        handler = self.on_search
+        if handler is None:
+            self._count("search off")
+            return
+        try:
+            handler(sender, kind, body)
+        except Exception:  # a bug there must not stop the hits
+            log.exception("exchange: a search message from %s not taken", sender)
+        self._count(kind)
 
     def _count(self, result: str, n: int = 1) -> None:
         self.counts[result] = self.counts.get(result, 0) + n
@@ -481,6 +516,11 @@ class Exchange:
             return self._outbox.db.execute(
                 "SELECT subject, msg_id, reason FROM dead_letters ORDER BY id").fetchall()
         return self._worker.submit(read).result(10)
+
+
+def _kind(subject: str) -> str:
+    parts = subject.split(".")
+    return parts[4] if len(parts) == 5 else ""
 
 
 def _windows(rows: Sequence[Pending], size: int) -> Iterator[list[Pending]]:

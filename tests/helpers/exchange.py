@@ -92,7 +92,7 @@ class Agency:
         self.committed: list[tuple[str, str]] = []  # (hit id, agency) as the sink was called
         self.exchange = Exchange(
             LinkSettings(agency=name, url=url, seed_file=seed_file(creds, name),
-                         reconnect_wait_s=0.1, publish_timeout_s=2.0),
+                         reconnect_wait_s=0.1, publish_timeout_s=2.0, ack_wait_s=3.0),
             db_path=self.root / "exchange.db", watchlists_path=self.watchlists,
             grants=lambda: grants, commit_hits=self.commit, poll_s=0.05,
             cameras=None if cameras is None else dataclasses.replace(

@@ -13,6 +13,7 @@ across a service import, a partner's) has stored the message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,14 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +130,12 @@ class Link:
         """The stream and the durable consumer, made or set to our settings (idempotent)."""
         assert self.js is not None
         s = self.settings
+        # A work queue: a message our consumer has acked (after its commit) is deleted
+        # from the stream at once, so a partner's hits and pictures are not kept on the
+        # NATS server beyond their delivery (max_age bounds what is never taken).
         config = StreamConfig(
             name=s.stream, subjects=[s.subjects], storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=s.duplicate_window_s, max_age=s.max_age_s, max_bytes=s.max_bytes,
         )
         try:
@@ -133,6 +145,10 @@ class Link:
             log.info("exchange: stream %s made on %s", s.stream, s.subjects)
         else:
             have = info.config
+            if have.retention != config.retention:  # NATS cannot change it in place
+                log.warning("exchange: stream %s keeps acked messages (retention %s); make it "
+                            "again to have them deleted on delivery", s.stream, have.retention)
+                config = dataclasses.replace(config, retention=have.retention)
             if (have.subjects != config.subjects or have.duplicate_window != config.duplicate_window
                     or have.max_age != config.max_age or have.max_bytes != config.max_bytes):
                 await self.js.update_stream(config)

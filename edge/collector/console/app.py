@@ -74,6 +74,10 @@ def _no_grant(*_: str) -> bool:
     return False
 
 
+def _no_agencies() -> dict[str, dict[str, str]]:
+    return {}
+
+
 @dataclass
 class Console:
     """What the web application works with.
@@ -100,6 +104,9 @@ class Console:
     # What agreements grant (the lead wires `Agreements`): none by default.
     sees_camera: Callable[[str, str, str, str], bool] = field(default=_no_grant)
     sees_list: Callable[[str, str, str], bool] = field(default=_no_grant)
+    # The agencies' names and countries as the agreements' agencies.yaml says: id ->
+    # {"name", "country"} (the page shows the names); none by default.
+    agencies: Callable[[], dict[str, dict[str, str]]] = field(default=_no_agencies)
     # The search of the nodes' reads (edge.collector.search); None: off (its routes 503).
     searches: Searches | None = None
 
@@ -383,6 +390,7 @@ async def me(request: Request) -> Response:
         "live_hours": cfg.live_hours,
         "session_idle_minutes": cfg.session_idle_minutes,
         "max_import_bytes": cfg.max_import_bytes,
+        "agencies": console.agencies(),
     })  # fmt: skip
 
 

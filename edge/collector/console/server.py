@@ -96,7 +96,11 @@ class ConsoleServer:
         def sees_list(viewer: str, owner: str, name: str) -> bool:
             return current().list_granted(owner, name, viewer)
 
-        return {"sees_camera": sees_camera, "sees_list": sees_list}
+        def agencies() -> dict[str, dict[str, str]]:
+            return {k: {"name": a.name, "country": a.country}
+                    for k, a in current().agencies.items()}  # fmt: skip
+
+        return {"sees_camera": sees_camera, "sees_list": sees_list, "agencies": agencies}
 
     def start(self, ctx: object = None) -> None:
 

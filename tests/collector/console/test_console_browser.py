@@ -198,7 +198,7 @@ def test_admin_imports_adds_and_expires_entries_and_sees_the_audit(stack, browse
     browser.find_element(By.CSS_SELECTOR, 'a[data-tab="audit"]').click()
     wait(browser).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#audit-list tbody tr")) >= 4)
-    actions = [r.find_elements(By.TAG_NAME, "td")[2].text
+    actions = [r.find_elements(By.TAG_NAME, "td")[3].text  # after the agency
                for r in browser.find_elements(By.CSS_SELECTOR, "#audit-list tbody tr")]  # fmt: skip
     assert actions[:3] == ["watchlist expire", "watchlist add", "watchlist import"]
     assert "sign-in" in actions

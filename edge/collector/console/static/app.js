@@ -109,6 +109,68 @@
     return "p-normal";
   }
 
+  // ------------------------------------------------------------------ agencies
+
+  // Whose a camera, list or hit is: the user's own agency or a partner's (an agreement's).
+  // `/api/me` gives the user's agency and the agencies' names (agencies.yaml), where known.
+  const myAgency = () => (state.me && state.me.user.agency) || "";
+
+  function agencyName(id) {
+    const a = id && state.me && state.me.agencies && state.me.agencies[id];
+    return a && a.name ? a.name : "";
+  }
+
+  // "Straż Graniczna (pl-sg)", or just "pl-sg" where no name is known; `inner`: for text
+  // that is itself in brackets ("Straż Graniczna, pl-sg").
+  function agencyText(id, inner) {
+    if (!id) return "";
+    const name = agencyName(id);
+    if (!name) return id;
+    return inner ? `${name}, ${id}` : `${name} (${id})`;
+  }
+
+  const isPartner = (agency) => !!agency && agency !== myAgency();
+
+  // Which of a hit's camera and list are a partner's ("" where ours).
+  function partnerOf(h) {
+    return { camera: isPartner(h.camera_agency) ? h.camera_agency : "",
+             list: isPartner(h.list_agency) ? h.list_agency : "" };
+  }
+
+  // The loud marks of a cross-border hit: "partner's camera: pl-sg", "partner's list: pl-sg".
+  function partnerMarks(h) {
+    const p = partnerOf(h);
+    const marks = [];
+    if (p.camera) marks.push(el("span", { class: "partner-mark", "data-mark": "camera", title: agencyText(p.camera),
+                                          text: t("hit.partner_camera", { agency: p.camera }) }));
+    if (p.list) marks.push(el("span", { class: "partner-mark", "data-mark": "list", title: agencyText(p.list),
+                                        text: t("hit.partner_list", { agency: p.list }) }));
+    return marks;
+  }
+
+  function partnerText(h) {
+    const p = partnerOf(h);
+    return [p.camera ? t("hit.partner_camera", { agency: p.camera }) : "",
+            p.list ? t("hit.partner_list", { agency: p.list }) : ""].filter(Boolean).join(" \u00b7 ");
+  }
+
+  // "camera: pl-sg · list: pl-sg.stolen-pl (pl-sg)", each agency by its name where known.
+  function whoseLine(h) {
+    const p = partnerOf(h);
+    return el("span", { class: "whose" },
+      el("span", { class: `whose-camera${p.camera ? " partner" : ""}`, "data-agency": h.camera_agency || "",
+                   text: t("hit.camera_of", { agency: agencyText(h.camera_agency) || "?" }) }),
+      " \u00b7 ",
+      el("span", { class: `whose-list${p.list ? " partner" : ""}`, "data-agency": h.list_agency || "",
+                   text: t("hit.list_of", { list: h.watchlist, agency: agencyText(h.list_agency, true) || "?" }) }));
+  }
+
+  function hitAgencyData(h) {
+    const p = partnerOf(h);
+    return { "data-camera-agency": h.camera_agency || "", "data-list-agency": h.list_agency || "",
+             "data-partner": [p.camera ? "camera" : "", p.list ? "list" : ""].filter(Boolean).join(" ") || null };
+  }
+
   function status(id, text, bad) {
     const node = $(id);
     node.textContent = text;
@@ -188,11 +250,12 @@
     const open = isOpen(h);
     const last = open ? null : h.acks[h.acks.length - 1];
     const where = [h.road, h.direction].filter(Boolean).join(", ");
-    const card = el("article", {
-      class: `hit ${level(h.priority)}${open ? " open" : ""}`,
+    const partner = partnerOf(h);
+    const card = el("article", Object.assign({
+      class: `hit ${level(h.priority)}${open ? " open" : ""}${partner.camera || partner.list ? " partner" : ""}`,
       "data-hit": h.hit_id,
       "data-plate": h.plate_text,
-    });
+    }, hitAgencyData(h)));
     const crop = el("img", { class: "crop", alt: t("pic.plate", { plate: plateText(h) }),
                              src: h.crop_bytes ? `/api/hits/${h.hit_id}/crop.jpg?r=${h.revision || 0}` : null });
     const scene = el("img", { class: "scene", alt: t("pic.scene"), title: t("pic.scene_larger"),
@@ -205,10 +268,12 @@
         el("div", { class: "headline" },
           el("span", { class: "prio", text: `P${h.priority}` }),
           el("span", { class: "plate", text: plateText(h) }),
-          el("span", { class: "country", text: h.country || "" })),
+          el("span", { class: "country", text: h.country || "" }),
+          ...partnerMarks(h)),
         el("div", { class: "why" },
           el("b", { text: h.watchlist }), " \u2014 ", h.reason || t("hit.no_reason"),
           h.agency ? el("span", { class: "agency", text: ` \u00b7 ${h.agency}` }) : null),
+        el("div", { class: "agencies" }, whoseLine(h)),
         el("div", { class: "match", text: t("hit.match", { match: matchText(h) }) +
            (h.entry_plate && h.entry_plate !== h.plate_text && h.match_kind !== "wildcard" ? ` (${t("hit.listed", { plate: h.entry_plate })})` : "") }),
         vehicleText(h) ? el("div", { class: "vehicle", text: t("hit.vehicle", { vehicle: vehicleText(h) }) }) : null,
@@ -366,7 +431,9 @@
       beep();
       notify(h);
       const flash = $("flash");
-      flash.textContent = `P${h.priority} ${plateText(h)} ${h.country || ""} \u2014 ${h.watchlist}: ${h.reason || ""} (${h.node}/${h.camera})`;
+      const cross = partnerText(h);
+      flash.textContent = `P${h.priority} ${plateText(h)} ${h.country || ""} \u2014 ${h.watchlist}: ${h.reason || ""} (${h.node}/${h.camera})` +
+        (cross ? ` \u00b7 ${cross}` : "");
       flash.className = `flash ${level(h.priority)}`;
       flash.hidden = false;
       state.flashHit = h.hit_id;
@@ -462,7 +529,8 @@
       const res = await api(`/api/hits?${q}`);
       const rows = res.hits.map((h) => {
         const last = h.acks.length ? h.acks[h.acks.length - 1] : null;
-        return el("tr", { class: level(h.priority), "data-hit": h.hit_id },
+        const p = partnerOf(h);
+        return el("tr", Object.assign({ class: `${level(h.priority)}${p.camera || p.list ? " partner" : ""}`, "data-hit": h.hit_id }, hitAgencyData(h)),
           el("td", { text: h.priority }),
           el("td", { title: h.seen_at, text: when(h.seen_at) }),
           el("td", { class: "plate-cell" }, h.crop_bytes ? el("img", { class: "mini", alt: "", src: `/api/hits/${h.hit_id}/crop.jpg` }) : null,
@@ -470,6 +538,7 @@
           el("td", { text: h.watchlist }),
           el("td", { text: h.reason }),
           el("td", { text: h.agency }),
+          el("td", { class: "agencies" }, whoseLine(h), ...partnerMarks(h)),
           el("td", { text: matchText(h) }),
           el("td", { text: `${h.node}/${h.camera}` }),
           el("td", { text: last ? `${last.display_name} ${when(last.at)}${last.note ? ": " + last.note : ""}` : t("search.not_acked") }));
@@ -1044,15 +1113,49 @@
     }
   }
 
+  // A partner's camera is a diamond ringed in the partners' colour, its agency by its name;
+  // a stale one (its owner's reports stopped) is faded and dashed.
   function camIcon(c) {
-    const dot = el("span", { class: `cam-dot ${c.health}`, "data-camera": c.id });
-    const wrap = el("div", {}, dot, el("span", { class: "cam-name", text: c.camera }));
-    return L.divIcon({ className: `cam ${c.health}`, html: wrap, iconSize: [18, 18], iconAnchor: [9, 9] });
+    const marks = `${isPartnerCamera(c) ? " partner" : ""}${c.stale ? " stale" : ""}`;
+    const dot = el("span", { class: `cam-dot ${c.health}${marks}`, "data-camera": c.id,
+                             "data-partner": isPartnerCamera(c) ? "1" : null, "data-stale": c.stale ? "1" : null });
+    const wrap = el("div", {}, dot, el("span", { class: `cam-name${marks}`,
+      text: isPartnerCamera(c) ? `${c.camera} \u00b7 ${c.agency}` : c.camera }));
+    return L.divIcon({ className: `cam ${c.health}${marks}`, html: wrap, iconSize: [18, 18], iconAnchor: [9, 9] });
+  }
+
+  const isPartnerCamera = (c) => !!c.partner || isPartner(c.agency);
+
+  // "shared by pl-sg" (and "stale") for a partner's camera; the agency for ours.
+  function cameraAgency(c) {
+    if (!isPartnerCamera(c)) return el("span", { class: "agency", "data-agency": c.agency || "", text: agencyText(c.agency) });
+    return el("span", { class: "camera-agency", "data-agency": c.agency },
+      el("span", { class: "partner-mark", title: agencyText(c.agency), text: t("cameras.shared_by", { agency: c.agency }) }),
+      c.stale ? el("span", { class: "stale-mark", title: t("cameras.stale_hint"), text: t("cameras.stale") }) : null);
+  }
+
+  // One row per camera: a partner's camera known both from the exchange's reports and from
+  // hits here is one, the report's, with what only the other knows (its latest hit).
+  function mergeCameras(list) {
+    const byId = new Map();
+    for (const c of list) {
+      const have = byId.get(c.id);
+      if (!have) { byId.set(c.id, c); continue; }
+      const [first, other] = c.partner && !have.partner ? [c, have] : [have, c];
+      const merged = Object.assign({}, first);
+      for (const [k, v] of Object.entries(other)) {
+        if (merged[k] === null || merged[k] === undefined || merged[k] === "") merged[k] = v;
+      }
+      if (other.last_hit_at && (!merged.last_hit_at || other.last_hit_at > merged.last_hit_at)) merged.last_hit_at = other.last_hit_at;
+      byId.set(c.id, merged);
+    }
+    return [...byId.values()];
   }
 
   async function camPopup(c, marker) {
     const box = el("div", { class: "cam-popup", "data-camera": c.id },
       el("b", { text: c.id }), el("div", { class: "fineprint", text: [c.label, c.road, c.direction].filter(Boolean).join(", ") }),
+      cameraAgency(c),
       el("div", { text: `${t("col.health")}: ${health(c)}` }), el("h4", { text: t("map.recent") }),
       el("div", { class: "cam-hits", text: t("map.loading") }));
     marker.setPopupContent(box);
@@ -1061,7 +1164,7 @@
       const list = box.querySelector(".cam-hits");
       list.replaceChildren(...(res.hits.length ? res.hits.map((h) => el("div", { class: `cam-hit ${level(h.priority)}`, "data-hit": h.hit_id },
         el("span", { class: "prio", text: `P${h.priority}` }), " ", el("b", { text: plateText(h) }), ` ${h.country || ""} \u00b7 ${h.watchlist} \u00b7 `,
-        el("span", { title: h.seen_at, text: ago(h.seen_at) }))) : [el("div", { class: "fineprint", text: t("map.no_hits") })]));
+        el("span", { title: h.seen_at, text: ago(h.seen_at) }), ...partnerMarks(h))) : [el("div", { class: "fineprint", text: t("map.no_hits") })]));
       list.append(el("a", { href: `#search?camera=${encodeURIComponent(c.id)}`, text: t("map.all_hits") }));
       document.body.dataset.popupHits = String(res.hits.length);
     } catch (e) {
@@ -1083,7 +1186,7 @@
     const seen = new Set();
     for (const c of placed) {
       seen.add(c.id);
-      const key = `${c.health}/${c.lat}/${c.lon}`;
+      const key = `${c.health}/${c.lat}/${c.lon}/${c.agency}/${!!c.partner}/${!!c.stale}`;
       const have = state.markers.get(c.id);
       if (have && have.key === key) continue;
       if (have) state.clusters.removeLayer(have.marker);
@@ -1110,13 +1213,16 @@
 
   async function loadCameras() {
     try {
-      state.cameras = (await api("/api/cameras")).cameras;
+      state.cameras = mergeCameras((await api("/api/cameras")).cameras);
     } catch (e) {
       return;
     }
     drawMap();
-    const rows = state.cameras.map((c) => el("tr", { "data-camera": c.id },
+    const rows = state.cameras.map((c) => el("tr", {
+      "data-camera": c.id, "data-agency": c.agency || "", "data-partner": isPartnerCamera(c) ? "1" : null,
+      "data-stale": c.stale ? "1" : null, class: `${isPartnerCamera(c) ? "partner" : ""}${c.stale ? " stale" : ""}`.trim() || null },
       el("td", { text: c.id }),
+      el("td", {}, cameraAgency(c)),
       el("td", { text: [c.label, c.road, c.direction].filter(Boolean).join(", ") + (c.lat !== null ? ` (${c.lat.toFixed(4)}, ${c.lon.toFixed(4)})` : "") }),
       el("td", {}, el("span", { class: `dot ${c.health}` }), ` ${health(c)}`,
          c.problems.length ? el("div", { class: "fineprint", text: c.problems.join("; ") }) : null),
@@ -1132,8 +1238,14 @@
   async function loadLists() {
     try {
       const res = await api("/api/watchlists");
-      $("lists").querySelector("tbody").replaceChildren(...res.lists.map((l) => el("tr", { "data-list": l.name },
+      state.lists = res.lists;
+      checkListForms();
+      $("lists").querySelector("tbody").replaceChildren(...res.lists.map((l) => el("tr", {
+        "data-list": l.name, "data-agency": l.agency || "", "data-read-only": isPartner(l.agency) ? "1" : null,
+        class: isPartner(l.agency) ? "partner" : null },
         el("td", {}, el("a", { href: "#watchlists", text: l.name, onclick: (ev) => { ev.preventDefault(); openList(l.name); } })),
+        el("td", {}, el("span", { title: agencyText(l.agency), text: l.agency || "" }),
+           isPartner(l.agency) ? el("span", { class: "read-only-mark", title: t("lists.partner_list", { agency: l.agency }), text: t("lists.read_only") }) : null),
         el("td", { text: l.match === "exact" ? t("lists.exact") : t("lists.fuzzy", { distance: l.max_distance }) }),
         el("td", { text: l.entries }),
         el("td", { text: l.seq }),
@@ -1147,6 +1259,9 @@
     state.list = name;
     state.lastEntry = 0;
     $("list-name").textContent = name;
+    const owner = listOwner(name);
+    $("list-owner").hidden = !isPartner(owner);
+    $("list-owner").textContent = isPartner(owner) ? t("lists.partner_list", { agency: agencyText(owner) }) : "";
     $("list-view").hidden = false;
     $("entries").querySelector("tbody").replaceChildren();
     await moreEntries();
@@ -1157,7 +1272,8 @@
     if ($("entry-plate").value.trim()) q.set("plate", $("entry-plate").value.trim());
     try {
       const res = await api(`/api/watchlists/${encodeURIComponent(state.list)}/entries?${q}`);
-      const admin = state.me.user.role === "admin";
+      // a partner's list is theirs to change (the server refuses us with 403 besides)
+      const admin = state.me.user.role === "admin" && !isPartner(listOwner(state.list));
       const rows = res.entries.map((e) => el("tr", { class: e.active ? "" : "expired", "data-entry": e.id },
         el("td", { text: e.id }), el("td", { text: e.plate }), el("td", { text: e.country }),
         el("td", { text: e.category }), el("td", { text: e.priority }), el("td", { text: e.reason }),
@@ -1169,6 +1285,32 @@
     } catch (e) {
       status("list-status", e.message, true);
     }
+  }
+
+  // The agency owning list `name`: as the lists say, or a partner's by its name
+  // ("pl-sg.stolen-pl"); "" for a list not there yet (ours when made).
+  function listOwner(name) {
+    const l = (state.lists || []).find((x) => x.name === name);
+    if (l) return l.agency || "";
+    const prefix = name.includes(".") ? name.slice(0, name.indexOf(".")) : "";
+    return prefix && state.me && state.me.agencies && state.me.agencies[prefix] ? prefix : "";
+  }
+
+  // The add and import forms refuse a partner's list before the server does.
+  function checkListForms() {
+    const refused = [];
+    for (const [input, form] of [["add-list", "add-form"], ["import-list", "import-form"]]) {
+      const name = $(input).value.trim();
+      const owner = listOwner(name);
+      const why = isPartner(owner) ? t("lists.not_yours", { list: name, agency: agencyText(owner) }) : "";
+      $(form).querySelector('button[type="submit"]').disabled = !!why;
+      $(input).setAttribute("aria-invalid", why ? "true" : "false");
+      $(input).title = why;
+      if (why && !refused.includes(why)) refused.push(why);
+    }
+    if (refused.length) status("list-status", refused.join("\n"), true);
+    else if (state.formsRefused) status("list-status", "");
+    state.formsRefused = refused.length > 0;
   }
 
   async function expire(e) {
@@ -1250,7 +1392,8 @@
     try {
       const res = await api(`/api/audit${q}`);
       $("audit-list").querySelector("tbody").append(...res.audit.map((a) => el("tr", {},
-        el("td", { title: a.at, text: when(a.at) }), el("td", { text: a.user }), el("td", { text: a.action }),
+        el("td", { title: a.at, text: when(a.at) }), el("td", { text: a.user }),
+        el("td", { title: agencyName(a.agency), "data-agency": a.agency || "", text: a.agency || "" }), el("td", { text: a.action }),
         el("td", { text: a.detail }), el("td", { text: a.address || "" }))));
       if (res.audit.length) state.auditBefore = res.audit[res.audit.length - 1].id;
       $("audit-more").hidden = res.audit.length < 200;
@@ -1279,6 +1422,9 @@
     $("link-state").textContent = t("link.connecting");
     languages();
     $("whoami").textContent = t("session.whoami", { name: state.me.user.display_name, role: state.me.user.role });
+    $("my-agency").textContent = t("session.agency", { agency: agencyText(myAgency()) });
+    $("my-agency").dataset.agency = myAgency();
+    $("my-agency").title = agencyName(myAgency()) || myAgency();
     if (state.me.user.role === "admin") {
       for (const n of document.querySelectorAll(".admin-only")) n.hidden = false;
     }
@@ -1310,6 +1456,8 @@
     $("entry-filter").addEventListener("submit", (ev) => { ev.preventDefault(); if (state.list) openList(state.list); });
     $("entries-more").addEventListener("click", moreEntries);
     $("add-form").addEventListener("submit", addEntry);
+    $("add-list").addEventListener("input", checkListForms);
+    $("import-list").addEventListener("input", checkListForms);
     $("import-form").addEventListener("submit", importList);
     $("audit-more").addEventListener("click", () => loadAudit(false));
     window.addEventListener("hashchange", route);

@@ -205,7 +205,7 @@ class TimedSearch(ReadSearch):
     def find(self, q: SearchQuery) -> tuple[list[SearchRead], int]:
         t0, c0 = time.perf_counter(), time.thread_time()
         found = super().find(q)
-        self.times.append({"ms": (time.perf_counter() - t0) * 1000,
+        self.times.append({"at": t0, "ms": (time.perf_counter() - t0) * 1000,
                            "cpu_ms": (time.thread_time() - c0) * 1000, "mode": q.mode,
                            "found": found[1]})  # fmt: skip
         return found
@@ -393,9 +393,13 @@ class Bench:
                                show_progress=not self.args.no_progress)  # fmt: skip
         if queried:
             self.commands.put(("stop", None))
+            ended = time.perf_counter()
             records = self.reply("records")
-            # only the searches the camera ran beside: the last may finish after it
-            figures["queries"] = query_figures(records, self.node.search.times[n0:])
+            # the searches begun while the camera ran (those of the burst may start later)
+            ran = [t for t in self.node.search.times[n0:] if t["at"] <= ended]
+            figures["queries"] = query_figures(records, ran)
+            figures["queries"]["searched_after_the_replay"] = (
+                len(self.node.search.times) - n0 - len(ran))
         return figures
 
 

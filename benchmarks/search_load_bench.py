@@ -418,7 +418,8 @@ def bench(b: Bench, paces: Sequence[str], repeat: int) -> dict[str, Any]:
         fig["ratio_with_over_without"] = _ratios(fig["without"], fig["with"])
         records = [r["queries"] for r in pairs["with"]]
         fig["queries"] = results.median_of(records)
-        fig["queries"]["sent"] = sum(r["sent"] for r in records)
+        for count in ("sent", "answered"):  # counts over the runs; times are medians
+            fig["queries"][count] = sum(r[count] for r in records)
         fig["queries"]["refused"] = sum(r["refused"] for r in records)
         fig["queries"]["unanswered"] = sum(r["unanswered"] for r in records)
         fig["queries"]["refused_reasons"] = sorted({x for r in records
@@ -482,7 +483,7 @@ def markdown(figures: dict[str, Any], plan: dict[str, Any], reads: int) -> str:
                  for m, v in qs["round_trip"].items()]
         qrows.append((f"burst of {plan['burst']}", qs["burst"]["n"], qs["burst"]["median_ms"],
                       qs["burst"]["p90_ms"], qs["burst"]["max_ms"]))
-        lines += [f"Queries (per run, median of runs): {qs['sent']} sent in all, "
+        lines += [f"Queries (times: median of the runs): {qs['sent']} sent in all, "
                   f"{qs['refused']} refused {qs['refused_reasons'] or ''}, {qs['unanswered']} "
                   f"unanswered; the burst's last answer after {qs['burst']['all_done_ms']} ms.",
                   "", "Round trip at the collector, while the camera runs:", "",

@@ -88,6 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     add_pipeline_options(p)
 
+    p = sub.add_parser("search-load", help="one node's pipeline replaying a clip while "
+                       "signed search queries arrive: the camera's cost of the search")
+    p.add_argument("video", nargs="?", help="video file (default: "
+                   "../shared/data/video/tollbooth-vn-720p.mp4)")
+    p.add_argument("--reads", type=int, default=86_400,
+                   help="reads in the node's outbox, one a second (default 86400: 24 h)")
+    p.add_argument("--interval-s", type=float, default=2.0,
+                   help="one query every this many seconds from a run's start; 0: none "
+                   "(default 2)")
+    p.add_argument("--burst", type=int, default=10,
+                   help="queries sent at once at --burst-at-s (default 10)")
+    p.add_argument("--burst-at-s", type=float, default=1.0, help="default 1")
+    p.add_argument("--modes", default="exact,wildcard,fuzzy",
+                   help="query modes, taken in turn (default exact,wildcard,fuzzy)")
+    p.add_argument("--seconds", type=float, help="replay only the first S seconds of the video")
+    p.add_argument("--no-paced", action="store_true", help="skip the real-time-paced runs")
+    p.add_argument("--warmup-s", type=float, default=2.0,
+                   help="seconds of video replayed untimed first, queries answered (default 2)")
+    p.add_argument("--seed", type=int, default=14)
+    _common(p, repeat=2)
+    add_pipeline_options(p)
+
     for name, module in (("watchlist", "benchmarks.watchlist_bench"),
                          ("link", "benchmarks.link_bench"),
                          ("exchange", "benchmarks.exchange_bench"),
@@ -155,6 +177,8 @@ def _suite(name: str):  # noqa: ANN202 - a module
         from benchmarks import driveby as module
     elif name == "backends":
         from benchmarks import backends as module
+    elif name == "search-load":
+        from benchmarks import search_load_bench as module
     else:
         from benchmarks import external as module
     return module

@@ -589,3 +589,38 @@ def test_backends_suite_side_by_side_with_unavailable_ones_skipped(tmp_path):
             assert "stills" in rows[name]
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "o" / "accuracy.png").is_file()
+
+
+def test_search_load_suite_on_a_synthetic_video(tmp_path):
+    models_ready()
+    video = tiny_video(tmp_path / "slide.mp4")
+    out = tmp_path / "out"
+    result = run_cli("search-load", str(video), "--reads", "2000", "--repeat", "1",
+                     "--interval-s", "0.3", "--burst", "3", "--burst-at-s", "0.1",
+                     "--warmup-s", "0.3", "--out", str(out), "--no-progress")
+    check_header(result, "search-load")
+    f = result["figures"]
+    assert f["reads"] == 2000
+    for pace in ("fast", "paced"):
+        run = f[pace]
+        assert run["without"]["frames"] == run["with"]["frames"] == 15, pace
+        for key in ("without", "with"):
+            ms = run[key]["frame_ms"]
+            assert 0 < ms["median"] <= ms["p90"] <= ms["max"], (pace, key)
+            assert run[key]["cpu_ms_per_analysed"] > 0 and run[key]["fps"] > 0
+        assert set(run["ratio_with_over_without"]) == {"fps", "frame_ms_median", "frame_ms_p90",
+                                                       "cpu_ms_per_analysed"}
+        assert all(v > 0 for v in run["ratio_with_over_without"].values()), pace
+    paced = f["paced"]
+    assert paced["without"]["analysed_lost"] >= 0 and paced["with"]["analysed_lost"] >= 0
+    q = paced["queries"]  # 1.5 s paced: the burst of 3 and a few of the stream went out
+    assert q["sent"] >= 4 and q["unanswered"] == 0
+    assert q["sent"] == q["answered"] + q["refused"]
+    assert q["burst"]["n"] + q["refused"] >= 3 and q["burst"]["median_ms"] > 0
+    assert set(q["search"]) <= {"exact", "wildcard", "fuzzy"} and q["search"]
+    for mode in q["search"].values():
+        assert 0 < mode["median_ms"] <= mode["p90_ms"] and mode["cpu_ms_median"] >= 0
+    assert {t["figure"] for t in result["targets"]} == {
+        "fast.queries.search_p90_ms", "fast.with.frame_ms.median",
+        "paced.queries.search_p90_ms", "paced.with.frame_ms.median"}
+    assert "with / without" in (out / "summary.md").read_text()

@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 # Every character a folded plate may hold: what A-Z0-9 fold to.
 _FOLDED_ALPHABET = sorted({FOLD_MAP.get(c, c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"})
 _SQL_VARS = 900  # values bound in one statement at most (SQLite's old default limit: 999)
-MAX_WAITING = 8  # queries waiting for the worker; more are refused as busy
+# Queries waiting for the worker; more are refused as busy. A burst of a dozen (several
+# investigators at once) fits: each waits milliseconds, and at 8 a burst of 10 had 1-3
+# refused (`python -m benchmarks search-load`).
+MAX_WAITING = 32
 FORGOTTEN_ANSWER_S = 60.0  # answer chunks the link could not take this long are dropped
 
 

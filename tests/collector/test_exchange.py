@@ -162,15 +162,16 @@ def test_kill_9_the_server_mid_flow_loses_nothing_and_doubles_nothing(world: Wor
     # in the kill come again after ack_wait
 
 
-def stream_messages(world: World, agency: str, kind: str = "hit") -> int:
-    """How many messages of `kind` the agency's stream holds (duplicates are dropped by it)."""
+def stream_messages(world: World, agency: str, kinds: tuple[str, ...] = ("hit", "hits")) -> int:
+    """How many messages of `kinds` the agency's stream holds (duplicates are dropped by it;
+    "hits": packs of them)."""
     async def count() -> int:
         nc = await nats.connect(world.server.url,
                                 nkeys_seed=str(seed_file(world.creds, agency)))
         try:
             info = await nc.jetstream().stream_info("ANPR_IN", subjects_filter=">")
             subjects = info.state.subjects or {}
-            return sum(n for s, n in subjects.items() if s.endswith("." + kind))
+            return sum(n for s, n in subjects.items() if s.rpartition(".")[2] in kinds)
         finally:
             await nc.close()
     return asyncio.run(count())

@@ -14,8 +14,17 @@ from helpers.exchange import StandInGrant, StandInGrants
 from helpers.link import make_hit
 
 from edge.collector.exchange.link import LinkSettings
-from edge.collector.exchange.messages import ListChange, encode_hit, encode_list_change
-from edge.collector.exchange.service import GAP_PATIENCE, Exchange
+from edge.collector.exchange.messages import (
+    HitPack,
+    ListChange,
+    decode_message,
+    encode_hit,
+    encode_list_change,
+    pack_bodies,
+    pack_msg_id,
+)
+from edge.collector.exchange.outbox import Pending
+from edge.collector.exchange.service import GAP_PATIENCE, Exchange, _packs, _windows
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import HitMessage, WatchlistMatch
 from edge.core.watchlist.entry import Entry, ListPolicy
@@ -196,3 +205,79 @@ def test_a_part_of_the_loop_that_fails_is_started_again(lt) -> None:
 
     asyncio.run(run())
     assert len(runs) == 3 and ex.counts["restarts"] == 2
+
+
+def pack(msgs: Sequence[FakeMsg]) -> FakeMsg:
+    return FakeMsg(f"in.{LT}.from.{PL}.hits", pack_bodies([m.data for m in msgs]),
+                   pack_msg_id([m.msg_id for m in msgs]))
+
+
+def test_a_pack_of_hits_round_trips_and_is_committed_with_the_single_hits(lt) -> None:
+    ex, sink = lt
+    hits = [hit(i) for i in range(7)]
+    decoded = decode_message(pack(hits[:3]).data)
+    assert isinstance(decoded, HitPack)
+    assert [h.hit_id for h in decoded.hits] == ids(hits[:3])
+    assert decoded.hits == tuple(decode_message(m.data) for m in hits[:3])  # pictures and all
+    # packs, an old sender's single hit, and a hit packed again after a failed publish
+    batch = [pack(hits[:3]), hits[3], pack(hits[2:6]), change(1, "snapshot-begin",
+             policy=ListPolicy("stolen-pl")), pack(hits[6:])]
+    asyncio.run(ex._take(batch))  # type: ignore[arg-type]
+    assert [c[0] for c in sink.calls] == [ids(hits[:6]), ids(hits[6:])]  # each hit once
+    assert all(m.acked and not m.naked for m in batch)
+    assert ex.dead_letters() == []
+    assert ex.counts["applied"] == 7 + 1  # the hits, each once, and the list change
+
+
+@pytest.mark.parametrize("mangle, reason", [
+    (lambda b: b[:-3], "truncated: pack: hit 3 of 3 cut short"),
+    (lambda b: b + b"x", "garbage: 1 bytes after the pack's hits"),
+    (lambda b: b[:4] + (0).to_bytes(4, "big") + b[8:], "invalid: a pack holds 1..1024 hits, not 0"),
+])
+def test_a_malformed_pack_is_dead_lettered_whole(lt, mangle, reason) -> None:
+    ex, sink = lt
+    good = [hit(i) for i in range(3)]
+    bad = pack(good)
+    bad.data = mangle(bad.data)
+    after = hit(9)
+    asyncio.run(ex._take([bad, after]))  # type: ignore[arg-type]
+    assert [c[0] for c in sink.calls] == [ids([after])]  # none of the pack's hits
+    assert bad.acked and after.acked
+    assert [(i, why) for _, i, why in ex.dead_letters()] == [(bad.msg_id, reason)]
+
+
+def test_a_pack_with_a_hit_not_on_our_list_is_dead_lettered_whole(lt) -> None:
+    ex, sink = lt
+    h = dataclasses.replace(make_hit(5, node="pl-e1", run="batch"), match=WatchlistMatch(
+        watchlist="lv-vp.other", entry_id="1", entry_plate="X"))
+    bad = pack([hit(1), FakeMsg("", encode_hit(h), ""), hit(2)])
+    asyncio.run(ex._take([bad]))  # type: ignore[arg-type]
+    assert sink.calls == [] and bad.acked
+    assert [why.split(" from")[0] for _, _, why in ex.dead_letters()] == [
+        f"invalid: hit {h.hit_id}"]
+
+
+def test_the_drainer_packs_consecutive_hits_within_the_budget() -> None:
+    def row(i: int, kind: str, size: int = 100, to: str = LT) -> Pending:
+        return Pending(i, to, f"in.{to}.from.{PL}.{kind}", f"{kind}:{i}", b"h" * size, 0)
+
+    rows = [row(1, "hit"), row(2, "hit"), row(3, "hit"), row(4, "list"), row(5, "hit"),
+            row(6, "hit", 900), row(7, "hit"), row(8, "cam"), row(9, "hit"), row(10, "hit"),
+            row(11, "hit", to="lv-vp")]
+    out = list(_packs(rows, 1000, 3))
+    assert [[r.id for r in m.rows] for m in out] == [[1, 2, 3], [4], [5], [6], [7], [8],
+                                                      [9, 10], [11]]
+    first = out[0]
+    assert first.subject == f"in.{LT}.from.{PL}.hits"
+    assert first.msg_id == pack_msg_id(["hit:1", "hit:2", "hit:3"])
+    assert first.body == pack_bodies([b"h" * 100] * 3)
+    assert len({m.msg_id for m in out}) == len(out)
+    alone = out[2]  # a lone hit goes as itself, as before packs
+    assert (alone.subject, alone.msg_id, alone.body) == (rows[4].subject, "hit:5", b"h" * 100)
+    # the same rows, the same id: a pack published again is a duplicate to the stream
+    assert next(_packs(rows[:3], 1000, 3)).msg_id == first.msg_id
+    assert [[r.id for r in m.rows] for m in _packs(rows, 10**6, 1)] == [[i] for i in range(1, 12)]
+    # packs in flight together, each other message alone
+    assert [[m.msg_id for m in g] for g in _windows(out, 32)] == [
+        [out[0].msg_id], ["list:4"], ["hit:5", "hit:6", "hit:7"], ["cam:8"],
+        [out[6].msg_id, "hit:11"]]

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STREAM = "ANPR_IN"
 CONSUMER = "collector"
+DEFAULT_MAX_PAYLOAD = 1 << 20  # nats-server's default max_payload
 
 
 class PublishFailed(Exception):
@@ -181,6 +182,13 @@ class Link:
             log.debug("exchange: could not delete %s from the stream: %s", msg.subject, e)
 
     # ------------------------------------------------------------------ publishing
+
+    @property
+    def max_payload(self) -> int:
+        """The biggest message the server takes (its INFO says; 1 MiB, its default, before)."""
+        if self.nc is None or not self.nc.is_connected:
+            return DEFAULT_MAX_PAYLOAD
+        return int(self.nc.max_payload or DEFAULT_MAX_PAYLOAD)
 
     async def publish(self, subject: str, body: bytes, msg_id: str,
                       headers: dict[str, str] | None = None) -> bool:

@@ -2,7 +2,9 @@
 
 A hit travels as the edge link's own frames (`edge.core.link_protocol`, version 3: a
 JSON header and the JPEGs raw), each length-prefixed after the magic `ANPX`, so a
-partner's hit is checked by exactly the rules an edge's is.  A list change is a JSON
+partner's hit is checked by exactly the rules an edge's is.  Consecutive hits to one
+partner travel packed (kind "hits", `HitPack`): the magic `ANPH`, their count, and each
+hit's own body, length-prefixed; a pack is decoded whole or refused whole.  A list change is a JSON
 object:
 
     {"v": 1, "kind": "list", "owner": "pl-sg", "list": "stolen-pl", "epoch": "...",
@@ -24,6 +26,7 @@ the message rather than stopping on it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Sequence
@@ -51,6 +54,9 @@ VERSION = 1
 HIT_MAGIC = b"ANPX"
 OPS = ("snapshot-begin", "upsert", "expire", "remove", "policy", "snapshot-end", "withdrawn")
 MAX_LIST_BODY = 8 << 20
+PACK_MAGIC = b"ANPH"
+MAX_PACK_HITS = 1024
+MAX_PACK_BODY = 64 << 20
 _LEN = struct.Struct(">I")
 
 
@@ -88,6 +94,62 @@ def decode_hit(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitMessage:
 
 def hit_msg_id(hit: HitMessage) -> str:
     return f"hit:{hit.hit_id}"
+
+
+@dataclass(frozen=True)
+class HitPack:
+    """Hits sent in one message (kind "hits"), in the order they were queued."""
+
+    hits: tuple[HitMessage, ...]
+
+
+def pack_bodies(bodies: Sequence[bytes]) -> bytes:
+    """One message of kind "hits" holding the hit bodies `bodies` (each `encode_hit`'s)."""
+    if not 1 <= len(bodies) <= MAX_PACK_HITS:
+        raise ValueError(f"a pack holds 1..{MAX_PACK_HITS} hits, not {len(bodies)}")
+    out = [PACK_MAGIC, _LEN.pack(len(bodies))]
+    for body in bodies:
+        out += [_LEN.pack(len(body)), body]
+    return b"".join(out)
+
+
+def packed_size(sizes: Sequence[int]) -> int:
+    """The length of the pack of bodies of these lengths."""
+    return len(PACK_MAGIC) + 4 + sum(4 + n for n in sizes)
+
+
+def pack_msg_id(msg_ids: Sequence[str]) -> str:
+    """The Nats-Msg-Id of the pack of these messages: the same rows, the same id (a pack
+    published again is dropped by the stream's duplicate window)."""
+    digest = hashlib.sha256("\n".join(msg_ids).encode()).hexdigest()[:32]
+    return f"hits:{len(msg_ids)}:{digest}"
+
+
+def decode_pack(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitPack:
+    """Every hit of the pack, or `ProtocolError` (the pack refused whole)."""
+    if not body.startswith(PACK_MAGIC) or len(body) < 8:
+        raise ProtocolError("garbage", "not a pack of hits (no ANPH magic and count)")
+    if len(body) > MAX_PACK_BODY:
+        raise ProtocolError("oversized", f"pack of {len(body)} B")
+    (count,) = _LEN.unpack_from(body, 4)
+    if not 1 <= count <= MAX_PACK_HITS:
+        raise ProtocolError("invalid", f"a pack holds 1..{MAX_PACK_HITS} hits, not {count}")
+    at, hits = 8, []
+    for i in range(count):
+        if at + 4 > len(body):
+            raise ProtocolError("truncated", f"pack: hit {i + 1} of {count} missing")
+        (n,) = _LEN.unpack_from(body, at)
+        at += 4
+        if at + n > len(body):
+            raise ProtocolError("truncated", f"pack: hit {i + 1} of {count} cut short")
+        try:
+            hits.append(decode_hit(body[at : at + n], limits))
+        except ProtocolError as e:
+            raise ProtocolError(e.reason, f"pack: hit {i + 1} of {count}: {e.detail}") from None
+        at += n
+    if at != len(body):
+        raise ProtocolError("garbage", f"{len(body) - at} bytes after the pack's hits")
+    return HitPack(tuple(hits))
 
 
 # ------------------------------------------------------------------------------ lists
@@ -257,10 +319,12 @@ def _errors(e: ValidationError) -> str:
 
 def decode_message(
     body: bytes, limits: Limits = DEFAULT_LIMITS
-) -> HitMessage | ListChange | CameraReports:
-    """A hit, a list change or a camera message; `ProtocolError` for anything else."""
+) -> HitMessage | HitPack | ListChange | CameraReports:
+    """A hit, a pack of hits, a list change or a camera message; `ProtocolError` else."""
     if body.startswith(HIT_MAGIC):
         return decode_hit(body, limits)
+    if body.startswith(PACK_MAGIC):
+        return decode_pack(body, limits)
     if body.startswith(b"{"):
         d = _json_object(body)
         if isinstance(d, dict) and d.get("kind") == "cameras":

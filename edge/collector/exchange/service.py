@@ -2,8 +2,10 @@
 
 `Exchange` runs, on its loop: the connection (`Link`), the drainer of the outbox (in
 order per partner, back-off per partner while it or the server is away, woken at once
-when a message is added; up to `publish_window` hits in flight at once, their PubAcks
-awaited together and taken out of the outbox in one transaction, a list change alone), the
+when a message is added; consecutive hits packed into one message of kind "hits", up to
+`pack_hits` of them and `pack_bytes`, under the server's max_payload; up to
+`publish_window` messages of hits in flight at once, their PubAcks awaited together and
+their rows taken out of the outbox in one transaction, a list change alone), the
 consumer of our stream (a fetched batch applied in order: its hits in a row committed
 together, in one sink call, each list change alone in its place; then each message acked
 once durable: a malformed one dead-lettered and acked, the rest stored; a store error
@@ -22,8 +24,9 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from nats.aio.msg import Msg
 
@@ -33,8 +36,11 @@ from edge.collector.exchange.grants import Grants
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import (
     CameraReports,
+    HitPack,
     ListChange,
     decode_message,
+    pack_bodies,
+    pack_msg_id,
     subject_parts,
 )
 from edge.collector.exchange.outbox import Outbox, Pending
@@ -74,6 +80,16 @@ BACKOFF_MAX_S = 30.0
 # Hits to one partner published at once, their PubAcks awaited together (a list change
 # always goes alone, so that the partner stores list changes in their order).
 PUBLISH_WINDOW = 32
+# Consecutive hits to one partner go as one message of kind "hits" (each message costs the
+# NATS server a write and an fsync, and each side its publish, PubAck, fetch and ack): at
+# most PACK_HITS of them and PACK_BYTES (nats-server's default max_payload, so that a
+# pack fits any server's; less where the server allows less), PACK_HEADROOM kept for the
+# headers.  The partner's consumer holds a fetched batch of packs at once: 64 of 1 MiB.
+PACK_HITS = 64
+PACK_BYTES = 1 << 20
+PACK_HEADROOM = 16 << 10
+# Rows read from the outbox at once, to be packed and published
+DRAIN_ROWS = 256
 # Messages of our stream fetched at once, their hits committed together (one HitStore
 # commit: one image-log fsync and one SQLite commit for them all), then acked.
 FETCH_BATCH = 64
@@ -105,6 +121,8 @@ class Exchange:
         cameras: CameraShareSettings | None = None,  # None: ours are shown to no partner
         fetch_batch: int = FETCH_BATCH,
         sent_keep_s: float = SENT_KEEP_S,
+        pack_hits: int = PACK_HITS,  # 1: each hit a message of its own
+        pack_bytes: int = PACK_BYTES,
     ):
         self.settings, self.me = settings, settings.agency
         self.db_path, self.watchlists_path = Path(db_path), Path(watchlists_path)
@@ -115,6 +133,7 @@ class Exchange:
         self.camera_settings = cameras
         self.fetch_batch = max(1, fetch_batch)
         self.sent_keep_s = sent_keep_s
+        self.pack_hits, self.pack_bytes = max(1, pack_hits), pack_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-db")
@@ -314,13 +333,18 @@ class Exchange:
             for partner in outbox.partners_pending():
                 if retry_at.get(partner, 0) > now:
                     continue
-                rows = outbox.next_for(partner, max(64, self.publish_window))
-                for group in _windows(rows, self.publish_window):
+                rows = outbox.next_for(partner, max(DRAIN_ROWS, self.publish_window))
+                budget = min(self.pack_bytes, self.link.max_payload) - PACK_HEADROOM
+                messages = list(_packs(rows, budget, self.pack_hits))
+                for group in _windows(messages, self.publish_window):
                     results = await asyncio.gather(
-                        *(self.link.publish(r.subject, r.body, r.msg_id) for r in group),
+                        *(self.link.publish(m.subject, m.body, m.msg_id) for m in group),
                         return_exceptions=True)
-                    sent = [r.id for r, e in zip(group, results, strict=True)
-                            if not isinstance(e, BaseException)]
+                    # a pack's rows leave the outbox on its PubAck, all of them; a pack
+                    # that failed is packed again from what is then pending (maybe not
+                    # the same rows: a duplicate in the stream, never in the store)
+                    sent = [r.id for m, e in zip(group, results, strict=True)
+                            if not isinstance(e, BaseException) for r in m.rows]
                     if sent:  # stored by the partner's stream: one transaction for them all,
                         # not synced (lost in a power cut, they are sent again: duplicates)
                         with outbox.transaction(synced=False):
@@ -332,8 +356,9 @@ class Exchange:
                         if not isinstance(e, PublishFailed):
                             raise e
                     if failed:
-                        for r, e in failed:
-                            outbox.mark_failed(r.id, str(e))
+                        for m, e in failed:
+                            for r in m.rows:
+                                outbox.mark_failed(r.id, str(e))
                         wait = backoff[partner] = min(backoff.get(partner, BACKOFF_MIN_S / 2) * 2,
                                                       BACKOFF_MAX_S)
                         retry_at[partner] = time.monotonic() + wait
@@ -392,8 +417,9 @@ class Exchange:
         def commit_run() -> bool:
             ok = True
             for sender, items in run.items():
+                unique = {h.hit_id: h for _, h in items}  # a hit packed again: once
                 try:
-                    self.commit_hits([h for _, h in items], sender)
+                    self.commit_hits(list(unique.values()), sender)
                 except Exception:
                     log.exception("exchange: %d hits from %s not stored; they will come "
                                   "again", len(items), sender)
@@ -401,7 +427,7 @@ class Exchange:
                     break
                 for i, _ in items:
                     durable[i] = True
-                self._count("applied", len(items))
+                self._count("applied", len(unique))
             run.clear()
             return ok
 
@@ -416,13 +442,18 @@ class Exchange:
                     durable[i] = True
                     continue
                 decoded = decode_message(msg.data, self.limits)
-                if isinstance(decoded, HitMessage):
-                    hit = self._hits_in.accept(sender, decoded, grants)
-                    if hit is None:
-                        self._count("not granted")
+                if isinstance(decoded, HitMessage | HitPack):
+                    # a pack taken whole or dead-lettered whole: each of its hits checked
+                    # before any joins the run
+                    hits = decoded.hits if isinstance(decoded, HitPack) else (decoded,)
+                    ours = [self._hits_in.accept(sender, h, grants) for h in hits]
+                    taken = [h for h in ours if h is not None]
+                    if len(taken) < len(ours):
+                        self._count("not granted", len(ours) - len(taken))
+                    if not taken:
                         durable[i] = True
                     else:
-                        run.setdefault(sender, []).append((i, hit))
+                        run.setdefault(sender, []).extend((i, h) for h in taken)
                     continue
                 if not commit_run():  # the hits before it first: the order of a list's changes
                     return durable
@@ -523,13 +554,68 @@ def _kind(subject: str) -> str:
     return parts[4] if len(parts) == 5 else ""
 
 
-def _windows(rows: Sequence[Pending], size: int) -> Iterator[list[Pending]]:
-    """`rows` in order, in groups published together: up to `size` hits in a row, and each
-    other message (a list change) alone, so that only hits, whose order the receiver does
-    not depend on, can be stored out of order (when one of a group fails and is retried)."""
-    group: list[Pending] = []
+class _HasMsgId(Protocol):
+    @property
+    def msg_id(self) -> str: ...
+
+
+M = TypeVar("M", bound=_HasMsgId)
+
+
+def _is_hits(msg_id: str) -> bool:
+    return msg_id.startswith(("hit:", "hits:"))
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One message to publish: a row of the outbox, or a pack of hits of several rows."""
+
+    subject: str
+    body: bytes
+    msg_id: str
+    rows: tuple[Pending, ...]
+
+
+def _outgoing(run: Sequence[Pending]) -> _Outgoing:
+    if len(run) == 1:  # as before packs: what an older receiver also reads
+        r = run[0]
+        return _Outgoing(r.subject, r.body, r.msg_id, (r,))
+    return _Outgoing(run[0].subject.rpartition(".")[0] + ".hits",
+                     pack_bodies([r.body for r in run]),
+                     pack_msg_id([r.msg_id for r in run]), tuple(run))
+
+
+def _packs(rows: Sequence[Pending], max_bytes: int, max_hits: int) -> Iterator[_Outgoing]:
+    """`rows` in order as messages: consecutive hits to one subject packed, up to
+    `max_hits` of them in a pack of at most `max_bytes` (a hit bigger than that alone, as
+    before); every other row (a list change, cameras) a message of its own, in its place."""
+    run: list[Pending] = []
+    size = 8  # the pack's magic and count
     for r in rows:
         if not r.msg_id.startswith("hit:"):
+            if run:
+                yield _outgoing(run)
+                run, size = [], 8
+            yield _Outgoing(r.subject, r.body, r.msg_id, (r,))
+            continue
+        if run and (r.subject != run[0].subject or len(run) >= max_hits
+                    or size + 4 + len(r.body) > max_bytes):
+            yield _outgoing(run)
+            run, size = [], 8
+        run.append(r)
+        size += 4 + len(r.body)
+    if run:
+        yield _outgoing(run)
+
+
+def _windows(rows: Sequence[M], size: int) -> Iterator[list[M]]:
+    """`rows` in order, in groups published together: up to `size` hits (or packs of them)
+    in a row, and each other message (a list change) alone, so that only hits, whose order
+    the receiver does not depend on, can be stored out of order (when one of a group fails
+    and is retried)."""
+    group: list[M] = []
+    for r in rows:
+        if not _is_hits(r.msg_id):
             if group:
                 yield group
                 group = []

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import nats
 import pytest
-from helpers.exchange import Agency, StandInGrant, StandInGrants, make_server_config
+from helpers.exchange import (
+    Agency,
+    StandInGrant,
+    World,
+    world_of,
+)
 from helpers.link import make_hit, wait_for
-from helpers.nats import NatsServer, require_nats_server
 
 from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import ListChange, encode_list_change
 from edge.collector.exchange.outbox import Pending
-from edge.collector.exchange.server_config import generate_nkey, seed_file
+from edge.collector.exchange.server_config import seed_file
 from edge.collector.exchange.service import _windows
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import WatchlistMatch
@@ -27,45 +31,14 @@ LT, PL, LV = "lt-vsat", "pl-sg", "lv-vp"
 DEADLINE = 5.0  # generous for a loaded 2-core machine; the flow itself takes < 1 s
 
 
-@dataclasses.dataclass
-class World:
-    server: NatsServer
-    grants: StandInGrants
-    keys: dict[str, str]
-    creds: Path
-    agencies: dict[str, Agency]
-
-    def regrant(self, *grants: StandInGrant) -> None:
-        """New grants in force: the server's config reloaded, each exchange told."""
-        self.grants.all[:] = grants
-        before = self.server.reloads()
-        self.server.reload(make_server_config(self.grants, self.keys))
-        wait_for(lambda: self.server.reloads() > before, DEADLINE, "the server to reload")
-        for a in self.agencies.values():
-            a.exchange.agreements_changed()
-
 
 SHARE = StandInGrant(PL, LT, lists=("stolen-pl",), hits_back=True)
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    require_nats_server()
-    creds = tmp_path / "credentials"
-    keys = {a: generate_nkey(creds, a) for a in (LT, PL, LV)}
-    grants = StandInGrants({a: {"name": a} for a in keys}, [SHARE])
-    server = NatsServer(tmp_path / "nats", make_server_config(grants, keys)).start()
-    agencies: dict[str, Agency] = {}
-    try:
-        for name in (LT, PL, LV):
-            agencies[name] = Agency(tmp_path, name, server.url, grants, creds)
-        for a in agencies.values():
-            a.exchange.start()
-        yield World(server, grants, keys, creds, agencies)
-    finally:
-        for a in agencies.values():
-            a.close()
-        server.stop()
+    with world_of(tmp_path, (LT, PL, LV), [SHARE]) as w:
+        yield w
 
 
 def entry(pattern: str, name: str = "stolen-pl", category: str = "stolen_vehicle") -> Entry:

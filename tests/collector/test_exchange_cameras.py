@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.exchange import Agency, StandInGrant, StandInGrants, make_server_config
+from helpers.exchange import (
+    Agency,
+    StandInGrant,
+    World,
+    world_of,
+)
 from helpers.link import wait_for
-from helpers.nats import NatsServer, require_nats_server
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
@@ -41,7 +45,7 @@ from edge.collector.exchange.messages import (
     encode_camera_reports,
 )
 from edge.collector.exchange.outbox import Outbox
-from edge.collector.exchange.server_config import generate_nkey, seed_file
+from edge.collector.exchange.server_config import seed_file
 from edge.collector.exchange.service import Exchange
 from edge.collector.store import Seen
 from edge.core.status import CameraState, CameraStatus, Health, NodeStatus, Place, Problem
@@ -53,41 +57,11 @@ FAST = CameraShareSettings(Path("unused"), poll_s=0.05, refresh_s=30.0, min_gap_
 GATE = Place(lat=53.1325, lon=23.1688, road="DK8 km 12", direction="to LT")
 
 
-@dataclasses.dataclass
-class World:
-    server: NatsServer
-    grants: StandInGrants
-    keys: dict[str, str]
-    creds: Path
-    agencies: dict[str, Agency]
-
-    def regrant(self, *grants: StandInGrant) -> None:
-        self.grants.all[:] = grants
-        before = self.server.reloads()
-        self.server.reload(make_server_config(self.grants, self.keys))
-        wait_for(lambda: self.server.reloads() > before, DEADLINE, "the server to reload")
-        for a in self.agencies.values():
-            a.exchange.agreements_changed()
-
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    require_nats_server()
-    creds = tmp_path / "credentials"
-    keys = {a: generate_nkey(creds, a) for a in (LT, PL, LV)}
-    grants = StandInGrants({a: {"name": a} for a in keys}, [SHOW])
-    server = NatsServer(tmp_path / "nats", make_server_config(grants, keys)).start()
-    agencies: dict[str, Agency] = {}
-    try:
-        for name in (LT, PL, LV):
-            agencies[name] = Agency(tmp_path, name, server.url, grants, creds, cameras=FAST)
-        for a in agencies.values():
-            a.exchange.start()
-        yield World(server, grants, keys, creds, agencies)
-    finally:
-        for a in agencies.values():
-            a.close()
-        server.stop()
+    with world_of(tmp_path, (LT, PL, LV), [SHOW], cameras=FAST) as w:
+        yield w
 
 
 def camera(state: CameraState = CameraState.LIVE, place: Place | None = None,

@@ -8,21 +8,24 @@ side: its master watchlist store, its hit store, its `Exchange`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.collector.exchange.cameras import CameraShareSettings
 from edge.collector.exchange.link import LinkSettings
-from edge.collector.exchange.server_config import render, routes, seed_file
+from edge.collector.exchange.server_config import generate_nkey, render, routes, seed_file
 from edge.collector.exchange.service import Exchange
 from edge.collector.store import HitStore
 from edge.core.link_protocol import HitMessage
-from helpers.nats import MakeConfig
+from helpers.link import wait_for
+from helpers.nats import MakeConfig, NatsServer, require_nats_server
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,46 @@ class Agency:
     def close(self) -> None:
         self.exchange.stop()
         self.hits.close()
+
+
+@dataclass
+class World:
+    """A nats-server on loopback and one `Agency` (exchange) per agency, on its grants."""
+
+    server: NatsServer
+    grants: StandInGrants
+    keys: dict[str, str]
+    creds: Path
+    agencies: dict[str, Agency]
+
+    def regrant(self, *grants: StandInGrant, timeout: float = 5.0) -> None:
+        """New grants in force: the server's config reloaded, each exchange told."""
+        self.grants.all[:] = grants
+        before = self.server.reloads()
+        self.server.reload(make_server_config(self.grants, self.keys))
+        wait_for(lambda: self.server.reloads() > before, timeout, "the server to reload")
+        for a in self.agencies.values():
+            a.exchange.agreements_changed()
+
+
+@contextlib.contextmanager
+def world_of(root: Path, names: Sequence[str], grants: Sequence[StandInGrant],
+             **agency_kw: Any) -> Iterator[World]:
+    """`names`' NKeys, a nats-server whose config opens `grants`, and their exchanges
+    started (each `Agency(..., **agency_kw)`); all stopped afterwards."""
+    require_nats_server()
+    creds = root / "credentials"
+    keys = {a: generate_nkey(creds, a) for a in names}
+    stand_in = StandInGrants({a: {"name": a} for a in keys}, list(grants))
+    server = NatsServer(root / "nats", make_server_config(stand_in, keys)).start()
+    agencies: dict[str, Agency] = {}
+    try:
+        for name in names:
+            agencies[name] = Agency(root, name, server.url, stand_in, creds, **agency_kw)
+        for a in agencies.values():
+            a.exchange.start()
+        yield World(server, stand_in, keys, creds, agencies)
+    finally:
+        for a in agencies.values():
+            a.close()
+        server.stop()

@@ -3,6 +3,7 @@ page; `MISSING` says why they skip where chromium, its driver or selenium is abs
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,23 @@ def chromium(profile: Path, performance_log: bool = False) -> Any:
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
     return driver
+
+
+@contextlib.contextmanager
+def offline_chromium(profile: Path, performance_log: bool = False) -> Iterator[Any]:
+    """`chromium(profile, performance_log)`, with Selenium Manager kept off the network
+    (SE_OFFLINE) while it runs; quit and the environment put back afterwards (for a
+    browser a module shares)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SE_OFFLINE", "true")
+    try:
+        driver = chromium(profile, performance_log)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        mp.undo()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.browser import MISSING, card, chromium, page_ready, shot, wait
+from helpers.browser import MISSING, card, offline_chromium, page_ready, shot, wait
 from helpers.console import console_hit
 
 from edge.collector.agencies import AgencyConfig
@@ -154,14 +154,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SE_OFFLINE", "true")  # Selenium Manager never looks for a driver online
-    d = chromium(tmp_path_factory.mktemp("chromium") / "profile")
-    try:
+    with offline_chromium(tmp_path_factory.mktemp("chromium") / "profile") as d:
         yield d
-    finally:
-        d.quit()
-        mp.undo()
 
 
 @pytest.fixture

@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers.browser import MISSING, body_data, card, chromium, page_ready, shot, sign_in, wait
+from helpers.browser import (
+    MISSING,
+    body_data,
+    card,
+    offline_chromium,
+    page_ready,
+    shot,
+    sign_in,
+    wait,
+)
 from helpers.console import OPERATOR, Stack, console_hit, live_status, running_stack
 
 from edge.collector.console.app import NOT_BUILT, VENDOR
@@ -43,14 +52,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SE_OFFLINE", "true")  # Selenium Manager never looks for a driver online
-    d = chromium(tmp_path_factory.mktemp("chromium") / "profile", performance_log=True)
-    try:
+    profile = tmp_path_factory.mktemp("chromium") / "profile"
+    with offline_chromium(profile, performance_log=True) as d:
         yield d
-    finally:
-        d.quit()
-        mp.undo()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import zmq
-from helpers.browser import MISSING, chromium, shot, sign_in, wait
+from helpers.browser import MISSING, offline_chromium, shot, sign_in, wait
 from helpers.console import make_jpeg
 from helpers.link import Keys, collector_config, make_keys, wait_for
 from helpers.search import MiniNode, attach, mini_node, signing_keys
@@ -122,14 +122,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SE_OFFLINE", "true")  # Selenium Manager never looks for a driver online
-    d = chromium(tmp_path_factory.mktemp("chromium") / "profile")
-    try:
+    with offline_chromium(tmp_path_factory.mktemp("chromium") / "profile") as d:
         yield d
-    finally:
-        d.quit()
-        mp.undo()
 
 
 @pytest.fixture

@@ -43,6 +43,9 @@ from edge.collector.console.data import HIT_FIELDS, ConsoleData, QueryError, Sea
 from edge.collector.console.i18n import LANGUAGES, check_language
 from edge.collector.console.limits import BodyLimits
 from edge.collector.console.live import LiveHub
+from edge.collector.console.requests import client_address as _address
+from edge.collector.console.requests import in_thread as _run
+from edge.collector.console.requests import json_body as _json_body
 from edge.collector.console.search_api import routes as search_routes
 from edge.collector.console.streams import ClosingStream
 from edge.collector.console.throttle import AuditRow, HashGate, RefusalLog, SignInThrottle
@@ -259,29 +262,11 @@ def _admin(request: Request) -> User:
     return user
 
 
-def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise HTTPException(400, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return body
-
-
 def _text(body: dict[str, Any], key: str, limit: int = 1000) -> str:
     try:
         return text_field(body, key, limit)
     except UploadError as e:
         raise HTTPException(400, str(e)) from None
-
-
-def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    return anyio.to_thread.run_sync(fn, *args)
 
 
 async def _audit(request: Request, user: User, action: str, detail: str) -> None:

@@ -14,10 +14,9 @@ import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +24,9 @@ from starlette.routing import Route
 
 from edge.collector import csvsafe
 from edge.collector.console.accounts import User
+from edge.collector.console.requests import client_address as _address
+from edge.collector.console.requests import in_thread as _run
+from edge.collector.console.requests import json_body as _json_body
 from edge.collector.console.streams import ClosingStream
 from edge.collector.search import Search, Searches, SearchRefused, event_line, request_from_json
 from edge.core.times import utc_now
@@ -37,10 +39,6 @@ CSV_FIELDS = ("search_id", "case_ref", "legal_basis", "requested_by", "agency", 
               "node_agency", "seen_at", "text", "formatted", "country", "confidence", "camera",
               "direction", "vehicle_type", "vehicle_colour", "lat", "lon",
               "source", "watchlists")  # fmt: skip
-
-
-def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    return anyio.to_thread.run_sync(fn, *args)
 
 
 def _investigator(request: Request) -> User:
@@ -57,10 +55,6 @@ def _searches(request: Request) -> Searches:
         raise HTTPException(503, "search is off on this collector (no search signing key, or "
                             "search.enabled false)")  # fmt: skip
     return searches
-
-
-def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _own_search(request: Request) -> tuple[User, Searches, Search]:
@@ -98,12 +92,7 @@ async def begin(request: Request) -> Response:
     """Ask the nodes; the answer is the search's events, NDJSON, until it is settled."""
     user = _investigator(request)
     searches = _searches(request)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise HTTPException(400, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
+    body = await _json_body(request)
     address = _address(request)
     try:
         search_request = request_from_json(body, utc_now())

@@ -308,10 +308,10 @@ def decode_camera_reports(body: bytes) -> CameraReports:
     try:
         return CameraReports.model_validate_json(body)
     except ValidationError as e:
-        raise ProtocolError("invalid", f"camera message: {_errors(e)}") from None
+        raise ProtocolError("invalid", f"camera message: {validation_errors(e)}") from None
 
 
-def _errors(e: ValidationError) -> str:
+def validation_errors(e: ValidationError) -> str:
     """The first few of pydantic's errors, each as 'where: what' (not the input's text)."""
     return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'message'}: {err['msg']}"
                      for err in e.errors()[:3])[:500]

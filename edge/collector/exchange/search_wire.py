@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from edge.collector.exchange.grants import check_agency
+from edge.collector.exchange.messages import validation_errors
 from edge.core.errors import ProtocolError
 from edge.core.search import MAX_CROP_BYTES, MAX_ROWS, SearchRead
 from edge.core.status import Name
@@ -144,11 +145,6 @@ class RelayAnswer:
         return self.header.event
 
 
-def _errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'message'}: {err['msg']}"
-                     for err in e.errors()[:3])[:500]  # fmt: skip
-
-
 def encode_query(q: RelayQuery) -> bytes:
     return q.model_dump_json().encode()
 
@@ -159,7 +155,7 @@ def decode_query(body: bytes) -> RelayQuery:
     try:
         q = RelayQuery.model_validate_json(body)
     except ValidationError as e:
-        raise ProtocolError("invalid", f"search query: {_errors(e)}") from None
+        raise ProtocolError("invalid", f"search query: {validation_errors(e)}") from None
     if q.since > q.until:
         raise ProtocolError("invalid", "search query: since is after until")
     return q
@@ -213,7 +209,7 @@ def decode_answer(body: bytes) -> RelayAnswer:
     try:
         header = AnswerHeader.model_validate_json(frames[0])
     except ValidationError as e:
-        raise ProtocolError("invalid", f"search answer: {_errors(e)}") from None
+        raise ProtocolError("invalid", f"search answer: {validation_errors(e)}") from None
     crops = frames[1:]
     if len(crops) != len(header.reads):
         raise ProtocolError("invalid", f"{len(header.reads)} reads but {len(crops)} crops")

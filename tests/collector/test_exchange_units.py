@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import stat
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from edge.collector.exchange.messages import (
     encode_list_change,
     subject_parts,
 )
-from edge.collector.exchange.server_config import Route, public_key_of, routes
+from edge.collector.exchange.server_config import Route, public_key_of, routes, seed_file
 from edge.core.errors import ProtocolError
 from edge.core.watchlist.entry import ListPolicy
 
@@ -68,7 +69,9 @@ def test_each_granted_direction_is_one_export_and_its_import(tmp_path: Path, cap
     assert 'exports: [{service: "in.lv-vp.from.lt-vsat.>", accounts: ["lt-vsat"]}]' in lv
     assert "imports: []" in lv  # lv-vp sends nothing: it gets no hits-back grant
     assert conf.count("service:") == 6  # 3 routes: an export and an import each
-    assert public_key_of(tmp_path, LV) in lv and "SU" not in conf  # public keys only
+    assert public_key_of(tmp_path, LV) in lv  # public keys only: no seed, of any agency
+    assert not [a for a in grants.agencies if seed_file(tmp_path, a).read_text().strip() in conf]
+    assert not re.search(r"\bSU[A-Z2-7]{56}\b", conf)  # nor anything shaped like a user seed
     assert 'sync_interval: "always"' in conf  # a PubAck means on disk: the sender forgets it
 
 

@@ -493,8 +493,17 @@ class PlateTracker:
         trajectory = track.trajectory
         if self._is_duplicate(track, agreed, trajectory):
             return None
-        best = agreed.best
         first_seen, last_seen = track.read_span()
+        return self._pass_event(track, agreed, first_seen, last_seen, frames=len(reads),
+                                night=2 * sum(r.night for r in reads) > len(reads),
+                                trajectory=trajectory)
+
+    def _pass_event(self, track: Track, agreed: Vote, first_seen: float, last_seen: float, *,
+                    frames: int, night: bool, trajectory: list[Point] | None = None,
+                    provisional: bool = False) -> PlateEvent:
+        """The event of a pass from its vote: the final one, or a provisional sighting.
+        Both carry the vote's other readings, which the watchlist match tries too."""
+        best = agreed.best
         return PlateEvent(
             text=agreed.plate.text,
             formatted=agreed.plate.formatted,
@@ -502,8 +511,8 @@ class PlateTracker:
             confidence=agreed.confidence,
             first_seen=first_seen,
             last_seen=last_seen,
-            frames=len(reads),
-            direction=direction(trajectory),
+            frames=frames,
+            direction=direction(track.trajectory if trajectory is None else trajectory),
             track_id=track.id,
             raw=agreed.plate.raw,
             camera=self.camera,
@@ -511,8 +520,9 @@ class PlateTracker:
             best_box=best.box,
             scene_jpeg=best.scene_jpeg,
             alternatives=list(agreed.alternatives),
-            night=2 * sum(r.night for r in reads) > len(reads),
+            night=night,
             readings=list(agreed.readings),
+            provisional=provisional,
         )
 
     def _is_duplicate(self, track: Track, agreed: Vote, trajectory: list[Point]) -> bool:
@@ -582,16 +592,9 @@ class PlateTracker:
             if shown.get(track.id) == key:
                 continue
             shown[track.id] = key
-            best = agreed.best
-            out.append(PlateEvent(
-                text=agreed.plate.text, formatted=agreed.plate.formatted,
-                country=agreed.plate.country, confidence=agreed.confidence,
-                first_seen=track.first_seen, last_seen=track.last_seen, frames=agreed.votes,
-                direction=direction(track.trajectory), track_id=track.id,
-                raw=agreed.plate.raw, camera=self.camera, best_crop=best.crop,
-                best_box=best.box, scene_jpeg=best.scene_jpeg,
-                alternatives=list(agreed.alternatives), night=best.night, provisional=True,
-            ))  # fmt: skip
+            out.append(self._pass_event(track, agreed, track.first_seen, track.last_seen,
+                                        frames=agreed.votes, night=agreed.best.night,
+                                        provisional=True))
         return out
 
     def _continues(self, last: Point, velocity: tuple[float, float, float, float],

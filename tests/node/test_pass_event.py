@@ -34,3 +34,15 @@ def test_a_band_read_at_night_is_not_in_the_event() -> None:
     text, readings = event_of(passing("EABC123", night=True), ["LT"])
     assert text == "ABC123"
     assert readings == ["EABC123"]
+
+
+def test_a_sighting_carries_the_other_readings_for_the_early_match() -> None:
+    # the early hit is matched on a sighting: a Slovak KE123OZ listed as read must be
+    # found there too, not only on the pass's final event
+    tracker, shown = PlateTracker(), {}
+    sighted = []
+    for read in passing("KE123OZ"):
+        tracker.update([read], read.pts)
+        sighted += tracker.sightings(read.pts, shown)
+    assert sighted and all(s.provisional for s in sighted)
+    assert sighted[-1].text == "KE123OZ" and "KE12302" in sighted[-1].readings

@@ -95,12 +95,14 @@ def check_config(path: Path, *, offline: bool = False, timeout_s: float = 5.0,
 
 
 def check_models(config: EdgeConfig) -> Outcome:
-    """Every model the cameras need is present and matches its recorded hash."""
-    names = ["plates", config.ocr.model]
+    """Every model the cameras need (the plate detector and recogniser they are set to,
+    and the vehicle detector where they look for or describe vehicles) is present and
+    matches its recorded hash."""
+    names = [config.detect.model, config.ocr.model]
     for camera in config.cameras:
         assert camera.pipeline is not None
-        names.append(camera.pipeline.ocr.model)
-        if camera.pipeline.detect.mode != "full":
+        names += [camera.pipeline.detect.model, camera.pipeline.ocr.model]
+        if camera.pipeline.needs_vehicles():
             names.append("vehicles")
     names = list(dict.fromkeys(names))
     try:

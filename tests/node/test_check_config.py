@@ -22,18 +22,20 @@ from edge.cli import main
 from edge.node.check_config import EXIT_COLLECTOR, EXIT_CONFIG, EXIT_KEYS, EXIT_MODELS, EXIT_OK
 
 FILES = {"plates": ("plates.onnx", b"a plate detector"),
+         "plates-int8": ("plates-int8.onnx", b"the plate detector in int8"),
+         "vehicles": ("vehicles.onnx", b"a vehicle detector"),
          "ocr-ppocrv6-small": ("ocr.onnx", b"a text recogniser")}
 
 
 def fake_models(root: Path) -> Path:
-    """A manifest naming two small files, with their hashes; the plates one 'exported'."""
+    """A manifest naming small files, with their hashes; the plates ones 'exported'."""
     models = root / "models"
     models.mkdir()
     manifest, prepared = [], {}
     for name, (file, body) in FILES.items():
         (models / file).write_bytes(body)
         digest = hashlib.sha256(body).hexdigest()
-        export = 'export = "ultralytics-onnx"\n' if name == "plates" else ""
+        export = 'export = "ultralytics-onnx"\n' if name.startswith("plates") else ""
         manifest.append(
             f'[models.{name}]\ndescription = "test"\npackage = "p"\nversion = "1"\n'
             f'member = "m"\nsha256 = "{digest}"\nfile = "{file}"\nlicence = "x"\n'
@@ -103,6 +105,20 @@ def test_a_model_that_fails_its_hash_is_named_with_the_fix(node, capsys):
     (node / "models" / "plates.onnx").unlink()
     code, lines = check(capsys, write_config(node))
     assert code == EXIT_MODELS and "missing" in lines["models"]
+
+
+def test_the_models_a_camera_is_set_to_are_the_ones_checked(node, capsys):
+    (node / "models" / "plates-int8.onnx").unlink()
+    (node / "models" / "vehicles.onnx").unlink()
+    code, lines = check(capsys, write_config(
+        node, "detect: {model: plates}\ndescribe: {enabled: false}\n"))
+    assert code == EXIT_OK, lines["models"]
+    for settings, missing in (("detect: {model: plates-int8}\ndescribe: {enabled: false}\n",
+                               "plates-int8"),
+                              ("detect: {model: plates}\ndescribe: {enabled: true}\n",
+                               "vehicles")):
+        code, lines = check(capsys, write_config(node, settings))
+        assert code == EXIT_MODELS and missing in lines["models"], lines["models"]
 
 
 def collector_config(node: Path, creds: Path, endpoint: str, key: str = "collector") -> Path:

@@ -34,8 +34,8 @@ class CropGeometry:
     # wins. Plates differ in how much frame, state name or slogan their box holds.
     alternatives: tuple[tuple[float, float], ...] = ()
     adaptive: bool = False  # read the alternatives only where the main crop reads doubtfully
-    # with `adaptive`: the first alternative is read with the main crop, and a plate is sure
-    # (its other alternatives left unread) where the two crops read it alike (`confirmed`)
+    # with `adaptive`: a plate whose main crop is not `sure_alone` is read with the first
+    # alternative, and with the others only where the two do not read alike (`confirmed`)
     confirm: bool = False
     two_line_aspect: float = 1.6  # below this width/height, a plate is read as two lines
     straighten: bool = True

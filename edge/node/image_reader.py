@@ -22,21 +22,26 @@ class ImageReader:
     """Plate boxes found in an image and read, best first.
 
     A photo alone is worth more time than a video frame: `for_photos` adds tiles for
-    small plates in big photos and more crops (`ocr.still_crops`) of every plate (only of
-    those whose first read is doubtful with `ocr.still_adaptive`); `for_video`
+    small plates in big photos (with `detect.still_tiles_if_missed`, only where the whole
+    photo found none) and more crops (`ocr.still_crops`) of every plate (with
+    `ocr.still_adaptive`, only of those the main crop and the first of them do not read
+    alike: `read.confirmed`); `for_video`
     uses the cheaper video settings and searches most frames only in windows around the
     plates of the last frames (`WindowSchedule`).
     """
 
     def __init__(self, engines: Engines, config: PipelineConfig, *, tiles: int,
                  crops: Sequence[tuple[float, float]], adaptive: bool,
-                 schedule: WindowSchedule | None = None, remember: bool = False):
+                 schedule: WindowSchedule | None = None, remember: bool = False,
+                 confirm: bool = False, tiles_if_missed: bool = False):
         self.config = config
         self.finder = PlateFinder(engines.plates, engines.vehicles, config.detect, schedule)
         self.tiles = tiles
+        self.tiles_if_missed = tiles_if_missed
         geometry = CropGeometry(widen=config.ocr.widen, trim=config.ocr.trim,
                                 straighten=config.ocr.straighten,
-                                alternatives=tuple(crops), adaptive=adaptive)
+                                alternatives=tuple(crops), adaptive=adaptive,
+                                confirm=confirm)
         # video: a pass's views read again at its end come through crops their frames read
         recognise = RememberedReads(engines.ocr) if remember else engines.ocr
         self.reader = PlateReader(recognise, geometry=geometry, countries=config.countries)
@@ -44,7 +49,8 @@ class ImageReader:
     @classmethod
     def for_photos(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
         return cls(engines, config, tiles=config.detect.still_tiles,
-                   crops=config.ocr.still_crops, adaptive=config.ocr.still_adaptive)
+                   crops=config.ocr.still_crops, adaptive=config.ocr.still_adaptive,
+                   confirm=True, tiles_if_missed=config.detect.still_tiles_if_missed)
 
     @classmethod
     def for_video(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
@@ -61,7 +67,7 @@ class ImageReader:
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
         return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles,
-                           motion=motion)
+                           motion=motion, tiles_if_missed=self.tiles_if_missed)
 
     def read_boxes(self, image: np.ndarray, plates: Detections, vehicles: Detections,
                    timer: StageTimer, night: bool,

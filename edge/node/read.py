@@ -34,6 +34,9 @@ class CropGeometry:
     # wins. Plates differ in how much frame, state name or slogan their box holds.
     alternatives: tuple[tuple[float, float], ...] = ()
     adaptive: bool = False  # read the alternatives only where the main crop reads doubtfully
+    # with `adaptive`: a plate whose main crop is not `sure_alone` is read with the first
+    # alternative, and with the others only where the two do not read alike (`confirmed`)
+    confirm: bool = False
     two_line_aspect: float = 1.6  # below this width/height, a plate is read as two lines
     straighten: bool = True
     max_skew_deg: float = 25.0
@@ -147,10 +150,11 @@ class PlateReader:
         self.countries = list(countries) if countries else None
 
     def layouts(self, image: np.ndarray, box: Sequence[float], night: bool, *,
-                main: bool = True, more: bool = True,
+                main: bool = True, more: bool | slice = True,
                 geometry: CropGeometry | None = None) -> list[list[np.ndarray]]:
         """Ways to read one plate, each a list of line images: with `main`, the main crop
-        (and for a squarish plate its two lines); with `more`, the alternative crops.
+        (and for a squarish plate its two lines); with `more`, the alternative crops (a
+        slice: those of them).
 
         A wide plate is one line. A squarish one may be two lines (motorcycles, square
         EU and TR plates) or one line seen at an angle or with a tall frame (many US
@@ -171,8 +175,9 @@ class PlateReader:
                     h = whole.shape[0]
                     cut = int(h * 0.45)
                     out.append([whole[: cut + h // 20], whole[cut - h // 20:]])
-        if more:
-            for widen, trim in geometry.alternatives:
+        if more is not False:
+            chosen = geometry.alternatives[more if isinstance(more, slice) else slice(None)]
+            for widen, trim in chosen:
                 other = self._crop(image, box, replace(geometry, widen=widen, trim=trim),
                                    night)
                 if other is not None:
@@ -195,19 +200,35 @@ class PlateReader:
         """One (plate text, crop) per box, in the boxes' order; empty text where unreadable.
 
         With `geometry.adaptive`, the alternative crops are read only for plates whose
-        main reading is doubtful; otherwise every crop is read, in one batch.
+        main reading is doubtful (`sure`). With `geometry.confirm` too, in three steps: the
+        main crop; the first alternative for the plates not `sure_alone`; the others for
+        those two crops do not read alike (`confirmed`). Otherwise every crop is read.
+        Each step is one recogniser batch for all the plates.
         """
-        adaptive = self.geometry.adaptive
-        first = [self.layouts(image, box, night, more=not adaptive) for box in boxes]
-        candidates = self._recognise(first, [night] * len(first))
-        if adaptive and self.geometry.alternatives:
-            doubtful = [i for i, c in enumerate(candidates) if c and not sure(_agree(c))]
-            more = self._recognise([self.layouts(image, boxes[i], night, main=False)
-                                    for i in doubtful], [night] * len(doubtful))
-            for i, extra in zip(doubtful, more, strict=True):
-                candidates[i].extend(extra)
+        g = self.geometry
+        adaptive = g.adaptive and bool(g.alternatives)
+        candidates = self._recognise([self.layouts(image, box, night, more=not adaptive)
+                                      for box in boxes], [night] * len(boxes))
+        if adaptive and g.confirm:
+            unsure = [i for i, c in enumerate(candidates)
+                      if c and not sure_alone(c, self.countries)]
+            self._more(candidates, image, boxes, night, unsure, slice(0, 1))
+            unsure = [i for i in unsure if not confirmed(candidates[i])]
+            self._more(candidates, image, boxes, night, unsure, slice(1, None))
+        elif adaptive:
+            self._more(candidates, image, boxes, night,
+                       [i for i, c in enumerate(candidates) if c and not sure(_agree(c))], True)
         return [(_agree(c), crop_plate(image, box, self.geometry) if c else None)
                 for c, box in zip(candidates, boxes, strict=True)]
+
+    def _more(self, candidates: list[list[PlateText]], image: np.ndarray,
+              boxes: Sequence[Sequence[float]], night: bool, which: list[int],
+              more: bool | slice) -> None:
+        """The plates `which` read with `more` of the alternative crops too, in one batch."""
+        extra = self._recognise([self.layouts(image, boxes[i], night, main=False, more=more)
+                                 for i in which], [night] * len(which))
+        for i, readings in zip(which, extra, strict=True):
+            candidates[i].extend(readings)
 
     def reread(self, views: Sequence[View],
                crops: Sequence[tuple[float, float]]) -> list[PlateText]:
@@ -255,6 +276,48 @@ def sure(plate: PlateText) -> bool:
     read with confidence."""
     return (plate.country is not None and plate.confidence >= 0.9
             and min(plate.char_confidence, default=0.0) >= 0.6)
+
+
+SURE_CHAR = 0.9  # a main crop alone settles a plate with every character read this surely
+CONFIRM_CHAR = 0.6  # a character read below this by either crop leaves a plate unconfirmed
+
+
+def sure_alone(candidates: list[PlateText], countries: Sequence[str] | None) -> bool:
+    """The main crop's reading (the first) settles the plate by itself: of a plate's length,
+    every character read with at least `SURE_CHAR`, in a format of the camera's
+    `countries` (of any known country where it has none), and not outweighed by the two-line
+    reading of a squarish plate (the candidates after it).
+
+    A read in a country the camera does not expect, or one that fits no format, is
+    doubtful however surely it was read: a dropped or an extra character reads surely too.
+    """
+    main = candidates[0]
+    if not 4 <= len(main.text) <= 10 or min(main.char_confidence, default=0.0) < SURE_CHAR:
+        return False
+    fits = (main.country in countries if countries
+            else main.country is not None or bool(plates.country_candidates(main.text)))
+    return fits and _agree(candidates).text == main.text
+
+
+def confirmed(candidates: list[PlateText]) -> bool:
+    """Two crops of a plate read it alike, so the others need not be read: the main crop
+    (the first reading) and the first alternative (the last) give the same text, of a
+    plate's length, with every character of both read with at least `CONFIRM_CHAR`.
+    A squarish plate's two-line reading (between them) must not read otherwise more
+    plausibly, or the plate is not settled.
+
+    Two crops that cut the plate differently (more or less frame, band and slogan) and
+    still read every character alike and surely are the evidence the other crops would
+    add; they are read where the two disagree or either is unsure of a character.
+    """
+    if len(candidates) < 2:
+        return False
+    main, check = candidates[0], candidates[-1]
+    if main.text != check.text or not 4 <= len(main.text) <= 10:
+        return False
+    if min(min(c.char_confidence, default=0.0) for c in (main, check)) < CONFIRM_CHAR:
+        return False
+    return _agree(candidates).text == main.text
 
 
 def doubtful(plate: PlateText) -> bool:

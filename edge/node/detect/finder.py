@@ -40,9 +40,12 @@ class PlateFinder:
         self.schedule = schedule if config.mode == "full" else None
 
     def __call__(self, image: np.ndarray, timer: StageTimer, *, confidence: float,
-                 n_tiles: int = 0, motion: Region | None = None) -> tuple[Detections, Detections]:
+                 n_tiles: int = 0, motion: Region | None = None,
+                 tiles_if_missed: bool = False) -> tuple[Detections, Detections]:
         """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode. `motion`:
-        the moving region (frame pixels), searched between whole frames when small."""
+        the moving region (frame pixels), searched between whole frames when small.
+        `tiles_if_missed`: the tiles are searched only where the whole image found no
+        plate `min_plate_height` tall (tiles are for the small plates it misses)."""
         cfg = self.config
         parts: list[Detections] = []
         vehicles = Detections.empty()
@@ -57,6 +60,8 @@ class PlateFinder:
         elif cfg.mode in ("full", "both"):
             with timer.stage("detect_plates"):
                 parts.append(self.plates(image, size=cfg.plate_size, confidence=confidence))
+                if tiles_if_missed and _found(parts[0], cfg.min_plate_height):
+                    n_tiles = 0
                 for tile in tiles(image.shape[:2], n_tiles, cfg.plate_size):
                     found = self._in_region(image, tile, cfg.plate_size, confidence)
                     # a plate cut by the tile's inner edge is found whole elsewhere
@@ -113,6 +118,11 @@ class PlateFinder:
     def _in_region(self, image: np.ndarray, box: tuple[float, ...], size: int,
                    confidence: float) -> Detections:
         return detect_in(self.plates, image, box, size, confidence)
+
+
+def _found(plates: Detections, min_height: float) -> bool:
+    """Whether any of `plates` is kept: at least `min_height` tall."""
+    return bool(((plates.xyxy[:, 3] - plates.xyxy[:, 1]) >= min_height).any())
 
 
 def detect_in(detector: PlateDetector, image: np.ndarray, box: Sequence[float], size: int,

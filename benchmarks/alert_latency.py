@@ -3,7 +3,8 @@
 The tollbooth clip (or any clip) is served once through, at its own rate, by GStreamer's RTSP
 server (tests/helpers/rtsp_server.py, `make rtsp`) to a real edge node (`anpr-edge run`)
 sending to a real collector (`anpr-collector run`), both on loopback, whose watchlist holds
-every plate the clip reads. After the clip the server shows an empty grey scene (no loop).
+every plate the clip reads. Before the clip (`--lead-s`) and after it the server shows an
+empty grey scene: the clip is served once, never looped.
 
 Both ends of the figure are clocks the node does not own:
 - the start: the wall clock at which the server pushed the plate's first readable frame
@@ -61,6 +62,10 @@ from edge.node.sources import ImageFolderSource  # noqa: E402
 
 CLIP = REPO.parent / "shared" / "data" / "video" / "tollbooth-vn-720p.mp4"
 PASSWORD = "bench-Pw.1"
+# The empty scene served before the clip: the node has connected, FFmpeg has probed the
+# stream and the models are warm when the first plate shows (a plate at frame 0 would
+# otherwise count the connection's set-up, ~1.6 s here).
+LEAD_S = 3.0
 TAIL_S = 6.0  # the empty scene served after the clip: the last pass ends and is sent
 HOLD_NOISE = 2.0  # sensor noise on a held frame (sd, grey levels): a held car is no frozen camera
 
@@ -82,8 +87,9 @@ def free_port() -> int:
 
 
 def write_frames(clip: Path, folder: Path, hold: tuple[int, float] | None = None,
-                 ) -> tuple[int, float]:
-    """The clip's frames as JPEGs in `folder`, frame `hold[0]` shown `hold[1]` s more."""
+                 lead_s: float = 0.0) -> tuple[int, float]:
+    """The clip's frames as JPEGs in `folder`, after `lead_s` of an empty grey scene, frame
+    `hold[0]` of the clip shown `hold[1]` s more."""
     cap = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
     fps = cap.get(cv2.CAP_PROP_FPS) or 18.0
     rng = np.random.default_rng(0)
@@ -92,7 +98,8 @@ def write_frames(clip: Path, folder: Path, hold: tuple[int, float] | None = None
         ok, image = cap.read()
         if not ok:
             break
-        copies = [image]
+        copies = [np.full_like(image, 128)] * round(lead_s * fps) if i == 0 else []
+        copies.append(image)
         if hold is not None and i == hold[0]:
             for _ in range(round(hold[1] * fps)):
                 noise = rng.normal(0.0, HOLD_NOISE, image.shape)
@@ -128,11 +135,26 @@ def read_reference(frames: Path, fps: float) -> list[Readable]:
 
 
 def env_of(tree: Path, models: Path | None) -> dict[str, str]:
+    """The environment of `tree`'s processes. They also run in `tree` (cwd): `python -m`
+    puts the working directory before PYTHONPATH, so from another checkout they would
+    import its code (the first version of this benchmark ran this checkout's edge and
+    collector as "the base")."""
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     env["PYTHONPATH"] = str(tree)
     if models is not None:
         env["ANPR_MODELS_DIR"] = str(models)
     return env
+
+
+def imported_from(tree: Path, env: dict[str, str]) -> Path:
+    """The edge package `tree`'s processes import, checked to be `tree`'s own."""
+    done = subprocess.run([sys.executable, "-c", "import edge; print(edge.__file__)"],
+                          env=env, cwd=tree, capture_output=True, text=True, check=True,
+                          timeout=60)
+    where = Path(done.stdout.strip()).resolve().parent.parent
+    if where != tree.resolve():
+        raise RuntimeError(f"the processes of {tree} would import the edge package of {where}")
+    return where
 
 
 def wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -223,9 +245,10 @@ def run(tree: Path, models: Path | None, frames: Path, n_frames: int, fps: float
     listed.write_text("plate,country,category,priority,reason,agency,added_by\n" + "".join(
         f"{p},,stolen_vehicle,1,bench,T-POL,bench\n" for p in plates))
     env = env_of(tree, models)
+    imported_from(tree, env)
     subprocess.run([sys.executable, "-m", "edge.collector.cli", "watchlist", "import",
                     str(listed), "--list", "bench", "--config", str(collector_yaml)],
-                   check=True, env=env, capture_output=True, timeout=120)
+                   check=True, env=env, cwd=tree, capture_output=True, timeout=120)
     grey = work / "empty.jpg"
     first = cv2.imread(str(sorted(frames.glob("*.jpg"))[0]))
     cv2.imwrite(str(grey), np.full_like(first, 128))
@@ -236,7 +259,7 @@ def run(tree: Path, models: Path | None, frames: Path, n_frames: int, fps: float
     clog = (work / "collector.log").open("wb")
     collector = subprocess.Popen([sys.executable, "-m", "edge.collector.cli", "run", "--config",
                                   str(collector_yaml)], stdout=clog,
-                                 stderr=subprocess.STDOUT, env=env)
+                                 stderr=subprocess.STDOUT, env=env, cwd=tree)
     edge = None
     out = ""
     try:
@@ -252,7 +275,7 @@ def run(tree: Path, models: Path | None, frames: Path, n_frames: int, fps: float
         elog = (work / "edge.log").open("w")
         edge = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
                                  str(edge_yaml)], stdout=subprocess.PIPE, stderr=elog,
-                                text=True, env=env)
+                                text=True, env=env, cwd=tree)
         camera.wait_for_line("streaming", 120)
         # the first client's clip through, then the empty scene for the last pass to end
         due = n_frames + round(TAIL_S * fps)
@@ -293,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", type=Path, default=CLIP)
     ap.add_argument("--hold", help="FRAME:SECONDS: show the clip's frame FRAME that much "
                     "longer (a car held in view)")
+    ap.add_argument("--lead-s", type=float, default=LEAD_S,
+                    help=f"seconds of empty scene before the clip (default {LEAD_S:g})")
     ap.add_argument("--plates", help="the listed plates, comma-separated (default: every "
                     "plate read in the clip)")
     ap.add_argument("--keep", type=Path, help="keep the logs, push log and databases here")
@@ -310,12 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         frames = work / "frames"
         frames.mkdir()
-        n_frames, fps = write_frames(args.clip, frames, hold)
+        n_frames, fps = write_frames(args.clip, frames, hold, args.lead_s)
         readable = read_reference(frames, fps)
         if args.plates:
             wanted = set(args.plates.split(","))
             readable = [r for r in readable if r.plate in wanted]
         result = {"tree": str(args.tree), "clip": args.clip.name, "hold": args.hold,
+                  "lead_s": args.lead_s,
                   "plates": [r.plate for r in readable],
                   **run(args.tree.resolve(), args.tree_models, frames, n_frames, fps,
                         readable, work)}

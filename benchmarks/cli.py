@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.datasets import DatasetError
 from benchmarks.engines import add_pipeline_options
 
-EXTERNAL = ("watchlist", "link", "exchange", "search", "search-node")
+EXTERNAL = ("watchlist", "link", "exchange", "search", "search-node", "alert-latency")
 
 
 def _common(p: argparse.ArgumentParser, *, repeat: int | None = 3) -> None:
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("link", "benchmarks.link_bench"),
                          ("exchange", "benchmarks.exchange_bench"),
                          ("search", "benchmarks.search_bench"),
-                         ("search-node", "benchmarks.search_node_bench")):
+                         ("search-node", "benchmarks.search_node_bench"),
+                         ("alert-latency", "benchmarks.alert_latency")):
         p = sub.add_parser(name, help=f"run `python -m {module}` and keep its result",
                            usage=f"python -m benchmarks {name} [--out OUT] [--timeout S] "
                            f"[--] [{module} arguments ...]",

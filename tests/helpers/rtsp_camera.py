@@ -45,10 +45,14 @@ class RtspCamera:
 
     def __init__(self, frames: Path, port: int, log: Path, *, user: str = "viewer",
                  password: str, rate: float = 18.0, vfr_tick: float = 0.0,
-                 claim: str | None = None) -> None:
+                 claim: str | None = None, push_log: Path | None = None,
+                 then: Path | None = None) -> None:
         self.frames, self.port, self.log = frames, port, log
         self.user, self.password = user, password
         self.rate, self.vfr_tick, self.claim = rate, vfr_tick, claim
+        # `push_log`: the server's `client index wall` line per frame pushed; `then`: a
+        # JPEG served after the first time through instead of looping (rtsp_server.py)
+        self.push_log, self.then = push_log, then
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
@@ -69,6 +73,10 @@ class RtspCamera:
             args += ["--vfr-tick", str(self.vfr_tick)]
         if self.claim:
             args += ["--claim", self.claim]
+        if self.push_log is not None:
+            args += ["--push-log", str(self.push_log)]
+        if self.then is not None:
+            args += ["--then", str(self.then)]
         with self._changed:
             self.lines = []
         with self.log.open("a") as err:

@@ -17,6 +17,12 @@ The test steers it through stdin, one command a line, each answered `ok ...` on 
 Stdout also says `listening rtsp://127.0.0.1:PORT/cam` once the port is bound,
 `connected` as each client connects (before it has given its password), and
 `streaming N`, `frames N K`, `gone N` as client N's frames start, go out and stop.
+
+For measuring from a clock the node does not own: `--push-log FILE` gets a line
+`N K WALL` for each frame K (counted from 0 for each client N, the loop not restarting
+the count) with the UNIX time just before it was pushed into the encoder, and
+`--then FILE` serves that one JPEG forever after the first time through, instead of
+looping (an empty scene after the clip).
 """
 
 from __future__ import annotations
@@ -92,9 +98,12 @@ class Schedule:
 class Feeder:
     """Pushes one client's frames into its appsrc when due, from the appsrc's own thread."""
 
-    def __init__(self, number: int, frames: list[bytes], schedule: Schedule, seed: int) -> None:
+    def __init__(self, number: int, frames: list[bytes], schedule: Schedule, seed: int,
+                 *, then: bytes | None = None, push_log: PushLog | None = None) -> None:
         self.number = number
         self.frames = frames
+        self.then = then  # served after the first time through, instead of looping
+        self.push_log = push_log
         self.schedule = schedule
         self.stopped = threading.Event()
         self._index = 0
@@ -134,10 +143,16 @@ class Feeder:
             time.sleep(min(0.02, max(0.0, due - time.monotonic())))
         if self.stopped.is_set():
             return
-        buf = Gst.Buffer.new_wrapped(self.frames[self._index % len(self.frames)])
+        if self.then is not None and self._index >= len(self.frames):
+            data = self.then
+        else:
+            data = self.frames[self._index % len(self.frames)]
+        buf = Gst.Buffer.new_wrapped(data)
         interval = self.interval()
         buf.pts = self._first_pts + int(self._t * Gst.SECOND)
         buf.duration = int(interval * Gst.SECOND)
+        if self.push_log is not None:
+            self.push_log.write(self.number, self._index, time.time())
         if src.emit("push-buffer", buf) != Gst.FlowReturn.OK:
             self.stopped.set()
             return
@@ -147,11 +162,26 @@ class Feeder:
             say(f"frames {self.number} {self._index}")
 
 
+class PushLog:
+    """`N K WALL` lines, one a pushed frame, flushed as written (a benchmark reads them
+    while the server runs, and the server ends by SIGKILL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._file = path.open("a", buffering=1)
+
+    def write(self, client: int, index: int, wall: float) -> None:
+        with self._lock:
+            self._file.write(f"{client} {index} {wall:.6f}\n")
+
+
 class Camera:
     """The RTSP server, its one mount point and the feeders of its clients."""
 
     def __init__(self, args: argparse.Namespace, password: str, frames: list[bytes]) -> None:
         self.frames = frames
+        self.then = args.then.read_bytes() if args.then is not None else None
+        self.push_log = PushLog(args.push_log) if args.push_log is not None else None
         self.schedule = Schedule(args.rate)
         self.seed = args.seed
         self.clients = 0
@@ -179,7 +209,8 @@ class Camera:
     def _configure(self, _factory: GstRtspServer.RTSPMediaFactory,
                    media: GstRtspServer.RTSPMedia) -> None:
         self.clients += 1
-        feeder = Feeder(self.clients, self.frames, self.schedule, self.seed + self.clients)
+        feeder = Feeder(self.clients, self.frames, self.schedule, self.seed + self.clients,
+                        then=self.then, push_log=self.push_log)
         src = media.get_element().get_child_by_name("src")
         src.connect("need-data", feeder.need_data)
         media.connect("unprepared", lambda _m: self._gone(feeder))
@@ -237,6 +268,10 @@ def main() -> int:
                         "or the sensor clock with --vfr-tick)")
     parser.add_argument("--bitrate", type=int, default=4_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push-log", type=Path,
+                        help="append `client index wall` for each frame pushed")
+    parser.add_argument("--then", type=Path,
+                        help="a JPEG served forever after the first time through (no loop)")
     args = parser.parse_args()
     if args.check:
         lacking = check()

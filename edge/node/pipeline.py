@@ -174,7 +174,8 @@ class VideoPipeline:
             reads = {t.id: t.reads[-1] for t in self.tracker.tracks
                      if t.reads and id(t.reads[-1]) in mine}
             found = vehicles if self.config.detect.mode != "full" else None
-            self.describer.look(frame.image, reads, result.night, found)
+            self.describer.look(frame.image, reads, result.night, found,
+                                busy=self.reader.finder.whole)
         self.describer.apply(result.events + result.sightings)
         self.describer.keep_only(t.id for t in self.tracker.tracks)
 

@@ -35,6 +35,7 @@ VEHICLE_IOU = 0.3  # least overlap of a read's vehicle box with the track's vehi
 APART_IOU = 0.1  # two boxes in one frame overlapping less than this are two plates
 GAP_FRAMES = 1.5  # a track unseen for this many frame intervals has lost its plate
 SETTLED_READS = 3  # reads of one text that make it a track's own
+PLATE_SEEN = 4  # characters a read needs before its pass's views are read again at its end
 TOGETHER_KEPT = 32  # the tracks a track remembers having been seen beside
 # each look-alike (0 D O Q, 2 Z, 5 S, ...) as its class's first: reads of one plate that
 # differ only in those are the same text to the tracker
@@ -483,7 +484,7 @@ class PlateTracker:
             log.debug("track %d ended with %d read(s): too few to vote", track.id, len(reads))
             return None
         agreed = vote(reads, self.countries)
-        if self.reread is not None and track.views:
+        if self.reread is not None and track.views and _plate_seen(reads):
             reads, again = _read_again(track.views, reads, agreed, self.reread)
             if again:
                 agreed = vote(reads, self.countries) or agreed
@@ -622,6 +623,13 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
     while len(track.together) > TOGETHER_KEPT:
         del track.together[next(iter(track.together))]
     return track
+
+
+def _plate_seen(reads: Sequence[PlateRead]) -> bool:
+    """Whether any read of a pass shows a plate's worth of characters (PLATE_SEEN): a pass
+    of fragments only (a wheel, a sign, the road read as a character or two) is not worth
+    the still path's crops at its end."""
+    return any(len(read_text(r)) >= PLATE_SEEN for r in reads)
 
 
 def _read_again(

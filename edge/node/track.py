@@ -106,6 +106,7 @@ class Track:
     # when a read with a text (not a fragment) first and last came: see `read_span`
     _read_first: float | None = None
     _read_last: float | None = None
+    agreed: Vote | None = None  # its reads' vote at its latest sighting
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -586,7 +587,7 @@ class PlateTracker:
         for track in self._tracks.values():
             if track.last_seen != pts:
                 continue  # no new read: its fused text is what it was
-            agreed = vote(track.voting_reads(), self.countries)
+            agreed = track.agreed = vote(track.voting_reads(), self.countries)
             if agreed is None:
                 continue
             key = (agreed.plate.text, min(agreed.votes, SIGHTING_SUPPORT))
@@ -597,6 +598,14 @@ class PlateTracker:
                                         frames=agreed.votes, night=agreed.best.night,
                                         provisional=True))
         return out
+
+    def sure_texts(self) -> set[str]:
+        """The fused texts of the live passes already sure of their plate (as of their
+        latest sighting): SETTLED_READS reads agree, the vote is sure (PASS_SURE) and fits
+        a known format. More reads of such a plate add nothing the pass lacks."""
+        return {t.agreed.plate.text for t in self._tracks.values()
+                if t.agreed is not None and t.agreed.votes >= SETTLED_READS
+                and not doubtful_vote(t.agreed)}
 
     def _continues(self, last: Point, velocity: tuple[float, float, float, float],
                    first: Point) -> bool:
@@ -625,6 +634,13 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
     return track
 
 
+def doubtful_vote(agreed: Vote) -> bool:
+    """Whether a pass's vote is worth a second look: not sure (PASS_SURE), or fitting no
+    known format."""
+    return agreed.confidence < PASS_SURE or not (
+        agreed.plate.country or plates.country_candidates(agreed.plate.text))
+
+
 def _plate_seen(reads: Sequence[PlateRead]) -> bool:
     """Whether any read of a pass shows a plate's worth of characters (PLATE_SEEN): a pass
     of fragments only (a wheel, a sign, the road read as a character or two) is not worth
@@ -641,9 +657,7 @@ def _read_again(
     """The pass's reads with its doubtful best views read again (all of them where the
     pass's own text is doubtful), each new reading in place of the view's first read; and
     whether any view was read again."""
-    doubtful_pass = agreed is None or agreed.confidence < PASS_SURE or not (
-        agreed.plate.country or plates.country_candidates(agreed.plate.text)
-    )
+    doubtful_pass = agreed is None or doubtful_vote(agreed)
     todo = [v for v in views if doubtful_pass or doubtful(v.read.plate)]
     if not todo:
         return reads, False

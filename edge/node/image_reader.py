@@ -56,7 +56,8 @@ class ImageReader:
     def for_video(cls, engines: Engines, config: PipelineConfig) -> ImageReader:
         d = config.detect
         schedule = WindowSchedule(every=d.full_every, margin=d.window_margin,
-                                  hold=d.window_hold, motion_max=d.motion_window_max)
+                                  hold=d.window_hold, motion_max=d.motion_window_max,
+                                  quiet_every=d.full_every_quiet)
         return cls(engines, config, tiles=d.tiles, crops=config.ocr.video_crops,
                    adaptive=True, schedule=schedule, remember=True)
 

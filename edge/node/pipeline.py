@@ -21,6 +21,7 @@ from edge.node.settled import SettledReads
 from edge.node.timing import StageTimer
 from edge.node.track import PlateTracker
 from edge.node.vehicle import VehicleDescriber
+from edge.node.vote import MIN_LENGTH, read_text
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class VideoPipeline:
             self.last_processed = frame.pts
             plates, vehicles = self.reader.find(frame.image, timer, night,
                                                 motion=self.gate.last_region)
-            known = self.settled.known(plates, frame.pts) if self.settled else {}
+            known = (self.settled.known(plates, frame.pts, self.tracker.sure_texts())
+                     if self.settled else {})
             reads = self.reader.read_boxes(frame.image, plates, vehicles, timer, night, known)
             if self.settled:
                 self.settled.update(reads, frame.pts, (id(p) for p in known.values()))
@@ -126,10 +128,13 @@ class VideoPipeline:
             for read in reads:
                 read.pts, read.frame_index = frame.pts, frame.index
             result.reads = [r for r in reads if r.plate.text and r.plate.confidence >= min_conf]
-            if result.reads and self.scene_width:
+            # the frame as evidence, for the reads that can be a pass's best (a vote's
+            # voters): a fragment's frame is never shown, and is not encoded
+            voters = [r for r in result.reads if len(read_text(r)) >= MIN_LENGTH]
+            if voters and self.scene_width:
                 with timer.stage("evidence"):
                     scene = jpeg_of_width(frame.image, self.scene_width)
-                for read in result.reads:
+                for read in voters:
                     read.scene_jpeg = scene
         with timer.stage("track"):
             result.events = restarted + self._confident(self.tracker.update(result.reads,
@@ -174,7 +179,8 @@ class VideoPipeline:
             reads = {t.id: t.reads[-1] for t in self.tracker.tracks
                      if t.reads and id(t.reads[-1]) in mine}
             found = vehicles if self.config.detect.mode != "full" else None
-            self.describer.look(frame.image, reads, result.night, found)
+            self.describer.look(frame.image, reads, result.night, found,
+                                busy=self.reader.finder.whole)
         self.describer.apply(result.events + result.sightings)
         self.describer.keep_only(t.id for t in self.tracker.tracks)
 

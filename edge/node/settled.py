@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,13 +44,17 @@ class SettledReads:
                 best, best_iou = entry, overlap
         return best
 
-    def known(self, plates: Detections, pts: float) -> dict[int, PlateText]:
+    def known(self, plates: Detections, pts: float,
+              sure: Collection[str] = ()) -> dict[int, PlateText]:
+        """The boxes (by index) whose text is known without reading them: settled ones,
+        and those whose last read is the text of a pass already `sure` of its plate (the
+        tracker's: many reads of it agree), however short their streak."""
         out = {}
         for i, box in enumerate(plates.xyxy):
             entry = self._match(box, pts)
             if entry is None or entry.reused + 1 >= self.reread_every:
                 continue
-            settled = (entry.streak >= self.streak
+            settled = ((entry.streak >= self.streak or entry.plate.text in sure)
                        and entry.plate.confidence >= self.confidence)
             # a box that keeps reading as nothing plate-like (a sign, a wheel, a plate
             # too blurred to read) is skipped the same way until its next look

@@ -35,6 +35,7 @@ VEHICLE_IOU = 0.3  # least overlap of a read's vehicle box with the track's vehi
 APART_IOU = 0.1  # two boxes in one frame overlapping less than this are two plates
 GAP_FRAMES = 1.5  # a track unseen for this many frame intervals has lost its plate
 SETTLED_READS = 3  # reads of one text that make it a track's own
+PLATE_SEEN = 4  # characters a read needs before its pass's views are read again at its end
 TOGETHER_KEPT = 32  # the tracks a track remembers having been seen beside
 # each look-alike (0 D O Q, 2 Z, 5 S, ...) as its class's first: reads of one plate that
 # differ only in those are the same text to the tracker
@@ -105,6 +106,7 @@ class Track:
     # when a read with a text (not a fragment) first and last came: see `read_span`
     _read_first: float | None = None
     _read_last: float | None = None
+    agreed: Vote | None = None  # its reads' vote at its latest sighting
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -483,7 +485,7 @@ class PlateTracker:
             log.debug("track %d ended with %d read(s): too few to vote", track.id, len(reads))
             return None
         agreed = vote(reads, self.countries)
-        if self.reread is not None and track.views:
+        if self.reread is not None and track.views and _plate_seen(reads):
             reads, again = _read_again(track.views, reads, agreed, self.reread)
             if again:
                 agreed = vote(reads, self.countries) or agreed
@@ -585,7 +587,7 @@ class PlateTracker:
         for track in self._tracks.values():
             if track.last_seen != pts:
                 continue  # no new read: its fused text is what it was
-            agreed = vote(track.voting_reads(), self.countries)
+            agreed = track.agreed = vote(track.voting_reads(), self.countries)
             if agreed is None:
                 continue
             key = (agreed.plate.text, min(agreed.votes, SIGHTING_SUPPORT))
@@ -596,6 +598,14 @@ class PlateTracker:
                                         frames=agreed.votes, night=agreed.best.night,
                                         provisional=True))
         return out
+
+    def sure_texts(self) -> set[str]:
+        """The fused texts of the live passes already sure of their plate (as of their
+        latest sighting): SETTLED_READS reads agree, the vote is sure (PASS_SURE) and fits
+        a known format. More reads of such a plate add nothing the pass lacks."""
+        return {t.agreed.plate.text for t in self._tracks.values()
+                if t.agreed is not None and t.agreed.votes >= SETTLED_READS
+                and not doubtful_vote(t.agreed)}
 
     def _continues(self, last: Point, velocity: tuple[float, float, float, float],
                    first: Point) -> bool:
@@ -624,6 +634,20 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
     return track
 
 
+def doubtful_vote(agreed: Vote) -> bool:
+    """Whether a pass's vote is worth a second look: not sure (PASS_SURE), or fitting no
+    known format."""
+    return agreed.confidence < PASS_SURE or not (
+        agreed.plate.country or plates.country_candidates(agreed.plate.text))
+
+
+def _plate_seen(reads: Sequence[PlateRead]) -> bool:
+    """Whether any read of a pass shows a plate's worth of characters (PLATE_SEEN): a pass
+    of fragments only (a wheel, a sign, the road read as a character or two) is not worth
+    the still path's crops at its end."""
+    return any(len(read_text(r)) >= PLATE_SEEN for r in reads)
+
+
 def _read_again(
     views: Sequence[View],
     reads: list[PlateRead],
@@ -633,9 +657,7 @@ def _read_again(
     """The pass's reads with its doubtful best views read again (all of them where the
     pass's own text is doubtful), each new reading in place of the view's first read; and
     whether any view was read again."""
-    doubtful_pass = agreed is None or agreed.confidence < PASS_SURE or not (
-        agreed.plate.country or plates.country_candidates(agreed.plate.text)
-    )
+    doubtful_pass = agreed is None or doubtful_vote(agreed)
     todo = [v for v in views if doubtful_pass or doubtful(v.read.plate)]
     if not todo:
         return reads, False

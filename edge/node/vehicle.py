@@ -150,11 +150,23 @@ def window(plate: Box, hw: tuple[int, int]) -> tuple[int, int, int, int]:
             int(min(hw[1], cx + 4.5 * pw)), int(min(hw[0], cy + 1.5 * pw)))
 
 
+def enclosing_region(regions: Iterable[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """The smallest region holding all of `regions`."""
+    x1, y1, x2, y2 = zip(*regions, strict=True)
+    return min(x1), min(y1), max(x2), max(y2)
+
+
+def plate_like(read: PlateRead) -> bool:
+    """A read that looks like a plate's: a few characters read with some confidence."""
+    return len(read.plate.text) >= 4 and read.plate.confidence >= 0.5
+
+
 @dataclass
 class _Pass:
     looks: int = 0
     last_width: float = 0.0
     found: VehicleDescription | None = None
+    waited: bool = False  # its look was put off once, from a frame already busy
 
 
 class VehicleDescriber:
@@ -172,7 +184,8 @@ class VehicleDescriber:
         self.config = config
         self.vehicle_confidence = vehicle_confidence
         self._passes: dict[int, _Pass] = {}
-        self.looks = 0  # detector runs and colour measurements, for the curious
+        self.looks = 0  # passes looked at, for the curious
+        self.runs = 0  # vehicle detector runs
 
     def due(self, track_id: int, plate: Box) -> bool:
         """Whether a pass whose plate is now `plate` is due a look."""
@@ -188,14 +201,35 @@ class VehicleDescriber:
         return width >= growth * state.last_width
 
     def look(self, image: np.ndarray, reads: Mapping[int, PlateRead], night: bool,
-             vehicles: Detections | None = None) -> None:
+             vehicles: Detections | None = None, *, busy: bool = False) -> None:
         """Describe the passes due a look among `reads` (track id -> this frame's read);
-        `vehicles`: the frame's vehicle boxes where the frame was searched for them."""
-        for track_id, read in reads.items():
-            if not self.due(track_id, read.box):
-                continue
+        `vehicles`: the frame's vehicle boxes where the frame was searched for them.
+
+        Looks cost a frame at most one vehicle detector run: the passes due in one frame
+        share a run over their windows together. Only a read that looks like a plate
+        earns its pass a look (a pass of fragments raises no event to describe). With
+        `busy` (the frame already paid for a whole plate search), the looks wait for the
+        pass's next read, once: a frame's cost stays bounded, and no pass goes without.
+        """
+        due = {track_id: read for track_id, read in reads.items()
+               if plate_like(read) and self.due(track_id, read.box)}
+        if busy and vehicles is None:
+            waited = {t for t in due if self._passes.get(t, _Pass()).waited}
+            for track_id in set(due) - waited:
+                self._passes.setdefault(track_id, _Pass()).waited = True
+            due = {t: r for t, r in due.items() if t in waited}
+        if not due:
+            return
+        if vehicles is None and self.detector is not None:
+            hw = image.shape[:2]
+            vehicles = detect_in(self.detector, image,
+                                 enclosing_region([window(r.box, hw) for r in due.values()]),
+                                 self.config.size, self.vehicle_confidence)
+            self.runs += 1
+        for track_id, read in due.items():
             state = self._passes.setdefault(track_id, _Pass())
             state.looks += 1
+            state.waited = False
             state.last_width = read.box[2] - read.box[0]
             self.looks += 1
             found = self._describe(image, read.box, night, vehicles)
@@ -205,10 +239,7 @@ class VehicleDescriber:
     def _describe(self, image: np.ndarray, plate: Box, night: bool,
                   vehicles: Detections | None) -> VehicleDescription | None:
         if vehicles is None:
-            if self.detector is None:
-                return None
-            vehicles = detect_in(self.detector, image, window(plate, image.shape[:2]),
-                                 self.config.size, self.vehicle_confidence)
+            return None
         i = holder(vehicles, plate)
         if i is None:
             return None

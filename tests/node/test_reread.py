@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge.core.types import Detections, Frame, OcrResult, PlateRead, PlateText
-from edge.node.config import MotionConfig, NightConfig, OcrConfig, PipelineConfig, TrackConfig
+from edge.node.config import (
+    DetectConfig,
+    MotionConfig,
+    NightConfig,
+    OcrConfig,
+    PipelineConfig,
+    TrackConfig,
+)
 from edge.node.engines import Engines
 from edge.node.pipeline import VideoPipeline
 from edge.node.read import CropGeometry, PlateReader, cut_view, view_score
@@ -48,6 +55,7 @@ def frames(n: int) -> list[Frame]:
 
 def pipeline(camera: Camera) -> VideoPipeline:
     config = PipelineConfig(
+        detect=DetectConfig(full_every=1),  # the stand-in detector sees whole frames only
         ocr=OcrConfig(video_crops=[], still_crops=[(0.0, 0.15)]),
         track=TrackConfig(settle_after=0),
         motion=MotionConfig(enabled=False),
@@ -121,3 +129,10 @@ def test_reread_reads_every_view_in_one_batch() -> None:
     texts = reader.reread(views, [(0.0, 0.15), (0.05, 0.18)])
     assert [t.text for t in texts] == ["ABC123", "ABC123"]
     assert camera.batches == [[240, 200, 220] * 2]
+
+
+def test_a_pass_of_fragments_is_not_read_again() -> None:
+    # a wheel or a sign read as a character or two on every frame: no plate to read better
+    camera = Camera(main=result("X1", 0.5), narrow=result("ABC123", 0.97))
+    run(pipeline(camera))
+    assert camera.batches == [[240]] * 6

@@ -108,7 +108,9 @@ def _pass_of(clip: SyntheticDriveBy) -> tuple[list[PlateEvent], int]:
     scene = DrawnScene(clip)
     config = PipelineConfig.model_validate({
         "analysis_fps": 6, "motion": {"enabled": False},
-        "detect": {"min_plate_height": 0}, "describe": {"min_plate_height": 6}})
+        # the drawn scene's plate detector sees whole frames only
+        "detect": {"min_plate_height": 0, "full_every": 1},
+        "describe": {"min_plate_height": 6}})
     pipeline = VideoPipeline(Engines(plates=scene.plates, ocr=scene.ocr,
                                      vehicles=scene.vehicles), config)
     events = []
@@ -173,3 +175,50 @@ def test_the_nodes_read_records_and_events_say_what_the_vehicle_is(tmp_path):
     assert (details["vehicle_type"], details["vehicle_colour"]) == ("truck", "white")
     line = json.loads(out.getvalue())
     assert (line["vehicle_type"], line["vehicle_colour"]) == ("truck", "white")
+
+
+def _counting_detector(calls: list[tuple[int, int]]):  # noqa: ANN202
+    def detector(image, *, size=None, confidence=None):  # noqa: ANN001, ANN202
+        calls.append(image.shape[:2])
+        return Detections(np.array([[0, 0, image.shape[1], image.shape[0]]]), [0.8], [2])
+    return detector
+
+
+def test_passes_due_in_one_frame_share_one_detector_run():
+    calls: list[tuple[int, int]] = []
+    describer = VehicleDescriber(_counting_detector(calls), DescribeConfig())
+    frame = np.full((720, 1280, 3), (150, 110, 40), np.uint8)
+    # three cars in a queue, their plates all big enough in the same frame
+    describer.look(frame, {1: _read(_plate(300, 90)), 2: _read(_plate(640, 90)),
+                           3: _read(_plate(980, 90))}, night=False)
+    assert len(calls) == 1 and describer.looks == 3
+    for track_id in (1, 2, 3):
+        event = PlateEvent("AB123", "AB 123", None, 0.9, 0.0, 1.0, 5, "approaching",
+                           track_id=track_id)
+        describer.apply([event])
+        assert event.vehicle_type == "car"
+
+
+def test_a_look_waits_once_for_a_frame_not_already_busy():
+    calls: list[tuple[int, int]] = []
+    describer = VehicleDescriber(_counting_detector(calls), DescribeConfig())
+    frame = np.full((720, 1280, 3), (150, 110, 40), np.uint8)
+    describer.look(frame, {1: _read(_plate(640, 90))}, night=False, busy=True)
+    assert calls == []  # the frame paid for a whole plate search: put off
+    describer.look(frame, {1: _read(_plate(640, 92))}, night=False)
+    assert len(calls) == 1  # the next read's frame looks
+    # a pass put off once looks at its next read even if that frame is busy too
+    describer.look(frame, {2: _read(_plate(300, 90))}, night=False, busy=True)
+    describer.look(frame, {2: _read(_plate(300, 92))}, night=False, busy=True)
+    assert len(calls) == 2
+
+
+def test_a_pass_of_fragments_is_not_looked_at():
+    calls: list[tuple[int, int]] = []
+    describer = VehicleDescriber(_counting_detector(calls), DescribeConfig())
+    frame = np.full((720, 1280, 3), (150, 110, 40), np.uint8)
+    fragment = PlateRead(box=_plate(640, 90), detection_confidence=0.9,
+                         plate=PlateText("2", "2", "2", None, 0.9))
+    for _ in range(5):
+        describer.look(frame, {1: fragment}, night=False)
+    assert calls == []

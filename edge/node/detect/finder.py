@@ -38,6 +38,7 @@ class PlateFinder:
         self.vehicles = vehicles
         self.config = config
         self.schedule = schedule if config.mode == "full" else None
+        self.whole = False  # whether the last call searched the whole image
 
     def __call__(self, image: np.ndarray, timer: StageTimer, *, confidence: float,
                  n_tiles: int = 0, motion: Region | None = None,
@@ -51,6 +52,7 @@ class PlateFinder:
         vehicles = Detections.empty()
         windows = (self.schedule.regions(image.shape[:2], motion) if self.schedule
                    else None)
+        self.whole = windows is None and cfg.mode in ("full", "both")
         if windows is not None:
             with timer.stage("detect_plates"):
                 for win in merge_regions([self._on_grid(win, image.shape[:2])

@@ -27,22 +27,31 @@ class WindowSchedule:
     min_window: int = 160
     hold: int = 2  # windows follow a plate this many analysed frames after it was last found
     motion_max: float = 0.3
+    # a quiet scene (its motion, if any, small enough to be searched in a window) is
+    # searched whole only every this many analysed frames: whatever enters moves, and
+    # so lies in the moving region's window; 0: every `every` frames regardless
+    quiet_every: int = 0
     count: int = 0
+    since_whole: int = 0  # analysed frames since the last whole one
     recent: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame, xyxy)
 
     def regions(self, hw: tuple[int, int], motion: Region | None = None) -> list[Region] | None:
         """The windows for the next frame, or None for the whole frame."""
         n = self.count
         self.count += 1
-        if self.every <= 1 or n % self.every == 0:
-            return None
         h, w = hw
+        small = motion is not None and ((motion[2] - motion[0]) * (motion[3] - motion[1])
+                                        <= self.motion_max * h * w)
+        quiet = self.quiet_every > self.every and (motion is None or small)
+        due = n == 0 or self.since_whole + 1 >= (self.quiet_every if quiet else self.every)
+        if self.every <= 1 or due:
+            self.since_whole = 0
+            return None
+        self.since_whole += 1
         boxes = [b for _, found in self.recent for b in found]
         wins = [self._window(b, hw) for b in boxes]
-        if motion is not None:
-            mx1, my1, mx2, my2 = motion
-            if (mx2 - mx1) * (my2 - my1) <= self.motion_max * h * w:
-                wins.append(_grow(motion, self.min_window, hw))
+        if motion is not None and small:
+            wins.append(_grow(motion, self.min_window, hw))
         return merge_regions(wins)
 
     def update(self, xyxy: np.ndarray) -> None:

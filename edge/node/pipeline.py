@@ -84,7 +84,7 @@ class VideoPipeline:
         self.settled = SettledReads(streak=t.settle_after) if t.settle_after else None
         self.last_processed = -1e9
         self.last_sampled = -1e9
-        self._sighted: dict[int, tuple[str, int]] = {}  # live passes' sightings, as last given
+        self._sighted: dict[int, tuple[str, int, int]] = {}  # live passes' sightings, as last given
         self.describer = (VehicleDescriber(engines.vehicles, config.describe,
                                            config.detect.vehicle_confidence)
                           if config.describe.enabled else None)

@@ -56,6 +56,7 @@ def same_text(a: str, b: str) -> bool:
 # A pass's sightings are given again while its agreeing reads grow up to this many: the
 # early match's rule wants a few, and past them a pass in view for long costs nothing.
 SIGHTING_SUPPORT = 3
+SIGHTING_STEPS = 10  # a sighting is given again as its fused confidence rises by a tenth
 
 
 class Point(NamedTuple):
@@ -572,13 +573,14 @@ class PlateTracker:
                                     track.id, frozenset(track.together)))
         return False
 
-    def sightings(self, pts: float, shown: dict[int, tuple[str, int]]) -> list[PlateEvent]:
+    def sightings(self, pts: float, shown: dict[int, tuple[str, int, int]]) -> list[PlateEvent]:
         """Provisional events of the live passes read at `pts` whose fused text so far is
         new, or is better supported than when last given (up to SIGHTING_SUPPORT agreeing
-        reads), for an early watchlist match while the vehicle is still in view.
+        reads, or a tenth more fused confidence), for an early watchlist match while the
+        vehicle is still in view.
 
-        `shown` (track id -> (text, agreeing reads) last given) is kept up to date here and
-        rid of the tracks that ended. An event's `frames` counts the reads that agree with
+        `shown` (track id -> (text, agreeing reads, confidence step) last given) is kept
+        up to date here and rid of the tracks that ended. An event's `frames` counts the reads that agree with
         its text, not all of them.
         """
         for gone in [t for t in shown if t not in self._tracks]:
@@ -590,7 +592,10 @@ class PlateTracker:
             agreed = track.agreed = vote(track.voting_reads(), self.countries)
             if agreed is None:
                 continue
-            key = (agreed.plate.text, min(agreed.votes, SIGHTING_SUPPORT))
+            # again as its confidence rises a step: a pass whose first reads were
+            # fragments is sure of its text only reads later, while still in view
+            key = (agreed.plate.text, min(agreed.votes, SIGHTING_SUPPORT),
+                   int(agreed.confidence * SIGHTING_STEPS))
             if shown.get(track.id) == key:
                 continue
             shown[track.id] = key

@@ -580,8 +580,8 @@ class PlateTracker:
         vehicle is still in view.
 
         `shown` (track id -> (text, agreeing reads, confidence step) last given) is kept
-        up to date here and rid of the tracks that ended. An event's `frames` counts the reads that agree with
-        its text, not all of them.
+        up to date here and rid of the tracks that ended. An event's `frames` counts the
+        reads that agree with its text, not all of them.
         """
         for gone in [t for t in shown if t not in self._tracks]:
             del shown[gone]

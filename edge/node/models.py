@@ -46,6 +46,7 @@ class ModelSpec:
     dictionary_file: str | None = None
     source_model: str | None = None  # export "onnx-int8": the prepared model it quantises
     calibration_frames: int = 0  # ... calibrated on this many synthetic drive-by frames
+    recipe: int = 0  # ... by this version of edge.synthetic.quantize: another one is made again
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,19 @@ def _already_prepared(manifest: Manifest, spec: ModelSpec) -> bool:
         manifest.dictionary_path(spec.name)
     except ModelError:
         return False
+    recipe = _prepared_entry(manifest, spec).get("recipe", 0)
+    if spec.export == "onnx-int8" and recipe != spec.recipe:
+        log.info("model %s: made by another quantisation recipe; making it again", spec.name)
+        return False
     return True
+
+
+def _prepared_entry(manifest: Manifest, spec: ModelSpec) -> dict:
+    try:
+        entry = json.loads((manifest.directory / "prepared.json").read_text())["files"][spec.file]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
 
 
 def _fetch_wheel(package: str, version: str, wheels: Path) -> Path:
@@ -287,7 +300,7 @@ def _quantize(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool)
     except ModelError as exc:
         if "No module named 'onnx'" in str(exc):
             raise ModelError(f"model {spec.name}: quantising needs onnx: pip install "
-                             "'anpr-edge[quantize]'") from exc
+                             "'onnx>=1.16' (a dependency of anpr-edge)") from exc
         raise
 
 
@@ -314,6 +327,7 @@ def _record_prepared(manifest: Manifest, spec: ModelSpec, target: Path) -> None:
     if spec.source_model:
         entry["source"] = spec.source_model
         entry["source_sha256"] = sha256_file(manifest.path(spec.source_model))
+        entry["recipe"] = spec.recipe
         entry["calibration"] = (f"synthetic drive-by, {spec.calibration_frames} frames "
                                 "(edge.synthetic.quantize)")
     data.setdefault("files", {})[spec.file] = entry

@@ -62,10 +62,14 @@ class _Frames(CalibrationDataReader):
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:
-    """The detection head's nodes but its convolutions: the box decode (DFL), the class
-    sigmoid and the concatenations, where int8 costs the most accuracy for the least time."""
-    return [n.name for n in model.graph.node
-            if n.name.startswith(HEAD) and not (n.op_type == "Conv" and "/dfl/" not in n.name)]
+    """The detection head's nodes but its inner convolutions (those followed by their
+    activation): the output convolutions (box distributions and class logits), the box
+    decode (DFL), the class sigmoid and the concatenations. Those stay in float: they are
+    where int8 costs the most accuracy (boxes a few pixels off put a plate's band or
+    emblem into the crop read) for the least time (1x1 convolutions)."""
+    activated = {i for n in model.graph.node if n.op_type == "Sigmoid" for i in n.input}
+    return [n.name for n in model.graph.node if n.name.startswith(HEAD)
+            and not (n.op_type == "Conv" and n.output[0] in activated)]
 
 
 def quantize(src: Path, dst: Path, *, frames: int = DEFAULT_FRAMES, size: int = SIZE) -> None:

@@ -324,7 +324,9 @@ class HitStore:
             for kind, data in (("crop", h.crop_jpeg), ("scene", h.scene_jpeg))
             if data
         ]
-        where = self.images.append([data for _, _, data in refs])  # durable before the rows
+        # durable before the rows; a partner's pictures (`agency` given) out of the page
+        # cache once they are (no one reads them soon, and their pages are reused)
+        where = self.images.append([data for _, _, data in refs], drop_cache=agency is not None)
         try:
             with self.db.atomic():
                 # Not insert_all: on this path sqlite-utils would spend more time building

@@ -278,3 +278,32 @@ def test_a_real_short_write_at_the_file_size_limit(tmp_path):
     assert store.count() == len(result["stored"])
     assert not store.mended
     store.close()
+
+
+def test_a_partners_pictures_leave_the_page_cache_and_read_back_right(tmp_path, monkeypatch):
+    advised: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length, advice))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    store = HitStore(tmp_path / "hits.db")
+    try:
+        edge_hits, partner_hits = [hit(1), hit(2)], [hit(3), hit(4)]
+        store.commit(edge_hits)
+        assert advised == []  # an edge's hits: as before
+        store.commit(partner_hits, agency="pl-sg")
+        total = sum(len(h.crop_jpeg) + len(h.scene_jpeg) for h in partner_hits)
+        assert advised == [(advised[0][0], total, os.POSIX_FADV_DONTNEED)]
+        store.commit(partner_hits, agency="pl-sg")  # duplicates: nothing written, nothing advised
+        assert len(advised) == 1
+        assert_pictures(store, edge_hits + partner_hits)
+    finally:
+        store.close()
+    store = HitStore(tmp_path / "hits.db")  # after a restart: the pictures as they were
+    try:
+        assert_pictures(store, edge_hits + partner_hits)
+    finally:
+        store.close()

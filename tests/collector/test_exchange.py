@@ -22,7 +22,7 @@ from edge.collector.exchange.link import Link, LinkSettings, PublishFailed
 from edge.collector.exchange.messages import ListChange, encode_list_change
 from edge.collector.exchange.outbox import Pending
 from edge.collector.exchange.server_config import seed_file
-from edge.collector.exchange.service import _windows
+from edge.collector.exchange.service import Exchange, _windows
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import WatchlistMatch
 from edge.core.watchlist.entry import Entry, ListPolicy
@@ -133,6 +133,34 @@ def test_kill_9_the_server_mid_flow_loses_nothing_and_doubles_nothing(world: Wor
     # server, pictures and all.
     wait_for(lambda: stream_messages(world, PL) == 0, 15, "pl-sg's stream emptied")  # acks lost
     # in the kill come again after ack_wait
+
+
+def test_a_sender_stopped_mid_pack_and_started_again_loses_and_doubles_nothing(
+        world: World) -> None:
+    lt, pl = world.agencies[LT], world.agencies[PL]
+    hits = [dataclasses.replace(make_hit(i, node="lt-e1", run="restart", scene=60_000),
+                                match=WatchlistMatch(watchlist="pl-sg.stolen-pl",
+                                                     entry_id="7", entry_plate="X"))
+            for i in range(600)]
+    for i in range(0, 600, 16):  # as the collector hands them, an edge's batch at a time
+        lt.exchange.forward_hits(hits[i : i + 16])
+        if i == 288:
+            wait_for(lambda: len(pl.stored()) >= 20, DEADLINE, "the flow to start")
+    old = lt.exchange
+    assert old.backlog()  # mid-flow: packs in flight, bodies held in memory and not sent
+    old.stop()
+    lt.exchange = Exchange(old.settings, db_path=old.db_path,
+                           watchlists_path=old.watchlists_path, grants=old.grants,
+                           commit_hits=old.commit_hits, poll_s=old.poll_s)
+    lt.exchange.start()  # the rest from the body log
+    want = {h.hit_id for h in hits}
+    wait_for(lambda: {h for h, _ in pl.stored()} == want, 4 * DEADLINE, "every hit after")
+    stored = [h for h, _ in pl.stored()]
+    assert len(stored) == len(set(stored)) == 600
+    for h in hits:  # each with its own pictures, byte for byte
+        assert pl.hits.image(h.hit_id, "crop") == h.crop_jpeg
+        assert pl.hits.image(h.hit_id, "scene") == h.scene_jpeg
+    wait_for(lambda: not lt.exchange.backlog(), DEADLINE, "the outbox to empty")
 
 
 def stream_messages(world: World, agency: str, kinds: tuple[str, ...] = ("hit", "hits")) -> int:

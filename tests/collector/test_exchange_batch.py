@@ -19,12 +19,15 @@ from edge.collector.exchange.messages import (
     ListChange,
     decode_message,
     encode_hit,
+    encode_hit_parts,
     encode_list_change,
     pack_bodies,
     pack_msg_id,
+    pack_parts,
 )
 from edge.collector.exchange.outbox import Pending
 from edge.collector.exchange.service import GAP_PATIENCE, Exchange, _packs, _windows
+from edge.collector.exchange.share import HitReceiver
 from edge.collector.watchlist.master import WatchlistStore
 from edge.core.link_protocol import HitMessage, WatchlistMatch
 from edge.core.watchlist.entry import Entry, ListPolicy
@@ -281,3 +284,25 @@ def test_the_drainer_packs_consecutive_hits_within_the_budget() -> None:
     assert [[m.msg_id for m in g] for g in _windows(out, 32)] == [
         [out[0].msg_id], ["list:4"], ["hit:5", "hit:6", "hit:7"], ["cam:8"],
         [out[6].msg_id, "hit:11"]]
+
+
+def test_a_pack_made_of_pieces_is_the_same_and_decodes_to_hits_of_their_own_bytes() -> None:
+    hits = [dataclasses.replace(make_hit(i, node="pl-e1", run="parts"), match=WatchlistMatch(
+        watchlist="lt-vsat.wanted", entry_id="1", entry_plate="X")) for i in range(3)]
+    body = pack_parts([encode_hit_parts(h) for h in hits])
+    assert body == pack_bodies([encode_hit(h) for h in hits])
+    decoded = decode_message(body)
+    assert isinstance(decoded, HitPack) and decoded.hits == tuple(hits)
+    for h in decoded.hits:  # the pictures copied out of the pack, not views into it
+        assert type(h.crop_jpeg) is bytes and type(h.scene_jpeg) is bytes
+    del body
+    assert decoded.hits[0].scene_jpeg == hits[0].scene_jpeg
+
+
+def test_a_partners_hit_is_taken_on_our_list_name_and_its_own_copy() -> None:
+    h = dataclasses.replace(make_hit(1, node="pl-e1", run="accept"), match=WatchlistMatch(
+        watchlist="lt-vsat.wanted", entry_id="1", entry_plate="X", reason="r"))
+    ours = HitReceiver(LT, lambda hits, agency: None).accept(PL, h, GRANTS)  # type: ignore[arg-type]
+    assert ours == dataclasses.replace(h, match=dataclasses.replace(h.match, watchlist="wanted"))
+    assert ours is not None and ours.match.watchlist == "wanted"
+    assert h.match.watchlist == "lt-vsat.wanted"  # the decoded hit is left as it was

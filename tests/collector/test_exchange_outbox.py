@@ -192,3 +192,71 @@ def test_a_body_whose_segment_is_gone_is_dropped_not_stuck(tmp_path: Path, caplo
         assert "the body of hit:0 is lost" in caplog.text and outbox.backlog() == {}
     finally:
         outbox.close()
+
+
+def parts_of(i: int) -> tuple[bytes, ...]:
+    """A hit's body in pieces, as `encode_hit_parts` gives it (a header, the pictures)."""
+    return (b"ANPX", f"header {i}".encode(), os.urandom(20_000), os.urandom(60_000))
+
+
+def test_bodies_added_in_pieces_come_out_whole_from_memory_and_from_the_log(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    bodies = {i: parts_of(i) for i in range(6)}
+    try:
+        assert outbox.add_one(PL, SUBJECT, "hit:0", bodies[0])
+        fill(outbox, 100, 1)
+        with outbox.transaction():
+            outbox.mark_sent([r.id for r in outbox.next_for(PL) if r.msg_id == "hit:100"])
+        with outbox.transaction() as db:
+            # queued before, sent before, twice in the batch: each once, in order
+            items = [(PL, SUBJECT, f"hit:{i}", bodies[i]) for i in (0, 1, 2, 2, 3)]
+            items.append((PL, SUBJECT, "hit:100", BODY))
+            items.append(("lv-vp", "in.lv-vp.from.lt-vsat.hit", "hit:1", bodies[1]))
+            assert outbox.add_many(db, items) == 4
+        rows = outbox.next_for(PL)
+        assert [(r.msg_id, r.body) for r in rows] == [
+            (f"hit:{i}", b"".join(bodies[i])) for i in (0, 1, 2, 3)]
+        assert [r.size for r in rows] == [sum(map(len, bodies[i])) for i in (0, 1, 2, 3)]
+        assert rows[1].parts == bodies[1]  # just written: from memory, not read back
+        assert outbox.next_for(PL)[1].parts == (b"".join(bodies[1]),)  # again: from the log
+    finally:
+        outbox.close()
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)  # after a restart: from the log
+    try:
+        assert [(r.msg_id, r.body) for r in outbox.next_for(PL)] == [
+            (f"hit:{i}", b"".join(bodies[i])) for i in (0, 1, 2, 3)]
+        assert [r.msg_id for r in outbox.next_for("lv-vp")] == ["hit:1"]
+    finally:
+        outbox.close()
+
+
+def test_pieces_of_a_rolled_back_transaction_are_never_sent(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    try:
+        try:
+            with outbox.transaction() as db:
+                outbox.add_many(db, [(PL, SUBJECT, "hit:gone", parts_of(1))])
+                raise OSError("the disk is full")
+        except OSError:
+            pass
+        assert outbox.next_for(PL) == [] and outbox._recent == {}
+        assert outbox.add_one(PL, SUBJECT, "hit:gone", parts_of(2))  # queued anew
+        assert [r.body[:12] for r in outbox.next_for(PL)] == [b"ANPXheader 2"]
+    finally:
+        outbox.close()
+
+
+def test_bodies_kept_in_memory_are_bounded(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("edge.collector.exchange.outbox.RECENT_BYTES", 3 * 80_000)
+    outbox = Outbox(tmp_path / "x.db", log_bodies=True)
+    bodies = [parts_of(i) for i in range(8)]
+    try:
+        with outbox.transaction() as db:
+            assert outbox.add_many(db, [(PL, SUBJECT, f"hit:{i}", b)
+                                        for i, b in enumerate(bodies)]) == 8
+        assert len(outbox._recent) <= 3
+        assert [r.body for r in outbox.next_for(PL)] == [b"".join(b) for b in bodies]
+        assert outbox._recent == {} and outbox._recent_bytes == 0
+    finally:
+        outbox.close()

@@ -13,6 +13,7 @@ behind belong to no row and go with their segment.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 SEGMENT_BYTES = 64 << 20
@@ -47,18 +48,25 @@ class BodyLog:
         return sorted(int(p.stem) for p in self.directory.glob("*" + _SUFFIX)
                       if p.stem.isdigit())
 
-    def append(self, body: bytes) -> tuple[int, int]:
-        """Write `body`; (segment, offset).  Durable after `sync()`."""
+    def append(self, body: bytes | Sequence[bytes]) -> tuple[int, int]:
+        """Write `body` (or the pieces it is made of, written as they are, not joined);
+        (segment, offset).  Durable after `sync()`."""
         assert self.writer, "a BodyLog opened to read"
         if self._fd < 0 or self._size >= self.segment_bytes:
             self._next_segment()
         offset = self._size
-        view = memoryview(body)
-        while view:
-            n = os.pwrite(self._fd, view, self._size)
-            if n <= 0:
-                raise OSError(f"{self.path(self.segment)}: wrote nothing at {self._size}")
-            view, self._size = view[n:], self._size + n
+        parts = [body] if isinstance(body, bytes) else [p for p in body if p]
+        want = sum(map(len, parts))
+        n = os.pwritev(self._fd, parts, self._size) if parts else 0
+        if n != want:  # a short write: the rest one piece at a time
+            view = memoryview(b"".join(parts))[n:]
+            at = self._size + n
+            while view:
+                n = os.pwrite(self._fd, view, at)
+                if n <= 0:
+                    raise OSError(f"{self.path(self.segment)}: wrote nothing at {at}")
+                view, at = view[n:], at + n
+        self._size += want
         self._unsynced = True
         return self.segment, offset
 

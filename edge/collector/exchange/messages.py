@@ -64,15 +64,23 @@ _LEN = struct.Struct(">I")
 
 
 def encode_hit(hit: HitMessage, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    return b"".join(encode_hit_parts(hit, limits))
+
+
+def encode_hit_parts(hit: HitMessage, limits: Limits = DEFAULT_LIMITS) -> tuple[bytes, ...]:
+    """`encode_hit`'s body in the pieces it is made of (the pictures' own bytes among them,
+    not copied): written as they are (`BodyLog.append`) and joined once, into a pack."""
     frames = hit.encode(3, limits)
     out = [HIT_MAGIC, bytes([len(frames)])]
     for frame in frames:
         out += [_LEN.pack(len(frame)), frame]
-    return b"".join(out)
+    return tuple(out)
 
 
-def decode_hit(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitMessage:
-    if not body.startswith(HIT_MAGIC) or len(body) < 5:
+def decode_hit(body: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> HitMessage:
+    """The hit in `body`; a memoryview's frames are sliced without copying (the decoder
+    copies each picture once, into the hit's bytes)."""
+    if len(body) < 5 or bytes(body[:4]) != HIT_MAGIC:
         raise ProtocolError("garbage", "not a hit (no ANPX magic)")
     count, at, frames = body[4], 5, []
     if not 3 <= count <= 4:
@@ -105,11 +113,18 @@ class HitPack:
 
 def pack_bodies(bodies: Sequence[bytes]) -> bytes:
     """One message of kind "hits" holding the hit bodies `bodies` (each `encode_hit`'s)."""
+    return pack_parts([(b,) for b in bodies])
+
+
+def pack_parts(bodies: Sequence[Sequence[bytes]]) -> bytes:
+    """`pack_bodies`, each body given as the pieces it is made of (`encode_hit_parts`'s):
+    the pictures are copied once, here, into the pack."""
     if not 1 <= len(bodies) <= MAX_PACK_HITS:
         raise ValueError(f"a pack holds 1..{MAX_PACK_HITS} hits, not {len(bodies)}")
     out = [PACK_MAGIC, _LEN.pack(len(bodies))]
-    for body in bodies:
-        out += [_LEN.pack(len(body)), body]
+    for parts in bodies:
+        out.append(_LEN.pack(sum(len(p) for p in parts)))
+        out += parts
     return b"".join(out)
 
 
@@ -129,6 +144,7 @@ def decode_pack(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitPack:
     """Every hit of the pack, or `ProtocolError` (the pack refused whole)."""
     if not body.startswith(PACK_MAGIC) or len(body) < 8:
         raise ProtocolError("garbage", "not a pack of hits (no ANPH magic and count)")
+    view = memoryview(body)  # each hit's slice without a copy of its pictures
     if len(body) > MAX_PACK_BODY:
         raise ProtocolError("oversized", f"pack of {len(body)} B")
     (count,) = _LEN.unpack_from(body, 4)
@@ -143,7 +159,7 @@ def decode_pack(body: bytes, limits: Limits = DEFAULT_LIMITS) -> HitPack:
         if at + n > len(body):
             raise ProtocolError("truncated", f"pack: hit {i + 1} of {count} cut short")
         try:
-            hits.append(decode_hit(body[at : at + n], limits))
+            hits.append(decode_hit(view[at : at + n], limits))
         except ProtocolError as e:
             raise ProtocolError(e.reason, f"pack: hit {i + 1} of {count}: {e.detail}") from None
         at += n

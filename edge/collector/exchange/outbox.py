@@ -63,14 +63,34 @@ PAGE_SIZE = 4096
 INLINE_MAX = 4096
 
 
+# The bodies forward_hits just wrote to the body log are also kept in memory, up to this
+# many bytes, so that the drainer packs them from there rather than reading them back.
+RECENT_BYTES = 64 << 20
+
+Body = bytes | tuple[bytes, ...]  # a body, or the pieces it is made of (`encode_hit_parts`)
+
+
 @dataclass(frozen=True)
 class Pending:
     id: int
     partner: str
     subject: str
     msg_id: str
-    body: bytes
+    data: Body  # the body, or its pieces: `parts`, `body`
     tries: int
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        return self.data if isinstance(self.data, tuple) else (self.data,)
+
+    @property
+    def body(self) -> bytes:
+        """The body, joined (a copy) where it is held in pieces."""
+        return self.data if isinstance(self.data, bytes) else b"".join(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data))
 
 
 class Outbox:
@@ -87,6 +107,9 @@ class Outbox:
         self.bodies = BodyLog(self.path.with_name(self.path.name + "-bodies"),
                               writer=log_bodies)
         self._unsynced_bodies = False
+        # (segment, offset) -> the pieces of a body just written there, oldest first
+        self._recent: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._recent_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                    check_same_thread=False)
@@ -150,10 +173,12 @@ class Outbox:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     self._added = self._unsynced_bodies = False
+                    self._forget_recent()
                     raise
                 if not synced and self._added:
                     self._db.execute("ROLLBACK")
                     self._added = self._unsynced_bodies = False
+                    self._forget_recent()
                     raise RuntimeError("rows added in a transaction that is not synced")
                 if self._unsynced_bodies:  # the bodies durable before the rows naming them
                     try:
@@ -161,6 +186,7 @@ class Outbox:
                     except BaseException:
                         self._db.execute("ROLLBACK")
                         self._added = self._unsynced_bodies = False
+                        self._forget_recent()
                         raise
                     self._unsynced_bodies = False
                 self._db.execute("COMMIT")
@@ -172,29 +198,70 @@ class Outbox:
             self.on_added()
 
     def add(self, db: sqlite3.Connection, partner: str, subject: str, msg_id: str,
-            body: bytes) -> bool:
+            body: Body) -> bool:
         """Queue a message in the open transaction `db`; False if `msg_id` is already queued
         (or was sent, and not yet purged) for this partner."""
-        if db.execute("SELECT 1 FROM outbox_sent WHERE partner = ? AND msg_id = ?",
-                      (partner, msg_id)).fetchone():
-            return False
-        if db.execute("SELECT 1 FROM outbox WHERE partner = ? AND msg_id = ?",
-                      (partner, msg_id)).fetchone():
-            return False
-        if self.bodies.writer and len(body) >= INLINE_MAX:
-            seg, off = self.bodies.append(body)
-            self._unsynced_bodies = True
-            cursor = db.execute(
+        return self.add_many(db, [(partner, subject, msg_id, body)]) == 1
+
+    def add_many(self, db: sqlite3.Connection,
+                 items: Sequence[tuple[str, str, str, Body]]) -> int:
+        """`add` for each (partner, subject, msg_id, body) of `items`, in order: the ids
+        queued or sent before looked up together, the rows inserted together; how many
+        were queued (a msg_id twice in `items`: once)."""
+        queued = 0
+        for i in range(0, len(items), 400):
+            queued += self._add_chunk(db, items[i : i + 400])
+        return queued
+
+    def _add_chunk(self, db: sqlite3.Connection,
+                   items: Sequence[tuple[str, str, str, Body]]) -> int:
+        by_partner: dict[str, set[str]] = {}
+        for partner, _, msg_id, _ in items:
+            by_partner.setdefault(partner, set()).add(msg_id)
+        have: set[tuple[str, str]] = set()
+        for partner, ids in by_partner.items():  # by the indexes on (partner, msg_id)
+            marks = ",".join("?" * len(ids))
+            for table in ("outbox_sent", "outbox"):
+                have.update(db.execute(
+                    f"SELECT partner, msg_id FROM {table} WHERE partner = ? AND msg_id IN "
+                    f"({marks})", (partner, *ids)).fetchall())
+        now = time.time()
+        logged, inline = [], []
+        for partner, subject, msg_id, body in items:
+            if (partner, msg_id) in have:
+                continue
+            have.add((partner, msg_id))
+            parts = body if isinstance(body, tuple) else (body,)
+            size = sum(map(len, parts))
+            if self.bodies.writer and size >= INLINE_MAX:
+                seg, off = self.bodies.append(parts)
+                self._unsynced_bodies = True
+                self._remember((seg, off), parts, size)
+                logged.append((partner, subject, msg_id, b"", now, seg, off, size))
+            else:
+                inline.append((partner, subject, msg_id, b"".join(parts), now))
+        if logged:
+            db.executemany(
                 "INSERT INTO outbox (partner, subject, msg_id, body, added_at, seg, off, len) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (partner, subject, msg_id, b"", time.time(), seg, off, len(body)))
-        else:
-            cursor = db.execute(
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", logged)
+        if inline:
+            db.executemany(
                 "INSERT OR IGNORE INTO outbox (partner, subject, msg_id, body, added_at) "
-                "VALUES (?, ?, ?, ?, ?)", (partner, subject, msg_id, body, time.time()))
-        if cursor.rowcount:
+                "VALUES (?, ?, ?, ?, ?)", inline)
+        if logged or inline:
             self._added = True
-        return bool(cursor.rowcount)
+        return len(logged) + len(inline)
+
+    def _remember(self, where: tuple[int, int], parts: tuple[bytes, ...], size: int) -> None:
+        self._recent[where] = parts
+        self._recent_bytes += size
+        while self._recent_bytes > RECENT_BYTES and self._recent:
+            old = self._recent.pop(next(iter(self._recent)))
+            self._recent_bytes -= sum(map(len, old))
+
+    def _forget_recent(self) -> None:
+        self._recent.clear()
+        self._recent_bytes = 0
 
     def add_one(self, partner: str, subject: str, msg_id: str, body: bytes) -> bool:
         with self.transaction() as db:
@@ -221,6 +288,12 @@ class Outbox:
             out = []
             for *fields, seg, off, length in rows:
                 if seg is not None:
+                    parts = self._recent.pop((seg, off), None)
+                    if parts is not None:  # just written: not read back
+                        self._recent_bytes -= length
+                        fields[4] = parts
+                        out.append(Pending(*fields))
+                        continue
                     try:
                         fields[4] = self.bodies.read(seg, off, length)
                     except BodyLost as e:  # only a segment someone else deleted or cut

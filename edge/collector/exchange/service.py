@@ -39,8 +39,8 @@ from edge.collector.exchange.messages import (
     HitPack,
     ListChange,
     decode_message,
-    pack_bodies,
     pack_msg_id,
+    pack_parts,
     subject_parts,
 )
 from edge.collector.exchange.outbox import Outbox, Pending
@@ -581,7 +581,7 @@ def _outgoing(run: Sequence[Pending]) -> _Outgoing:
         r = run[0]
         return _Outgoing(r.subject, r.body, r.msg_id, (r,))
     return _Outgoing(run[0].subject.rpartition(".")[0] + ".hits",
-                     pack_bodies([r.body for r in run]),
+                     pack_parts([r.parts for r in run]),
                      pack_msg_id([r.msg_id for r in run]), tuple(run))
 
 
@@ -599,11 +599,11 @@ def _packs(rows: Sequence[Pending], max_bytes: int, max_hits: int) -> Iterator[_
             yield _Outgoing(r.subject, r.body, r.msg_id, (r,))
             continue
         if run and (r.subject != run[0].subject or len(run) >= max_hits
-                    or size + 4 + len(r.body) > max_bytes):
+                    or size + 4 + r.size > max_bytes):
             yield _outgoing(run)
             run, size = [], 8
         run.append(r)
-        size += 4 + len(r.body)
+        size += 4 + r.size
     if run:
         yield _outgoing(run)
 

@@ -18,6 +18,7 @@ into the stores are kept in the small functions at the top, for the agency colum
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Protocol
 from edge.collector.exchange.grants import Grants, entry_granted, may_hold_list
 from edge.collector.exchange.messages import (
     ListChange,
-    encode_hit,
+    encode_hit_parts,
     encode_list_change,
     hit_msg_id,
 )
@@ -381,17 +382,19 @@ class HitForwarder:
 
     def forward(self, hits: Iterable[HitMessage], grants: Grants) -> int:
         known = set(grants.agencies)
-        n = 0
+        items = []
+        for h in hits:
+            owner, _, name = h.match.watchlist.partition(".")
+            if not name or owner == self.me or owner not in known:
+                continue
+            if not grants.hits_back(owner, name, self.me):
+                continue
+            items.append((owner, inbox_subject(owner, self.me, "hit"), hit_msg_id(h),
+                          encode_hit_parts(h)))
+        if not items:
+            return 0
         with self.outbox.transaction() as db:
-            for h in hits:
-                owner, _, name = h.match.watchlist.partition(".")
-                if not name or owner == self.me or owner not in known:
-                    continue
-                if not grants.hits_back(owner, name, self.me):
-                    continue
-                n += self.outbox.add(db, owner, inbox_subject(owner, self.me, "hit"),
-                                     hit_msg_id(h), encode_hit(h))
-        return n
+            return self.outbox.add_many(db, items)
 
 
 class HitReceiver:
@@ -419,4 +422,15 @@ class HitReceiver:
             log.warning("exchange: hit %s from %s on %s: no grant sends those hits back to us",
                         hit.hit_id, sender, name)
             return None
-        return dataclasses.replace(hit, match=dataclasses.replace(hit.match, watchlist=name))
+        return on_list(hit, name)
+
+
+def on_list(hit: HitMessage, name: str) -> HitMessage:
+    """`hit` with its match on list `name`, a part of the list name it was checked with
+    (not empty, no longer, no other characters): copied without checking the hit again,
+    which `dataclasses.replace` would, its texts character by character."""
+    match = copy.copy(hit.match)
+    object.__setattr__(match, "watchlist", name)
+    out = copy.copy(hit)
+    object.__setattr__(out, "match", match)
+    return out

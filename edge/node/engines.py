@@ -13,7 +13,7 @@ from edge.node.ocr.ppocr import PpOcrRecognizer
 
 VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
 DEFAULT_OCR = "ocr-ppocrv6-small"
-DEFAULT_PLATES = "plates-int8"  # what detect.model defaults to
+DEFAULT_PLATES = "plates"  # what detect.model defaults to
 
 
 @dataclass(frozen=True)

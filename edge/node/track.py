@@ -108,6 +108,7 @@ class Track:
     _read_first: float | None = None
     _read_last: float | None = None
     agreed: Vote | None = None  # its reads' vote at its latest sighting
+    agreed_at: float | None = None  # ... and that sighting's time
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -458,24 +459,43 @@ class PlateTracker:
         """A live track following the same plate as `track` (which has ended): one that
         reads the same and was followed at the same time, or took up where it was lost;
         never one seen beside it."""
-        text = track.text()
-        if len(text) < 4:
+        texts = self._texts(track, ended=True)
+        if not texts:
             return None
+        # a track whose reads never agreed on a text (SETTLED_READS) saw its plate badly:
+        # one that takes up where it was lost, reading a character off, is that plate
+        # read better, not the car behind (which comes after a plate read surely)
+        unsettled = track.consensus()[1] < SETTLED_READS
         last = track.tail[-1]
         for other in self._tracks.values():
             if other.id in track.together or track.id in other.together:
                 continue
-            if not same_text(other.text(), text):
+            theirs = self._texts(other)
+            same = any(same_text(a, b) for a in texts for b in theirs)
+            close = same or (unsettled and any(levenshtein(a, b) <= 1
+                                               for a in texts for b in theirs))
+            if not close:
                 continue
             first = other.trajectory[0]
             if other.first_seen <= track.last_seen:
                 near = math.hypot(first.cx - last.cx, first.cy - last.cy)
-                if near <= NEAR_WIDTHS * max(first.w, last.w):
+                if same and near <= NEAR_WIDTHS * max(first.w, last.w):
                     return other
             elif (other.first_seen - track.last_seen <= self.max_age_s
                   and self._continues(last, track._velocity, first)):
                 return other
         return None
+
+    def _texts(self, track: Track, *, ended: bool = False) -> set[str]:
+        """The folded texts (4 characters or more) a track reads: the text most of its
+        reads agree on, and its vote's, fused character by character. A plate read from
+        afar, through rain or a band's glyph, may give no two reads alike; its vote still
+        reads the plate. An ended track's vote is taken where its last sighting has none."""
+        agreed = track.agreed
+        if ended and (agreed is None or track.agreed_at != track.last_seen):
+            agreed = vote(track.voting_reads(), self.countries)
+        texts = {track.text()} | ({folded(agreed.plate.text)} if agreed is not None else set())
+        return {t for t in texts if len(t) >= 4}
 
     def _event(self, track: Track) -> PlateEvent | None:
         reads = track.voting_reads()
@@ -590,6 +610,7 @@ class PlateTracker:
             if track.last_seen != pts:
                 continue  # no new read: its fused text is what it was
             agreed = track.agreed = vote(track.voting_reads(), self.countries)
+            track.agreed_at = pts
             if agreed is None:
                 continue
             # again as its confidence rises a step: a pass whose first reads were
@@ -633,6 +654,8 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
         track.add(read, read.pts)
     track.first_seen = min(live.first_seen, ended.first_seen)
     track.vehicle_box, track.vehicle_at = live.vehicle_box, live.vehicle_at
+    for view in ended.views + live.views:  # the best looks of both, for the end's re-read
+        track.keep_view(view)
     track.together = dict.fromkeys(list(ended.together) + list(live.together))
     while len(track.together) > TOGETHER_KEPT:
         del track.together[next(iter(track.together))]

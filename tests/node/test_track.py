@@ -363,3 +363,21 @@ def test_a_fragment_read_where_a_plate_was_does_not_stretch_its_pass() -> None:
     events = run(tracker, by_frame(left, [junk]))
     assert [(e.text, e.first_seen, e.last_seen) for e in events] == [
         ("RK457AS", 0.0, pytest.approx(0.9))]
+
+
+def test_a_plate_read_badly_from_afar_then_surely_up_close_is_one_event() -> None:
+    # A car ahead through rain: from afar no two reads agree (a band glyph, look-alikes),
+    # then it is lost for two frames and comes back where it should be, read surely.
+    far = ["EJ745", "1EJ70LH", "1EJ729LYI", "HEJ728LY", "NEJ728LT", "NEJ728LY", "EJ720LTE",
+           "NEJ720LT", "NEJ720LY"]
+    near = ["JE3728LY", "JEJ720LY", "E3728LY", "EJ720LY"] + ["EJ728LY"] * 8
+    reads = [make_read(t, box_at(700 - 60 * p, 530, 40), p, conf=0.8)
+             for t, p in zip(far, (0.6 + 0.1 * i for i in range(9)), strict=True)]
+    reads += [make_read(t, box_at(700 - 60 * p + 10, 535 + 10 * (p - 2), 44 + 4 * (p - 2)), p,
+                        conf=0.88 if i < 4 else 0.99)
+              for i, (t, p) in enumerate(zip(near, (2.0 + 0.1 * i for i in range(12)),
+                                             strict=True))]
+    frames = by_frame(reads[:9]) + [(1.8, []), (1.9, [])] + by_frame(reads[9:])
+    (event,) = run(PlateTracker(), frames)
+    assert event.text == "EJ728LY"
+    assert event.first_seen == pytest.approx(0.6)

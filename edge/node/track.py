@@ -463,8 +463,9 @@ class PlateTracker:
         if not texts:
             return None
         # a track whose reads never agreed on a text (SETTLED_READS) saw its plate badly:
-        # one that takes up where it was lost, reading a character off, is that plate
-        # read better, not the car behind (which comes after a plate read surely)
+        # one that takes up where it was lost, its text not clearly different (two
+        # characters at most, as `_cost` judges a clash), is that plate read better, not
+        # the car behind (which comes after a plate read surely)
         unsettled = track.consensus()[1] < SETTLED_READS
         last = track.tail[-1]
         for other in self._tracks.values():
@@ -472,7 +473,7 @@ class PlateTracker:
                 continue
             theirs = self._texts(other)
             same = any(same_text(a, b) for a in texts for b in theirs)
-            close = same or (unsettled and any(levenshtein(a, b) <= 1
+            close = same or (unsettled and any(levenshtein(a, b) <= 2
                                                for a in texts for b in theirs))
             if not close:
                 continue

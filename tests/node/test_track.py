@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -381,3 +382,9 @@ def test_a_plate_read_badly_from_afar_then_surely_up_close_is_one_event() -> Non
     (event,) = run(PlateTracker(), frames)
     assert event.text == "EJ728LY"
     assert event.first_seen == pytest.approx(0.6)
+    # ... but a clearly different plate there (three characters off) is another car's
+    other = [replace(r, plate=PlateText("KX728PR", "KX728PR", "KX728PR", None, 0.99))
+             for r in reads[9:]]
+    frames = by_frame(reads[:9]) + [(1.8, []), (1.9, [])] + by_frame(other)
+    first, second = run(PlateTracker(), frames)
+    assert second.text == "KX728PR" and first.last_seen < 1.8

@@ -24,6 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 from edge.core import keys
 from edge.core.types import Frame
 from edge.node.config import CameraConfig, ConfigError, EdgeConfig, config_hash, load_config
+from edge.node.engines import vehicle_model
 from edge.node.models import ModelError, load_manifest
 from edge.node.sources import Source, SourceError, open_source, scrub_url
 from edge.node.sources.credentials import camera_url, readable_by_others
@@ -104,9 +105,11 @@ def check_models(config: EdgeConfig) -> Outcome:
         names += [camera.pipeline.detect.model, camera.pipeline.ocr.model]
         if camera.pipeline.needs_vehicles():
             names.append("vehicles")
-    names = list(dict.fromkeys(names))
     try:
         manifest = load_manifest(config.models_dir)
+        if "vehicles" in names:
+            names.append(vehicle_model(manifest))  # the one the cameras load where prepared
+        names = list(dict.fromkeys(names))
         for name in names:
             manifest.path(name)  # checks the sha256
             manifest.dictionary_path(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,11 @@ from edge.node.detect.yolo import YoloDetector
 from edge.node.models import Manifest, load_manifest
 from edge.node.ocr.ppocr import PpOcrRecognizer
 
+log = logging.getLogger(__name__)
+
 VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
+# the vehicle detector taking any input size, made from the fixed one at preparation
+DYNAMIC_VEHICLES = "vehicles-dynamic"
 DEFAULT_OCR = "ocr-ppocrv6-small"
 DEFAULT_PLATES = "plates"  # what detect.model defaults to
 
@@ -40,7 +45,7 @@ class Engines:
         m = manifest or load_manifest()
         engines = cls(
             plates=YoloDetector(m.path(plate_model), classes=None, threads=threads),
-            vehicles=(YoloDetector(m.path("vehicles"), classes=VEHICLE_CLASSES,
+            vehicles=(YoloDetector(m.path(vehicle_model(m)), classes=VEHICLE_CLASSES,
                                    threads=threads) if vehicles else None),
             ocr=PpOcrRecognizer(m.path(ocr_model), dictionary=m.dictionary_path(ocr_model),
                                 threads=threads),
@@ -62,3 +67,15 @@ class Engines:
         """Model name -> short hash of each prepared file; none for models not from a
         manifest."""
         return self.manifest.versions() if self.manifest is not None else {}
+
+
+def vehicle_model(manifest: Manifest) -> str:
+    """The vehicle detector to load: the one taking any input size where it was prepared
+    (a look at a plate's window then costs a window at describe.size), else the fixed
+    640x640 one the manifest ships. A prepared file that fails its hash is an error."""
+    spec = manifest.models.get(DYNAMIC_VEHICLES)
+    if spec is not None and (manifest.directory / spec.file).is_file():
+        return DYNAMIC_VEHICLES
+    log.warning("model %s is not prepared: each vehicle look runs the whole 640x640 "
+                "detector (make models prepares it; needs onnx)", DYNAMIC_VEHICLES)
+    return "vehicles"

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 FIX_COMMAND = "anpr-edge prepare-models (or: make models)"
+# exports made from another prepared model (`source_model`), by a recipe of this project
+DERIVED_EXPORTS = ("onnx-int8", "onnx-dynamic")
 
 
 class ModelError(RuntimeError):
@@ -44,7 +46,7 @@ class ModelSpec:
     dictionary_member: str | None = None
     dictionary_sha256: str | None = None
     dictionary_file: str | None = None
-    source_model: str | None = None  # export "onnx-int8": the prepared model it quantises
+    source_model: str | None = None  # a DERIVED_EXPORTS export: the prepared model it is made of
     calibration_frames: int = 0  # ... calibrated on this many synthetic drive-by frames
     recipe: int = 0  # ... by this version of edge.synthetic.quantize: another one is made again
 
@@ -169,8 +171,8 @@ def prepare(names: list[str] | None = None, *, include_optional: bool = False,
             log.info("model %s: ready (%s)", name, target)
             done[name] = target
             continue
-        if spec.export == "onnx-int8":
-            _quantize(manifest, spec, target, force=force)
+        if spec.export in DERIVED_EXPORTS:
+            _derive(manifest, spec, target, force=force)
             _record_prepared(manifest, spec, target)
             log.info("model %s: prepared %s", name, target)
             done[name] = target
@@ -199,10 +201,15 @@ def _already_prepared(manifest: Manifest, spec: ModelSpec) -> bool:
         manifest.dictionary_path(spec.name)
     except ModelError:
         return False
-    if (spec.export == "onnx-int8"
-            and manifest.prepared_entry(spec.file).get("recipe", 0) != spec.recipe):
-        log.info("model %s: made by another quantisation recipe; making it again", spec.name)
-        return False
+    if spec.export in DERIVED_EXPORTS:
+        entry = manifest.prepared_entry(spec.file)
+        if entry.get("recipe", 0) != spec.recipe:
+            log.info("model %s: made by another recipe; making it again", spec.name)
+            return False
+        source = manifest.spec(str(spec.source_model))
+        if entry.get("source_sha256") != manifest.prepared_entry(source.file).get("sha256"):
+            log.info("model %s: made from another %s; making it again", spec.name, source.name)
+            return False
     return True
 
 
@@ -283,25 +290,30 @@ def _export_ultralytics_onnx(weights: Path, target: Path, imgsz: int, manifest: 
         shutil.move(str(exported), target)
 
 
-def _quantize(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool) -> None:
-    """The int8 model of `spec.source_model`, made here and now (deterministic: the same
-    source and frames give the same file). Run as its own process: the quantiser needs
-    onnx, which the edge itself does not."""
+def _derive(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool) -> None:
+    """The model derived from `spec.source_model`, made here and now (deterministic: the
+    same source gives the same file): its int8 quantisation (`onnx-int8`, calibrated on
+    synthetic frames) or the same network taking any input size (`onnx-dynamic`). Run as
+    its own process: both need onnx, which the edge itself does not."""
     if not spec.source_model:
-        raise ModelError(f"model {spec.name}: export onnx-int8 needs a source_model")
+        raise ModelError(f"model {spec.name}: export {spec.export} needs a source_model")
     source = manifest.spec(spec.source_model)
     if force or not _already_prepared(manifest, source):
         prepare([source.name], directory=manifest.directory, force=force)
-    cmd = [sys.executable, "-m", "edge.synthetic.quantize", str(manifest.path(source.name)),
-           str(target), "--frames", str(spec.calibration_frames or 24),
-           "--size", str(spec.input_size)]
+    if spec.export == "onnx-dynamic":
+        cmd = [sys.executable, "-m", "edge.node.dynamic_input",
+               str(manifest.path(source.name)), str(target)]
+    else:
+        cmd = [sys.executable, "-m", "edge.synthetic.quantize",
+               str(manifest.path(source.name)), str(target), "--frames",
+               str(spec.calibration_frames or 24), "--size", str(spec.input_size)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO_MODELS_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
     try:
         _run(cmd, env=env)
     except ModelError as exc:
         if "No module named 'onnx'" in str(exc):
-            raise ModelError(f"model {spec.name}: quantising needs onnx: pip install "
+            raise ModelError(f"model {spec.name}: making it needs onnx: pip install "
                              "'anpr-edge[quantize]'") from exc
         raise
 
@@ -330,8 +342,9 @@ def _record_prepared(manifest: Manifest, spec: ModelSpec, target: Path) -> None:
         entry["source"] = spec.source_model
         entry["source_sha256"] = sha256_file(manifest.path(spec.source_model))
         entry["recipe"] = spec.recipe
-        entry["calibration"] = (f"synthetic drive-by, {spec.calibration_frames} frames "
-                                "(edge.synthetic.quantize)")
+        if spec.export == "onnx-int8":
+            entry["calibration"] = (f"synthetic drive-by, {spec.calibration_frames} frames "
+                                    "(edge.synthetic.quantize)")
     data.setdefault("files", {})[spec.file] = entry
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -121,6 +121,29 @@ def test_the_models_a_camera_is_set_to_are_the_ones_checked(node, capsys):
         assert code == EXIT_MODELS and missing in lines["models"], lines["models"]
 
 
+def test_the_vehicle_detector_the_cameras_load_is_the_one_checked(node, capsys):
+    """Where the vehicle detector that takes any input size is prepared, the cameras load
+    it, so a copy of it that fails its hash fails the check."""
+    models = node / "models"
+    body = b"the vehicle detector, any input size"
+    (models / "vehicles-dynamic.onnx").write_bytes(body)
+    with open(models / "manifest.toml", "a") as manifest:
+        manifest.write('\n[models.vehicles-dynamic]\ndescription = "test"\npackage = "p"\n'
+                       'version = "1"\nmember = "m"\nsha256 = "-"\n'
+                       'file = "vehicles-dynamic.onnx"\nlicence = "x"\nkind = "k"\n'
+                       'input_size = 1\nexport = "onnx-dynamic"\nsource_model = "vehicles"\n')
+    record = json.loads((models / "prepared.json").read_text())
+    record["files"]["vehicles-dynamic.onnx"] = {"model": "vehicles-dynamic",
+                                               "sha256": hashlib.sha256(body).hexdigest()}
+    (models / "prepared.json").write_text(json.dumps(record))
+    code, lines = check(capsys, write_config(node))
+    assert code == EXIT_OK and "vehicles-dynamic" in lines["models"], lines["models"]
+    (models / "vehicles-dynamic.onnx").write_bytes(b"replaced")
+    code, lines = check(capsys, write_config(node))
+    assert code == EXIT_MODELS and "vehicles-dynamic" in lines["models"], lines["models"]
+    assert "fails its hash" in lines["models"]
+
+
 def collector_config(node: Path, creds: Path, endpoint: str, key: str = "collector") -> Path:
     return write_config(node, f"link:\n  collector: {endpoint}\n  credentials_dir: {creds}\n"
                         f"  collector_key: {key}\n")

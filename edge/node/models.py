@@ -314,7 +314,7 @@ def _derive(manifest: Manifest, spec: ModelSpec, target: Path, *, force: bool) -
     except ModelError as exc:
         if "No module named 'onnx'" in str(exc):
             raise ModelError(f"model {spec.name}: making it needs onnx: pip install "
-                             "'anpr-edge[quantize]'") from exc
+                             "'onnx>=1.16' (a dependency of anpr-edge)") from exc
         raise
 
 

@@ -82,7 +82,7 @@ def test_versions_are_short_hashes():
 
 
 def test_the_int8_plate_detector_is_prepared_deterministically(prepared_copy):
-    pytest.importorskip("onnx", reason="quantising needs the quantize extra (onnx)")
+    pytest.importorskip("onnx", reason="quantising needs onnx (a dependency)")
     manifest_text = (REPO_MODELS_DIR / "manifest.toml").read_text()
     assert "calibration_frames = 24" in manifest_text
     # fewer calibration frames keep the test short; the recipe is the same

@@ -130,6 +130,10 @@ class MotionConfig(Strict):
     enabled: bool = True
     min_area: float = Field(0.002, ge=0, le=1, description="fraction of the frame that "
                             "must change to count as motion")
+    min_blob: float = Field(0.002, ge=0, le=1, description="fraction of the frame a moving "
+                            "blob must cover to be searched as one (smaller ones, noise or "
+                            "a leaf, are not a vehicle with a readable plate; a plate of "
+                            "the smallest readable size on a vehicle covers more)")
     keepalive_s: float = Field(0.5, gt=0, description="while vehicles are tracked, look at "
                                "least this often even without motion")
     idle_check_s: float = Field(5.0, gt=0, description="look this often on a still scene")

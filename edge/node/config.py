@@ -42,12 +42,12 @@ class DetectConfig(Strict):
                                     "read (too few pixels a character to read)")
     full_every: int = Field(3, ge=1, le=100, description="video, `full` mode: the whole "
                             "frame is searched every this many analysed frames; between "
-                            "them only windows around the plates of the last frames and a "
-                            "small moving region are (a plate entering elsewhere is found "
-                            "at the next whole frame); 1 searches every frame whole")
+                            "them only windows around the plates of the last frames and "
+                            "the moving blobs are (a plate entering elsewhere is found at "
+                            "the next whole frame); 1 searches every frame whole")
     full_every_quiet: int = Field(0, ge=0, le=1000, description="video, `full` mode: "
-                                  "while the scene is quiet (its motion, if any, small "
-                                  "enough to be searched in a window: see "
+                                  "while the scene is quiet (its moving blobs, if any, "
+                                  "small enough to be searched in windows: see "
                                   "motion_window_max), the whole frame is searched only "
                                   "every this many analysed frames, not every full_every; "
                                   "a plate entering moves, so its window finds it; 0 or "
@@ -60,8 +60,10 @@ class DetectConfig(Strict):
     window_hold: int = Field(2, ge=1, le=50, description="windows follow a plate for this "
                              "many analysed frames after it was last found")
     motion_window_max: float = Field(0.3, ge=0, le=1, description="between whole frames, "
-                                     "the moving region is searched too when it covers at "
-                                     "most this fraction of the frame (0: never)")
+                                     "the moving blobs' windows are searched too when "
+                                     "together they cover at most this fraction of the "
+                                     "frame (0: never; more, as with a moving camera or "
+                                     "rain, would cost about a whole frame)")
     model: str = Field("plates", description="the plate detector, by its name in the "
                        "model manifest: `plates` (float) or `plates-int8` (its int8 "
                        "quantisation, made by prepare-models: about 0.6x the time on CPUs, "

@@ -45,15 +45,16 @@ class DetectConfig(Strict):
                             "them only windows around the plates of the last frames and "
                             "the moving blobs are (a plate entering elsewhere is found at "
                             "the next whole frame); 1 searches every frame whole")
-    full_every_quiet: int = Field(0, ge=0, le=1000, description="video, `full` mode: "
+    full_every_quiet: int = Field(9, ge=0, le=1000, description="video, `full` mode: "
                                   "while the scene is quiet (its moving blobs, if any, "
                                   "small enough to be searched in windows: see "
                                   "motion_window_max), the whole frame is searched only "
                                   "every this many analysed frames, not every full_every; "
-                                  "a plate entering moves, so its window finds it; 0 or "
-                                  "at most full_every: off (the default: at 9 it misread "
-                                  "1 and 2 more of the glare drive-by's 54 plates at gaps "
-                                  "of 0.2 and 1 s, and saved little on the real clips)")
+                                  "a plate entering moves, so its blob's window finds "
+                                  "it; 0 or at most full_every: off. With the moving "
+                                  "blobs, 9 reads as many drive-by plates as off or more "
+                                  "(day, night, glare, side by side) and searches the "
+                                  "tollbooth clip whole on 33 frames of 157, not 53")
     window_margin: float = Field(1.0, ge=0.2, le=10, description="how far a window reaches "
                                  "beyond a plate: this many plate widths left and right, "
                                  "twice as many plate heights up and down")

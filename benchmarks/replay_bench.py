@@ -24,7 +24,7 @@ from benchmarks.scoring import repeated_passes
 from edge.core.types import Frame, PlateEvent
 from edge.node.config import PipelineConfig
 from edge.node.engines import Engines
-from edge.node.pipeline import VideoPipeline
+from edge.node.pipeline import FrameResult, VideoPipeline
 from edge.node.replay import ReplayStats, replay_events
 from edge.node.sources import open_source
 from edge.node.sources.base import SourceHealth
@@ -106,8 +106,18 @@ def replay_run(engines: Engines, config: PipelineConfig, source: WatchedSource, 
     pipeline = VideoPipeline(engines, config, camera=source.source_id)
     stats = ReplayStats()
     peak_reset = reset_peak()
+    searched = {"whole": 0, "windows": 0, "area": 0.0}
+
+    def count_search(result: FrameResult) -> None:
+        # how the plate detector searched each processed frame: whole, or only windows
+        if result.processed:
+            finder = pipeline.reader.finder
+            searched["whole" if finder.whole else "windows"] += 1
+            searched["area"] += finder.searched_area
+
     cpu0, wall0 = os.times(), time.perf_counter()
-    events = list(replay_events(source, pipeline, realtime=realtime, stats=stats))  # type: ignore[arg-type]
+    events = list(replay_events(source, pipeline, realtime=realtime, stats=stats,  # type: ignore[arg-type]
+                                on_result=count_search))
     wall = time.perf_counter() - wall0
     cpu1 = os.times()
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
@@ -123,6 +133,12 @@ def replay_run(engines: Engines, config: PipelineConfig, source: WatchedSource, 
         "processed": stats.processed,
         "dropped": stats.dropped,
         "events": len(events),
+        # processed frames the plate detector searched whole / only in windows, and the
+        # mean fraction of the frame's pixels it searched a processed frame
+        "searched_whole": searched["whole"],
+        "searched_windows": searched["windows"],
+        "searched_area": (round(searched["area"] / stats.processed, 3) if stats.processed
+                          else None),
         "frame_ms": results.spread(stats.frame_ms),
         "stages": {s: results.spread(v) for s, v in sorted(stats.stage_ms.items())},
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
@@ -211,6 +227,9 @@ def video_markdown(name: str, figures: dict[str, Any], events: list[dict[str, An
                        ("speed / real time", "realtime_factor"),
                        ("frames analysed", "analysed"), ("past the motion gate", "processed"),
                        ("frames dropped (late)", "dropped"), ("events", "events"),
+                       ("searched whole", "searched_whole"),
+                       ("searched in windows only", "searched_windows"),
+                       ("fraction of a frame searched", "searched_area"),
                        ("split passes (events of one plate overlapping)", "split_passes"),
                        ("CPU, % of one core", "cpu_percent"),
                        ("CPU ms an analysed frame", "cpu_ms_per_analysed"),

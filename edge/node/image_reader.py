@@ -62,9 +62,10 @@ class ImageReader:
                    adaptive=True, schedule=schedule, remember=True)
 
     def find(self, image: np.ndarray, timer: StageTimer, night: bool, *,
-             motion: Region | None = None) -> tuple[Detections, Detections]:
+             motion: Sequence[Region] | None = None) -> tuple[Detections, Detections]:
         """(plates, vehicles) in image pixels, with the night threshold where it is night;
-        `motion`, the moving region, for the video's windows between whole frames."""
+        `motion`, the moving blobs' boxes (None: not known), for the video's windows
+        between whole frames."""
         threshold = (self.config.night.plate_confidence if night
                      else self.config.detect.plate_confidence)
         return self.finder(image, timer, confidence=threshold, n_tiles=self.tiles,

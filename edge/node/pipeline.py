@@ -118,7 +118,9 @@ class VideoPipeline:
         if result.processed:
             self.last_processed = frame.pts
             plates, vehicles = self.reader.find(frame.image, timer, night,
-                                                motion=self.gate.last_region)
+                                                motion=(self.gate.last_regions
+                                                        if self.config.motion.enabled
+                                                        else None))
             known = (self.settled.known(plates, frame.pts, self.tracker.sure_texts())
                      if self.settled else {})
             reads = self.reader.read_boxes(frame.image, plates, vehicles, timer, night, known)

@@ -12,19 +12,38 @@ from edge.node.config import MotionConfig, NightConfig
 GATE_WIDTH = 160
 
 
+Region = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
+
+# Moving blobs, on the gate's small grey copy: an opening of this many pixels a side drops
+# what cannot be a vehicle (isolated noise pixels, grain, rain streaks a pixel or two
+# wide: at 160 pixels across, a vehicle with a readable plate spans several pixels), and
+# a closing of JOIN pixels a side joins the pieces of one vehicle (its edges, windows and
+# lights change, its plain panels may not) into one blob.
+OPEN = 3
+JOIN = 7
+# At most this many regions: more blobs than that (rain, a moving camera) are joined into
+# their enclosing box, which the schedule then finds too large to search in windows.
+MAX_BLOBS = 8
+
+
 class MotionGate:
     """Says whether a frame holds motion, from a small grey copy against a running background.
 
-    An empty road at night then costs a resize and a subtraction, not a detector run.
+    An empty road at night then costs a resize and a subtraction, not a detector run. It
+    also says where the frame moves: the boxes of its moving blobs (`last_regions`), each
+    at least `motion.min_blob` of the frame, so that one noisy pixel or a swaying branch
+    far from the road does not make the moving region the whole frame.
     """
 
     def __init__(self, config: MotionConfig):
         self.config = config
         self.background: np.ndarray | None = None
         self.last_motion_fraction = 0.0
-        # the box (frame pixels) around what changed on the last frame; None: nothing did,
-        # or no background yet
-        self.last_region: tuple[int, int, int, int] | None = None
+        # the boxes (frame pixels) of the blobs that moved on the last frame; empty:
+        # nothing did; None: no background yet (everything may have moved)
+        self.last_regions: list[Region] | None = None
+        self._open = cv2.getStructuringElement(cv2.MORPH_RECT, (OPEN, OPEN))
+        self._join = cv2.getStructuringElement(cv2.MORPH_RECT, (JOIN, JOIN))
 
     def moving(self, image: np.ndarray) -> bool:
         h, w = image.shape[:2]
@@ -34,7 +53,7 @@ class MotionGate:
         gray = gray.astype(np.float32)
         if self.background is None or self.background.shape != gray.shape:
             self.background = gray
-            self.last_region = None
+            self.last_regions = None
             return True
         diff = cv2.absdiff(gray, self.background)
         cv2.accumulateWeighted(gray, self.background, 0.2)
@@ -42,13 +61,27 @@ class MotionGate:
         noise = float(np.median(diff))
         changed = diff > max(12.0, 4.0 * noise)
         self.last_motion_fraction = float(changed.mean())
-        ys, xs = np.nonzero(changed)
-        f = w / GATE_WIDTH
-        self.last_region = (None if not len(xs) else
-                            (int(xs.min() * f), int(ys.min() * f),
-                             min(w, int((xs.max() + 1) * f) + 1),
-                             min(h, int((ys.max() + 1) * f) + 1)))
+        self.last_regions = self._blobs(changed, w / GATE_WIDTH, (h, w))
         return self.last_motion_fraction >= self.config.min_area
+
+    def _blobs(self, changed: np.ndarray, f: float, hw: tuple[int, int]) -> list[Region]:
+        """The boxes, in frame pixels, of the moving blobs of a small `changed` mask."""
+        mask = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, self._open)
+        if not mask.any():
+            return []
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._join)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        least = self.config.min_blob * mask.size
+        boxes = [(int(x), int(y), int(x + bw), int(y + bh))
+                 for x, y, bw, bh, area in stats[1:n] if area >= least]
+        if len(boxes) > MAX_BLOBS:
+            boxes = [(min(b[0] for b in boxes), min(b[1] for b in boxes),
+                      max(b[2] for b in boxes), max(b[3] for b in boxes))]
+        h, w = hw
+        # one small pixel of margin: the blur and the opening eat a blob's rim
+        return [(max(0, int((x1 - 1) * f)), max(0, int((y1 - 1) * f)),
+                 min(w, int(np.ceil((x2 + 1) * f))), min(h, int(np.ceil((y2 + 1) * f))))
+                for x1, y1, x2, y2 in boxes]
 
 
 class NightDetector:

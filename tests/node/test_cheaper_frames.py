@@ -101,9 +101,9 @@ def test_a_small_moving_region_is_searched_between_whole_frames_a_large_one_is_n
     finder, detector = _finder(every=3)
     _find(finder)  # frame 0, nothing there
     detector.plates = [(1000, 600, 1100, 630)]
-    assert len(_find(finder, motion=(950, 560, 1150, 680))) == 1
+    assert len(_find(finder, motion=[(950, 560, 1150, 680)])) == 1
     detector.calls.clear()
-    assert len(_find(finder, motion=(0, 0, W, H))) == 1  # the window follows the plate
+    assert len(_find(finder, motion=[(0, 0, W, H)])) == 1  # the window follows the plate
     assert all(h * w < 0.1 * H * W for h, w, _ in detector.calls)
 
 
@@ -221,17 +221,17 @@ def test_a_quiet_scene_is_searched_whole_less_often_a_busy_one_every_few_frames(
     schedule = WindowSchedule(every=3, margin=1.0, hold=2, quiet_every=9)
     finder = PlateFinder(detector, None, DetectConfig(), schedule)
     detector.plates = [(600, 400, 700, 430)]
-    small = (550, 350, 750, 480)  # what moves: the plate's car, searched in a window
+    small = [(550, 350, 750, 480)]  # what moves: the plate's car, searched in a window
     whole = []
     for i in range(19):
         detector.calls.clear()
-        assert len(_find(finder, motion=small if i % 2 else None)) == 1  # still found
+        assert len(_find(finder, motion=small if i % 2 else [])) == 1  # still found
         whole.append(any((h, w) == (H, W) for h, w, _ in detector.calls))
     assert [i for i, w in enumerate(whole) if w] == [0, 9, 18]
     # a scene moving all over (a moving camera, rain) is searched whole every 3 frames
     for _ in range(3):
         detector.calls.clear()
-        _find(finder, motion=(0, 0, W, H))
+        _find(finder, motion=[(0, 0, W, H)])
     assert any((h, w) == (H, W) for h, w, _ in detector.calls)
 
 
@@ -239,8 +239,8 @@ def test_a_plate_entering_a_quiet_scene_is_found_in_the_moving_regions_window():
     detector = PlatesAt()
     finder = PlateFinder(detector, None, DetectConfig(),
                          WindowSchedule(every=3, hold=2, quiet_every=9))
-    assert len(_find(finder)) == 0  # frame 0: whole, an empty road
+    assert len(_find(finder, motion=[])) == 0  # frame 0: whole, an empty road
     for _ in range(4):
-        assert len(_find(finder)) == 0  # no whole frame while nothing moves
+        assert len(_find(finder, motion=[])) == 0  # no whole frame while nothing moves
     detector.plates = [(1000, 600, 1100, 630)]  # a car drives in
-    assert len(_find(finder, motion=(950, 560, 1150, 680))) == 1
+    assert len(_find(finder, motion=[(950, 560, 1150, 680)])) == 1

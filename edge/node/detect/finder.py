@@ -22,7 +22,7 @@ class PlateFinder:
     """Plate boxes in a frame: on the whole frame, inside vehicles, or both; optional tiles.
 
     With a `schedule` (video, `full` mode), most frames are searched only in windows around
-    the plates of the last frames and the moving region, at the whole frame's scale (the
+    the plates of the last frames and the moving blobs, at the whole frame's scale (the
     plates keep the size in pixels the detector sees them at on a whole frame). Each
     window is snapped to the whole frame's detector grid (its letterboxed input, cut on the
     stride's cells): a plate in a window falls on the same pixels and cells as on a whole
@@ -39,12 +39,14 @@ class PlateFinder:
         self.config = config
         self.schedule = schedule if config.mode == "full" else None
         self.whole = False  # whether the last call searched the whole image
+        self.searched_area = 0.0  # the fraction of the image the last call searched
 
     def __call__(self, image: np.ndarray, timer: StageTimer, *, confidence: float,
-                 n_tiles: int = 0, motion: Region | None = None,
+                 n_tiles: int = 0, motion: Sequence[Region] | None = None,
                  tiles_if_missed: bool = False) -> tuple[Detections, Detections]:
         """(plates, vehicles) in frame pixels; vehicles is empty in `full` mode. `motion`:
-        the moving region (frame pixels), searched between whole frames when small.
+        the moving blobs' boxes (frame pixels; None: not known), searched between whole
+        frames when small.
         `tiles_if_missed`: the tiles are searched only where the whole image found no
         plate `min_plate_height` tall (tiles are for the small plates it misses)."""
         cfg = self.config
@@ -53,10 +55,13 @@ class PlateFinder:
         windows = (self.schedule.regions(image.shape[:2], motion) if self.schedule
                    else None)
         self.whole = windows is None and cfg.mode in ("full", "both")
+        self.searched_area = 1.0 if windows is None else 0.0
         if windows is not None:
+            h, w = image.shape[:2]
             with timer.stage("detect_plates"):
                 for win in merge_regions([self._on_grid(win, image.shape[:2])
                                           for win in windows]):
+                    self.searched_area += (win[2] - win[0]) * (win[3] - win[1]) / (h * w)
                     found = self._in_window(image, win, confidence)
                     parts.append(found[~touches_inner_edge(found.xyxy, win, image.shape[:2])])
         elif cfg.mode in ("full", "both"):

@@ -1,8 +1,9 @@
 """Where a video frame's plate detector looks: the whole frame every few analysed frames, and
-between them only windows around the plates of the last frames and the moving region."""
+between them only windows around the plates of the last frames and the moving blobs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,11 +16,13 @@ class WindowSchedule:
     """Decides, frame by frame, the regions the plate detector runs on.
 
     A plate seen lately moves little between two analysed frames, so a window a few plate
-    sizes around it finds it again at a fraction of a whole frame's cost. A plate that
-    enters outside every window (and outside a small moving region) waits for the next
-    whole frame, at most `every - 1` analysed frames later. A moving region larger than
-    `motion_max` of the frame (a moving camera, rain) is not searched between whole frames:
-    searching it would cost a whole frame.
+    sizes around it finds it again at a fraction of a whole frame's cost. A vehicle that
+    enters moves: the window of its moving blob (the motion gate's) finds its plate
+    between whole frames. A plate that enters outside every window waits for the next
+    whole frame, at most `every - 1` analysed frames later. When the moving blobs'
+    windows together cover more than `motion_max` of the frame (a moving camera, rain, a
+    vehicle filling the view) they are not searched between whole frames: searching them
+    would cost a whole frame.
     """
 
     every: int = 3
@@ -27,32 +30,46 @@ class WindowSchedule:
     min_window: int = 160
     hold: int = 2  # windows follow a plate this many analysed frames after it was last found
     motion_max: float = 0.3
-    # a quiet scene (its motion, if any, small enough to be searched in a window) is
+    # a quiet scene (its moving blobs, if any, small enough to be searched in windows) is
     # searched whole only every this many analysed frames: whatever enters moves, and
-    # so lies in the moving region's window; 0: every `every` frames regardless
+    # so lies in a moving blob's window; 0: every `every` frames regardless
     quiet_every: int = 0
     count: int = 0
     since_whole: int = 0  # analysed frames since the last whole one
     recent: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame, xyxy)
 
-    def regions(self, hw: tuple[int, int], motion: Region | None = None) -> list[Region] | None:
-        """The windows for the next frame, or None for the whole frame."""
+    def regions(self, hw: tuple[int, int],
+                motion: Sequence[Region] | None = None) -> list[Region] | None:
+        """The windows for the next frame, or None for the whole frame. `motion`: the
+        boxes of the frame's moving blobs (frame pixels); empty: nothing moves; None: not
+        known (no motion gate), as if everything might."""
         n = self.count
         self.count += 1
         h, w = hw
-        small = motion is not None and ((motion[2] - motion[0]) * (motion[3] - motion[1])
-                                        <= self.motion_max * h * w)
-        quiet = self.quiet_every > self.every and (motion is None or small)
+        moving = self.motion_windows(motion, hw)
+        quiet = self.quiet_every > self.every and moving is not None
         due = n == 0 or self.since_whole + 1 >= (self.quiet_every if quiet else self.every)
         if self.every <= 1 or due:
             self.since_whole = 0
             return None
         self.since_whole += 1
         boxes = [b for _, found in self.recent for b in found]
-        wins = [self._window(b, hw) for b in boxes]
-        if motion is not None and small:
-            wins.append(_grow(motion, self.min_window, hw))
+        wins = [self._window(b, hw) for b in boxes] + (moving or [])
         return merge_regions(wins)
+
+    def motion_windows(self, motion: Sequence[Region] | None,
+                       hw: tuple[int, int]) -> list[Region] | None:
+        """The windows of the moving blobs, merged where they overlap; None when they are
+        not known or together cover more than `motion_max` of the frame."""
+        if motion is None:
+            return None
+        h, w = hw
+        # a plate at a blob's rim stays inside its window, clear of the window's edge
+        pad = self.min_window // 4
+        wins = merge_regions([_grow((x1 - pad, y1 - pad, x2 + pad, y2 + pad),
+                                    self.min_window, hw) for x1, y1, x2, y2 in motion])
+        area = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in wins)
+        return wins if area <= self.motion_max * h * w else None
 
     def update(self, xyxy: np.ndarray) -> None:
         """The plates found on the frame the last `regions` was for."""

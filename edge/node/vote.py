@@ -187,6 +187,31 @@ def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
     return tuple(cc) if len(cc) == len(text) else None
 
 
+_Edge = tuple[int, str]  # (side: 0 before the plate, 1 after it; the rest of the read)
+
+
+def _edge_doubts(group: list[tuple[PlateRead, str]]) -> set[_Edge]:
+    """The edges the pass read doubtfully: over the reads with a character there (any
+    character: a band, an emblem or a frame is read as whatever it looks like), the
+    character's confidence, weighted by the read's, is doubtful beside the rest's
+    (`plates.unsure_edge`).  A real character is read about as surely as its neighbours
+    in most frames; what a plate's edge adds is a guess that wavers from frame to frame."""
+    edge: defaultdict[_Edge, float] = defaultdict(float)
+    rest: defaultdict[_Edge, float] = defaultdict(float)
+    weight: defaultdict[_Edge, float] = defaultdict(float)
+    for read, text in group:
+        confs = _char_confs(read, text)
+        if confs is None or len(text) < 6:
+            continue
+        for side, key, cc in ((0, text[1:], confs[1:]), (1, text[:-1], confs[:-1])):
+            w = read.confidence
+            edge[side, key] += w * (confs[0] if side == 0 else confs[-1])
+            rest[side, key] += w * sum(cc) / len(cc)
+            weight[side, key] += w
+    return {k for k, w in weight.items()
+            if w > 0 and plates.unsure_edge(edge[k] / w, rest[k] / w)}
+
+
 def _pass_trims(
     text: str,
     confs: tuple[float, ...] | None,
@@ -194,21 +219,30 @@ def _pass_trims(
     read_as: dict[str, float],
     everyone: float,
     fits: list[plates.CountryFit],
+    doubts: set[_Edge],
 ) -> list[plates.CountryFit]:
-    """Fits of `text` without an edge glyph where the pass itself shows the glyph is not
-    the plate's: at least `EDGE_EVIDENCE` of the pass read the text without it."""
+    """Fits of `text` without an edge character where the pass itself shows it is not the
+    plate's: an edge glyph where at least `EDGE_EVIDENCE` of the pass read the text
+    without it; any character, read doubtfully across the pass (`_edge_doubts`), where
+    some read of the pass saw the text without it and that text fits a format as read.
+    (A band at night, in greyscale, is read as a letter a real plate may start with: a
+    Slovak shield as P, and PRK 755AJ is a Polish format, RK-755AJ the Slovak plate.)"""
     out = []
     n = len(text)
-    for start, end, glyphs in ((1, n, plates.LEADING_GLYPHS), (0, n - 1, plates.TRAILING_GLYPHS)):
+    for side, start, end, glyphs in ((0, 1, n, plates.LEADING_GLYPHS),
+                                     (1, 0, n - 1, plates.TRAILING_GLYPHS)):
         rest = text[start:end]
-        if (len(rest) < 5 or text[:start] + text[end:] not in glyphs
-                or read_as.get(rest, 0.0) < EDGE_EVIDENCE * everyone
-                or any(f.start == start and f.end == end for f in fits)):
+        seen = read_as.get(rest, 0.0)
+        if len(rest) < 5 or seen <= 0.0 or any(f.start == start and f.end == end for f in fits):
+            continue
+        glyph = text[:start] + text[end:] in glyphs and seen >= EDGE_EVIDENCE * everyone
+        doubted = (side, rest) in doubts
+        if not (glyph or doubted):
             continue
         rest_confs = None if confs is None else confs[start:end]
         out += [plates.CountryFit(f.country, f.text, f.cost, start, end)
                 for f in plates.country_fits(rest, rest_confs, countries)
-                if f.end - f.start == len(rest)]
+                if f.end - f.start == len(rest) and (glyph or f.cost <= 1e-9)]
     return out
 
 
@@ -232,10 +266,11 @@ def _fuse_by_country(
     for read, text in group:
         read_as[text] += read.confidence
     everyone = sum(read_as.values())
+    doubts = _edge_doubts(group)
     for read, text in group:
         confs = _char_confs(read, text)
         fits = plates.country_fits(text, confs, countries, night=read.night)
-        fits += _pass_trims(text, confs, countries, read_as, everyone, fits)
+        fits += _pass_trims(text, confs, countries, read_as, everyone, fits, doubts)
         cut = any(f.end - f.start != len(text) for f in fits)
         best: dict[str, tuple[float, plates.CountryFit]] = {}
         for fit in fits:

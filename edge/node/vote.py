@@ -153,6 +153,8 @@ RIVAL_SHARE = 0.6
 # ... unless at least this share of the pass read the country's text exactly as it is, and
 # less than this share the rival's: the OCR saw the one, not the other (a Czech 1B8 0338
 # read 1880338 in most frames and 1B80338 as it came closer; never as Turkish 18B0338).
+# A read counts here by its least sure character: a Slovak BA-302OZ read BA3020Z surely in
+# most frames is not a Polish BA30202 for the few that guessed its last character a 2.
 SEEN_SHARE = 0.15
 # An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
 # this share of the pass read the plate without it.
@@ -260,6 +262,7 @@ def _fuse_by_country(
     """
     support: defaultdict[str, float] = defaultdict(float)
     exact: defaultdict[str, float] = defaultdict(float)
+    seen_exact: defaultdict[str, float] = defaultdict(float)  # exact, by the least sure char
     fits_of: list[dict[str, plates.CountryFit]] = []
     total = fitting = 0.0
     read_as: defaultdict[str, float] = defaultdict(float)  # weight of the reads of each text
@@ -283,6 +286,10 @@ def _fuse_by_country(
             support[country] += read.confidence * quality
             if fit.cost <= 1e-9:
                 exact[country] += read.confidence
+                # seeing a text takes reading each of its characters: a read that fits
+                # only through a character the OCR was unsure of is a guess at that text
+                kept = None if confs is None else confs[fit.start : fit.end]
+                seen_exact[country] += read.confidence * (min(kept) if kept else 1.0)
         total += read.confidence
         fitting += read.confidence if best else 0.0
         fits_of.append({c: f for c, (_, f) in best.items()})
@@ -299,10 +306,10 @@ def _fuse_by_country(
         texts = {f.text for fits in fits_of for c, f in fits.items() if c == country}
         # reads that fit the country as read are the OCR seeing its text: a rival whose
         # text the OCR (all but) never saw is a correction only, and no rival
-        seen_so = exact[country] >= SEEN_SHARE * total
+        seen_so = seen_exact[country] >= SEEN_SHARE * total
         as_read = any(
             support[c] >= RIVAL_SHARE * support[country]
-            and (not seen_so or exact[c] >= SEEN_SHARE * total)
+            and (not seen_so or seen_exact[c] >= SEEN_SHARE * total)
             and {f.text for fits in fits_of for k, f in fits.items() if k == c} != texts
             for c in support if c != country
         )

@@ -153,8 +153,8 @@ RIVAL_SHARE = 0.6
 # ... unless at least this share of the pass read the country's text exactly as it is, and
 # less than this share the rival's: the OCR saw the one, not the other (a Czech 1B8 0338
 # read 1880338 in most frames and 1B80338 as it came closer; never as Turkish 18B0338).
-# A read counts here by its least sure character: a Slovak BA-302OZ read BA3020Z surely in
-# most frames is not a Polish BA30202 for the few that guessed its last character a 2.
+# A read counts here by the plate's width in it against the widest of the pass: a Slovak
+# BA-302OZ read BA3020Z up close is no Polish BA30202 for a few far frames that read a 2.
 SEEN_SHARE = 0.15
 # An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
 # this share of the pass read the plate without it.
@@ -182,6 +182,11 @@ class _Fusion:
     fitted: list[_Voter]
     as_seen: list[_Voter]
     seen: list[str]
+
+
+def _width(read: PlateRead) -> float:
+    x1, _, x2, _ = read.box
+    return max(0.0, x2 - x1)
 
 
 def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
@@ -262,7 +267,8 @@ def _fuse_by_country(
     """
     support: defaultdict[str, float] = defaultdict(float)
     exact: defaultdict[str, float] = defaultdict(float)
-    seen_exact: defaultdict[str, float] = defaultdict(float)  # exact, by the least sure char
+    seen_exact: defaultdict[str, float] = defaultdict(float)  # exact, by the plate's size
+    widest = max((_width(read) for read, _ in group), default=0.0) or 1.0
     fits_of: list[dict[str, plates.CountryFit]] = []
     total = fitting = 0.0
     read_as: defaultdict[str, float] = defaultdict(float)  # weight of the reads of each text
@@ -286,10 +292,9 @@ def _fuse_by_country(
             support[country] += read.confidence * quality
             if fit.cost <= 1e-9:
                 exact[country] += read.confidence
-                # seeing a text takes reading each of its characters: a read that fits
-                # only through a character the OCR was unsure of is a guess at that text
-                kept = None if confs is None else confs[fit.start : fit.end]
-                seen_exact[country] += read.confidence * (min(kept) if kept else 1.0)
+                # a plate seen small is seen less well: the far frames' exact fits count
+                # for less than the near ones'
+                seen_exact[country] += read.confidence * _width(read) / widest
         total += read.confidence
         fitting += read.confidence if best else 0.0
         fits_of.append({c: f for c, (_, f) in best.items()})

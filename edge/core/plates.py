@@ -44,6 +44,7 @@ __all__ = [
     "normalise",
     "parse",
     "readings",
+    "unsure_edge",
 ]
 
 # --------------------------------------------------------------------------- normalise
@@ -456,6 +457,12 @@ _UNSURE_MARGIN = 0.15  # an edge character this much less sure than the rest is 
 _TRIM_MAX_COST = 1.0  # with camera countries: the rest may need one plain correction
 
 
+def unsure_edge(conf: float, rest_conf: float) -> bool:
+    """Whether an edge character read at `conf`, beside the rest read at `rest_conf` (mean),
+    is doubtful: unsure outright, or read clearly less surely than the rest."""
+    return conf <= _EDGE_EMBLEM_MAX_CONF or conf < rest_conf - _UNSURE_MARGIN
+
+
 def _in(country: str, countries: Sequence[str] | None) -> bool:
     """Whether `country` is one of the camera's (any, where it has none)."""
     if not countries:
@@ -506,9 +513,8 @@ def edge_trims(
             continue
         glyph_ok = cut in (LEADING_GLYPHS if start else TRAILING_GLYPHS)
         conf = None if confs is None else confs[0 if start else -1]
-        unsure = conf is not None and (
-            conf <= _EDGE_EMBLEM_MAX_CONF
-            or conf < sum(rest_confs or ()) / max(1, len(rest_confs or ())) - _UNSURE_MARGIN
+        unsure = conf is not None and unsure_edge(
+            conf, sum(rest_confs or ()) / max(1, len(rest_confs or ()))
         )
         doubtful_glyph = glyph_ok and unsure
         if countries:

@@ -153,6 +153,8 @@ RIVAL_SHARE = 0.6
 # ... unless at least this share of the pass read the country's text exactly as it is, and
 # less than this share the rival's: the OCR saw the one, not the other (a Czech 1B8 0338
 # read 1880338 in most frames and 1B80338 as it came closer; never as Turkish 18B0338).
+# A read counts here by the plate's width in it against the widest of the pass: a Slovak
+# BA-302OZ read BA3020Z up close is no Polish BA30202 for a few far frames that read a 2.
 SEEN_SHARE = 0.15
 # An edge glyph (plates.LEADING_GLYPHS, TRAILING_GLYPHS) is not the plate's where at least
 # this share of the pass read the plate without it.
@@ -182,9 +184,39 @@ class _Fusion:
     seen: list[str]
 
 
+def _width(read: PlateRead) -> float:
+    x1, _, x2, _ = read.box
+    return max(0.0, x2 - x1)
+
+
 def _char_confs(read: PlateRead, text: str) -> tuple[float, ...] | None:
     cc = read.plate.char_confidence
     return tuple(cc) if len(cc) == len(text) else None
+
+
+_Edge = tuple[int, str]  # (side: 0 before the plate, 1 after it; the rest of the read)
+
+
+def _edge_doubts(group: list[tuple[PlateRead, str]]) -> set[_Edge]:
+    """The edges the pass read doubtfully: over the reads with a character there (any
+    character: a band, an emblem or a frame is read as whatever it looks like), the
+    character's confidence, weighted by the read's, is doubtful beside the rest's
+    (`plates.unsure_edge`).  A real character is read about as surely as its neighbours
+    in most frames; what a plate's edge adds is a guess that wavers from frame to frame."""
+    edge: defaultdict[_Edge, float] = defaultdict(float)
+    rest: defaultdict[_Edge, float] = defaultdict(float)
+    weight: defaultdict[_Edge, float] = defaultdict(float)
+    for read, text in group:
+        confs = _char_confs(read, text)
+        if confs is None or len(text) < 6:
+            continue
+        for side, key, cc in ((0, text[1:], confs[1:]), (1, text[:-1], confs[:-1])):
+            w = read.confidence
+            edge[side, key] += w * (confs[0] if side == 0 else confs[-1])
+            rest[side, key] += w * sum(cc) / len(cc)
+            weight[side, key] += w
+    return {k for k, w in weight.items()
+            if w > 0 and plates.unsure_edge(edge[k] / w, rest[k] / w)}
 
 
 def _pass_trims(
@@ -194,21 +226,30 @@ def _pass_trims(
     read_as: dict[str, float],
     everyone: float,
     fits: list[plates.CountryFit],
+    doubts: set[_Edge],
 ) -> list[plates.CountryFit]:
-    """Fits of `text` without an edge glyph where the pass itself shows the glyph is not
-    the plate's: at least `EDGE_EVIDENCE` of the pass read the text without it."""
+    """Fits of `text` without an edge character where the pass itself shows it is not the
+    plate's: an edge glyph where at least `EDGE_EVIDENCE` of the pass read the text
+    without it; any character, read doubtfully across the pass (`_edge_doubts`), where
+    some read of the pass saw the text without it and that text fits a format as read.
+    (A band at night, in greyscale, is read as a letter a real plate may start with: a
+    Slovak shield as P, and PRK 755AJ is a Polish format, RK-755AJ the Slovak plate.)"""
     out = []
     n = len(text)
-    for start, end, glyphs in ((1, n, plates.LEADING_GLYPHS), (0, n - 1, plates.TRAILING_GLYPHS)):
+    for side, start, end, glyphs in ((0, 1, n, plates.LEADING_GLYPHS),
+                                     (1, 0, n - 1, plates.TRAILING_GLYPHS)):
         rest = text[start:end]
-        if (len(rest) < 5 or text[:start] + text[end:] not in glyphs
-                or read_as.get(rest, 0.0) < EDGE_EVIDENCE * everyone
-                or any(f.start == start and f.end == end for f in fits)):
+        seen = read_as.get(rest, 0.0)
+        if len(rest) < 5 or seen <= 0.0 or any(f.start == start and f.end == end for f in fits):
+            continue
+        glyph = text[:start] + text[end:] in glyphs and seen >= EDGE_EVIDENCE * everyone
+        doubted = (side, rest) in doubts
+        if not (glyph or doubted):
             continue
         rest_confs = None if confs is None else confs[start:end]
         out += [plates.CountryFit(f.country, f.text, f.cost, start, end)
                 for f in plates.country_fits(rest, rest_confs, countries)
-                if f.end - f.start == len(rest)]
+                if f.end - f.start == len(rest) and (glyph or f.cost <= 1e-9)]
     return out
 
 
@@ -226,16 +267,19 @@ def _fuse_by_country(
     """
     support: defaultdict[str, float] = defaultdict(float)
     exact: defaultdict[str, float] = defaultdict(float)
+    seen_exact: defaultdict[str, float] = defaultdict(float)  # exact, by the plate's size
+    widest = max((_width(read) for read, _ in group), default=0.0) or 1.0
     fits_of: list[dict[str, plates.CountryFit]] = []
     total = fitting = 0.0
     read_as: defaultdict[str, float] = defaultdict(float)  # weight of the reads of each text
     for read, text in group:
         read_as[text] += read.confidence
     everyone = sum(read_as.values())
+    doubts = _edge_doubts(group)
     for read, text in group:
         confs = _char_confs(read, text)
         fits = plates.country_fits(text, confs, countries, night=read.night)
-        fits += _pass_trims(text, confs, countries, read_as, everyone, fits)
+        fits += _pass_trims(text, confs, countries, read_as, everyone, fits, doubts)
         cut = any(f.end - f.start != len(text) for f in fits)
         best: dict[str, tuple[float, plates.CountryFit]] = {}
         for fit in fits:
@@ -248,6 +292,9 @@ def _fuse_by_country(
             support[country] += read.confidence * quality
             if fit.cost <= 1e-9:
                 exact[country] += read.confidence
+                # a plate seen small is seen less well: the far frames' exact fits count
+                # for less than the near ones'
+                seen_exact[country] += read.confidence * _width(read) / widest
         total += read.confidence
         fitting += read.confidence if best else 0.0
         fits_of.append({c: f for c, (_, f) in best.items()})
@@ -264,10 +311,10 @@ def _fuse_by_country(
         texts = {f.text for fits in fits_of for c, f in fits.items() if c == country}
         # reads that fit the country as read are the OCR seeing its text: a rival whose
         # text the OCR (all but) never saw is a correction only, and no rival
-        seen_so = exact[country] >= SEEN_SHARE * total
+        seen_so = seen_exact[country] >= SEEN_SHARE * total
         as_read = any(
             support[c] >= RIVAL_SHARE * support[country]
-            and (not seen_so or exact[c] >= SEEN_SHARE * total)
+            and (not seen_so or seen_exact[c] >= SEEN_SHARE * total)
             and {f.text for fits in fits_of for k, f in fits.items() if k == c} != texts
             for c in support if c != country
         )

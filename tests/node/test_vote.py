@@ -216,3 +216,65 @@ def test_a_few_exact_reads_of_one_country_decide_nothing() -> None:
     conf = [0.95] * 5 + [0.9, 0.9]
     reads = [make_read("BA3020Z", char_conf=conf)] * 16 + [make_read("BA30202", char_conf=conf)] * 2
     assert agreed(reads).plate.text == "BA3020Z"
+
+
+def hd_night_read(text: str, first: float, x: float) -> PlateRead:
+    """A read of a plate approaching in a 1080p night frame: its box grows from ~150 px
+    wide; every character read surely but the first, at `first`."""
+    width = 150 + 12 * x
+    read = make_read(text, box=(860 - x, 370 + 8 * x, 860 - x + width, 370 + 8 * x + width / 3.6),
+                     conf=0.95, char_conf=[first] + [1.0] * (len(text) - 1), det=0.8)
+    read.night = True
+    return read
+
+
+def test_a_band_read_as_a_letter_at_night_is_dropped() -> None:
+    # A Slovak RK-755AJ: at night its band (the shield over "SK") is read as a P, each
+    # frame more or less unsurely; PRK 755AJ would be a Polish plate.  One frame read the
+    # plate without it.
+    firsts = [0.5, 0.86, 0.53, 0.53, 0.83, 0.83, 0.68, 0.68, 0.68, 0.97, 0.55, 0.8]
+    reads = [hd_night_read("PRK755AJ", c, i) for i, c in enumerate(firsts)]
+    reads.append(hd_night_read("RK755AJ", 1.0, len(firsts)))
+    result = agreed(reads)
+    assert result.plate.text == "RK755AJ"
+    assert "PRK755AJ" in result.readings  # what the OCR saw stays an alternative
+    # the same with a Slovak camera, or a Polish one (the rest is a plate as read)
+    assert agreed_with(reads, ["SK"]).plate.text == "RK755AJ"
+    assert agreed_with(reads, ["PL"]).plate.text == "RK755AJ"
+
+
+def test_a_real_first_letter_that_fits_the_format_is_kept() -> None:
+    # A Polish PRK 755AJ read surely, one frame missing its P: the P is the plate's
+    reads = [hd_night_read("PRK755AJ", c, i) for i, c in enumerate([0.97, 0.99, 0.95] * 4)]
+    reads.append(hd_night_read("RK755AJ", 1.0, 12))
+    assert agreed(reads).plate.text == "PRK755AJ"
+    assert agreed_with(reads, ["PL"]).plate.text == "PRK755AJ"
+    # by day too, and a Lithuanian PRK 123
+    day = [make_read("PRK123", char_conf=[0.98] + [0.99] * 5)] * 8 + [make_read("RK123")]
+    assert agreed(day).plate.text == "PRK123"
+    # a first letter read unsurely in every frame, but never missing: no read shows the
+    # plate without it, so nothing is dropped
+    unsure = [hd_night_read("PRK755AJ", c, i) for i, c in enumerate([0.5, 0.6, 0.55] * 4)]
+    assert agreed(unsure).plate.text == "PRK755AJ"
+
+
+def test_exact_fits_read_only_far_away_are_no_sign_of_their_country() -> None:
+    # A Slovak BA-302OZ in glare: read BA3020Z in most frames (Slovak and Polish
+    # corrections tie); the three farthest frames read Polish plates (BA30202, BA3020A),
+    # two read the band as an E.  The pass keeps what it saw.
+    def read(text: str, cc: list[float], width: float) -> PlateRead:
+        return make_read(text, box=(260, 100, 260 + width, 100 + width / 3.5),
+                         conf=sum(cc) / len(cc), char_conf=cc, det=0.75)
+
+    sure = [1.0] * 5 + [0.99, 1.0]
+    far = [read("BA30202", [0.99, 0.98, 0.99, 0.99, 1.0, 0.99, 0.66], 41),
+           read("BA30202", [0.99, 0.97, 0.99, 0.99, 0.98, 0.99, 0.61], 44),
+           read("BA3020A", [0.98, 0.67, 0.97, 0.98, 0.94, 0.91, 0.57], 45)]
+    near = [read("BA3020Z", sure, 46 + 3 * i) for i in range(13)]
+    near += [read("EBA3020Z", [0.89] + [1.0] * 7, 47), read("EBA3020Z", [0.91] + [1.0] * 7, 52)]
+    result = agreed(far + near)
+    assert result.plate.text == "BA3020Z"
+    assert "BA30202" in result.readings and "BA302OZ" in result.readings
+    # read so up close, the same Polish frames are the OCR seeing a Polish plate
+    close = [read(r.plate.raw, list(r.plate.char_confidence), 80) for r in far]
+    assert agreed(close + near).plate.text == "BA30202"

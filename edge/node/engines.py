@@ -18,7 +18,7 @@ VEHICLE_CLASSES = (2, 3, 5, 7)  # COCO car, motorcycle, bus, truck
 # the vehicle detector taking any input size, made from the fixed one at preparation
 DYNAMIC_VEHICLES = "vehicles-dynamic"
 DEFAULT_OCR = "ocr-ppocrv6-small"
-DEFAULT_PLATES = "plates-int8"  # what detect.model defaults to
+DEFAULT_PLATES = "plates"  # what detect.model defaults to
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_a_model_that_fails_its_hash_is_named_with_the_fix(node, capsys):
     assert code == EXIT_MODELS == 3
     assert "ocr-ppocrv6-small" in lines["models"] and "fails its hash" in lines["models"]
     assert "prepare-models" in lines["models"]
-    (node / "models" / "plates-int8.onnx").unlink()
+    (node / "models" / "plates.onnx").unlink()
     code, lines = check(capsys, write_config(node))
     assert code == EXIT_MODELS and "missing" in lines["models"]
 

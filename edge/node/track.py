@@ -475,7 +475,9 @@ class PlateTracker:
             if other.id in track.together or track.id in other.together:
                 continue
             theirs = self._texts(other)
-            edits = min(levenshtein(a, b) for a in texts for b in theirs) if theirs else 99
+            if not theirs:
+                continue  # fragments only: nothing to compare
+            edits = min(levenshtein(a, b) for a in texts for b in theirs)
             same = any(same_text(a, b) for a in texts for b in theirs)
             first = other.trajectory[0]
             if other.first_seen <= track.last_seen:
@@ -500,12 +502,18 @@ class PlateTracker:
         """The folded texts (4 characters or more) a track reads: the text most of its
         reads agree on, and its vote's, fused character by character. A plate read from
         afar, through rain or a band's glyph, may give no two reads alike; its vote still
-        reads the plate. An ended track's vote is taken where its last sighting has none."""
-        agreed = track.agreed
-        if ended and (agreed is None or track.agreed_at != track.last_seen):
-            agreed = vote(track.voting_reads(), self.countries)
+        reads the plate. An ended track's vote is brought up to date (`_vote`)."""
+        agreed = self._vote(track) if ended else track.agreed
         texts = {track.text()} | ({folded(agreed.plate.text)} if agreed is not None else set())
         return {t for t in texts if len(t) >= 4}
+
+    def _vote(self, track: Track) -> Vote | None:
+        """The vote of all of `track`'s reads: its latest sighting's where that came with
+        its last read, else taken now (and kept as its latest)."""
+        if track.agreed is None or track.agreed_at != track.last_seen:
+            track.agreed = vote(track.voting_reads(), self.countries)
+            track.agreed_at = track.last_seen
+        return track.agreed
 
     def _event(self, track: Track) -> PlateEvent | None:
         reads = track.voting_reads()
@@ -515,7 +523,7 @@ class PlateTracker:
         if not enough:
             log.debug("track %d ended with %d read(s): too few to vote", track.id, len(reads))
             return None
-        agreed = vote(reads, self.countries)
+        agreed = self._vote(track)
         if self.reread is not None and track.views and _plate_seen(reads):
             reads, again = _read_again(track.views, reads, agreed, self.reread)
             if again:
@@ -619,8 +627,7 @@ class PlateTracker:
         for track in self._tracks.values():
             if track.last_seen != pts:
                 continue  # no new read: its fused text is what it was
-            agreed = track.agreed = vote(track.voting_reads(), self.countries)
-            track.agreed_at = pts
+            agreed = self._vote(track)
             if agreed is None:
                 continue
             # again as its confidence rises a step: a pass whose first reads were
@@ -659,7 +666,7 @@ class PlateTracker:
 
 def _moved(trajectory: Sequence[Point]) -> bool:
     """Whether a plate moved along its pass (MOVED_WIDTHS of its width across the frame, or
-    a third bigger or smaller), rather than standing (a car at a barrier)."""
+    30% bigger or smaller), rather than standing (a car at a barrier)."""
     if len(trajectory) < 2:
         return False
     a, b = trajectory[0], trajectory[-1]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+Region = tuple[int, int, int, int]  # x1, y1, x2, y2 in whole pixels: a window, a tile, a blob
 
 
 def iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
@@ -57,7 +58,7 @@ def nested(xyxy: np.ndarray, inside: float = 0.7) -> np.ndarray:
     return ((share >= inside) & larger).any(axis=1)
 
 
-def tiles(hw: tuple[int, int], count: int, input_size: int = 0) -> list[tuple[int, int, int, int]]:
+def tiles(hw: tuple[int, int], count: int, input_size: int = 0) -> list[Region]:
     """`count` square tiles spread evenly along the long side (they overlap where needed).
 
     None for a frame whose long side is under 1.5x the detector's input: it is hardly
@@ -76,7 +77,7 @@ def tiles(hw: tuple[int, int], count: int, input_size: int = 0) -> list[tuple[in
     return [(0, int(s), w, int(s) + side) for s in starts]
 
 
-def touches_inner_edge(xyxy: np.ndarray, region: tuple[int, int, int, int],
+def touches_inner_edge(xyxy: np.ndarray, region: Region,
                        hw: tuple[int, int], margin: float = 2.0) -> np.ndarray:
     """Boxes that reach an edge of `region` which is not an edge of the whole image."""
     x0, y0, x1, y1 = region

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.core.boxes import as_box, enclosing
+from edge.core.boxes import Region, as_box, enclosing
 from edge.core.types import Detections, PlateRead, PlateText
 from edge.node.config import PipelineConfig
 from edge.node.detect.finder import PlateFinder
-from edge.node.detect.schedule import Region, WindowSchedule
+from edge.node.detect.schedule import WindowSchedule
 from edge.node.engines import Engines
 from edge.node.ocr.memo import RememberedReads
 from edge.node.read import CropGeometry, PlateReader, crop_plate

@@ -7,12 +7,11 @@ import datetime as dt
 import cv2
 import numpy as np
 
+from edge.core.boxes import Region
 from edge.node.config import MotionConfig, NightConfig
 
 GATE_WIDTH = 160
 
-
-Region = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 
 # Moving blobs, on the gate's small grey copy: an opening of this many pixels a side drops
 # what cannot be a vehicle (isolated noise pixels, grain, rain streaks a pixel or two

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.core.boxes import nested, nms, tiles, touches_inner_edge
+from edge.core.boxes import Region, nested, nms, tiles, touches_inner_edge
 from edge.core.types import Detections
 from edge.node.backends import PlateDetector, VehicleDetector
 from edge.node.config import DetectConfig
-from edge.node.detect.schedule import Region, WindowSchedule, merge_regions
+from edge.node.detect.schedule import WindowSchedule, merge_regions
 from edge.node.detect.yolo import frame_input
 from edge.node.timing import StageTimer
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Region = tuple[int, int, int, int]
+from edge.core.boxes import Region
 
 
 @dataclass

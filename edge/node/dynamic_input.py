@@ -2,7 +2,7 @@
 head's anchor grid and strides, constants for one size, are computed in the graph from the
 feature maps instead, and the reshapes that named the anchor count take it as it comes.
 Run by `anpr-edge prepare-models` as `python -m edge.node.dynamic_input SRC DST`; needs
-onnx (the `quantize` extra). Deterministic: the same source gives the same file.
+onnx (a dependency, used at preparation only). Deterministic: the same source gives the same file.
 """
 
 from __future__ import annotations

@@ -77,5 +77,5 @@ def vehicle_model(manifest: Manifest) -> str:
     if spec is not None and (manifest.directory / spec.file).is_file():
         return DYNAMIC_VEHICLES
     log.warning("model %s is not prepared: each vehicle look runs the whole 640x640 "
-                "detector (make models prepares it; needs onnx)", DYNAMIC_VEHICLES)
+                "detector (anpr-edge prepare-models makes it)", DYNAMIC_VEHICLES)
     return "vehicles"

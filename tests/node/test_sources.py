@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.core.status import CameraState
 from edge.node.sources import (
     ImageFolderSource,
     LiveSource,
@@ -167,6 +168,26 @@ def test_corrupt_frames_mid_file_are_skipped_and_counted(tmp_path, caplog):
     assert src.health().skipped == 2
     assert "skipped 2 undecodable frame(s)" in caplog.text
     assert cap.released
+
+
+def test_a_file_shorter_than_its_header_ends_with_a_message_that_says_so(tmp_path, caplog):
+    # the real dashcam clip's header gives 420 frames and it holds 271: the reads after
+    # them fail, which is a file cut short or an overstated header, not corrupt frames
+    stub = tmp_path / "stub.mp4"
+    stub.write_bytes(b"x")
+    good = level_picture(100)
+    props = {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 10.0}
+    cap = ScriptedCapture([(True, good)] * 3, props)
+
+    with caplog.at_level(logging.WARNING, logger="edge.node.sources"):
+        src = open_source(stub, capture_factory=lambda: cap, max_bad_reads=4)
+        frames = list(src)
+
+    assert [f.index for f in frames] == [0, 1, 2]
+    health = src.health()
+    assert health.state == CameraState.ENDED and health.skipped == 0
+    assert "ended at frame 3, 7 short of the 10 its header gives" in health.last_error
+    assert "undecodable" not in caplog.text and "cut short" in caplog.text
 
 
 def test_a_bad_first_frame_is_skipped_but_no_good_frame_at_all_is_an_error(tmp_path):

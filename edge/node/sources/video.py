@@ -211,12 +211,15 @@ class VideoFileSource(SourceBase):
             index += 1
 
     def _give_up(self, index: int, bad: int) -> None:
-        # Past the container's frame count (or without one) this is just the end of
-        # a file whose header overstated its length; before it, the file is broken.
+        # Past the container's frame count (or without one) this is just the end of the
+        # file. Before it, the reads that follow the last frame decode nothing: the file
+        # is cut short, or its header overstates its length (OpenCV cannot tell the two
+        # apart: both end in reads that fail and leave the position where it was).
         if self._frame_count and index + bad < self._frame_count:
             message = (
-                f"{self.path}: gave up after {bad} undecodable frames at frame "
-                f"{index} of {self._frame_count}"
+                f"{self.path}: ended at frame {index}, {self._frame_count - index} short "
+                f"of the {self._frame_count} its header gives ({bad} reads after it decoded "
+                f"nothing: a file cut short, or a header that overstates its length)"
             )
             log.warning("%s", message)
             self._health.set_state(CameraState.ENDED, message)

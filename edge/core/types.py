@@ -177,6 +177,9 @@ class PlateEvent:
     # True for a pass still in view: its text fused so far, for an early watchlist
     # match; the pass's final event (provisional False, same camera and track_id) follows.
     provisional: bool = False
+    # The track ids of passes found to be this one after they were given as sightings
+    # (the tracker merged them into it): this event completes their early hits too.
+    absorbed: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {

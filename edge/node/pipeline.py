@@ -85,6 +85,7 @@ class VideoPipeline:
         self.last_processed = -1e9
         self.last_sampled = -1e9
         self._sighted: dict[int, tuple[str, int, int]] = {}  # live passes' sightings, as last given
+        self._closed: list[int] = []  # passes ended without a final event: take_closed()
         self.describer = (VehicleDescriber(engines.vehicles, config.describe,
                                            config.detect.vehicle_confidence)
                           if config.describe.enabled else None)
@@ -192,7 +193,14 @@ class VideoPipeline:
             if event.confidence < floor:
                 log.debug("camera %s: pass %r dropped, confidence %.2f", self.camera,
                           event.text, event.confidence)
+                self._closed += [event.track_id, *event.absorbed]
         return [e for e in events if e.confidence >= floor]
+
+    def take_closed(self) -> list[int]:
+        """The passes (track ids) that ended since the last call without a final event:
+        whatever they raised while in view will not be completed."""
+        closed, self._closed = self._closed + self.tracker.take_closed(), []
+        return closed
 
     def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """Analyse frames at the configured rate; the rest are skipped unseen."""

@@ -127,10 +127,12 @@ class CameraWorker:
                  on_event: Callable[[CameraConfig, PlateEvent, float], None],
                  stop: threading.Event, *, health: HealthConfig | None = None,
                  source_factory: Callable[[CameraConfig], Source] | None = None,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None,
+                 on_closed: Callable[[CameraConfig, int], None] | None = None):
         self.camera = camera
         self.engines = engines
         self.on_event = on_event
+        self.on_closed = on_closed  # a pass (track id) ended without a final event
         self.stop = stop
         h = health or HealthConfig()
         self.health = CameraHealth(camera.id, min_fps_fraction=h.min_fps_fraction,
@@ -231,6 +233,7 @@ class CameraWorker:
             flushed = pipeline.finish()
             for event in flushed:
                 self._emit(event, self._wall_of(event))
+            self._close(pipeline)
             if self.health.state != CameraState.ENDED:
                 self.health.set(CameraState.STOPPED)
             log.info("camera %s: %s after %d frames; %d pass(es) in flight flushed",
@@ -315,6 +318,7 @@ class CameraWorker:
             # sightings first: a pass that ends this frame raised its early hit already
             for event in (*result.sightings, *result.events):
                 self._emit(event, self._wall_of(event))
+            self._close(pipeline)
         if source.live:
             return "stopped"
         self._observe(source)
@@ -368,6 +372,11 @@ class CameraWorker:
             log.exception("camera %s: handling the event of track %d failed", self.camera.id,
                           event.track_id)
 
+    def _close(self, pipeline: VideoPipeline) -> None:
+        for track_id in pipeline.take_closed():
+            if self.on_closed is not None:
+                self.on_closed(self.camera, track_id)
+
     def _failed(self, message: str) -> None:
         message = scrub_url(message)
         self.status.last_error = message
@@ -414,7 +423,7 @@ class EdgeService:
         self.metrics: Any = None
         self._matcher: Matcher | None = None
         self.workers = [CameraWorker(c, self.engines, self.handle_event, self.stop_event,
-                                     health=config.health,
+                                     health=config.health, on_closed=self.pass_closed,
                                      source_factory=source_factory or self.open_camera)
                         for c in config.cameras]
         self._lock = threading.Lock()
@@ -559,8 +568,11 @@ class EdgeService:
         hits = self._matches(event, seen_wall)
         crop = _jpeg(event.best_crop, CROP_MAX_WIDTH)
         with self._live_lock:
-            early = self._live.pop((camera.id, event.track_id), {})
-            self._note_recent(camera.id, early.values(), seen_wall)
+            # this pass's early hits, and those of the passes merged into it
+            early = [(name, hit) for track_id in (event.track_id, *event.absorbed)
+                     for name, hit in self._live.pop((camera.id, track_id), {}).items()]
+            early = list({hit.hit_id: (name, hit) for name, hit in early}.values())
+            self._note_recent(camera.id, (hit for _, hit in early), seen_wall)
         if hits or early:
             stored = self._store_hits(camera, event, hits, seen_at, crop, early)
         else:
@@ -577,10 +589,20 @@ class EdgeService:
             # memory for room on the disk, or a read the disk had no room for
             line = event.to_json() | {"camera": camera.id, "seen_at": seen_at.isoformat(),
                                       "hits": [h.entry.list for h, _ in hits[:MAX_HITS_PER_EVENT]],
-                                      "completed": sorted(e.hit_id for e in early.values()),
+                                      "completed": sorted(hit.hit_id for _, hit in early),
                                       "stored": stored}
             with self._lock:
                 print(json.dumps(line), file=self.events_out, flush=True)
+
+    def pass_closed(self, camera: CameraConfig, track_id: int) -> None:
+        """A pass ended without a final event (too unsure, or a duplicate of one already
+        given): the hits it raised while in view stand as raised, uncompleted."""
+        with self._live_lock:
+            early = self._live.pop((camera.id, track_id), {})
+        for hit in early.values():
+            log.info("camera %s: hit %s stands as raised while in view: its pass (track %d) "
+                     "ended without a final read to complete it", camera.id, hit.hit_id,
+                     track_id)
 
     def _matches(self, event: PlateEvent, now: float) -> list[Match]:
         """The list entries the pass hits, at most one per list: on its text first, then on
@@ -623,7 +645,7 @@ class EdgeService:
         if hits:
             seen_at = dt.datetime.fromtimestamp(seen_wall, dt.UTC)
             self._store_hits(camera, event, hits, seen_at,
-                             _jpeg(event.best_crop, CROP_MAX_WIDTH), {}, raised=early)
+                             _jpeg(event.best_crop, CROP_MAX_WIDTH), [], raised=early)
         if not early:
             return
         with self._live_lock:
@@ -643,7 +665,7 @@ class EdgeService:
             self._recent.popitem(last=False)
 
     def _store_hits(self, camera: CameraConfig, event: PlateEvent, hits: list[Match],
-                    seen_at: dt.datetime, crop: bytes, early: dict[str, EarlyHit],
+                    seen_at: dt.datetime, crop: bytes, early: list[tuple[str, EarlyHit]],
                     raised: dict[str, EarlyHit] | None = None) -> bool:
         """Hand each list's hit to the outbox; True when all of them are on disk (a full
         disk leaves them waiting in the outbox's memory, to be stored when it has room).
@@ -671,13 +693,15 @@ class EdgeService:
             stored = stored and not self.outbox.is_waiting(hit_id)
             return hit_id
 
-        for name, was in early.items():
-            now = found.pop(name, None)
+        for name, was in early:
+            now = found.get(name)
             match = _match_of(*now) if now is not None else was.match
             hit_id = store(match, completes=was.hit_id)
             log.info("camera %s: hit %s completed by %s with the pass's final read%s",
                      camera.id, was.hit_id, hit_id,
                      "" if now is not None else " (which no longer matches the list)")
+        for name, _ in early:
+            found.pop(name, None)
         for name, (hit, reading) in list(found.items())[:max(0, MAX_HITS_PER_EVENT - len(early))]:
             match = _match_of(hit, reading)
             hit_id = store(match)

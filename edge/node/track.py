@@ -111,6 +111,9 @@ class Track:
     _read_last: float | None = None
     agreed: Vote | None = None  # its reads' vote at its latest sighting
     agreed_at: float | None = None  # ... and that sighting's time
+    # the tracks found to be this one's pass and merged into it, whose sightings (and the
+    # early hits they raised) its final event completes
+    absorbed: tuple[int, ...] = ()
 
     @classmethod
     def start(cls, track_id: int, read: PlateRead, pts: float, max_history: int) -> Track:
@@ -278,6 +281,7 @@ class PlateTracker:
         # None: our own association; else another tracker's, its ids mapped to ours
         self.association = association
         self._outside: dict[int, int] = {}
+        self._closed: list[int] = []
 
     @property
     def active(self) -> int:
@@ -320,6 +324,13 @@ class PlateTracker:
             self.association.reset()
         self._outside.clear()
         return events
+
+    def take_closed(self) -> list[int]:
+        """The tracks that ended since the last call without an event of their own (too few
+        reads, no agreed read, a duplicate of a pass already given) and those merged into
+        them: their sightings will never be completed by a final event."""
+        closed, self._closed = self._closed, []
+        return closed
 
     def _interval(self) -> float:
         """The usual time between two analysed frames (0 until there are a few)."""
@@ -455,6 +466,8 @@ class PlateTracker:
             event = self._event(track)
             if event is not None:
                 events.append(event)
+            else:
+                self._closed += [track.id, *track.absorbed]
         return events
 
     def _same_pass(self, track: Track) -> Track | None:
@@ -564,6 +577,7 @@ class PlateTracker:
             night=night,
             readings=list(agreed.readings),
             provisional=provisional,
+            absorbed=list(track.absorbed),
         )
 
     def _is_duplicate(self, track: Track, agreed: Vote, trajectory: list[Point]) -> bool:
@@ -686,6 +700,7 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
     track.vehicle_box, track.vehicle_at = live.vehicle_box, live.vehicle_at
     for view in ended.views + live.views:  # the best looks of both, for the end's re-read
         track.keep_view(view)
+    track.absorbed = (*live.absorbed, ended.id, *ended.absorbed)
     track.together = dict.fromkeys(list(ended.together) + list(live.together))
     while len(track.together) > TOGETHER_KEPT:
         del track.together[next(iter(track.together))]

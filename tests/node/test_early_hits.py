@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -198,5 +199,48 @@ def test_a_pass_lost_and_found_again_takes_up_its_hit_rather_than_alerting_again
         wait_for(lambda: rows(stack) and rows(stack)[0]["revision"] == 1, 15, "the completion")
         wait_for(lambda: node.outbox.backlog() == 0, 15, "the outbox to empty")
         assert [(r["plate_text"], r["direction"]) for r in rows(stack)] == [("AB123CD", "left")]
+    finally:
+        node.stop()
+
+
+def test_a_pass_merged_into_the_one_that_continues_it_has_its_hit_completed_by_that_one(
+        tmp_path, stack):
+    node = booth_node(tmp_path, stack)
+    node.start()
+    try:
+        camera = node.config.cameras[0]
+        node.handle_event(camera, PlateEvent(
+            "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=7,
+            best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), time.time())
+        wait_for(lambda: rows(stack), 15, "the early hit")
+        # the tracker found track 7 to be the start of track 9's pass, whose final read
+        # no longer hits the list: track 9's event completes track 7's hit all the same
+        node.handle_event(camera, PlateEvent("XY999ZZ", "XY 999 ZZ", None, 0.95, 0.0, 4.0, 20,
+                                             "left", track_id=9, absorbed=[7]), time.time())
+        wait_for(lambda: rows(stack)[0]["revision"] == 1, 15, "the hit completed")
+        (done,) = rows(stack)
+        assert (done["plate_text"], done["direction"]) == ("XY999ZZ", "left")
+    finally:
+        node.stop()
+
+
+def test_a_pass_that_ends_without_a_final_event_leaves_its_hit_standing(tmp_path, stack,
+                                                                         caplog):
+    node = booth_node(tmp_path, stack)
+    node.start()
+    try:
+        camera = node.config.cameras[0]
+        node.handle_event(camera, PlateEvent(
+            "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=7,
+            best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), time.time())
+        wait_for(lambda: rows(stack), 15, "the early hit")
+        with caplog.at_level(logging.INFO, logger="edge.node.service"):
+            node.pass_closed(camera, 7)  # a duplicate of a pass given before it
+        assert "stands as raised while in view: its pass (track 7) ended" in caplog.text
+        # nothing waits for it now: a later pass with that track id is a pass of its own
+        node.handle_event(camera, PlateEvent("AB123CD", "AB 123 CD", None, 0.95, 20.0, 24.0,
+                                             20, "left", track_id=7), time.time() + 30)
+        wait_for(lambda: len(rows(stack)) == 2, 15, "the second pass's own hit")
+        assert [r["revision"] for r in rows(stack)] == [0, 0]
     finally:
         node.stop()

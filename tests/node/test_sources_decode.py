@@ -188,6 +188,9 @@ class FakePipeline:
     def finish(self) -> list:
         return []
 
+    def take_closed(self) -> list[int]:
+        return []
+
 
 class TickingClock:
     """A fake monotonic clock that moves `step` seconds each time it is read."""

@@ -366,18 +366,23 @@ def test_a_fragment_read_where_a_plate_was_does_not_stretch_its_pass() -> None:
         ("RK457AS", 0.0, pytest.approx(0.9))]
 
 
-def test_a_plate_read_badly_from_afar_then_surely_up_close_is_one_event() -> None:
-    # A car ahead through rain: from afar no two reads agree (a band glyph, look-alikes),
-    # then it is lost for two frames and comes back where it should be, read surely.
+def read_badly_then_surely() -> list[PlateRead]:
+    """A car ahead through rain: from afar no two reads agree (a band glyph, look-alikes),
+    then it is lost for two frames (1.8 and 1.9 s) and comes back where it should be, read
+    surely: reads[:9] before the gap, reads[9:] after it."""
     far = ["EJ745", "1EJ70LH", "1EJ729LYI", "HEJ728LY", "NEJ728LT", "NEJ728LY", "EJ720LTE",
            "NEJ720LT", "NEJ720LY"]
     near = ["JE3728LY", "JEJ720LY", "E3728LY", "EJ720LY"] + ["EJ728LY"] * 8
     reads = [make_read(t, box_at(700 - 60 * p, 530, 40), p, conf=0.8)
              for t, p in zip(far, (0.6 + 0.1 * i for i in range(9)), strict=True)]
-    reads += [make_read(t, box_at(700 - 60 * p + 10, 535 + 10 * (p - 2), 44 + 4 * (p - 2)), p,
-                        conf=0.88 if i < 4 else 0.99)
-              for i, (t, p) in enumerate(zip(near, (2.0 + 0.1 * i for i in range(12)),
-                                             strict=True))]
+    return reads + [make_read(t, box_at(700 - 60 * p + 10, 535 + 10 * (p - 2), 44 + 4 * (p - 2)),
+                              p, conf=0.88 if i < 4 else 0.99)
+                    for i, (t, p) in enumerate(zip(near, (2.0 + 0.1 * i for i in range(12)),
+                                                   strict=True))]
+
+
+def test_a_plate_read_badly_from_afar_then_surely_up_close_is_one_event() -> None:
+    reads = read_badly_then_surely()
     frames = by_frame(reads[:9]) + [(1.8, []), (1.9, [])] + by_frame(reads[9:])
     (event,) = run(PlateTracker(), frames)
     assert event.text == "EJ728LY"
@@ -398,3 +403,26 @@ def test_a_moving_plate_lost_a_frame_and_read_a_character_otherwise_is_one_event
     (event,) = run(PlateTracker(), frames)
     assert event.text == "FWE50"
     assert event.frames == 15
+
+
+def test_a_pass_that_ends_without_an_event_of_its_own_is_told_apart_from_one_merged() -> None:
+    # early hits are raised on a pass's sightings and completed by its final event: a
+    # pass that never gets one must say so, or its hits wait for ever
+    first = approaching("ABC123", start=0.0, n=5)
+    again = [make_read("ABC123", box_at(300, 400 + 30 * i, 110), 1.9 + 0.1 * i) for i in range(5)]
+    tracker = PlateTracker()
+    (event,) = run(tracker, by_frame(first, again))
+    assert tracker.take_closed() == [event.track_id + 1]  # the duplicate of the first pass
+    assert tracker.take_closed() == [] and event.absorbed == []
+
+    tracker = PlateTracker(min_reads=2)
+    assert run(tracker, by_frame([make_read("ABC123", box_at(300, 300), 0.0, conf=0.6)])) == []
+    assert tracker.take_closed() == [1]  # too few reads
+
+    # a pass taken up by the track that continues it (the case above, a car through rain
+    # read badly from afar): that track's event completes it
+    reads = read_badly_then_surely()
+    tracker = PlateTracker()
+    (event,) = run(tracker, by_frame(reads[:9]) + [(1.8, []), (1.9, [])] + by_frame(reads[9:]))
+    assert event.text == "EJ728LY" and event.absorbed and event.track_id not in event.absorbed
+    assert tracker.take_closed() == []

@@ -16,6 +16,7 @@ from edge.node.engines import Engines
 from edge.node.output import plate_json
 from edge.node.pipeline import FrameResult, VideoPipeline
 from edge.node.sources import Source, SourceError, open_source
+from edge.node.sources.live import LIVE_BUFFER_S
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,14 @@ class ReplayStats:
 
 
 def paced(frames: Iterator[Frame], stats: ReplayStats,
-          clock: Callable[[], float]) -> Iterator[Frame]:
-    """Frames at the source's own pace: a frame whose time has passed is dropped, as a
-    live camera's would be; a frame that is early waits."""
+          clock: Callable[[], float], buffer_s: float = LIVE_BUFFER_S) -> Iterator[Frame]:
+    """Frames at the source's own pace, as a live camera's come: a frame is dropped once
+    it is more than `buffer_s` old when taken (the live source's buffer, LIVE_BUFFER_S,
+    keeps that much); a frame that is early waits."""
     start = clock()
     for frame in frames:
         lag = (clock() - start) - frame.pts
-        if lag > 0.5 / 30:  # more than half a frame late: the next one is already due
+        if lag > buffer_s:
             stats.dropped += 1
             continue
         if lag < 0:

@@ -166,6 +166,24 @@ def test_a_slow_consumer_gets_the_newest_frames_and_drops_are_counted(live):
     assert (health.frames, health.dropped) == (10, 8)
 
 
+def test_a_consumer_less_than_buffer_s_behind_loses_nothing_and_further_behind_gets_recent_frames(
+        live):
+    # frames pushed on a clock the test sets (the stream itself sends none): a pipeline
+    # busy for 0.36 s of a 25 fps stream (a pass's views read again) finds every frame
+    src = live(FakeCamera(FakeStream([], then="stall")), buffer_s=0.5, buffer_size=32)
+    t0 = src._t0
+    for i in range(10):
+        src._push(picture(i), t0 + 0.04 * i)
+    assert [f.index for f in take(src, 10)] == list(range(10))
+    assert src.health().dropped == 0
+    # away for 1.2 s: only the last half second's frames wait for it
+    for i in range(10, 40):
+        src._push(picture(i), t0 + 0.04 * i)
+    frames = take(src, 13)
+    assert [f.index for f in frames] == list(range(27, 40))
+    assert src.read(timeout=0.01) is None and src.health().dropped == 17
+
+
 def test_close_ends_a_waiting_iterator_promptly(live):
     camera = FakeCamera(FakeStream([picture(0)]))  # one frame, then silence
     src = live(camera)

@@ -25,6 +25,9 @@ log.addFilter(ScrubbingFilter())
 
 DEFAULT_OPEN_TIMEOUT = 15.0
 DEFAULT_STALL_TIMEOUT = 10.0
+# How far (seconds of frames) a consumer may fall behind a live stream before the oldest
+# frames are dropped: up to ~80 MB of 1080p frames at 25 fps, held only while it lags.
+LIVE_BUFFER_S = 0.5
 # Reconnection back-off stops growing here: a camera is probed every few seconds for as
 # long as it is away, so that the node reads again within seconds of its return (at a
 # 60 s cap a node stayed blind 34 s after its camera was back).
@@ -152,8 +155,11 @@ class _Connection:
 class LiveSource(SourceBase):
     """A stream or camera read continuously on its own thread.
 
-    The newest `buffer_size` frames are kept; when the consumer falls behind the
-    oldest is dropped (and counted), so the consumer always gets recent pictures.
+    The frames of the last `buffer_s` seconds are kept (at most `buffer_size`); when the
+    consumer falls further behind, the oldest is dropped (and counted), so the consumer
+    always gets recent pictures. Half a second rides out a burst of work (a pass's
+    views read again as it ends takes ~0.2 s on two cores) without losing a frame the
+    pipeline would analyse, and a consumer that keeps up holds no frame there.
     A stream that fails to open, fails a read, sends nothing for `stall_timeout`
     seconds, repeats one picture for `frozen_after` seconds or stays black for
     `black_after` seconds is logged, reported in health() and reopened after a
@@ -179,7 +185,8 @@ class LiveSource(SourceBase):
         *,
         source_id: str,
         nominal_fps: float | None = None,
-        buffer_size: int = 2,
+        buffer_s: float = LIVE_BUFFER_S,
+        buffer_size: int = 32,
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         frozen_after: float | None = 20.0,
@@ -195,6 +202,8 @@ class LiveSource(SourceBase):
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size!r}")
+        if buffer_s < 0:
+            raise ValueError(f"buffer_s must not be negative, got {buffer_s!r}")
         if open_timeout <= 0 or stall_timeout <= 0:
             raise ValueError("open_timeout and stall_timeout must be positive")
         super().__init__(source_id, nominal_fps, CameraState.CONNECTING)
@@ -215,6 +224,7 @@ class LiveSource(SourceBase):
         self._t0 = self._clock()
 
         self._buffer: deque[Frame] = deque(maxlen=buffer_size)
+        self._buffer_s = buffer_s
         self._ready = threading.Condition()
         self._closed = False
         self._next_index = 0
@@ -454,6 +464,9 @@ class LiveSource(SourceBase):
             if len(self._buffer) == self._buffer.maxlen:
                 self._health.count_dropped()
             self._buffer.append(frame)
+            while frame.pts - self._buffer[0].pts > self._buffer_s:
+                self._buffer.popleft()  # older than the consumer may fall behind
+                self._health.count_dropped()
             self._ready.notify()
         self._health.count_frame()
 

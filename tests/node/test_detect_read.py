@@ -88,6 +88,22 @@ def test_reader_splits_two_line_plates_and_keeps_char_confidence():
     assert crop is not None
 
 
+def test_video_reads_the_other_crops_only_of_a_box_whose_main_crop_reads_some_text():
+    def reader_reading(text):
+        seen: list[int] = []
+
+        def ocr(lines):
+            seen.append(len(lines))
+            return [OcrResult(text, 0.5, (0.5,) * len(text)) for _ in lines]
+        geometry = CropGeometry(straighten=False, alternatives=((0.05, 0.18),), adaptive=True)
+        PlateReader(ocr, geometry=geometry).read(np.full((200, 300, 3), 200, np.uint8),
+                                                 [(50, 50, 250, 90)])
+        return seen
+
+    assert reader_reading("AB") == [1]  # a lamp, a sign: no second crop
+    assert reader_reading("AB1") == [1, 1]  # doubtful text: the alternative too
+
+
 def test_reader_keeps_one_line_reading_of_a_squarish_plate_when_better():
     results = [OcrResult("ABC1234", 0.9, (0.9,) * 7), OcrResult("AB", 0.4, (0.4,) * 2),
                OcrResult("C12", 0.5, (0.5,) * 3)]

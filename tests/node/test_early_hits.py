@@ -54,6 +54,14 @@ def booth_node(tmp_path: Path, stack, booth: Booth | None = None,
     return service
 
 
+def sighting(track_id: int) -> PlateEvent:
+    """A pass in view whose fused text so far is the listed AB123CD, sure enough for an
+    early hit."""
+    return PlateEvent("AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown",
+                      track_id=track_id, best_crop=np.full((30, 120, 3), 100, np.uint8),
+                      provisional=True)
+
+
 def hits_of(stream: EventStream, until: object) -> list[dict]:
     """The console's `hit` events, until `until(events)` holds."""
     got: list[dict] = []
@@ -118,10 +126,7 @@ def test_a_final_text_that_no_longer_matches_keeps_the_hit_and_stores_the_final_
     node.start()
     try:
         camera = node.config.cameras[0]
-        crop = np.full((30, 120, 3), 100, np.uint8)
-        sighting = PlateEvent("AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown",
-                              track_id=7, best_crop=crop, provisional=True)
-        node.handle_event(camera, sighting, time.time())
+        node.handle_event(camera, sighting(7), time.time())
         wait_for(lambda: rows(stack), 15, "the early hit")
         final = PlateEvent("XY999ZZ", "XY 999 ZZ", None, 0.95, 0.0, 4.0, 20, "approaching",
                            track_id=7, best_crop=np.full((30, 120, 3), 200, np.uint8),
@@ -190,9 +195,7 @@ def test_a_pass_lost_and_found_again_takes_up_its_hit_rather_than_alerting_again
         camera = node.config.cameras[0]
         now = time.time()
         for track, at in ((7, now), (8, now + 2.0)):  # the tracker lost it for 2 s
-            node.handle_event(camera, PlateEvent(
-                "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=track,
-                best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), at)
+            node.handle_event(camera, sighting(track), at)
         # the tracker merges the two passes' final events: the second track's is the one
         node.handle_event(camera, PlateEvent("AB123CD", "AB 123 CD", None, 0.9, 0.0, 4.0, 9,
                                              "left", track_id=8), now + 3.0)
@@ -209,9 +212,7 @@ def test_a_pass_merged_into_the_one_that_continues_it_has_its_hit_completed_by_t
     node.start()
     try:
         camera = node.config.cameras[0]
-        node.handle_event(camera, PlateEvent(
-            "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=7,
-            best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), time.time())
+        node.handle_event(camera, sighting(7), time.time())
         wait_for(lambda: rows(stack), 15, "the early hit")
         # the tracker found track 7 to be the start of track 9's pass, whose final read
         # no longer hits the list: track 9's event completes track 7's hit all the same
@@ -230,9 +231,7 @@ def test_a_pass_that_ends_without_a_final_event_leaves_its_hit_standing(tmp_path
     node.start()
     try:
         camera = node.config.cameras[0]
-        node.handle_event(camera, PlateEvent(
-            "AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown", track_id=7,
-            best_crop=np.full((30, 120, 3), 100, np.uint8), provisional=True), time.time())
+        node.handle_event(camera, sighting(7), time.time())
         wait_for(lambda: rows(stack), 15, "the early hit")
         with caplog.at_level(logging.INFO, logger="edge.node.service"):
             node.pass_closed(camera, 7)  # a duplicate of a pass given before it

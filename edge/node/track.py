@@ -572,7 +572,7 @@ class PlateTracker:
             camera=self.camera,
             best_crop=best.crop,
             best_box=best.box,
-            scene_jpeg=best.scene_jpeg,
+            scene_jpeg=best.scene_jpeg or _scene_of(track, agreed.plate.text),
             alternatives=list(agreed.alternatives),
             night=night,
             readings=list(agreed.readings),
@@ -705,6 +705,16 @@ def merged(live: Track, ended: Track, max_history: int) -> Track:
     while len(track.together) > TOGETHER_KEPT:
         del track.together[next(iter(track.together))]
     return track
+
+
+def _scene_of(track: Track, text: str) -> bytes | None:
+    """The frame of the pass's most confident read that kept one, of its text first: its
+    best read may be a view read again at its end whose frame, a fragment's then, was
+    not kept."""
+    kept = [r for r in track.reads if r.scene_jpeg]
+    if not kept:
+        return None
+    return max(kept, key=lambda r: (r.plate.text == text, r.confidence)).scene_jpeg
 
 
 def doubtful_vote(agreed: Vote) -> bool:

@@ -4,6 +4,7 @@ without a second alert. Real edge service, real collector and console, on loopba
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -21,6 +23,7 @@ from helpers.console import OPERATOR, EventStream, running_stack
 from helpers.link import child_env, wait_for
 
 from edge.core.types import PlateEvent
+from edge.node.config import CameraConfig
 from edge.node.service import EdgeService
 
 
@@ -60,6 +63,21 @@ def sighting(track_id: int) -> PlateEvent:
     return PlateEvent("AB123CD", "AB 123 CD", None, 0.8, 0.0, 0.5, 3, "unknown",
                       track_id=track_id, best_crop=np.full((30, 120, 3), 100, np.uint8),
                       provisional=True)
+
+
+@contextlib.contextmanager
+def early_hit_raised(tmp_path: Path, stack) -> Iterator[tuple[EdgeService, CameraConfig]]:
+    """A running node (and its camera) whose pass track 7, in view, has raised its early
+    hit on the listed AB123CD at the collector; stopped afterwards."""
+    node = booth_node(tmp_path, stack)
+    node.start()
+    try:
+        camera = node.config.cameras[0]
+        node.handle_event(camera, sighting(7), time.time())
+        wait_for(lambda: rows(stack), 15, "the early hit")
+        yield node, camera
+    finally:
+        node.stop()
 
 
 def hits_of(stream: EventStream, until: object) -> list[dict]:
@@ -122,12 +140,7 @@ def test_a_listed_car_that_stops_raises_its_hit_before_it_leaves_and_only_one(tm
 
 def test_a_final_text_that_no_longer_matches_keeps_the_hit_and_stores_the_final_text(
         tmp_path, stack):
-    node = booth_node(tmp_path, stack)
-    node.start()
-    try:
-        camera = node.config.cameras[0]
-        node.handle_event(camera, sighting(7), time.time())
-        wait_for(lambda: rows(stack), 15, "the early hit")
+    with early_hit_raised(tmp_path, stack) as (node, camera):
         final = PlateEvent("XY999ZZ", "XY 999 ZZ", None, 0.95, 0.0, 4.0, 20, "approaching",
                            track_id=7, best_crop=np.full((30, 120, 3), 200, np.uint8),
                            vehicle_type="truck", vehicle_colour="red")
@@ -138,8 +151,6 @@ def test_a_final_text_that_no_longer_matches_keeps_the_hit_and_stores_the_final_
         assert done["entry_plate"] == "AB123CD"  # the entry the early read matched
         assert (done["vehicle_type"], done["vehicle_colour"]) == ("truck", "red")
         assert done["direction"] == "approaching"
-    finally:
-        node.stop()
 
 
 def test_a_hit_on_another_reading_says_so_on_the_wire_and_the_console(tmp_path, stack):
@@ -208,12 +219,7 @@ def test_a_pass_lost_and_found_again_takes_up_its_hit_rather_than_alerting_again
 
 def test_a_pass_merged_into_the_one_that_continues_it_has_its_hit_completed_by_that_one(
         tmp_path, stack):
-    node = booth_node(tmp_path, stack)
-    node.start()
-    try:
-        camera = node.config.cameras[0]
-        node.handle_event(camera, sighting(7), time.time())
-        wait_for(lambda: rows(stack), 15, "the early hit")
+    with early_hit_raised(tmp_path, stack) as (node, camera):
         # the tracker found track 7 to be the start of track 9's pass, whose final read
         # no longer hits the list: track 9's event completes track 7's hit all the same
         node.handle_event(camera, PlateEvent("XY999ZZ", "XY 999 ZZ", None, 0.95, 0.0, 4.0, 20,
@@ -221,18 +227,11 @@ def test_a_pass_merged_into_the_one_that_continues_it_has_its_hit_completed_by_t
         wait_for(lambda: rows(stack)[0]["revision"] == 1, 15, "the hit completed")
         (done,) = rows(stack)
         assert (done["plate_text"], done["direction"]) == ("XY999ZZ", "left")
-    finally:
-        node.stop()
 
 
 def test_a_pass_that_ends_without_a_final_event_leaves_its_hit_standing(tmp_path, stack,
                                                                          caplog):
-    node = booth_node(tmp_path, stack)
-    node.start()
-    try:
-        camera = node.config.cameras[0]
-        node.handle_event(camera, sighting(7), time.time())
-        wait_for(lambda: rows(stack), 15, "the early hit")
+    with early_hit_raised(tmp_path, stack) as (node, camera):
         with caplog.at_level(logging.INFO, logger="edge.node.service"):
             node.pass_closed(camera, 7)  # a duplicate of a pass given before it
         assert "stands as raised while in view: its pass (track 7) ended" in caplog.text
@@ -241,5 +240,3 @@ def test_a_pass_that_ends_without_a_final_event_leaves_its_hit_standing(tmp_path
                                              20, "left", track_id=7), time.time() + 30)
         wait_for(lambda: len(rows(stack)) == 2, 15, "the second pass's own hit")
         assert [r["revision"] for r in rows(stack)] == [0, 0]
-    finally:
-        node.stop()

@@ -8,11 +8,13 @@ import datetime as dt
 import fnmatch
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.signing
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from edge.collector.search import Searches, make_searches
 from edge.collector.service import CollectorService
@@ -62,6 +64,7 @@ class MiniNode:
     hold: threading.Event = field(default_factory=threading.Event)  # set: answer now
     queries: list[str] = field(default_factory=list)  # ids taken
     refused: list[str] = field(default_factory=list)  # why, each query refused
+    auth_failures: int = 0  # connections the collector refused this node's key on
 
     def __post_init__(self) -> None:
         self.hold.set()
@@ -122,11 +125,31 @@ class MiniNode:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         make_curve_client(sock, *self.keys, self.server_public)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                          | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         sock.connect(self.endpoint)
-        sock.send_multipart(heartbeat(self.name))
+        retry_at = None
         try:
             while not self._stop.is_set():
-                if not sock.poll(50):
+                if retry_at is not None and time.monotonic() >= retry_at:
+                    # ZeroMQ gives up on a connection whose key was refused (this node's
+                    # key reached the allow-list after the collector last read it); the
+                    # edge's sender connects again, and so does this one
+                    sock.disconnect(self.endpoint)
+                    sock.connect(self.endpoint)
+                    retry_at = None
+                ready = dict(poller.poll(50))
+                if monitor in ready:
+                    event = recv_monitor_message(monitor)["event"]
+                    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                        sock.send_multipart(heartbeat(self.name))  # heard: it can be asked
+                    else:
+                        self.auth_failures += 1
+                        retry_at = time.monotonic() + 0.1
+                if sock not in ready:
                     continue
                 frames = sock.recv_multipart()
                 if frames[0] != TAG_SEARCH:
@@ -148,6 +171,8 @@ class MiniNode:
                 for a in answers:
                     sock.send_multipart(a.encode())
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
 
 

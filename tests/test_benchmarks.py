@@ -27,6 +27,7 @@ from benchmarks.driveby import (
     analysed_count,
     approach_frames,
     assign,
+    backdrop_of,
     hit_times,
     latency,
     outcome,
@@ -522,6 +523,30 @@ def test_clip_gaps_lanes_sizes_and_first_readable(tmp_path):
     assert c.first_pts == pytest.approx(1.0)
     with pytest.raises(ValueError, match="empty road"):
         DriveByClip(items, ClipOptions(gap_s=-0.5))
+
+
+def test_a_lane_its_car_has_left_holds_no_smear_of_its_plate(tmp_path):
+    # a night plate is bright on a dark car: smeared alone it stays a bright oblong, which
+    # the plate detector took for a plate (0.7) and so ran the pass on into the next car's
+    plate = (150, 120, 250, 150)
+    photo = np.full((300, 400, 3), 20, np.uint8)
+    photo[120:150, 150:250] = 230
+
+    def glow(image: np.ndarray, box=plate) -> float:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        return float(image[y1:y2, x1:x2].mean() - np.median(image))
+
+    assert glow(backdrop_of(photo)) > 60
+    assert glow(backdrop_of(photo, [plate])) < 5
+    items = photo_items(tmp_path, 2)
+    clip = DriveByClip(items, ClipOptions(frames=6, fps=10, gap_s=0.2, night=True,
+                                          side_by_side=True))
+    frames = list(clip)
+    last = clip.approach(0, clip.lane_size([0, 1]))[-1]
+    assert glow(last.image, last.plate_box) > 60
+    # frame 6: the left car has gone, the right one is in view; frame 8: empty road
+    for k in (6, 8):
+        assert glow(frames[k].image, last.plate_box) < 15
 
 
 def test_drive_by_suite_on_two_photos(tmp_path):

@@ -166,7 +166,10 @@ class PipelineConfig(Strict):
 
     countries: list[str] | None = None
     analysis_fps: float = Field(10.0, gt=0, le=120, description="frames per second looked "
-                                "at; a file replays every frame at or above this rate")
+                                "at, at most: a frame is taken once 1/analysis_fps has passed "
+                                "since the last one taken, so a 25 fps camera gives every "
+                                "third frame (8.3 a second) at 10; a file replays every frame "
+                                "at or above this rate")
     detect: DetectConfig = DetectConfig()
     ocr: OcrConfig = OcrConfig()
     track: TrackConfig = TrackConfig()

@@ -378,10 +378,12 @@ def test_drive_by_frames_and_scoring_rules():
                 VehicleWindow(None, "MISS1", 9.0, 10.9)]  # type: ignore[arg-type]
     events = [event("ABC123", 0.5, 1.9), event("ABC123", 1.0, 1.5), event("RK099", 3.2, 4.0),
               event("XYZ7", 6.5, 7.0), event("GHOST", 2.2, 2.5), event("RK641AL", 3.5, 4.5)]
+    events[3].readings = ["XYZ1"]  # another format's reading of what OCR saw: XYZ1
     strays = assign(vehicles, events)
     assert [outcome(v) for v in vehicles] == ["read", "read_o_is_0", "wrong", "missed"]
     figures = score(vehicles, strays)
     assert figures["read_rate"] == 0.5 and figures["read_rate_strict"] == 0.25
+    assert figures["listed_match_rate"] == 0.75  # XYZ1's list entry hits on the reading
     assert figures["duplicate_events"] == 1 and figures["vehicles_with_duplicates"] == 1
     assert figures["spurious_events"] == 1 and figures["missed_rate"] == 0.25
     assert figures["other_events"] == 1  # another plate seen while RKO99 passed

@@ -114,7 +114,8 @@ class VideoPipeline:
         m = self.config.motion
         due = (frame.pts - self.last_processed >= (m.keepalive_s if self.tracker.active
                                                   else m.idle_check_s))
-        night = self.night.is_night(frame.image, frame.wall)
+        small = self.gate.small if self.config.motion.enabled else None
+        night = self.night.is_night(frame.image if small is None else small, frame.wall)
         result = FrameResult(frame.index, frame.pts, processed=motion or due, night=night)
         if result.processed:
             self.last_processed = frame.pts

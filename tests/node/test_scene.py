@@ -54,6 +54,19 @@ def test_night_by_frame_dark_or_monochrome_with_hysteresis():
     assert not all(detector.is_night(colourful(220)) for _ in range(10))
 
 
+def test_night_is_judged_alike_on_the_gates_small_copy():
+    gate = MotionGate(MotionConfig())
+    big = lambda image: np.repeat(np.repeat(image, 6, axis=0), 8, axis=1)  # noqa: E731
+    for image in (big(colourful(200)), np.full((720, 1280, 3), 150, np.uint8),
+                  big(colourful(30)), road(brightness=200)):
+        gate.moving(image)
+        assert gate.small is not None and gate.small.shape[1] == 160
+        on_frame, on_copy = NightDetector(NightConfig()), NightDetector(NightConfig())
+        assert on_frame.is_night(image) == on_copy.is_night(gate.small)
+        assert on_frame.brightness == pytest.approx(on_copy.brightness, abs=2)
+        assert on_frame.saturation == pytest.approx(on_copy.saturation, abs=2)
+
+
 def test_night_by_clock_and_fixed_modes():
     assert _in_window(dt.time(23, 0), "19:00", "07:00")
     assert _in_window(dt.time(3, 0), "19:00", "07:00")

@@ -3,6 +3,7 @@ with its console, a browser.  What they are built from lives in tests/helpers/."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,22 @@ from helpers.browser import browser  # noqa: F401  (a fixture: skips without chr
 from helpers.console import Stack, running_stack
 from helpers.data import DATA, REPO, data_dir  # noqa: F401  (tests import these from helpers.data)
 from helpers.link import Keys, make_keys
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored() -> Iterator[None]:
+    """A command run in-process (its `main()`) sets up logging to stderr, which under pytest
+    is the test's captured stream, closed when the test ends: a thread of a later test
+    logging through that handler printed "--- Logging error --- ... I/O operation on
+    closed file" into CI's output. The stream handlers a test adds go when it ends
+    (pytest's own capture handlers, of their own types, are left to pytest)."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

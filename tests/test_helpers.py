@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-import zmq
 from helpers.console import console_hit
-from helpers.link import collector_config, make_hit, make_keys, wait_for
+from helpers.link import collector_config, make_hit, wait_for
 from helpers.search import mini_node, signing_keys
 from helpers.service import node_config
 
@@ -30,24 +29,23 @@ def test_node_config_is_a_valid_edge_config(tmp_path) -> None:
     assert config.cameras[0].id == "lane-1" and config.analysis_fps == 15
 
 
-def test_a_mini_node_refused_once_is_heard_once_its_key_is_allowed(tmp_path) -> None:
+def test_a_mini_node_refused_once_is_heard_once_its_key_is_allowed(tmp_path, keys, ctx) -> None:
     # ZeroMQ never tries again on a connection whose key was refused; a mini node whose
     # key reached the allow-list just after the collector read it was never heard
-    keys = make_keys(tmp_path)
     signing_keys(keys)
-    ctx = zmq.Context()
     service = CollectorService(collector_config(tmp_path, keys), ctx=ctx)
     service.start()
-    keys.edge("lt-late", allowed=False)
-    node = mini_node(tmp_path, keys, service, "lt-late")
-    node.start(ctx)
     try:
-        wait_for(lambda: node.auth_failures >= 1, what="the key refused")
-        assert "lt-late" not in service.connected_nodes()
-        key = keys.edge_dir("lt-late") / "lt-late.key"
-        shutil.copy(key, keys.allowed_dir / key.name)
-        wait_for(lambda: "lt-late" in service.connected_nodes(), what="the node heard")
+        keys.edge("lt-late", allowed=False)
+        node = mini_node(tmp_path, keys, service, "lt-late")
+        node.start(ctx)
+        try:
+            wait_for(lambda: node.auth_failures >= 1, what="the key refused")
+            assert "lt-late" not in service.connected_nodes()
+            key = keys.edge_dir("lt-late") / "lt-late.key"
+            shutil.copy(key, keys.allowed_dir / key.name)
+            wait_for(lambda: "lt-late" in service.connected_nodes(), what="the node heard")
+        finally:
+            node.stop()
     finally:
-        node.stop()
         service.stop()
-        ctx.term()
